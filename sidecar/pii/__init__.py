@@ -1,0 +1,1 @@
+"""Building blocks of the PII stage: spaCy loading, recognizers and operators."""

@@ -1,0 +1,1 @@
+"""Policy files: the model (what a file may say), the loader and the compiled store."""

@@ -1,0 +1,131 @@
+"""The policy file format, as pydantic models.
+
+Every model forbids unknown fields: a typo such as `acton: block` must fail the load, not
+be ignored and leave an entity unprotected. Fields for capabilities that are not built
+yet are not accepted either, for the same reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sidecar.regex import compile_re2
+
+ENTITY_NAME = r"^[A-Z][A-Z0-9_]{0,63}$"
+POLICY_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+Action = Literal["replace", "redact", "mask", "hash", "block", "allow"]
+MAX_LIST = 10_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EntityRule(_Strict):
+    """What to do with one entity type."""
+
+    action: Action
+    # Findings scoring below this are ignored; defaults to `pii.min_score`.
+    min_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    # replace: the text put in place of the value (default "<ENTITY_TYPE>").
+    replacement: str | None = Field(default=None, max_length=256)
+    # mask: how many trailing characters stay visible, and the masking character.
+    keep_last: int = Field(default=4, ge=0, le=64)
+    masking_char: str = Field(default="*", min_length=1, max_length=1)
+
+    @model_validator(mode="after")
+    def _options_fit_action(self) -> EntityRule:
+        if "replacement" in self.model_fields_set and self.action != "replace":
+            raise ValueError(f"'replacement' only applies to action 'replace', not '{self.action}'")
+        for option in ("keep_last", "masking_char"):
+            if option in self.model_fields_set and self.action != "mask":
+                raise ValueError(f"'{option}' only applies to action 'mask', not '{self.action}'")
+        return self
+
+
+class CustomRecognizer(_Strict):
+    """A policy-defined detector: RE2 patterns and/or a deny-list of literal terms."""
+
+    entity: str = Field(pattern=ENTITY_NAME)
+    patterns: list[str] = Field(default_factory=list, max_length=100)
+    deny_list: list[str] = Field(default_factory=list, max_length=MAX_LIST)
+    # Words near a match that raise its score (as Presidio's context enhancement does).
+    context: list[str] = Field(default_factory=list, max_length=100)
+    score: float = Field(default=0.6, gt=0.0, le=1.0)
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns_are_re2(cls, patterns: list[str]) -> list[str]:
+        for index, pattern in enumerate(patterns):
+            try:
+                compile_re2(pattern)
+            except ValueError as err:
+                raise ValueError(f"patterns[{index}]: {err}") from None
+        return patterns
+
+    @field_validator("deny_list", "context")
+    @classmethod
+    def _no_blank_terms(cls, terms: list[str]) -> list[str]:
+        if any(not term.strip() for term in terms):
+            raise ValueError("terms must not be empty or blank")
+        return terms
+
+    @model_validator(mode="after")
+    def _detects_something(self) -> CustomRecognizer:
+        if not self.patterns and not self.deny_list:
+            raise ValueError("a recognizer needs at least one of 'patterns' or 'deny_list'")
+        return self
+
+
+class PiiConfig(_Strict):
+    language: Literal["en"] = "en"
+    # Default minimum score for every entity that does not set its own.
+    min_score: float = Field(default=0.4, ge=0.0, le=1.0)
+    entities: dict[str, EntityRule] = Field(default_factory=dict)
+    recognizers: list[CustomRecognizer] = Field(default_factory=list, max_length=100)
+    # Exact values that are never treated as PII (e.g. the company's support address).
+    allow: list[str] = Field(default_factory=list, max_length=MAX_LIST)
+
+    @field_validator("entities")
+    @classmethod
+    def _entity_names(cls, entities: dict[str, EntityRule]) -> dict[str, EntityRule]:
+        import re
+
+        bad = [name for name in entities if not re.fullmatch(ENTITY_NAME, name)]
+        if bad:
+            raise ValueError(f"entity names must be UPPER_SNAKE_CASE: {', '.join(bad)}")
+        return entities
+
+
+class Match(_Strict):
+    """Which requests a policy applies to. Shell-style globs: `support-*`."""
+
+    tenants: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=1000)
+    apps: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=1000)
+
+
+class Policy(_Strict):
+    name: str = Field(pattern=POLICY_NAME)
+    description: str = ""
+    # Always computed from the content; accepted so files can say so explicitly.
+    revision: Literal["auto"] = "auto"
+    # No `match`: this is the default policy, used when no other policy matches.
+    match: Match | None = None
+    mode: Literal["enforce"] = "enforce"
+    # What to do when a stage fails: fail closed (block) or open (allow, text untouched).
+    on_error: Literal["block", "allow"] = "block"
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+
+    @property
+    def is_default(self) -> bool:
+        return self.match is None
+
+    def revision_hash(self) -> str:
+        """sha256 of the canonical content: formatting and comments do not change it."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True,
+                               separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,1 @@
+"""One module per pipeline stage. Each stage is compiled once per policy revision."""

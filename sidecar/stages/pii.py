@@ -1,0 +1,177 @@
+"""PII stage: Presidio finds sensitive data, the policy decides what happens to it.
+
+Per entity type the policy picks an action: replace (`<EMAIL_ADDRESS>`), redact (remove),
+mask (keep the last N characters), hash (keyed HMAC-SHA256), block (the whole request),
+or allow (report only). Compiled once per policy revision; the spaCy model is loaded
+only when the policy asks for an NER entity, and then with the `ner` component alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.errors import PolicyError, PolicyIssue
+from sidecar.policy.model import EntityRule, PiiConfig
+from sidecar.types import Finding, Inspection, Message, StageResult, Violation
+
+PROTECTIVE = frozenset({"replace", "redact", "mask", "hash", "block"})
+
+
+@dataclass(frozen=True)
+class PiiResources:
+    """What the stage needs from outside the policy: the model to use and the hash key."""
+
+    spacy_model: str
+    hash_key: bytes
+
+
+class PiiStage:
+    name = "pii"
+
+    def __init__(self, config: PiiConfig, resources: PiiResources) -> None:
+        from sidecar.pii.nlp import NER_ENTITIES
+        from sidecar.pii.recognizers import known_entities
+
+        self.config = config
+        self.resources = resources
+        custom = {spec.entity for spec in config.recognizers}
+        known = known_entities(config.language) | custom
+        unknown = sorted(set(config.entities) - known)
+        if unknown:
+            raise PolicyError([
+                PolicyIssue("", f"pii.entities.{name}",
+                            f"unknown entity type '{name}': not a Presidio entity for "
+                            f"'{config.language}' and no recognizer in this policy detects it")
+                for name in unknown])
+        unused = sorted(custom - set(config.entities))
+        if unused:
+            index = next(i for i, s in enumerate(config.recognizers) if s.entity == unused[0])
+            raise PolicyError([PolicyIssue(
+                "", f"pii.recognizers[{index}].entity",
+                f"recognizer detects '{unused[0]}' but pii.entities has no rule for it")])
+        self.rules: dict[str, EntityRule] = dict(config.entities)
+        self.thresholds = {
+            name: rule.min_score if rule.min_score is not None else config.min_score
+            for name, rule in self.rules.items()}
+        self.needs_ner = bool(NER_ENTITIES & set(self.rules))
+        self._analyzer: Any = None
+        self._anonymizer: Any = None
+        self._operators: dict[str, Any] = {}
+        self._prepare_lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rules)
+
+    def prepare(self) -> None:
+        """Build the Presidio engines (loads the spaCy pipeline once per process)."""
+        if self._analyzer is not None or not self.active:
+            return
+        with self._prepare_lock:
+            if self._analyzer is not None:
+                return
+            from presidio_analyzer import AnalyzerEngine
+            from presidio_anonymizer import AnonymizerEngine
+            from presidio_anonymizer.entities import OperatorConfig
+
+            from sidecar.offline import enforce_offline
+            from sidecar.pii.nlp import LeanSpacyEngine
+            from sidecar.pii.operators import KeyedHash, MaskKeepLast
+            from sidecar.pii.recognizers import BisectContextEnhancer, build_registry
+
+            enforce_offline()
+            language = self.config.language
+            nlp_engine = LeanSpacyEngine(self.resources.spacy_model, self.needs_ner, language)
+            nlp_engine.load()
+            anonymizer = AnonymizerEngine()
+            anonymizer.add_anonymizer(KeyedHash)
+            anonymizer.add_anonymizer(MaskKeepLast)
+            operators = {}
+            for name, rule in self.rules.items():
+                if rule.action == "replace":
+                    operators[name] = OperatorConfig(
+                        "replace", {"new_value": rule.replacement or f"<{name}>"})
+                elif rule.action == "redact":
+                    operators[name] = OperatorConfig("redact", {})
+                elif rule.action == "mask":
+                    operators[name] = OperatorConfig(
+                        "mask_keep_last",
+                        {"keep_last": rule.keep_last, "masking_char": rule.masking_char})
+                elif rule.action == "hash":
+                    operators[name] = OperatorConfig(
+                        "keyed_hash", {"key": self.resources.hash_key, "entity_type": name})
+            self._anonymizer = anonymizer
+            self._operators = operators
+            self._nlp = nlp_engine.nlp[language]
+            self._analyzer = AnalyzerEngine(
+                registry=build_registry(language, list(self.config.recognizers)),
+                nlp_engine=nlp_engine,
+                supported_languages=[language],
+                context_aware_enhancer=BisectContextEnhancer(),
+            )
+
+    def run(self, inspection: Inspection, messages: tuple[Message, ...]) -> StageResult:
+        result = StageResult()
+        if not self.active:
+            return result
+        self.prepare()
+        for index, message in enumerate(messages):
+            if message.content:
+                self._inspect_message(index, message.content, result)
+        return result
+
+    def _inspect_message(self, index: int, text: str, result: StageResult) -> None:
+        # memory_zone frees the strings spaCy interns for this text once we are done with
+        # the Doc; without it a long-running sidecar's vocabulary grows with every request.
+        with self._nlp.memory_zone():
+            raw = self._analyzer.analyze(
+                text=text, language=self.config.language, entities=list(self.rules),
+                score_threshold=min(self.thresholds.values()),
+                allow_list=list(self.config.allow) or None,
+            )
+            found = [(r.entity_type, r.start, r.end, float(r.score)) for r in raw
+                     if r.score >= self.thresholds[r.entity_type]]
+        blocking = [f for f in found if self.rules[f[0]].action == "block"]
+        if blocking:
+            result.blocked = True
+            for entity, start, end, score in sorted(found, key=lambda f: (f[1], f[2])):
+                result.findings.append(Finding(entity, start, end, score,
+                                               self.rules[entity].action, index))
+            for entity, start, end, _ in sorted(blocking, key=lambda f: (f[1], f[2])):
+                result.violations.append(Violation(
+                    f"pii.{entity}", "pii", f"{entity} is not allowed by policy",
+                    start, end, index))
+            return
+        kept = _resolve_overlaps(found, self.rules)
+        for entity, start, end, score in kept:
+            result.findings.append(Finding(entity, start, end, score,
+                                           self.rules[entity].action, index))
+        acting = [f for f in kept if self.rules[f[0]].action in PROTECTIVE]
+        if acting:
+            from presidio_analyzer import RecognizerResult
+
+            anonymized = self._anonymizer.anonymize(
+                text=text,
+                analyzer_results=[RecognizerResult(e, s, t, sc) for e, s, t, sc in acting],
+                operators=self._operators,
+                merge_entities_with_spaces=False,
+            )
+            result.rewritten[index] = anonymized.text
+
+
+def _resolve_overlaps(found: list[tuple[str, int, int, float]],
+                      rules: dict[str, EntityRule]) -> list[tuple[str, int, int, float]]:
+    """Keep a set of non-overlapping findings, sorted by position.
+
+    Protective actions win over `allow` (an allowed DATE_TIME must not shield a phone
+    number it overlaps), then higher scores, then longer spans.
+    """
+    ranked = sorted(found, key=lambda f: (rules[f[0]].action in PROTECTIVE, f[3], f[2] - f[1]),
+                    reverse=True)
+    kept: list[tuple[str, int, int, float]] = []
+    for candidate in ranked:
+        if all(candidate[2] <= other[1] or candidate[1] >= other[2] for other in kept):
+            kept.append(candidate)
+    return sorted(kept, key=lambda f: (f[1], f[2]))

@@ -1,0 +1,1 @@
+"""The only package that imports grpc: converts messages and delegates to the pipeline."""

@@ -1,0 +1,60 @@
+"""Protobuf messages to domain types and back. No logic beyond shape."""
+
+from __future__ import annotations
+
+from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+from sidecar.errors import InvalidRequest
+from sidecar.types import Decision, Direction, Inspection, Message, Verdict
+
+_DECISIONS = {Decision.ALLOW: pb.ALLOW, Decision.MODIFY: pb.MODIFY, Decision.BLOCK: pb.BLOCK}
+
+
+def to_inspection(request: pb.InspectRequest, direction: Direction) -> Inspection:
+    kind = request.WhichOneof("content")
+    if kind is None:
+        raise InvalidRequest("content: set either 'text' or 'messages'")
+    if kind == "text":
+        messages: tuple[Message, ...] = (Message("", request.text),)
+    else:
+        if not request.messages.messages:
+            raise InvalidRequest("messages: at least one message is required")
+        messages = tuple(Message(m.role, m.content) for m in request.messages.messages)
+    if direction is Direction.PROMPT and request.output_schema:
+        raise InvalidRequest("output_schema: applies to InspectCompletion only")
+    return Inspection(
+        direction=direction,
+        messages=messages,
+        chat=kind == "messages",
+        request_id=request.request_id,
+        tenant=request.tenant,
+        app=request.app,
+        subject_id=request.subject_id,
+        conversation_id=request.conversation_id,
+        user_region=request.user_region,
+        target_region=request.target_region,
+        output_schema=request.output_schema,
+        attributes=tuple(sorted(request.attributes.items())),
+    )
+
+
+def to_response(verdict: Verdict) -> pb.InspectResponse:
+    response = pb.InspectResponse(
+        decision=_DECISIONS[verdict.decision],
+        findings=[pb.Finding(entity_type=f.entity_type, start=f.start, end=f.end, score=f.score,
+                             action=f.action, message_index=f.message_index)
+                  for f in verdict.findings],
+        violations=[pb.Violation(rule_id=v.rule_id, category=v.category, message=v.message,
+                                 start=v.start, end=v.end, message_index=v.message_index)
+                    for v in verdict.violations],
+        routing_tags=verdict.routing_tags,
+        audit_id=verdict.audit_id,
+        policy=verdict.policy,
+        policy_revision=verdict.policy_revision,
+        request_id=verdict.request_id,
+    )
+    if verdict.chat:
+        response.messages.CopyFrom(pb.Messages(messages=[
+            pb.Message(role=m.role, content=m.content) for m in verdict.messages]))
+    else:
+        response.text = verdict.text
+    return response

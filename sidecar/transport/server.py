@@ -1,0 +1,110 @@
+"""Build and run the gRPC server: Guardrail service, health, reflection, graceful stop.
+
+Start-up order matters to a pod: the port opens at once with health NOT_SERVING (so
+probes get an answer), models load and warm up off the event loop, then health turns
+SERVING. On SIGTERM health turns NOT_SERVING first, in-flight calls get
+`shutdown_grace` seconds to finish, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+from sidecar.config import Settings
+from sidecar.errors import ConfigError
+from sidecar.pipeline import Pipeline
+from sidecar.transport.servicer import GuardrailServicer
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Guardrail"].full_name
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    servicer: GuardrailServicer
+    executor: ThreadPoolExecutor
+    address: str
+
+    async def mark_serving(self) -> None:
+        self.servicer.ready = True
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+async def start_server(settings: Settings, pipeline: Pipeline) -> RunningServer:
+    """Bind `settings.listen` (port 0 picks a free port) and start serving, not yet ready."""
+    if settings.is_public_bind and not settings.allow_public_bind:
+        raise ConfigError(f"refusing to listen on {settings.listen}: it is not a loopback "
+                          "address; use 127.0.0.1, a unix: socket, or --allow-public-bind")
+    limit = settings.grpc_max_message_bytes
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),
+    ])
+    executor = ThreadPoolExecutor(max_workers=settings.inspect_threads,
+                                  thread_name_prefix="inspect")
+    servicer = GuardrailServicer(pipeline, executor)
+    pb_grpc.add_GuardrailServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_insecure_port(settings.listen)
+    except RuntimeError as err:
+        raise ConfigError(f"cannot listen on {settings.listen}: {err}") from None
+    if settings.listen.startswith("unix:"):
+        address = settings.listen
+    else:
+        address = f"{settings.listen.rpartition(':')[0]}:{port}"
+    await server.start()
+    if address.startswith("unix:"):
+        os.chmod(address.removeprefix("unix:").removeprefix("//"), 0o660)
+    return RunningServer(server, health_servicer, servicer, executor, address)
+
+
+async def serve(settings: Settings, pipeline: Pipeline) -> int:
+    """Run until SIGTERM/SIGINT; return the process exit code."""
+    started = time.perf_counter()
+    running = await start_server(settings, pipeline)
+    log.info("listening", extra={"address": running.address})
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    warm = loop.run_in_executor(running.executor, pipeline.prepare)
+    done, _ = await asyncio.wait({warm, asyncio.ensure_future(stop.wait())},
+                                 return_when=asyncio.FIRST_COMPLETED)
+    if warm in done:
+        warm.result()  # a model that fails to load fails the start, loudly
+        await running.mark_serving()
+        log.info("serving", extra={"address": running.address,
+                                   "ready_after_s": round(time.perf_counter() - started, 3),
+                                   "policies": [p.name for p in pipeline.policies.policies]})
+        await stop.wait()
+    log.info("draining", extra={"grace_s": settings.shutdown_grace})
+    await running.stop(settings.shutdown_grace)
+    log.info("stopped")
+    return 0

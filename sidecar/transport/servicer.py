@@ -1,0 +1,68 @@
+"""The Guardrail gRPC service: convert, delegate to the pipeline off the event loop, convert."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from typing import Any
+
+import grpc
+
+from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+from sidecar.errors import GuardrailError, NotReady
+from sidecar.logs import error_frames
+from sidecar.pipeline import Pipeline
+from sidecar.transport import convert
+from sidecar.transport.status import code_for
+from sidecar.types import Direction
+
+log = logging.getLogger(__name__)
+
+
+class GuardrailServicer(pb_grpc.GuardrailServicer):
+    def __init__(self, pipeline: Pipeline, executor: Executor) -> None:
+        self.pipeline = pipeline
+        self.executor = executor
+        self.ready = False
+
+    async def InspectPrompt(self, request: pb.InspectRequest,
+                            context: grpc.aio.ServicerContext[Any, Any]) -> pb.InspectResponse:
+        return await self._inspect(request, context, Direction.PROMPT)
+
+    async def InspectCompletion(self, request: pb.InspectRequest,
+                                context: grpc.aio.ServicerContext[Any, Any]) -> pb.InspectResponse:
+        return await self._inspect(request, context, Direction.COMPLETION)
+
+    async def _inspect(self, request: pb.InspectRequest,
+                       context: grpc.aio.ServicerContext[Any, Any],
+                       direction: Direction) -> pb.InspectResponse:
+        started = time.perf_counter()
+        try:
+            if not self.ready:
+                raise NotReady("the sidecar is still loading its models; retry shortly")
+            inspection = convert.to_inspection(request, direction)
+            loop = asyncio.get_running_loop()
+            verdict = await loop.run_in_executor(self.executor, self.pipeline.run, inspection)
+            response = convert.to_response(verdict)
+        except GuardrailError as err:
+            code = code_for(err)
+            log.info("inspection refused", extra={"request_id": request.request_id,
+                                                  "status": code.name})
+            await context.abort(code, str(err))
+        except Exception as err:
+            # Never echo the exception: its message may quote the inspected text.
+            log.error("inspection failed", extra={"request_id": request.request_id,
+                                                  "error_type": type(err).__name__,
+                                                  "error_frames": error_frames(err)})
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"internal error (request_id={request.request_id!r})")
+        log.info("inspected", extra={
+            "request_id": request.request_id, "direction": direction.value,
+            "policy": response.policy, "revision": response.policy_revision[:12],
+            "decision": pb.Decision.Name(response.decision),
+            "findings": len(response.findings),
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)})
+        return response

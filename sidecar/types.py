@@ -1,0 +1,114 @@
+"""Domain types shared by the pipeline, its stages and the transport.
+
+They are plain frozen dataclasses so the core never depends on protobuf or grpc: the
+transport converts messages to an `Inspection` and a `Verdict` back to a response.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Direction(enum.Enum):
+    PROMPT = "prompt"
+    COMPLETION = "completion"
+
+
+class Decision(enum.IntEnum):
+    """Ordered so that `max()` gives the precedence BLOCK > MODIFY > ALLOW."""
+
+    ALLOW = 1
+    MODIFY = 2
+    BLOCK = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """One request to inspect. A plain `text` request is one message with `chat=False`."""
+
+    direction: Direction
+    messages: tuple[Message, ...]
+    chat: bool = False
+    request_id: str = ""
+    tenant: str = ""
+    app: str = ""
+    subject_id: str = ""
+    conversation_id: str = ""
+    user_region: str = ""
+    target_region: str = ""
+    output_schema: str = ""
+    attributes: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of_text(cls, text: str, direction: Direction = Direction.PROMPT, **kw: str) -> Inspection:
+        return cls(direction=direction, messages=(Message("", text),), chat=False, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Sensitive data found at [start, end) of message `message_index` (code points)."""
+
+    entity_type: str
+    start: int
+    end: int
+    score: float
+    action: str
+    message_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """A rule the text broke. `message` is safe to log: it never quotes the text."""
+
+    rule_id: str
+    category: str
+    message: str
+    start: int = 0
+    end: int = 0
+    message_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    decision: Decision
+    messages: tuple[Message, ...]
+    chat: bool
+    findings: tuple[Finding, ...]
+    violations: tuple[Violation, ...]
+    policy: str
+    policy_revision: str
+    request_id: str = ""
+    routing_tags: dict[str, str] = field(default_factory=dict)
+    audit_id: str = ""
+
+    @property
+    def text(self) -> str:
+        """The single text of a non-chat verdict (empty when blocked)."""
+        return self.messages[0].content if self.messages else ""
+
+
+@dataclass
+class StageResult:
+    """What one stage contributes; stages never mutate the inspection itself."""
+
+    findings: list[Finding] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    # Replacement content per message index, when the stage changed a message.
+    rewritten: dict[int, str] = field(default_factory=dict)
+    blocked: bool = False
+
+
+class Stage(Protocol):
+    """A pipeline step: look at the (possibly already rewritten) messages, report back."""
+
+    name: str
+
+    def run(self, inspection: Inspection, messages: tuple[Message, ...]) -> StageResult: ...
