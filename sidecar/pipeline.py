@@ -124,6 +124,7 @@ class Pipeline:
             if result.blocked:
                 blocked = True
                 break
+        out: tuple[Message, ...]
         if blocked:
             decision, out = Decision.BLOCK, ()
         elif messages != inspection.messages:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Direction(enum.Enum):
@@ -48,7 +48,7 @@ class Inspection:
     attributes: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def of_text(cls, text: str, direction: Direction = Direction.PROMPT, **kw: str) -> Inspection:
+    def of_text(cls, text: str, direction: Direction = Direction.PROMPT, **kw: Any) -> Inspection:
         return cls(direction=direction, messages=(Message("", text),), chat=False, **kw)
 
 

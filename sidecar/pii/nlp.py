@@ -68,7 +68,7 @@ def _load(model_name: str, with_ner: bool) -> Any:
         raise ConfigError(f"spaCy model '{model_name}' failed to load: {err}") from None
 
 
-class LeanSpacyEngine(SpacyNlpEngine):  # type: ignore[misc]
+class LeanSpacyEngine(SpacyNlpEngine):
     """Presidio NLP engine over a lean pipeline from `load_pipeline`."""
 
     def __init__(self, model_name: str, with_ner: bool, language: str = "en") -> None:
@@ -82,7 +82,14 @@ class LeanSpacyEngine(SpacyNlpEngine):  # type: ignore[misc]
         self.language = language
 
     def load(self) -> None:
-        self.nlp = {self.language: load_pipeline(self.model_name, self.with_ner)}
+        pipeline = load_pipeline(self.model_name, self.with_ner)
+        if self.with_ner:
+            # Labels with no Presidio meaning (CARDINAL, MONEY, ...) are dropped here rather
+            # than warned about on every request.
+            self.ner_model_configuration.labels_to_ignore = [
+                label for label in pipeline.get_pipe("ner").labels
+                if label not in NER_ENTITY_MAPPING]
+        self.nlp = {self.language: pipeline}  # type: ignore[assignment]
 
     def _doc_to_nlp_artifact(self, doc: Any, language: str) -> NlpArtifacts:
         entities, scores = self._get_updated_entities(

@@ -21,7 +21,7 @@ from presidio_anonymizer.operators import Operator, OperatorType
 HASH_HEX_CHARS = 32  # 128 bits: collisions are negligible, tokens stay readable
 
 
-class KeyedHash(Operator):  # type: ignore[misc]
+class KeyedHash(Operator):
     def operate(self, text: str, params: dict[str, Any] | None = None) -> str:
         assert params is not None
         digest = hmac.new(params["key"], text.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -39,11 +39,12 @@ class KeyedHash(Operator):  # type: ignore[misc]
         return OperatorType.Anonymize
 
 
-class MaskKeepLast(Operator):  # type: ignore[misc]
+class MaskKeepLast(Operator):
     def operate(self, text: str, params: dict[str, Any] | None = None) -> str:
         assert params is not None
         keep = min(int(params["keep_last"]), len(text))
-        return params["masking_char"] * (len(text) - keep) + text[len(text) - keep:]
+        masking_char = str(params["masking_char"])
+        return masking_char * (len(text) - keep) + text[len(text) - keep:]
 
     def validate(self, params: dict[str, Any] | None = None) -> None:
         params = params or {}

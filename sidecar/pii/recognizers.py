@@ -29,16 +29,16 @@ from sidecar.regex import compile_re2
 _TWO_DIGITS = re.compile(r"\d\D*?\d", re.DOTALL)
 
 
-class FastPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc]
+class FastPhoneRecognizer(PhoneRecognizer):
     """Presidio's PhoneRecognizer, skipped on texts that cannot contain a number."""
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
         if not _TWO_DIGITS.search(text):
             return []
-        return super().analyze(text, entities, nlp_artifacts)  # type: ignore[no-any-return]
+        return super().analyze(text, entities, nlp_artifacts)
 
 
-class BisectContextEnhancer(LemmaContextAwareEnhancer):  # type: ignore[misc]
+class BisectContextEnhancer(LemmaContextAwareEnhancer):
     """Presidio's context enhancer with the token lookup in O(log n) instead of O(n).
 
     Presidio scans every token for every finding, which makes long texts with many
@@ -59,11 +59,12 @@ class BisectContextEnhancer(LemmaContextAwareEnhancer):  # type: ignore[misc]
         return index
 
 
-class Re2Recognizer(LocalRecognizer):  # type: ignore[misc]
+class Re2Recognizer(LocalRecognizer):
     """A policy's custom recognizer: RE2 patterns and a deny-list, linear-time by design."""
 
     def __init__(self, spec: CustomRecognizer, index: int, language: str = "en") -> None:
         self.spec = spec
+        self.label = f"policy.recognizers[{index}].{spec.entity}"
         self._patterns = [compile_re2(p) for p in spec.patterns]
         if spec.deny_list:
             alternation = "|".join(re2.escape(term) for term in spec.deny_list)
@@ -72,7 +73,7 @@ class Re2Recognizer(LocalRecognizer):  # type: ignore[misc]
             supported_entities=[spec.entity],
             supported_language=language,
             context=list(spec.context),
-            name=f"policy.recognizers[{index}].{spec.entity}",
+            name=self.label,
         )
 
     def load(self) -> None:
@@ -88,9 +89,9 @@ class Re2Recognizer(LocalRecognizer):  # type: ignore[misc]
                 results.append(RecognizerResult(
                     entity_type=self.spec.entity, start=start, end=end, score=self.spec.score,
                     analysis_explanation=AnalysisExplanation(
-                        recognizer=self.name, original_score=self.spec.score),
+                        recognizer=self.label, original_score=self.spec.score),
                     recognition_metadata={
-                        RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                        RecognizerResult.RECOGNIZER_NAME_KEY: self.label,
                         RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
                     },
                 ))
@@ -108,11 +109,12 @@ def predefined_recognizers(language: str) -> list[Any]:
     if language not in _predefined:
         registry = RecognizerRegistry(supported_languages=[language])
         registry.load_predefined_recognizers(languages=[language])
-        recognizers = []
+        recognizers: list[Any] = []
         for recognizer in registry.recognizers:
             if type(recognizer) is PhoneRecognizer:
-                recognizer = FastPhoneRecognizer(supported_language=language)
-            recognizers.append(recognizer)
+                recognizers.append(FastPhoneRecognizer(supported_language=language))
+            else:
+                recognizers.append(recognizer)
         _predefined[language] = recognizers
     return _predefined[language]
 

@@ -49,7 +49,8 @@ def load_directory(directory: Path) -> list[LoadedPolicy]:
     try:
         files = policy_files(directory)
     except OSError as err:
-        raise PolicyError([PolicyIssue(str(directory), "", f"cannot list: {err.strerror}")]) from None
+        issue = PolicyIssue(str(directory), "", f"cannot list: {err.strerror}")
+        raise PolicyError([issue]) from None
     for path in files:
         try:
             loaded.append(load_file(path))
@@ -175,10 +176,10 @@ def line_of(root: yaml.Node, path: Sequence[str | int]) -> int | None:
                 if str(key.value) == str(part):
                     child, line = value, key.start_mark.line + 1
                     break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(node.value):
-                child = node.value[part]
-                line = child.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
+                and 0 <= part < len(node.value):
+            child = node.value[part]
+            line = child.start_mark.line + 1
         if child is None:
             break
         node = child

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -93,8 +94,6 @@ class PiiConfig(_Strict):
     @field_validator("entities")
     @classmethod
     def _entity_names(cls, entities: dict[str, EntityRule]) -> dict[str, EntityRule]:
-        import re
-
         bad = [name for name in entities if not re.fullmatch(ENTITY_NAME, name)]
         if bad:
             raise ValueError(f"entity names must be UPPER_SNAKE_CASE: {', '.join(bad)}")

@@ -85,7 +85,7 @@ class PiiStage:
             language = self.config.language
             nlp_engine = LeanSpacyEngine(self.resources.spacy_model, self.needs_ner, language)
             nlp_engine.load()
-            anonymizer = AnonymizerEngine()
+            anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]
             anonymizer.add_anonymizer(KeyedHash)
             anonymizer.add_anonymizer(MaskKeepLast)
             operators = {}
@@ -104,7 +104,7 @@ class PiiStage:
                         "keyed_hash", {"key": self.resources.hash_key, "entity_type": name})
             self._anonymizer = anonymizer
             self._operators = operators
-            self._nlp = nlp_engine.nlp[language]
+            self._nlp = nlp_engine.get_nlp(language)
             self._analyzer = AnalyzerEngine(
                 registry=build_registry(language, list(self.config.recognizers)),
                 nlp_engine=nlp_engine,

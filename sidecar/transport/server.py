@@ -15,6 +15,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -34,7 +35,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Guardrail"].full_name
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
-    health: health.aio.HealthServicer
+    health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped in grpc-stubs)
     servicer: GuardrailServicer
     executor: ThreadPoolExecutor
     address: str
@@ -45,8 +46,10 @@ class RunningServer:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float) -> None:
+        started = time.monotonic()
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        await self.servicer.drain(grace)
+        await self.server.stop(max(0.0, grace - (time.monotonic() - started)))
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
@@ -64,8 +67,8 @@ async def start_server(settings: Settings, pipeline: Pipeline) -> RunningServer:
     executor = ThreadPoolExecutor(max_workers=settings.inspect_threads,
                                   thread_name_prefix="inspect")
     servicer = GuardrailServicer(pipeline, executor)
-    pb_grpc.add_GuardrailServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    pb_grpc.add_GuardrailServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -94,9 +97,9 @@ async def serve(settings: Settings, pipeline: Pipeline) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    warm = loop.run_in_executor(running.executor, pipeline.prepare)
-    done, _ = await asyncio.wait({warm, asyncio.ensure_future(stop.wait())},
-                                 return_when=asyncio.FIRST_COMPLETED)
+    warm: asyncio.Future[Any] = loop.run_in_executor(running.executor, pipeline.prepare)
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({warm, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if warm in done:
         warm.result()  # a model that fails to load fails the start, loudly
         await running.mark_serving()

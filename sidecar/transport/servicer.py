@@ -27,6 +27,19 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
         self.pipeline = pipeline
         self.executor = executor
         self.ready = False
+        self.draining = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def drain(self, grace: float) -> None:
+        """Refuse new calls with UNAVAILABLE; wait up to `grace` s for in-flight ones."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        except TimeoutError:
+            log.warning("grace period over with calls in flight",
+                        extra={"in_flight": self.in_flight})
 
     async def InspectPrompt(self, request: pb.InspectRequest,
                             context: grpc.aio.ServicerContext[Any, Any]) -> pb.InspectResponse:
@@ -40,7 +53,11 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
                        context: grpc.aio.ServicerContext[Any, Any],
                        direction: Direction) -> pb.InspectResponse:
         started = time.perf_counter()
+        self.in_flight += 1
+        self._idle.clear()
         try:
+            if self.draining:
+                raise NotReady("the sidecar is shutting down; retry")
             if not self.ready:
                 raise NotReady("the sidecar is still loading its models; retry shortly")
             inspection = convert.to_inspection(request, direction)
@@ -59,6 +76,10 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
                                                   "error_frames": error_frames(err)})
             await context.abort(grpc.StatusCode.INTERNAL,
                                 f"internal error (request_id={request.request_id!r})")
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
         log.info("inspected", extra={
             "request_id": request.request_id, "direction": direction.value,
             "policy": response.policy, "revision": response.policy_revision[:12],

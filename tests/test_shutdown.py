@@ -1,0 +1,81 @@
+"""`guardrail serve` as a real process: ready on health, drains in-flight calls on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+from tests.conftest import REPO, TEST_POLICIES
+
+
+def wait_for_log(stream: IO[str], message: str, timeout: float = 120) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if entry.get("msg") == message:
+            return entry  # type: ignore[no-any-return]
+    raise AssertionError(f"no {message!r} log line")
+
+
+@pytest.mark.slow
+def test_sigterm_lets_in_flight_calls_finish_then_exits_zero(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0",
+         "--policies", str(TEST_POLICIES), "--data-dir", str(tmp_path / "data")],
+        cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        serving = wait_for_log(process.stderr, "serving")
+        address = str(serving["address"])
+        assert serving["ready_after_s"]
+        channel = grpc.insecure_channel(address)
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                            timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        stub = pb_grpc.GuardrailStub(channel)
+        text = "John Smith lives in Paris and mails john@example.com. " * 800
+        outcome: dict[str, object] = {}
+
+        def slow_call() -> None:
+            try:
+                outcome["response"] = stub.InspectPrompt(pb.InspectRequest(text=text), timeout=60)
+            except grpc.RpcError as err:
+                outcome["error"] = err.code()
+
+        caller = threading.Thread(target=slow_call)
+        caller.start()
+        time.sleep(0.5)  # the call is now being inspected
+        process.send_signal(signal.SIGTERM)
+        wait_for_log(process.stderr, "draining", timeout=10)
+        with pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.GuardrailStub(grpc.insecure_channel(address)).InspectPrompt(
+                pb.InspectRequest(text="hello"), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        caller.join(timeout=60)
+        assert "error" not in outcome
+        response = outcome["response"]
+        assert isinstance(response, pb.InspectResponse)
+        assert response.decision == pb.MODIFY and "john@example.com" not in response.text
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
