@@ -29,8 +29,9 @@ class Settings(BaseSettings):
     max_text_bytes: int = Field(default=MIB, ge=1, le=64 * MIB)
     max_messages: int = Field(default=1000, ge=1)
     max_attributes: int = Field(default=64, ge=0)
-    # Threads that run inspections off the event loop (spaCy releases the GIL in parts).
-    inspect_threads: int = Field(default=2, ge=1, le=64)
+    # Threads that run inspections off the event loop. spaCy work is serialised (see
+    # sidecar.pii.nlp.NLP_LOCK), so more than one helps only non-NLP work.
+    inspect_threads: int = Field(default=1, ge=1, le=64)
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace: float = Field(default=10.0, ge=0)
     log_level: str = "INFO"

@@ -66,6 +66,7 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
 @pytest.fixture(scope="session")
 def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
     settings = make_settings(tmp_path_factory.mktemp("sidecar"), max_text_bytes=64 * 1024,
+                             inspect_threads=4,
                              max_messages=50)
     pipeline = Pipeline.from_settings(settings)
     server = _ServerThread(settings, pipeline)

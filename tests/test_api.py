@@ -220,3 +220,16 @@ def test_error_details_never_echo_the_text(sidecar: Sidecar) -> None:
     secret = "jane.roe@example.org " * 5000
     err = _status(lambda: sidecar.prompt(secret + "x" * 70000))
     assert "jane.roe" not in err.details()
+
+
+def test_concurrent_calls_get_the_same_answers_as_sequential_ones(sidecar: Sidecar) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"Agent {name} ({name.lower()}@example.com) called from Berlin about case {i}."
+             for i, name in enumerate(["Alice Johnson", "Bob Miller", "Carol White",
+                                       "David Brown", "Erin Davis", "Frank Moore"] * 4)]
+    sequential = [sidecar.prompt(t).text for t in texts]
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(lambda t: sidecar.prompt(t).text, texts))
+    assert concurrent == sequential
+    assert all("@example.com" not in t for t in concurrent)

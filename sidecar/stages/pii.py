@@ -125,7 +125,9 @@ class PiiStage:
     def _inspect_message(self, index: int, text: str, result: StageResult) -> None:
         # memory_zone frees the strings spaCy interns for this text once we are done with
         # the Doc; without it a long-running sidecar's vocabulary grows with every request.
-        with self._nlp.memory_zone():
+        from sidecar.pii.nlp import NLP_LOCK
+
+        with NLP_LOCK, self._nlp.memory_zone():
             raw = self._analyzer.analyze(
                 text=text, language=self.config.language, entities=list(self.rules),
                 score_threshold=min(self.thresholds.values()),
