@@ -25,7 +25,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -74,7 +73,10 @@ def score(docs: list[tuple[str, list[tuple[str, int, int]]]],
             "precision": flagged_in_gold / max(flagged, 1)}
 
 
-def run_vanilla(texts: list[str], model: str) -> tuple[list[list[tuple[int, int]]], float, list[str]]:
+Spans = list[list[tuple[int, int]]]
+
+
+def run_vanilla(texts: list[str], model: str) -> tuple[Spans, float, list[str]]:
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.nlp_engine import NlpEngineProvider
     from presidio_anonymizer import AnonymizerEngine
@@ -129,21 +131,24 @@ def run_sidecar(texts: list[str], entities: list[str], model: str, concurrency: 
     return spans, elapsed
 
 
-def serve(policy_dir: Path, data_dir: Path, model: str) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0",
-         "--policies", str(policy_dir), "--data-dir", str(data_dir), "--spacy-model", model],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    seen = []
-    for line in process.stderr:
-        entry = json.loads(line) if line.startswith("{") else {}
-        if entry.get("msg") == "serving":
-            # Keep reading its log, or the server blocks once the pipe buffer is full.
-            threading.Thread(target=process.stderr.read, daemon=True).start()
-            return process, str(entry["address"])
-        seen.append(line)
-    raise SystemExit("the sidecar did not start:\n" + "".join(seen))
+def serve(policy_dir: Path, data_dir: Path, model: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `guardrail serve`; its log goes to a file so no reader thread competes with the
+    benchmark's client for this process's GIL."""
+    log_path = data_dir.parent / "sidecar.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0",
+             "--policies", str(policy_dir), "--data-dir", str(data_dir), "--spacy-model", model],
+            cwd=ROOT, stderr=log_file)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        for line in log_path.read_text().splitlines():
+            entry = json.loads(line) if line.startswith("{") else {}
+            if entry.get("msg") == "serving":
+                return process, str(entry["address"])
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the sidecar did not start:\n" + log_path.read_text())
 
 
 def main() -> None:

@@ -165,15 +165,23 @@ class PiiStage:
 
 def _resolve_overlaps(found: list[tuple[str, int, int, float]],
                       rules: dict[str, EntityRule]) -> list[tuple[str, int, int, float]]:
-    """Keep a set of non-overlapping findings, sorted by position.
+    """Make findings disjoint without uncovering a single character.
 
-    Protective actions win over `allow` (an allowed DATE_TIME must not shield a phone
-    number it overlaps), then higher scores, then longer spans.
+    Stronger findings keep their span; a weaker one that overlaps them is trimmed to the
+    parts they do not cover (possibly split in two), never dropped: dropping it would
+    leave its uncovered characters in the clear. Protective actions rank above `allow`
+    (an allowed DATE_TIME must not shield a phone number), then higher scores, then
+    longer spans.
     """
     ranked = sorted(found, key=lambda f: (rules[f[0]].action in PROTECTIVE, f[3], f[2] - f[1]),
                     reverse=True)
     kept: list[tuple[str, int, int, float]] = []
-    for candidate in ranked:
-        if all(candidate[2] <= other[1] or candidate[1] >= other[2] for other in kept):
-            kept.append(candidate)
+    for entity, start, end, score in ranked:
+        pieces = [(start, end)]
+        for _, other_start, other_end, _ in kept:
+            pieces = [part for piece_start, piece_end in pieces
+                      for part in ((piece_start, min(piece_end, other_start)),
+                                   (max(piece_start, other_end), piece_end))
+                      if part[0] < part[1]]
+        kept.extend((entity, piece_start, piece_end, score) for piece_start, piece_end in pieces)
     return sorted(kept, key=lambda f: (f[1], f[2]))
