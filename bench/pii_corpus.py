@@ -104,8 +104,7 @@ def run_vanilla(texts: list[str], model: str) -> tuple[Spans, float, list[str]]:
     return spans, time.perf_counter() - started, entities
 
 
-def run_sidecar(texts: list[str], entities: list[str], model: str, concurrency: int,
-                address: str) -> tuple[list[list[tuple[int, int]]], float]:
+def run_sidecar(texts: list[str], concurrency: int, address: str) -> tuple[Spans, float]:
     import grpc
 
     from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
@@ -176,7 +175,7 @@ def main() -> None:
         process, address = serve(policy_dir, Path(tmp) / "data", args.model)
         try:
             for concurrency in (1, 4):
-                spans, elapsed = run_sidecar(texts, entities, args.model, concurrency, address)
+                spans, elapsed = run_sidecar(texts, concurrency, address)
                 rows.append((f"sidecar over gRPC, c={concurrency}", score(docs, spans), elapsed))
         finally:
             process.terminate()
