@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         name: value for name in ("listen", "policies", "data_dir", "spacy_model", "log_level",
-                                 "allow_public_bind")
+                                 "allow_public_bind", "workers")
         if (value := getattr(args, name, None)) is not None
     }
     try:
@@ -65,12 +65,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     from sidecar import logs
     from sidecar.pipeline import Pipeline
+    from sidecar.runner import make_runner
     from sidecar.transport.server import serve
 
     settings = _settings(args)
     logs.configure(settings.log_level)
     pipeline = Pipeline.from_settings(settings)
-    return asyncio.run(serve(settings, pipeline))
+    runner = make_runner(settings, pipeline)
+    return asyncio.run(serve(settings, runner, [p.name for p in pipeline.policies.policies]))
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -144,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--allow-public-bind", action="store_true", default=None,
                            help="permit a non-loopback listen address")
             p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+            p.add_argument("--workers", type=int,
+                           help="worker processes; default one per usable CPU, 0 for inline "
+                                "(GUARDRAIL_WORKERS)")
 
     serve = commands.add_parser("serve", help="run the sidecar")
     common(serve, server=True)

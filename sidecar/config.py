@@ -29,9 +29,15 @@ class Settings(BaseSettings):
     max_text_bytes: int = Field(default=MIB, ge=1, le=64 * MIB)
     max_messages: int = Field(default=1000, ge=1)
     max_attributes: int = Field(default=64, ge=0)
-    # Threads that run inspections off the event loop. spaCy work is serialised (see
-    # sidecar.pii.nlp.NLP_LOCK), so more than one helps only non-NLP work.
-    inspect_threads: int = Field(default=1, ge=1, le=64)
+    # Worker processes that run inspections (each loads its own model). None: one per
+    # CPU this process may use, cgroup limits included; 0: inline, in one thread of the
+    # server process (slower, but a single process to debug).
+    workers: int | None = Field(default=None, ge=0, le=256)
+    # Most requests one worker takes in one pass; more waiting requests wait for the next.
+    batch_max: int = Field(default=32, ge=1, le=1024)
+    # Requests waiting or running across all workers before new ones are refused with
+    # RESOURCE_EXHAUSTED: a fast "no" beats a latency that grows without bound.
+    max_queue: int = Field(default=256, ge=1)
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace: float = Field(default=10.0, ge=0)
     log_level: str = "INFO"

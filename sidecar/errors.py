@@ -6,6 +6,10 @@
     ├── PolicyError                policy files do not load or validate  → FAILED_PRECONDITION
     ├── ConfigError                settings, keys or models are unusable → FAILED_PRECONDITION
     ├── NotReady                   starting or draining                  → UNAVAILABLE
+    │   └── WorkerLost             an inspection worker died mid-request → UNAVAILABLE
+    ├── Overloaded                 the work queue is full; shed at once  → RESOURCE_EXHAUSTED
+    ├── DeadlineExceeded           the caller's deadline passed before
+    │                              the work could start                  → DEADLINE_EXCEEDED
     └── StageFailed                a pipeline stage broke; the policy's
                                    on_error turns it into BLOCK or ALLOW → INTERNAL
 
@@ -53,6 +57,9 @@ class PolicyError(GuardrailError):
         self.issues = issues
         super().__init__("\n".join(str(issue) for issue in issues))
 
+    def __reduce__(self) -> tuple[type[PolicyError], tuple[list[PolicyIssue]]]:
+        return (type(self), (self.issues,))  # crosses process boundaries intact
+
 
 class ConfigError(GuardrailError):
     """The sidecar cannot start with these settings (bad key file, missing model, ...)."""
@@ -62,9 +69,24 @@ class NotReady(GuardrailError):
     """The sidecar is not serving yet, or is draining for shutdown."""
 
 
+class WorkerLost(NotReady):
+    """The worker process running this inspection exited; a new one is being started."""
+
+
+class Overloaded(GuardrailError):
+    """More requests are waiting than the sidecar can answer in time: shed, don't queue."""
+
+
+class DeadlineExceeded(GuardrailError):
+    """The caller's deadline passed while the request waited; the work was never started."""
+
+
 class StageFailed(GuardrailError):
     """A pipeline stage raised unexpectedly. The cause is chained, the message is generic."""
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
         super().__init__(f"stage '{stage}' failed")
+
+    def __reduce__(self) -> tuple[type[StageFailed], tuple[str]]:
+        return (type(self), (self.stage,))

@@ -1,6 +1,7 @@
 """The inspection pipeline: pick the policy, run its stages in order, decide.
 
-Pure Python, no grpc: the CLI's `inspect` and the gRPC servicer both call `Pipeline.run`.
+Pure Python, no grpc: the CLI's `inspect` calls `Pipeline.run`, the server's workers call
+`Pipeline.run_batch` with whatever requests arrived together.
 Decision precedence is BLOCK > MODIFY > ALLOW; a stage that blocks ends the run, so
 later (costlier) stages never see a request that is already refused.
 """
@@ -8,16 +9,26 @@ later (costlier) stages never see a request that is already refused.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.config import Settings
-from sidecar.errors import InvalidRequest, RequestTooLarge, StageFailed
+from sidecar.errors import GuardrailError, InvalidRequest, RequestTooLarge, StageFailed
 from sidecar.keys import load_or_create_key
 from sidecar.logs import error_frames
 from sidecar.policy.store import CompiledPolicy, PolicySet, compile_directory
 from sidecar.stages.pii import PiiResources
-from sidecar.types import Decision, Finding, Inspection, Message, Verdict, Violation
+from sidecar.types import (
+    Decision,
+    Finding,
+    Inspection,
+    Message,
+    Stage,
+    StageResult,
+    Verdict,
+    Violation,
+)
 
 log = logging.getLogger(__name__)
 MAX_ID_CHARS = 128
@@ -80,62 +91,117 @@ class Pipeline:
         """Load models and warm every policy up, so the first request is not the slow one."""
         self.policies.prepare()
         for compiled in self.policies.policies:
-            self._run_policy(compiled, Inspection.of_text(
-                "Warm-up: Jane Doe, jane@example.com, +1 212 555 0100."))
+            self._run_policy(compiled, [Inspection.of_text(
+                "Warm-up: Jane Doe, jane@example.com, +1 212 555 0100.")] * 2)
 
     def run(self, inspection: Inspection) -> Verdict:
-        self.limits.check(inspection)
-        compiled = self.policies.select(inspection.tenant, inspection.app)
-        if inspection.output_schema:
-            # Schemas arrive with structured-output validation; until then none exist.
-            raise InvalidRequest(f"output_schema: policy '{compiled.name}' defines no schema "
-                                 f"'{inspection.output_schema}'")
-        return self._run_policy(compiled, inspection)
+        """Inspect one request (raises GuardrailError for a request it refuses)."""
+        outcome = self.run_batch([inspection])[0]
+        if isinstance(outcome, GuardrailError):
+            raise outcome
+        return outcome
 
-    def _run_policy(self, compiled: CompiledPolicy, inspection: Inspection) -> Verdict:
-        messages = inspection.messages
-        findings: list[Finding] = []
-        violations: list[Violation] = []
-        blocked = False
-        for stage in compiled.stages:
+    def run_batch(self, inspections: Sequence[Inspection]) -> list[Verdict | GuardrailError]:
+        """Inspect several requests at once; one bad request never fails the others.
+
+        Requests that share a policy go through each stage together, so a stage can batch
+        its costly part (the PII stage runs spaCy over all of their texts in one pass).
+        """
+        outcomes: list[Verdict | GuardrailError | None] = [None] * len(inspections)
+        groups: dict[str, tuple[CompiledPolicy, list[int]]] = {}
+        for index, inspection in enumerate(inspections):
             try:
-                result = stage.run(inspection, messages)
+                self.limits.check(inspection)
+                compiled = self.policies.select(inspection.tenant, inspection.app)
+                if inspection.output_schema:
+                    # Schemas arrive with structured-output validation; none exist yet.
+                    raise InvalidRequest(
+                        f"output_schema: policy '{compiled.name}' defines no schema "
+                        f"'{inspection.output_schema}'")
+            except GuardrailError as err:
+                outcomes[index] = err
+                continue
+            groups.setdefault(compiled.name, (compiled, []))[1].append(index)
+        for compiled, indices in groups.values():
+            verdicts = self._run_policy(compiled, [inspections[i] for i in indices])
+            for index, verdict in zip(indices, verdicts, strict=True):
+                outcomes[index] = verdict
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _run_policy(self, compiled: CompiledPolicy,
+                    inspections: list[Inspection]) -> list[Verdict]:
+        states = [_Progress(inspection) for inspection in inspections]
+        for stage in compiled.stages:
+            live = [state for state in states if not state.blocked]
+            if not live:
+                break
+            for state, result in zip(live, self._run_stage(compiled, stage, live), strict=True):
+                state.absorb(result, compiled.policy.on_error)
+        return [state.verdict(compiled) for state in states]
+
+    def _run_stage(self, compiled: CompiledPolicy, stage: Stage,
+                   live: list[_Progress]) -> list[StageResult | StageFailed]:
+        """Run one stage over the batch; a failure is isolated to the request that caused it."""
+        items = [(state.inspection, state.messages) for state in live]
+        run_many = getattr(stage, "run_many", None)
+        if run_many is not None and len(items) > 1:
+            try:
+                return list(run_many(items))
+            except Exception as err:  # retried one by one below, to isolate the culprit
+                log.warning("batched stage failed; retrying one request at a time",
+                            extra={"stage": stage.name, "error_type": type(err).__name__,
+                                   "batch": len(items)})
+        results: list[StageResult | StageFailed] = []
+        for inspection, messages in items:
+            try:
+                results.append(stage.run(inspection, messages))
             except Exception as err:  # a stage bug must not become a loosened policy
-                failure = StageFailed(stage.name)
                 # The exception's message may quote the text: log its type only.
                 log.error("stage failed", extra={"stage": stage.name,
                                                  "error_type": type(err).__name__,
                                                  "error_frames": error_frames(err),
                                                  "request_id": inspection.request_id,
                                                  "policy": compiled.name})
-                violations.append(Violation(
-                    f"error.{stage.name}", "error",
-                    f"{failure}; policy on_error={compiled.policy.on_error}"))
-                if compiled.policy.on_error == "block":
-                    blocked = True
-                    break
-                continue
-            findings.extend(result.findings)
-            violations.extend(result.violations)
-            if result.rewritten:
-                messages = tuple(
-                    Message(m.role, result.rewritten.get(i, m.content))
-                    for i, m in enumerate(messages))
-            if result.blocked:
-                blocked = True
-                break
+                results.append(StageFailed(stage.name))
+        return results
+
+
+class _Progress:
+    """One request on its way through a policy's stages."""
+
+    def __init__(self, inspection: Inspection) -> None:
+        self.inspection = inspection
+        self.messages = inspection.messages
+        self.findings: list[Finding] = []
+        self.violations: list[Violation] = []
+        self.blocked = False
+
+    def absorb(self, result: StageResult | StageFailed, on_error: str) -> None:
+        if isinstance(result, StageFailed):
+            self.violations.append(Violation(
+                f"error.{result.stage}", "error", f"{result}; policy on_error={on_error}"))
+            self.blocked = on_error == "block"
+            return
+        self.findings.extend(result.findings)
+        self.violations.extend(result.violations)
+        if result.rewritten:
+            self.messages = tuple(Message(m.role, result.rewritten.get(i, m.content))
+                                  for i, m in enumerate(self.messages))
+        self.blocked = result.blocked
+
+    def verdict(self, compiled: CompiledPolicy) -> Verdict:
         out: tuple[Message, ...]
-        if blocked:
+        if self.blocked:
             decision, out = Decision.BLOCK, ()
-        elif messages != inspection.messages:
-            decision, out = Decision.MODIFY, messages
+        elif self.messages != self.inspection.messages:
+            decision, out = Decision.MODIFY, self.messages
         else:
-            decision, out = Decision.ALLOW, messages
+            decision, out = Decision.ALLOW, self.messages
         return Verdict(
-            decision=decision, messages=out, chat=inspection.chat,
-            findings=tuple(findings), violations=tuple(violations),
+            decision=decision, messages=out, chat=self.inspection.chat,
+            findings=tuple(self.findings), violations=tuple(self.violations),
             policy=compiled.name, policy_revision=compiled.revision,
-            request_id=inspection.request_id,
+            request_id=self.inspection.request_id,
         )
 
 

@@ -107,7 +107,12 @@ class StageResult:
 
 
 class Stage(Protocol):
-    """A pipeline step: look at the (possibly already rewritten) messages, report back."""
+    """A pipeline step: look at the (possibly already rewritten) messages, report back.
+
+    A stage that can share work across requests (one spaCy pass over many texts) also
+    defines `run_many(items: list[tuple[Inspection, tuple[Message, ...]]])` returning one
+    StageResult per item; the pipeline uses it when several requests arrive together.
+    """
 
     name: str
 

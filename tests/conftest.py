@@ -15,6 +15,7 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.config import Settings
 from sidecar.pipeline import Pipeline
+from sidecar.runner import Runner, make_runner
 from sidecar.transport.server import RunningServer, start_server
 
 TESTS = Path(__file__).parent
@@ -39,12 +40,12 @@ class Sidecar:
 class _ServerThread:
     """A grpc.aio server on its own event loop, so tests can use a plain sync channel."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+    def __init__(self, settings: Settings, runner: Runner) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.running: RunningServer = self._call(start_server(settings, pipeline))
-        pipeline.prepare()
+        self.running: RunningServer = self._call(start_server(settings, runner))
+        runner.start()
         self._call(self.running.mark_serving())
 
     def _call(self, coroutine):  # type: ignore[no-untyped-def]
@@ -65,11 +66,12 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
 
 @pytest.fixture(scope="session")
 def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
+    # Two worker processes, as on a 2-CPU pod: the API is tested through the same
+    # dispatch, batching and pickling that production uses.
     settings = make_settings(tmp_path_factory.mktemp("sidecar"), max_text_bytes=64 * 1024,
-                             inspect_threads=4,
-                             max_messages=50)
+                             max_messages=50, workers=2)
     pipeline = Pipeline.from_settings(settings)
-    server = _ServerThread(settings, pipeline)
+    server = _ServerThread(settings, make_runner(settings, pipeline))
     channel = grpc.insecure_channel(server.running.address)
     try:
         yield Sidecar(server.running.address, channel, pb_grpc.GuardrailStub(channel), pipeline)

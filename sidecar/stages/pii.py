@@ -59,6 +59,9 @@ class PiiStage:
         self._analyzer: Any = None
         self._anonymizer: Any = None
         self._operators: dict[str, Any] = {}
+        self._entities = list(self.rules)
+        self._lowest_threshold = min(self.thresholds.values(), default=0.0)
+        self._allow = list(config.allow) or None
         self._prepare_lock = threading.Lock()
 
     @property
@@ -105,6 +108,7 @@ class PiiStage:
             self._anonymizer = anonymizer
             self._operators = operators
             self._nlp = nlp_engine.get_nlp(language)
+            self._nlp_engine = nlp_engine
             self._analyzer = AnalyzerEngine(
                 registry=build_registry(language, list(self.config.recognizers)),
                 nlp_engine=nlp_engine,
@@ -113,28 +117,46 @@ class PiiStage:
             )
 
     def run(self, inspection: Inspection, messages: tuple[Message, ...]) -> StageResult:
-        result = StageResult()
-        if not self.active:
-            return result
-        self.prepare()
-        for index, message in enumerate(messages):
-            if message.content:
-                self._inspect_message(index, message.content, result)
-        return result
+        return self.run_many([(inspection, messages)])[0]
 
-    def _inspect_message(self, index: int, text: str, result: StageResult) -> None:
-        # memory_zone frees the strings spaCy interns for this text once we are done with
-        # the Doc; without it a long-running sidecar's vocabulary grows with every request.
+    def run_many(self, items: list[tuple[Inspection, tuple[Message, ...]]]) -> list[StageResult]:
+        """Analyse every message of every request, with one spaCy pass over all of them."""
+        results = [StageResult() for _ in items]
+        if not self.active:
+            return results
+        self.prepare()
+        texts = [(item, index, message.content)
+                 for item, (_, messages) in enumerate(items)
+                 for index, message in enumerate(messages) if message.content]
+        for (item, index, text), raw in zip(texts, self._analyze([t for *_, t in texts]),
+                                            strict=True):
+            self._apply(index, text, raw, results[item])
+        return results
+
+    def _analyze(self, texts: list[str]) -> list[list[tuple[str, int, int, float]]]:
+        """Presidio findings per text, above each entity's threshold."""
         from sidecar.pii.nlp import NLP_LOCK
 
+        language = self.config.language
+        # memory_zone frees the strings spaCy interns for these texts once we are done with
+        # the Docs; without it a long-running sidecar's vocabulary grows with every request.
         with NLP_LOCK, self._nlp.memory_zone():
-            raw = self._analyzer.analyze(
-                text=text, language=self.config.language, entities=list(self.rules),
-                score_threshold=min(self.thresholds.values()),
-                allow_list=list(self.config.allow) or None,
-            )
-            found = [(r.entity_type, r.start, r.end, float(r.score)) for r in raw
-                     if r.score >= self.thresholds[r.entity_type]]
+            artifacts = [pair[1] for pair in self._nlp_engine.process_batch(
+                texts, language, batch_size=max(1, len(texts)))]
+            out = []
+            for text, nlp_artifacts in zip(texts, artifacts, strict=True):
+                raw = self._analyzer.analyze(
+                    text=text, language=language, entities=self._entities,
+                    score_threshold=self._lowest_threshold, nlp_artifacts=nlp_artifacts,
+                    allow_list=self._allow,
+                )
+                out.append([(r.entity_type, r.start, r.end, float(r.score)) for r in raw
+                            if r.score >= self.thresholds[r.entity_type]])
+        return out
+
+    def _apply(self, index: int, text: str, found: list[tuple[str, int, int, float]],
+               result: StageResult) -> None:
+        """Turn one message's findings into findings, violations and rewritten text."""
         blocking = [f for f in found if self.rules[f[0]].action == "block"]
         if blocking:
             result.blocked = True

@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.config import Settings
 from sidecar.errors import ConfigError
-from sidecar.pipeline import Pipeline
+from sidecar.runner import Runner
 from sidecar.transport.servicer import GuardrailServicer
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ class RunningServer:
     server: grpc.aio.Server
     health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped in grpc-stubs)
     servicer: GuardrailServicer
-    executor: ThreadPoolExecutor
+    runner: Runner
     address: str
 
     async def mark_serving(self) -> None:
@@ -50,10 +49,10 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.servicer.drain(grace)
         await self.server.stop(max(0.0, grace - (time.monotonic() - started)))
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        await self.runner.close()
 
 
-async def start_server(settings: Settings, pipeline: Pipeline) -> RunningServer:
+async def start_server(settings: Settings, runner: Runner) -> RunningServer:
     """Bind `settings.listen` (port 0 picks a free port) and start serving, not yet ready."""
     if settings.is_public_bind and not settings.allow_public_bind:
         raise ConfigError(f"refusing to listen on {settings.listen}: it is not a loopback "
@@ -64,9 +63,7 @@ async def start_server(settings: Settings, pipeline: Pipeline) -> RunningServer:
         ("grpc.max_send_message_length", limit),
         ("grpc.so_reuseport", 0),
     ])
-    executor = ThreadPoolExecutor(max_workers=settings.inspect_threads,
-                                  thread_name_prefix="inspect")
-    servicer = GuardrailServicer(pipeline, executor)
+    servicer = GuardrailServicer(runner)
     pb_grpc.add_GuardrailServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -85,27 +82,32 @@ async def start_server(settings: Settings, pipeline: Pipeline) -> RunningServer:
     await server.start()
     if address.startswith("unix:"):
         os.chmod(address.removeprefix("unix:").removeprefix("//"), 0o660)
-    return RunningServer(server, health_servicer, servicer, executor, address)
+    return RunningServer(server, health_servicer, servicer, runner, address)
 
 
-async def serve(settings: Settings, pipeline: Pipeline) -> int:
+async def serve(settings: Settings, runner: Runner, policies: list[str]) -> int:
     """Run until SIGTERM/SIGINT; return the process exit code."""
     started = time.perf_counter()
-    running = await start_server(settings, pipeline)
+    running = await start_server(settings, runner)
     log.info("listening", extra={"address": running.address})
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    warm: asyncio.Future[Any] = loop.run_in_executor(running.executor, pipeline.prepare)
+    warm: asyncio.Future[Any] = loop.run_in_executor(None, runner.start)
     stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({warm, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if warm in done:
-        warm.result()  # a model that fails to load fails the start, loudly
+        try:
+            warm.result()  # a model that fails to load fails the start, loudly
+        except BaseException:
+            await running.server.stop(0)
+            raise
         await running.mark_serving()
         log.info("serving", extra={"address": running.address,
                                    "ready_after_s": round(time.perf_counter() - started, 3),
-                                   "policies": [p.name for p in pipeline.policies.policies]})
+                                   "workers": getattr(runner, "size", 0),
+                                   "policies": policies})
         await stop.wait()
     log.info("draining", extra={"grace_s": settings.shutdown_grace})
     await running.stop(settings.shutdown_grace)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import Executor
 from typing import Any
 
 import grpc
@@ -14,7 +13,7 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.errors import GuardrailError, NotReady
 from sidecar.logs import error_frames
-from sidecar.pipeline import Pipeline
+from sidecar.runner import Runner
 from sidecar.transport import convert
 from sidecar.transport.status import code_for
 from sidecar.types import Direction
@@ -23,9 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class GuardrailServicer(pb_grpc.GuardrailServicer):
-    def __init__(self, pipeline: Pipeline, executor: Executor) -> None:
-        self.pipeline = pipeline
-        self.executor = executor
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
         self.ready = False
         self.draining = False
         self.in_flight = 0
@@ -61,8 +59,9 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
             if not self.ready:
                 raise NotReady("the sidecar is still loading its models; retry shortly")
             inspection = convert.to_inspection(request, direction)
-            loop = asyncio.get_running_loop()
-            verdict = await loop.run_in_executor(self.executor, self.pipeline.run, inspection)
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+            verdict = await self.runner.run(inspection, deadline)
             response = convert.to_response(verdict)
         except GuardrailError as err:
             code = code_for(err)

@@ -9,6 +9,8 @@ from sidecar import errors
 _CODES: tuple[tuple[type[errors.GuardrailError], grpc.StatusCode], ...] = (
     # Most specific first: RequestTooLarge is also an InvalidRequest.
     (errors.RequestTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.PolicyError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),

@@ -1,0 +1,301 @@
+"""A pool of worker processes, each with its own pipeline and spaCy model.
+
+Why processes: spaCy and Presidio are CPU-bound Python and hold the GIL, so threads
+cannot use a second core. Why one front process dispatching to them, rather than several
+servers sharing the port with SO_REUSEPORT: the kernel balances *connections*, and an
+app usually holds one gRPC channel, i.e. one connection: every request would land on the
+same server. The front process does only the gRPC work and hands requests on.
+
+Batching needs no timer: each worker has at most one batch in flight, and requests that
+arrive while it is busy wait in its queue and go together as its next batch (up to
+`batch_max`), where the PII stage runs them through spaCy's `nlp.pipe` in one pass. A lone
+request is sent at once; under load, batches grow by themselves.
+
+A worker that dies (out of memory, a crash in native code) fails only the batch it held
+(UNAVAILABLE, retryable) and is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from sidecar.config import Settings
+from sidecar.errors import (
+    ConfigError,
+    DeadlineExceeded,
+    GuardrailError,
+    Overloaded,
+    StageFailed,
+    WorkerLost,
+)
+from sidecar.logs import error_frames
+from sidecar.pipeline import Pipeline
+from sidecar.types import Inspection, Verdict
+
+log = logging.getLogger(__name__)
+Outcome = Verdict | BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    inspection: Inspection
+    future: asyncio.Future[Verdict]
+    deadline: float | None
+
+
+class WorkerPool:
+    """Worker processes driven from the event loop: no feeder threads, no locks.
+
+    Each worker's pipe is watched with `loop.add_reader`; a batch is written only when
+    the worker is idle (so it is blocked reading and drains the pipe at once), and the
+    answer is read when the pipe turns readable. Two thread hand-offs per request cost
+    more than the pipe itself (measured: ~0.9 ms against ~0.2 ms).
+    """
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, count: int) -> None:
+        self.settings = settings
+        # The front process's own pipeline is compiled but never loads a model: it checks
+        # limits, so an oversized request is refused before it is copied to a worker.
+        self.pipeline = pipeline
+        self.max_queue = settings.max_queue
+        self._workers = [_Worker(settings, index) for index in range(count)]
+
+    @property
+    def size(self) -> int:
+        return len(self._workers)
+
+    def start(self) -> None:
+        """Start every worker and wait until all have loaded and warmed their models."""
+        for worker in self._workers:
+            worker.spawn()
+        try:
+            for worker in self._workers:
+                worker.await_ready()
+        except BaseException:
+            for worker in self._workers:
+                worker.terminate()
+            raise
+
+    async def run(self, inspection: Inspection, deadline: float | None = None) -> Verdict:
+        self.pipeline.limits.check(inspection)
+        waiting = sum(worker.outstanding for worker in self._workers)
+        if waiting >= self.max_queue:
+            raise Overloaded(f"{waiting} requests already waiting (max_queue={self.max_queue});"
+                             " retry with backoff")
+        candidates = [worker for worker in self._workers if worker.alive] or self._workers
+        worker = min(candidates, key=lambda candidate: candidate.outstanding)
+        job = _Job(inspection, asyncio.get_running_loop().create_future(), deadline)
+        worker.submit(job)
+        return await job.future
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(None, worker.shutdown)
+                               for worker in [w for w in self._workers if w.detach()]))
+
+
+class _Worker:
+    """One worker process, fed from the event loop of the front process."""
+
+    def __init__(self, settings: Settings, index: int) -> None:
+        self.settings = settings
+        self.index = index
+        self.process: Any = None  # multiprocessing.context.SpawnProcess
+        self.conn: Connection | None = None
+        self.alive = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: deque[_Job] = deque()
+        self._in_flight: list[_Job] = []
+        self.largest_batch = 0
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._queue) + len(self._in_flight)
+
+    # -- process life (blocking: called off the event loop) --------------------------
+
+    def spawn(self) -> None:
+        # spawn, not fork: forking a process that runs grpc's threads is unsafe.
+        context = multiprocessing.get_context("spawn")
+        parent_end, child_end = context.Pipe()
+        self.process = context.Process(
+            target=worker_main, args=(self.settings, self.index, child_end),
+            name=f"guardrail-worker-{self.index}", daemon=True)
+        self.process.start()
+        child_end.close()  # so that the worker's exit shows here as EOF
+        self.conn = parent_end
+
+    def await_ready(self) -> None:
+        assert self.conn is not None
+        try:
+            status, error = self.conn.recv()
+        except (EOFError, OSError):
+            raise ConfigError(f"worker {self.index} exited while starting "
+                              f"(exit code {self.process.exitcode})") from None
+        if status != "ready":
+            raise error
+        self.alive = True
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+    def shutdown(self) -> None:
+        """Ask the worker to exit (it finishes nothing: in-flight calls were drained)."""
+        if self.conn is not None:
+            with contextlib.suppress(OSError):  # the worker may already be gone
+                self.conn.send(None)
+        if self.process is not None:
+            self.process.join(timeout=10)
+        self.terminate()
+
+    # -- dispatch (on the event loop) ------------------------------------------------
+
+    def submit(self, job: _Job) -> None:
+        if self._loop is None:
+            self._attach(asyncio.get_running_loop())
+        self._queue.append(job)
+        if not self._in_flight:
+            self._dispatch()
+
+    def detach(self) -> bool:
+        """Stop watching the pipe (on the loop); True when there is a process to shut down."""
+        if self._loop is not None and self.conn is not None:
+            self._loop.remove_reader(self.conn.fileno())
+        self._loop = None
+        return self.process is not None
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.conn is not None
+        self._loop = loop
+        loop.add_reader(self.conn.fileno(), self._on_readable)
+
+    def _dispatch(self) -> None:
+        if not self.alive:
+            return  # being replaced; _on_respawned dispatches what waits
+        now = time.monotonic()
+        batch: list[_Job] = []
+        while self._queue and len(batch) < self.settings.batch_max:
+            job = self._queue.popleft()
+            if job.future.done():
+                continue  # the caller went away (cancelled call)
+            if job.deadline is not None and now >= job.deadline:
+                job.future.set_exception(DeadlineExceeded(
+                    "the call's deadline passed while it waited for a worker"))
+                continue
+            batch.append(job)
+        if not batch:
+            return
+        assert self.conn is not None
+        try:
+            self.conn.send([job.inspection for job in batch])
+        except OSError:
+            self._in_flight = batch
+            self._lost()
+            return
+        self._in_flight = batch
+        self.largest_batch = max(self.largest_batch, len(batch))
+
+    def _on_readable(self) -> None:
+        assert self.conn is not None
+        try:
+            outcomes: list[Outcome] = self.conn.recv()
+        except (EOFError, OSError):
+            self._lost()
+            return
+        batch, self._in_flight = self._in_flight, []
+        for job, outcome in zip(batch, outcomes, strict=True):
+            _settle(job.future, outcome)
+        if self._queue:
+            self._dispatch()
+
+    def _lost(self) -> None:
+        """The worker died: fail what it held (retryable), start a new one off the loop."""
+        assert self._loop is not None
+        assert self.conn is not None
+        log.error("worker exited; starting a new one",
+                  extra={"worker": self.index, "exit_code": self.process.exitcode,
+                         "lost_requests": len(self._in_flight)})
+        self.alive = False
+        self._loop.remove_reader(self.conn.fileno())
+        batch, self._in_flight = self._in_flight, []
+        for job in batch:
+            _settle(job.future, WorkerLost(f"inspection worker {self.index} exited; retry"))
+        loop = self._loop
+        future = loop.run_in_executor(None, self._respawn)
+        future.add_done_callback(lambda _: self._on_respawned(loop))
+
+    def _respawn(self) -> None:
+        self.terminate()
+        try:
+            self.spawn()
+            self.await_ready()
+        except Exception as err:  # stays dead; requests go to the other workers
+            log.error("worker restart failed", extra={"worker": self.index,
+                                                      "error_type": type(err).__name__})
+
+    def _on_respawned(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.alive and self._loop is loop:
+            self._attach(loop)
+            self._dispatch()
+        else:
+            for job in self._queue:
+                _settle(job.future, WorkerLost(f"inspection worker {self.index} is down"))
+            self._queue.clear()
+
+
+def _settle(future: asyncio.Future[Verdict], outcome: Outcome) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def worker_main(settings: Settings, index: int, conn: Connection) -> None:
+    """Entry point of a worker process: load, warm up, then answer batches until told to stop."""
+    from sidecar import logs
+
+    # Ctrl-C reaches the whole process group; the front process decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logs.configure(settings.log_level)
+    try:
+        pipeline = Pipeline.from_settings(settings)
+        pipeline.prepare()
+    except GuardrailError as err:
+        conn.send(("failed", err))
+        return
+    except Exception as err:  # reported to the front process, not raised
+        log.error("worker failed to start", extra={"worker": index,
+                                                   "error_type": type(err).__name__,
+                                                   "error_frames": error_frames(err)})
+        conn.send(("failed", ConfigError(f"worker {index} failed to start: "
+                                         f"{type(err).__name__}")))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            batch = conn.recv()
+        except (EOFError, OSError):
+            return  # the front process is gone
+        if batch is None:
+            return
+        outcomes: list[Any]
+        try:
+            outcomes = list(pipeline.run_batch(batch))
+        except Exception as err:  # never echo: the message may quote text
+            log.error("batch failed", extra={"worker": index, "error_type": type(err).__name__,
+                                             "error_frames": error_frames(err)})
+            outcomes = [StageFailed("pipeline") for _ in batch]
+        conn.send(outcomes)

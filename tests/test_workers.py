@@ -1,0 +1,146 @@
+"""The worker pool through real gRPC: batching, load shedding, deadlines, a worker's death."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+from sidecar.errors import DeadlineExceeded
+from sidecar.pipeline import Pipeline
+from sidecar.runner import available_cpus, make_runner
+from sidecar.types import Inspection
+from sidecar.workers import WorkerPool
+from tests.conftest import _ServerThread, make_settings
+
+# Long enough that one inspection keeps the single worker busy for a while.
+SLOW_TEXT = "Call John Smith at 212-555-0187 about the invoice. " * 400
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+        tuple[_ServerThread, pb_grpc.GuardrailStub]]:
+    settings = make_settings(tmp_path_factory.mktemp("workers"), workers=1, max_queue=4)
+    server = _ServerThread(settings, make_runner(settings, Pipeline.from_settings(settings)))
+    channel = grpc.insecure_channel(server.running.address)
+    try:
+        yield server, pb_grpc.GuardrailStub(channel)
+    finally:
+        channel.close()
+        server.stop()
+
+
+def pool_of(server: _ServerThread) -> WorkerPool:
+    runner = server.running.runner
+    assert isinstance(runner, WorkerPool)
+    return runner
+
+
+def largest_batch(server: _ServerThread) -> int:
+    return max(worker.largest_batch for worker in pool_of(server)._workers)
+
+
+def test_concurrent_requests_get_their_own_answers(
+        one_worker: tuple[_ServerThread, pb_grpc.GuardrailStub]) -> None:
+    """Requests batched together must never get each other's verdicts."""
+    server, stub = one_worker
+    texts = [f"Ticket for Jane Roe, number {n:06d}" for n in range(30)]
+
+    def call(text: str) -> tuple[str, str]:
+        reply = stub.InspectPrompt(pb.InspectRequest(text=text, request_id=text[-6:]),
+                                   timeout=60)
+        return reply.request_id, reply.text
+
+    with ThreadPoolExecutor(3) as pool:  # below max_queue: none may be shed
+        # The slow one first: the short ones arrive while the worker is busy with it.
+        answers = list(pool.map(call, [SLOW_TEXT, *texts]))[1:]
+    for text, (request_id, redacted) in zip(texts, answers, strict=True):
+        assert request_id == text[-6:]
+        assert redacted == text.replace("Jane Roe", "<PERSON>")
+    # Requests that arrived while the worker was busy went to it together.
+    assert largest_batch(server) >= 2
+
+
+def test_full_queue_sheds_load_with_resource_exhausted(
+        one_worker: tuple[_ServerThread, pb_grpc.GuardrailStub]) -> None:
+    _, stub = one_worker
+    futures = [stub.InspectPrompt.future(pb.InspectRequest(text=SLOW_TEXT), timeout=120)
+               for _ in range(16)]
+    codes, details = [], []
+    for future in futures:
+        codes.append(future.code())
+        details.append(future.details() or "")
+    assert all("max_queue=4" in detail for code, detail in zip(codes, details, strict=True)
+               if code == grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1
+    assert codes.count(grpc.StatusCode.OK) >= 4
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+def test_a_call_whose_deadline_passes_in_the_queue_is_not_run(
+        one_worker: tuple[_ServerThread, pb_grpc.GuardrailStub]) -> None:
+    _, stub = one_worker
+    busy = stub.InspectPrompt.future(pb.InspectRequest(text=SLOW_TEXT), timeout=120)
+    time.sleep(0.05)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.InspectPrompt(pb.InspectRequest(text="Jane Roe"), timeout=0.01)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert busy.result().decision == pb.MODIFY
+
+
+def test_deadline_already_past_is_refused_before_any_work(
+        one_worker: tuple[_ServerThread, pb_grpc.GuardrailStub]) -> None:
+    server, _ = one_worker
+    pool = pool_of(server)
+
+    async def late() -> None:
+        await pool.run(Inspection.of_text("Jane Roe"), deadline=time.monotonic() - 1)
+
+    with pytest.raises(DeadlineExceeded):
+        asyncio.run_coroutine_threadsafe(late(), server.loop).result(timeout=30)
+
+
+def test_a_killed_worker_fails_its_requests_retryably_and_is_replaced(
+        one_worker: tuple[_ServerThread, pb_grpc.GuardrailStub]) -> None:
+    server, stub = one_worker
+    worker = pool_of(server)._workers[0]
+    old_pid = worker.process.pid
+    busy = stub.InspectPrompt.future(pb.InspectRequest(text=SLOW_TEXT), timeout=120)
+    time.sleep(0.1)
+    os.kill(old_pid, signal.SIGKILL)
+    with pytest.raises(grpc.RpcError) as caught:
+        busy.result()
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "exited; retry" in caught.value.details()
+    deadline = time.monotonic() + 90
+    while True:  # a new worker loads its model, then serves again
+        call = stub.InspectPrompt.future(pb.InspectRequest(text="Mail jane@example.com"),
+                                         timeout=30)
+        if call.code() == grpc.StatusCode.OK:
+            break
+        assert call.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() < deadline, "the worker was not replaced"
+        time.sleep(0.5)
+    assert call.result().text == "Mail <EMAIL_ADDRESS>"
+    assert worker.process.pid != old_pid
+
+
+@pytest.mark.parametrize(("cpu_max", "expected_cap"), [
+    ("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1),
+    ("400000 100000\n", 4)])
+def test_worker_count_respects_the_cgroup_cpu_quota(tmp_path: Path, cpu_max: str,
+                                                    expected_cap: int | None) -> None:
+    (tmp_path / "cpu.max").write_text(cpu_max)
+    usable = len(os.sched_getaffinity(0))
+    expected = usable if expected_cap is None else min(usable, expected_cap)
+    assert available_cpus(tmp_path) == expected
+    assert available_cpus(tmp_path / "missing") == usable
