@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.config import Settings
+from sidecar.edits import apply as apply_edits
 from sidecar.errors import GuardrailError, InvalidRequest, RequestTooLarge, StageFailed
 from sidecar.keys import load_or_create_key
 from sidecar.logs import error_frames
@@ -21,6 +22,7 @@ from sidecar.policy.store import CompiledPolicy, PolicySet, compile_directory
 from sidecar.stages.pii import PiiResources
 from sidecar.types import (
     Decision,
+    Edit,
     Finding,
     Inspection,
     Message,
@@ -142,7 +144,7 @@ class Pipeline:
     def _run_stage(self, compiled: CompiledPolicy, stage: Stage,
                    live: list[_Progress]) -> list[StageResult | StageFailed]:
         """Run one stage over the batch; a failure is isolated to the request that caused it."""
-        items = [(state.inspection, state.messages) for state in live]
+        items = [(state.inspection, tuple(state.findings)) for state in live]
         run_many = getattr(stage, "run_many", None)
         if run_many is not None and len(items) > 1:
             try:
@@ -152,9 +154,9 @@ class Pipeline:
                             extra={"stage": stage.name, "error_type": type(err).__name__,
                                    "batch": len(items)})
         results: list[StageResult | StageFailed] = []
-        for inspection, messages in items:
+        for inspection, prior in items:
             try:
-                results.append(stage.run(inspection, messages))
+                results.append(stage.run(inspection, prior))
             except Exception as err:  # a stage bug must not become a loosened policy
                 # The exception's message may quote the text: log its type only.
                 log.error("stage failed", extra={"stage": stage.name,
@@ -171,9 +173,10 @@ class _Progress:
 
     def __init__(self, inspection: Inspection) -> None:
         self.inspection = inspection
-        self.messages = inspection.messages
         self.findings: list[Finding] = []
         self.violations: list[Violation] = []
+        self.edits: dict[int, list[Edit]] = {}
+        self.routing_tags: dict[str, str] = {}
         self.blocked = False
 
     def absorb(self, result: StageResult | StageFailed, on_error: str) -> None:
@@ -184,24 +187,25 @@ class _Progress:
             return
         self.findings.extend(result.findings)
         self.violations.extend(result.violations)
-        if result.rewritten:
-            self.messages = tuple(Message(m.role, result.rewritten.get(i, m.content))
-                                  for i, m in enumerate(self.messages))
+        for index, changes in result.edits.items():
+            self.edits.setdefault(index, []).extend(changes)
+        self.routing_tags.update(result.routing_tags)
         self.blocked = result.blocked
 
     def verdict(self, compiled: CompiledPolicy) -> Verdict:
+        original = self.inspection.messages
         out: tuple[Message, ...]
         if self.blocked:
             decision, out = Decision.BLOCK, ()
-        elif self.messages != self.inspection.messages:
-            decision, out = Decision.MODIFY, self.messages
         else:
-            decision, out = Decision.ALLOW, self.messages
+            out = tuple(Message(m.role, apply_edits(m.content, self.edits[i]))
+                        if i in self.edits else m for i, m in enumerate(original))
+            decision = Decision.MODIFY if out != original else Decision.ALLOW
         return Verdict(
             decision=decision, messages=out, chat=self.inspection.chat,
             findings=tuple(self.findings), violations=tuple(self.violations),
             policy=compiled.name, policy_revision=compiled.revision,
-            request_id=self.inspection.request_id,
+            request_id=self.inspection.request_id, routing_tags=dict(self.routing_tags),
         )
 
 

@@ -95,25 +95,38 @@ class Verdict:
         return self.messages[0].content if self.messages else ""
 
 
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """Replace [start, end) of the original message with `replacement` (code points)."""
+
+    start: int
+    end: int
+    replacement: str
+
+
 @dataclass
 class StageResult:
     """What one stage contributes; stages never mutate the inspection itself."""
 
     findings: list[Finding] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
-    # Replacement content per message index, when the stage changed a message.
-    rewritten: dict[int, str] = field(default_factory=dict)
+    # Changes per message index, as edits on the message the app sent.
+    edits: dict[int, list[Edit]] = field(default_factory=dict)
     blocked: bool = False
+    # Set by stages that decide where the request may go (residency).
+    routing_tags: dict[str, str] = field(default_factory=dict)
 
 
 class Stage(Protocol):
-    """A pipeline step: look at the (possibly already rewritten) messages, report back.
+    """A pipeline step: look at the messages the app sent, report findings and edits.
 
-    A stage that can share work across requests (one spaCy pass over many texts) also
-    defines `run_many(items: list[tuple[Inspection, tuple[Message, ...]]])` returning one
+    Every stage sees the original messages (so its offsets are the app's) and the
+    findings of the stages before it (residency derives data classes from them). A stage
+    that can share work across requests (one spaCy pass over many texts) also defines
+    `run_many(items: list[tuple[Inspection, tuple[Finding, ...]]])` returning one
     StageResult per item; the pipeline uses it when several requests arrive together.
     """
 
     name: str
 
-    def run(self, inspection: Inspection, messages: tuple[Message, ...]) -> StageResult: ...
+    def run(self, inspection: Inspection, prior: tuple[Finding, ...]) -> StageResult: ...

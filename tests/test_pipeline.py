@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.pipeline import Pipeline
-from sidecar.types import Decision, Inspection, Message, StageResult
+from sidecar.types import Decision, Finding, Inspection, StageResult
 from tests.conftest import make_settings
 
 
@@ -18,8 +18,9 @@ class ExplodingStage:
 
     name = "pii"
 
-    def run(self, inspection: Inspection, messages: tuple[Message, ...]) -> StageResult:
-        raise ValueError(f"Did not find word {messages[0].content!r} in the list of tokens")
+    def run(self, inspection: Inspection, prior: tuple[Finding, ...]) -> StageResult:
+        raise ValueError(f"Did not find word {inspection.messages[0].content!r} in the list "
+                         "of tokens")
 
 
 @pytest.fixture(scope="module")

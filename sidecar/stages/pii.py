@@ -14,7 +14,7 @@ from typing import Any
 
 from sidecar.errors import PolicyError, PolicyIssue
 from sidecar.policy.model import EntityRule, PiiConfig
-from sidecar.types import Finding, Inspection, Message, StageResult, Violation
+from sidecar.types import Edit, Finding, Inspection, StageResult, Violation
 
 PROTECTIVE = frozenset({"replace", "redact", "mask", "hash", "block"})
 
@@ -116,18 +116,18 @@ class PiiStage:
                 context_aware_enhancer=BisectContextEnhancer(),
             )
 
-    def run(self, inspection: Inspection, messages: tuple[Message, ...]) -> StageResult:
-        return self.run_many([(inspection, messages)])[0]
+    def run(self, inspection: Inspection, prior: tuple[Finding, ...] = ()) -> StageResult:
+        return self.run_many([(inspection, prior)])[0]
 
-    def run_many(self, items: list[tuple[Inspection, tuple[Message, ...]]]) -> list[StageResult]:
+    def run_many(self, items: list[tuple[Inspection, tuple[Finding, ...]]]) -> list[StageResult]:
         """Analyse every message of every request, with one spaCy pass over all of them."""
         results = [StageResult() for _ in items]
         if not self.active:
             return results
         self.prepare()
         texts = [(item, index, message.content)
-                 for item, (_, messages) in enumerate(items)
-                 for index, message in enumerate(messages) if message.content]
+                 for item, (inspection, _) in enumerate(items)
+                 for index, message in enumerate(inspection.messages) if message.content]
         for (item, index, text), raw in zip(texts, self._analyze([t for *_, t in texts]),
                                             strict=True):
             self._apply(index, text, raw, results[item])
@@ -156,7 +156,7 @@ class PiiStage:
 
     def _apply(self, index: int, text: str, found: list[tuple[str, int, int, float]],
                result: StageResult) -> None:
-        """Turn one message's findings into findings, violations and rewritten text."""
+        """Turn one message's findings into findings, violations and edits."""
         blocking = [f for f in found if self.rules[f[0]].action == "block"]
         if blocking:
             result.blocked = True
@@ -182,7 +182,11 @@ class PiiStage:
                 operators=self._operators,
                 merge_entities_with_spaces=False,
             )
-            result.rewritten[index] = anonymized.text
+            # `acting` is disjoint and sorted, so the n-th replaced item (by its position in
+            # the new text) is the n-th acting span: report it as an edit on the original.
+            replaced = sorted(anonymized.items, key=lambda item: item.start)
+            result.edits[index] = [Edit(start, end, item.text) for (_, start, end, _), item
+                                   in zip(acting, replaced, strict=True)]
 
 
 def _resolve_overlaps(found: list[tuple[str, int, int, float]],
