@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,7 +36,7 @@ def test_resolved_edits_are_disjoint_and_the_first_edit_keeps_its_span(
         case: tuple[str, list[Edit]]) -> None:
     _, edits = case
     resolved = resolve(edits)
-    assert all(a.end <= b.start for a, b in zip(resolved, resolved[1:], strict=False))
+    assert all(a.end <= b.start for a, b in itertools.pairwise(resolved))
     first = next((e for e in edits if e.start < e.end), None)
     if first is not None:
         assert first in resolved
