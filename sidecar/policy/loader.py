@@ -6,6 +6,7 @@ security team can fix a bad edit from `guardrail policy check` output alone.
 
 from __future__ import annotations
 
+import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,9 +19,30 @@ from pydantic import ValidationError
 from sidecar.errors import PolicyError, PolicyIssue
 from sidecar.policy.model import Policy
 
-MAX_POLICY_FILE_BYTES = 1024 * 1024
+# Large enough for a 100,000-entry word list pasted inline.
+MAX_POLICY_FILE_BYTES = 16 * 1024 * 1024
 POLICY_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".tests.yaml", ".tests.yml")
+
+
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C parser when built
+
+
+class _PolicyYamlLoader(_BaseLoader):  # type: ignore[misc]
+    """Safe YAML with YAML 1.2 booleans: only true/false.
+
+    YAML 1.1 reads `on`, `off`, `yes`, `no`, `y`, `n` as booleans, so a rule's
+    `on: [prompt]` key would become `True` and a tenant named `no` would become `False`.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+_PolicyYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"))
 
 
 @dataclass(frozen=True)
@@ -79,7 +101,7 @@ def load_file(path: Path) -> LoadedPolicy:
     except OSError as err:
         raise PolicyError([PolicyIssue(name, "", f"cannot read: {err.strerror}")]) from None
 
-    loader = yaml.SafeLoader(text)
+    loader = _PolicyYamlLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:

@@ -100,6 +100,89 @@ class PiiConfig(_Strict):
         return entities
 
 
+RULE_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+Direction = Literal["prompt", "completion"]
+DIRECTIONS: tuple[Direction, ...] = ("prompt", "completion")
+# Security teams paste in long lists; matching cost does not grow with their size.
+MAX_TERMS = 1_000_000
+
+
+class ContentRule(_Strict):
+    """One blocked-content rule: word/phrase lists, RE2 patterns and/or a builtin."""
+
+    id: str = Field(pattern=RULE_ID)
+    # What kind of content this is (reported in violations); builtins default to their name.
+    category: str | None = Field(default=None, pattern=RULE_ID)
+    action: Literal["block", "redact", "flag"]
+    on: list[Direction] = Field(default_factory=lambda: list(DIRECTIONS), min_length=1)
+    # Whole-word, case-insensitive, matched on the normalised view (see README).
+    words: list[str] = Field(default_factory=list, max_length=MAX_TERMS)
+    phrases: list[str] = Field(default_factory=list, max_length=MAX_TERMS)
+    # RE2 only; matched on the normalised (lower-case) view.
+    patterns: list[str] = Field(default_factory=list, max_length=1000)
+    builtin: Literal["secrets", "prompt_injection"] | None = None
+    # redact: what replaces the matched characters.
+    replacement: str | None = Field(default=None, max_length=256)
+
+    @field_validator("words")
+    @classmethod
+    def _single_words(cls, words: list[str]) -> list[str]:
+        for index, word in enumerate(words):
+            if not word.strip():
+                raise ValueError(f"words[{index}]: empty or blank")
+            if len(word.split()) > 1:
+                raise ValueError(f"words[{index}]: contains a space; put it under 'phrases'")
+        return words
+
+    @field_validator("phrases")
+    @classmethod
+    def _no_blank_phrases(cls, phrases: list[str]) -> list[str]:
+        for index, phrase in enumerate(phrases):
+            if not phrase.strip():
+                raise ValueError(f"phrases[{index}]: empty or blank")
+        return phrases
+
+    @field_validator("patterns")
+    @classmethod
+    def _content_patterns_are_re2(cls, patterns: list[str]) -> list[str]:
+        for index, pattern in enumerate(patterns):
+            try:
+                compile_re2(pattern)
+            except ValueError as err:
+                raise ValueError(f"patterns[{index}]: {err}") from None
+        return patterns
+
+    @model_validator(mode="after")
+    def _complete(self) -> ContentRule:
+        if not (self.words or self.phrases or self.patterns or self.builtin):
+            raise ValueError("a rule needs at least one of 'words', 'phrases', 'patterns' "
+                             "or 'builtin'")
+        if self.category is None and self.builtin is None:
+            raise ValueError("'category' is required (only builtin rules default it)")
+        if self.replacement is not None and self.action != "redact":
+            raise ValueError(f"'replacement' only applies to action 'redact', not "
+                             f"'{self.action}'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return self.category or self.builtin or ""
+
+
+class ContentConfig(_Strict):
+    rules: list[ContentRule] = Field(default_factory=list, max_length=1000)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_ids(cls, rules: list[ContentRule]) -> list[ContentRule]:
+        seen: set[str] = set()
+        for index, rule in enumerate(rules):
+            if rule.id in seen:
+                raise ValueError(f"rules[{index}].id: '{rule.id}' is used by another rule")
+            seen.add(rule.id)
+        return rules
+
+
 class Match(_Strict):
     """Which requests a policy applies to. Shell-style globs: `support-*`."""
 
@@ -117,6 +200,8 @@ class Policy(_Strict):
     mode: Literal["enforce"] = "enforce"
     # What to do when a stage fails: fail closed (block) or open (allow, text untouched).
     on_error: Literal["block", "allow"] = "block"
+    # Runs before PII: a block here means the NER model never sees the request.
+    content: ContentConfig = Field(default_factory=ContentConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
 
     @property

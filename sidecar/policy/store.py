@@ -15,6 +15,7 @@ from pathlib import Path
 from sidecar.errors import PolicyError, PolicyIssue
 from sidecar.policy.loader import LoadedPolicy, load_directory
 from sidecar.policy.model import Match, Policy
+from sidecar.stages.content import ContentStage
 from sidecar.stages.pii import PiiResources, PiiStage
 from sidecar.types import Stage
 
@@ -43,7 +44,10 @@ class CompiledPolicy:
 def compile_policy(loaded: LoadedPolicy, resources: PiiResources) -> CompiledPolicy:
     policy = loaded.policy
     try:
-        stages: tuple[Stage, ...] = (PiiStage(policy.pii, resources),)
+        content = ContentStage(policy.content)
+        pii = PiiStage(policy.pii, resources)
+        stages: tuple[Stage, ...] = tuple(
+            stage for stage in (content, pii) if stage.active) or (pii,)
     except PolicyError as err:
         raise PolicyError([
             dataclasses.replace(issue, file=str(loaded.source),

@@ -1,0 +1,168 @@
+"""Normalised views of a text, for matching that Unicode tricks cannot slip past.
+
+A view is a string plus, for each of its characters, the position of the original
+character it came from, so a match in the view becomes a span of the text the app sent.
+
+`clean` view, per character of the original:
+- format characters (Unicode category Cf: zero-width spaces and joiners, bidi controls,
+  tag characters) are dropped;
+- compatibility decomposition (NFKD: fullwidth, ligatures, math alphabets, superscripts),
+  then combining marks dropped (`bád` → `bad`), then case folding;
+- homoglyphs folded to the Latin letter or digit they imitate (Cyrillic `а`, Greek `ο`,
+  Cherokee `Ꭺ`...), from the Unicode confusables data shipped by `confusable-homoglyphs`;
+- runs of whitespace become one space;
+- separators between single characters are removed when at least three single
+  characters are strung together that way: `b.a.d`, `b a d`, `b-a-d`, `b_a_d` → `bad`.
+
+`skeleton` view: the clean view with common leetspeak folded (`0`→o, `1`/`l`/`!`/`|`→i,
+`3`→e, `4`/`@`→a, `5`/`$`→s, `7`/`+`→t, `8`→b, `9`→g). It is a one-to-one map, applied
+to the word lists too, so `k1ll`, `kiII` and `kill` share the skeleton `kiii`. A symbol
+(`!|@$+`) is folded only when a letter or digit follows it: `kill!` must still end at
+`kill`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from importlib import resources
+
+# Characters that may separate the single letters of a spaced-out word.
+_SPACED = re.compile(r"(?<![^\W_])[^\W_](?:[ .\-_*·•/|+~:,'\"](?=[^\W_])[^\W_]){2,}(?![^\W_])")
+_SEPARATORS = frozenset(" .-_*·•/|+~:,'\"")
+_LEET = str.maketrans({"0": "o", "1": "i", "l": "i", "3": "e", "4": "a", "5": "s",
+                       "7": "t", "8": "b", "9": "g"})
+_LEET_SYMBOLS = {"!": "i", "|": "i", "@": "a", "$": "s", "+": "t"}
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    text: str
+    # origin[i] is the index in the original text of the character view.text[i] came from.
+    origin: tuple[int, ...]
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The original span of view characters [start, end) (end > start)."""
+        return self.origin[start], self.origin[end - 1] + 1
+
+
+def clean(text: str) -> View:
+    if text.isascii():
+        folded = text.lower()
+        origin: list[int] = list(range(len(text)))
+        # Control characters in ASCII are not Cf; only whitespace needs collapsing.
+    else:
+        table = _char_table()
+        out: list[str] = []
+        origin = []
+        for index, char in enumerate(text):
+            mapped = table.get(char)
+            if mapped is None:
+                mapped = table[char] = _fold_char(char)
+            if mapped:
+                out.append(mapped)
+                origin.extend([index] * len(mapped))
+        folded = "".join(out)
+    folded, origin = _collapse_whitespace(folded, origin)
+    return _collapse_spacing(folded, origin)
+
+
+def skeleton(view: View) -> View:
+    text = view.text.translate(_LEET)
+    if any(symbol in text for symbol in _LEET_SYMBOLS):
+        chars = list(text)
+        for index, char in enumerate(chars[:-1]):
+            if char in _LEET_SYMBOLS and (chars[index + 1].isalnum()
+                                          or chars[index + 1] in _LEET_SYMBOLS):
+                chars[index] = _LEET_SYMBOLS[char]
+        text = "".join(chars)
+    return View(text, view.origin)
+
+
+def skeleton_of(term: str) -> str:
+    """The skeleton of a list entry, for matching against `skeleton(clean(text))`."""
+    return skeleton(clean(term)).text.strip()
+
+
+def _fold_char(char: str) -> str:
+    if unicodedata.category(char) == "Cf":
+        return ""
+    out = []
+    for part in unicodedata.normalize("NFKD", char):
+        if unicodedata.category(part) in ("Mn", "Me"):
+            continue
+        for folded in part.casefold():
+            out.append(_homoglyphs().get(folded, folded))
+    return "".join(out)
+
+
+def _collapse_whitespace(text: str, origin: list[int]) -> tuple[str, list[int]]:
+    if "  " not in text and not any(c.isspace() and c != " " for c in text):
+        return text, origin
+    out: list[str] = []
+    kept: list[int] = []
+    previous_space = False
+    for char, where in zip(text, origin, strict=True):
+        space = char.isspace()
+        if space and previous_space:
+            continue
+        previous_space = space
+        out.append(" " if space else char)
+        kept.append(where)
+    return "".join(out), kept
+
+
+def _collapse_spacing(text: str, origin: list[int]) -> View:
+    drop: list[int] = []
+    for match in _SPACED.finditer(text):
+        drop.extend(i for i in range(match.start(), match.end()) if text[i] in _SEPARATORS)
+    if not drop:
+        return View(text, tuple(origin))
+    dropped = set(drop)
+    return View("".join(c for i, c in enumerate(text) if i not in dropped),
+                tuple(o for i, o in enumerate(origin) if i not in dropped))
+
+
+@functools.cache
+def _char_table() -> dict[str, str]:
+    """Memo of per-character folds (grows with the characters seen, bounded by Unicode)."""
+    return {}
+
+
+@functools.cache
+def _homoglyphs() -> dict[str, str]:
+    """Lower-case character → the ASCII letter or digit it imitates.
+
+    confusables.json maps a character to the characters it can be confused with; we keep,
+    for each non-ASCII character, a confusable that is a single ASCII letter (preferred) or
+    digit, following one intermediate character where the data goes through one
+    (Greek `α` → Latin `ɑ` → `a`).
+    """
+    data = json.loads(resources.files("confusable_homoglyphs")
+                      .joinpath("confusables.json").read_text(encoding="utf-8"))
+
+    def direct(char: str) -> str | None:
+        targets = [entry["c"] for entry in data.get(char, ())]
+        letters = [t for t in targets if len(t) == 1 and t.isascii() and t.isalpha()]
+        digits = [t for t in targets if len(t) == 1 and t.isascii() and t.isdigit()]
+        choice = (letters or digits or [None])[0]
+        return choice.lower() if choice else None
+
+    table: dict[str, str] = {}
+    for char, entries in data.items():
+        if char.isascii() or len(char) != 1:
+            continue
+        target = direct(char)
+        if target is None:
+            for entry in entries:
+                if len(entry["c"]) == 1 and not entry["c"].isascii():
+                    target = direct(entry["c"])
+                    if target:
+                        break
+        if target:
+            table.setdefault(char.casefold() if len(char.casefold()) == 1 else char, target)
+            table.setdefault(char, target)
+    return table

@@ -1,0 +1,154 @@
+"""Blocked-content stage: word and phrase lists, RE2 patterns, builtin detectors.
+
+Runs first. Word and phrase lists of every rule go into one Aho-Corasick automaton
+(pyahocorasick), so matching costs time linear in the text whatever the lists' size.
+Matching runs on normalised views of the text (sidecar.content.normalize) so that
+zero-width characters, homoglyphs, spacing and leetspeak do not evade a rule; every
+match is reported, and redacted, at its span in the text the app sent.
+
+Actions: `block` (the request is refused and later stages never run), `redact` (the
+matched characters are replaced) and `flag` (reported only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.errors import PolicyError, PolicyIssue
+from sidecar.policy.model import ContentConfig, ContentRule
+from sidecar.types import Edit, Finding, Inspection, StageResult, Violation
+
+DEFAULT_REPLACEMENT = "[REDACTED]"
+# A text that matches thousands of times gets this many violations and a summary.
+MAX_VIOLATIONS_PER_MESSAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    rule: int  # index into the policy's rules
+    detector: str  # builtin detector id, or "" for lists and patterns
+    start: int
+    end: int
+
+
+class ContentStage:
+    name = "content"
+
+    def __init__(self, config: ContentConfig) -> None:
+        import ahocorasick
+
+        from sidecar.content.builtins import detectors
+        from sidecar.content.normalize import skeleton_of
+        from sidecar.regex import compile_re2
+
+        self.rules: tuple[ContentRule, ...] = tuple(config.rules)
+        issues: list[PolicyIssue] = []
+        automaton: Any = ahocorasick.Automaton()
+        for rule_index, rule in enumerate(self.rules):
+            for field in ("words", "phrases"):
+                for term_index, term in enumerate(getattr(rule, field)):
+                    key = skeleton_of(term)
+                    if not key:
+                        issues.append(PolicyIssue(
+                            "", f"content.rules[{rule_index}].{field}[{term_index}]",
+                            "nothing is left of this entry once invisible characters are "
+                            "removed"))
+                        continue
+                    rules = automaton.get(key, None)
+                    if rules is None:
+                        automaton.add_word(key, (len(key), [rule_index]))
+                    elif rule_index not in rules[1]:
+                        rules[1].append(rule_index)
+        if issues:
+            raise PolicyError(issues)
+        self._automaton = automaton if len(automaton) else None
+        if self._automaton is not None:
+            self._automaton.make_automaton()
+        self._patterns = [(rule_index, compile_re2(pattern))
+                          for rule_index, rule in enumerate(self.rules)
+                          for pattern in rule.patterns]
+        self._detectors = [(rule_index, detector)
+                           for rule_index, rule in enumerate(self.rules) if rule.builtin
+                           for detector in detectors(rule.builtin)]
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rules)
+
+    def run(self, inspection: Inspection, prior: tuple[Finding, ...] = ()) -> StageResult:
+        result = StageResult()
+        direction = inspection.direction.value
+        applies = [direction in rule.on for rule in self.rules]
+        if not any(applies):
+            return result
+        for index, message in enumerate(inspection.messages):
+            if message.content:
+                self._report(index, self._scan(message.content, applies), result)
+        return result
+
+    def _scan(self, text: str, applies: list[bool]) -> list[Hit]:
+        from sidecar.content.builtins import shannon_entropy
+        from sidecar.content.normalize import View, clean, skeleton
+
+        views: dict[str, View] = {}
+
+        def view(name: str) -> View:
+            if name not in views:
+                if name == "original":
+                    views[name] = View(text, tuple(range(len(text))))
+                elif name == "clean":
+                    views[name] = clean(text)
+                else:
+                    views[name] = skeleton(view("clean"))
+            return views[name]
+
+        hits: set[Hit] = set()
+        if self._automaton is not None:
+            skeleton_view = view("skeleton")
+            folded = skeleton_view.text
+            for end, (length, rules) in self._automaton.iter(folded):
+                start = end - length + 1
+                if (start > 0 and folded[start].isalnum() and folded[start - 1].isalnum()) or \
+                   (end + 1 < len(folded) and folded[end].isalnum()
+                        and folded[end + 1].isalnum()):
+                    continue  # inside a longer word: whole words only
+                original = skeleton_view.span(start, end + 1)
+                hits.update(Hit(rule, "", *original) for rule in rules if applies[rule])
+        for rule, regex in self._patterns:
+            if applies[rule]:
+                clean_view = view("clean")
+                hits.update(Hit(rule, "", *clean_view.span(m.start(), m.end()))
+                            for m in regex.finditer(clean_view.text) if m.end() > m.start())
+        for rule, detector in self._detectors:
+            if not applies[rule]:
+                continue
+            target = view(detector.view)
+            for match in detector.regex.finditer(target.text):
+                if match.end() <= match.start():
+                    continue
+                if detector.min_entropy and shannon_entropy(
+                        match.group(detector.group)) < detector.min_entropy:
+                    continue
+                hits.add(Hit(rule, detector.id, *target.span(match.start(), match.end())))
+        return sorted(hits, key=lambda hit: (hit.start, hit.end, hit.rule, hit.detector))
+
+    def _report(self, index: int, hits: list[Hit], result: StageResult) -> None:
+        for count, hit in enumerate(hits):
+            rule = self.rules[hit.rule]
+            if count < MAX_VIOLATIONS_PER_MESSAGE:
+                rule_id = f"{rule.id}/{hit.detector}" if hit.detector else rule.id
+                what = f"{rule.builtin} detector '{hit.detector}'" if hit.detector else \
+                    f"{rule.kind} rule"
+                result.violations.append(Violation(
+                    rule_id, rule.kind, f"{what} matched ({rule.action})",
+                    hit.start, hit.end, index))
+            elif count == MAX_VIOLATIONS_PER_MESSAGE:
+                result.violations.append(Violation(
+                    "content.truncated", "content",
+                    f"{len(hits) - count} more matches not listed", 0, 0, index))
+            if rule.action == "block":
+                result.blocked = True
+            elif rule.action == "redact":
+                result.edits.setdefault(index, []).append(
+                    Edit(hit.start, hit.end, rule.replacement or DEFAULT_REPLACEMENT))
