@@ -19,14 +19,15 @@ def resolve(edits: Iterable[Edit]) -> list[Edit]:
     """Disjoint edits sorted by position; earlier edits in `edits` take precedence."""
     kept: list[Edit] = []
     for edit in edits:
+        if edit.start >= edit.end:
+            continue  # no stage inserts text; an empty edit must not split another
         pieces = [(edit.start, edit.end)]
         for other in kept:
             pieces = [part for start, end in pieces
                       for part in ((start, min(end, other.start)), (max(start, other.end), end))
                       if part[0] < part[1]]
         kept.extend(Edit(start, end, edit.replacement) for start, end in pieces)
-    # Zero-width edits (pure insertions) are not used by any stage and would be ambiguous.
-    return sorted((e for e in kept if e.start < e.end), key=lambda e: e.start)
+    return sorted(kept, key=lambda e: e.start)
 
 
 def apply(text: str, edits: Iterable[Edit]) -> str:

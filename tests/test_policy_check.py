@@ -56,6 +56,32 @@ BROKEN = {
     "shadow mode not available": ("name: bad\nmatch: {tenants: [x]}\nmode: shadow\n",
                                   "bad.yaml:3: mode:", "'shadow'"),
     "not a mapping": ("- a\n- b\n", "bad.yaml:1:", "must be a mapping"),
+    "content pattern not RE2": ("name: bad\nmatch: {tenants: [x]}\ncontent:\n  rules:\n"
+                                "    - {id: r, category: c, action: block,\n"
+                                "       patterns: ['(a)\\1']}\n",
+                                "bad.yaml:6: content.rules[0].patterns:",
+                                "not a valid RE2 pattern"),
+    "content word with a space": ("name: bad\nmatch: {tenants: [x]}\ncontent:\n  rules:\n"
+                                  "    - {id: r, category: c, action: block, words: ['a b']}\n",
+                                  "bad.yaml:5: content.rules[0].words:", "put it under 'phrases'"),
+    "content rule without category": ("name: bad\nmatch: {tenants: [x]}\ncontent:\n  rules:\n"
+                                      "    - {id: r, action: block, words: [x]}\n",
+                                      "bad.yaml:5: content.rules[0]:", "'category' is required"),
+    "content rule matching nothing": ("name: bad\nmatch: {tenants: [x]}\ncontent:\n  rules:\n"
+                                      "    - {id: r, category: c, action: flag}\n",
+                                      "bad.yaml:5: content.rules[0]:", "at least one of"),
+    "content unknown builtin": ("name: bad\nmatch: {tenants: [x]}\ncontent:\n  rules:\n"
+                                "    - {id: r, action: block, builtin: malware}\n",
+                                "bad.yaml:5: content.rules[0].builtin:", "'secrets'"),
+    "content duplicate rule id": ("name: bad\nmatch: {tenants: [x]}\ncontent:\n  rules:\n"
+                                  "    - {id: r, category: c, action: flag, words: [x]}\n"
+                                  "    - {id: r, category: c, action: flag, words: [y]}\n",
+                                  "bad.yaml:4: content.rules:",
+                                  "rules[1].id: 'r' is used by another rule"),
+    "content invisible-only word": ("name: bad\nmatch: {tenants: [x]}\ncontent:\n  rules:\n"
+                                    "    - {id: r, category: c, action: flag,\n"
+                                    "       words: [\"\\u200b\\u200d\"]}\n",
+                                    "content.rules[0].words[0]:", "nothing is left"),
     "recognizer without a rule": ("name: bad\nmatch: {tenants: [x]}\npii:\n  recognizers:\n"
                                   "    - {entity: X_ID, patterns: ['X\\d+']}\n",
                                   "pii.recognizers[0].entity", "no rule for it"),

@@ -43,10 +43,27 @@ class View:
     text: str
     # origin[i] is the index in the original text of the character view.text[i] came from.
     origin: tuple[int, ...]
+    source: str
+    # View positions where spaced-out letters were joined: `k i l l a` becomes `killa`,
+    # and a word may still end between `l` and `a` (see `is_boundary`).
+    joins: frozenset[int] = frozenset()
 
     def span(self, start: int, end: int) -> tuple[int, int]:
-        """The original span of view characters [start, end) (end > start)."""
-        return self.origin[start], self.origin[end - 1] + 1
+        """The original span of view characters [start, end) (end > start).
+
+        It reaches over combining marks that follow the last character (`b́` is one
+        letter on screen), so a redaction leaves no stray accent behind.
+        """
+        stop = self.origin[end - 1] + 1
+        while stop < len(self.source) and unicodedata.category(self.source[stop]) in ("Mn", "Me"):
+            stop += 1
+        return self.origin[start], stop
+
+    def is_boundary(self, position: int) -> bool:
+        """Whether a word may start at `position` (or end just before it)."""
+        text = self.text
+        return (position <= 0 or position >= len(text) or position in self.joins
+                or not (text[position - 1].isalnum() and text[position].isalnum()))
 
 
 def clean(text: str) -> View:
@@ -67,7 +84,7 @@ def clean(text: str) -> View:
                 origin.extend([index] * len(mapped))
         folded = "".join(out)
     folded, origin = _collapse_whitespace(folded, origin)
-    return _collapse_spacing(folded, origin)
+    return _collapse_spacing(folded, origin, text)
 
 
 def skeleton(view: View) -> View:
@@ -79,7 +96,7 @@ def skeleton(view: View) -> View:
                                           or chars[index + 1] in _LEET_SYMBOLS):
                 chars[index] = _LEET_SYMBOLS[char]
         text = "".join(chars)
-    return View(text, view.origin)
+    return View(text, view.origin, view.source, view.joins)
 
 
 def skeleton_of(term: str) -> str:
@@ -115,15 +132,22 @@ def _collapse_whitespace(text: str, origin: list[int]) -> tuple[str, list[int]]:
     return "".join(out), kept
 
 
-def _collapse_spacing(text: str, origin: list[int]) -> View:
-    drop: list[int] = []
+def _collapse_spacing(text: str, origin: list[int], source: str) -> View:
+    drop: set[int] = set()
     for match in _SPACED.finditer(text):
-        drop.extend(i for i in range(match.start(), match.end()) if text[i] in _SEPARATORS)
+        drop.update(i for i in range(match.start(), match.end()) if text[i] in _SEPARATORS)
     if not drop:
-        return View(text, tuple(origin))
-    dropped = set(drop)
-    return View("".join(c for i, c in enumerate(text) if i not in dropped),
-                tuple(o for i, o in enumerate(origin) if i not in dropped))
+        return View(text, tuple(origin), source)
+    out: list[str] = []
+    kept: list[int] = []
+    joins: set[int] = set()
+    for index, char in enumerate(text):
+        if index in drop:
+            joins.add(len(out))
+        else:
+            out.append(char)
+            kept.append(origin[index])
+    return View("".join(out), tuple(kept), source, frozenset(joins))
 
 
 @functools.cache

@@ -96,7 +96,7 @@ class ContentStage:
         def view(name: str) -> View:
             if name not in views:
                 if name == "original":
-                    views[name] = View(text, tuple(range(len(text))))
+                    views[name] = View(text, tuple(range(len(text))), text)
                 elif name == "clean":
                     views[name] = clean(text)
                 else:
@@ -109,9 +109,7 @@ class ContentStage:
             folded = skeleton_view.text
             for end, (length, rules) in self._automaton.iter(folded):
                 start = end - length + 1
-                if (start > 0 and folded[start].isalnum() and folded[start - 1].isalnum()) or \
-                   (end + 1 < len(folded) and folded[end].isalnum()
-                        and folded[end + 1].isalnum()):
+                if not (skeleton_view.is_boundary(start) and skeleton_view.is_boundary(end + 1)):
                     continue  # inside a longer word: whole words only
                 original = skeleton_view.span(start, end + 1)
                 hits.update(Hit(rule, "", *original) for rule in rules if applies[rule])
