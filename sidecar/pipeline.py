@@ -8,6 +8,7 @@ later (costlier) stages never see a request that is already refused.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from sidecar.types import (
     Finding,
     Inspection,
     Message,
+    Projection,
+    SchemaError,
     Stage,
     StageResult,
     Verdict,
@@ -115,11 +118,7 @@ class Pipeline:
             try:
                 self.limits.check(inspection)
                 compiled = self.policies.select(inspection.tenant, inspection.app)
-                if inspection.output_schema:
-                    # Schemas arrive with structured-output validation; none exist yet.
-                    raise InvalidRequest(
-                        f"output_schema: policy '{compiled.name}' defines no schema "
-                        f"'{inspection.output_schema}'")
+                _check_output_schema(compiled, inspection)
             except GuardrailError as err:
                 outcomes[index] = err
                 continue
@@ -144,7 +143,7 @@ class Pipeline:
     def _run_stage(self, compiled: CompiledPolicy, stage: Stage,
                    live: list[_Progress]) -> list[StageResult | StageFailed]:
         """Run one stage over the batch; a failure is isolated to the request that caused it."""
-        items = [(state.inspection, tuple(state.findings)) for state in live]
+        items = [(state.target, tuple(state.findings)) for state in live]
         run_many = getattr(stage, "run_many", None)
         if run_many is not None and len(items) > 1:
             try:
@@ -168,11 +167,29 @@ class Pipeline:
         return results
 
 
+def _check_output_schema(compiled: CompiledPolicy, inspection: Inspection) -> None:
+    schema_id = inspection.output_schema
+    if not schema_id:
+        return
+    known = compiled.schema.ids() if compiled.schema else []
+    if schema_id not in known:
+        listed = f"; it defines: {', '.join(known[:20])}" if known else ""
+        raise InvalidRequest(f"output_schema: policy '{compiled.name}' defines no schema "
+                             f"'{schema_id[:100]}'{listed}")
+    if inspection.chat:
+        raise InvalidRequest("output_schema: applies to a text completion, not to messages")
+
+
 class _Progress:
     """One request on its way through a policy's stages."""
 
     def __init__(self, inspection: Inspection) -> None:
         self.inspection = inspection
+        # What stages look at: the request, or the JSON string values of a completion
+        # once the schema stage has parsed it (then `projection` maps results back).
+        self.target = inspection
+        self.projection: Projection | None = None
+        self.schema_errors: list[SchemaError] = []
         self.findings: list[Finding] = []
         self.violations: list[Violation] = []
         self.edits: dict[int, list[Edit]] = {}
@@ -185,28 +202,84 @@ class _Progress:
                 f"error.{result.stage}", "error", f"{result}; policy on_error={on_error}"))
             self.blocked = on_error == "block"
             return
+        if self.projection is not None:
+            result = _unproject(result, self.projection)
         self.findings.extend(result.findings)
         self.violations.extend(result.violations)
         for index, changes in result.edits.items():
             self.edits.setdefault(index, []).extend(changes)
         self.routing_tags.update(result.routing_tags)
+        self.schema_errors.extend(result.schema_errors)
         self.blocked = result.blocked
+        if result.projection is not None:
+            self.projection = result.projection
+            self.target = dataclasses.replace(
+                self.inspection, chat=True, output_schema="",
+                messages=tuple(Message("", s.value) for s in result.projection.strings))
 
     def verdict(self, compiled: CompiledPolicy) -> Verdict:
         original = self.inspection.messages
-        out: tuple[Message, ...]
+        out: tuple[Message, ...] = ()
+        if not self.blocked:
+            out = tuple(Message(m.role, apply_edits(m.content, self.edits[i]))
+                        if i in self.edits else m for i, m in enumerate(original))
+            self._recheck_schema(compiled, out)
         if self.blocked:
             decision, out = Decision.BLOCK, ()
         else:
-            out = tuple(Message(m.role, apply_edits(m.content, self.edits[i]))
-                        if i in self.edits else m for i, m in enumerate(original))
             decision = Decision.MODIFY if out != original else Decision.ALLOW
         return Verdict(
             decision=decision, messages=out, chat=self.inspection.chat,
             findings=tuple(self.findings), violations=tuple(self.violations),
             policy=compiled.name, policy_revision=compiled.revision,
             request_id=self.inspection.request_id, routing_tags=dict(self.routing_tags),
+            schema_errors=tuple(self.schema_errors),
         )
+
+    def _recheck_schema(self, compiled: CompiledPolicy, out: tuple[Message, ...]) -> None:
+        """A redacted JSON completion must still satisfy its schema (e.g. a maxLength)."""
+        projection = self.projection
+        if projection is None or compiled.schema is None \
+                or projection.message_index not in self.edits:
+            return
+        errors = compiled.schema.recheck(projection.schema_id,
+                                         out[projection.message_index].content)
+        if errors:
+            self.schema_errors.extend(errors)
+            self.violations.append(Violation(
+                "schema.redacted_invalid", "schema",
+                f"the redacted completion no longer satisfies schema '{projection.schema_id}' "
+                f"({len(errors)} errors; on_invalid={projection.on_invalid})"))
+            self.blocked = self.blocked or projection.on_invalid == "block"
+
+
+def _unproject(result: StageResult, projection: Projection) -> StageResult:
+    """Map a result computed on JSON string values back onto the raw completion."""
+    from sidecar.jsontext import escape_for_json_string
+
+    strings = projection.strings
+    index = projection.message_index
+
+    def finding(f: Finding) -> Finding:
+        start, end = strings[f.message_index].span(f.start, f.end)
+        return dataclasses.replace(f, start=start, end=end, message_index=index)
+
+    def violation(v: Violation) -> Violation:
+        start, end = strings[v.message_index].span(v.start, v.end)
+        return dataclasses.replace(v, start=start, end=end, message_index=index)
+
+    def span(message: int, start: int, end: int) -> tuple[int, int]:
+        return strings[message].span(start, end)  # type: ignore[no-any-return]
+
+    return dataclasses.replace(
+        result,
+        findings=[finding(f) for f in result.findings],
+        violations=[violation(v) for v in result.violations],
+        edits={index: [Edit(*span(message, e.start, e.end),
+                            escape_for_json_string(e.replacement))
+                       for message, edits in result.edits.items() for e in edits]}
+        if result.edits else {},
+    )
 
 
 def resources_from(settings: Settings) -> PiiResources:

@@ -77,6 +77,16 @@ class Violation:
 
 
 @dataclass(frozen=True, slots=True)
+class SchemaError:
+    """One way a completion fails its JSON Schema; `message` never quotes the value."""
+
+    pointer: str
+    keyword: str
+    message: str
+    schema_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     decision: Decision
     messages: tuple[Message, ...]
@@ -88,6 +98,7 @@ class Verdict:
     request_id: str = ""
     routing_tags: dict[str, str] = field(default_factory=dict)
     audit_id: str = ""
+    schema_errors: tuple[SchemaError, ...] = ()
 
     @property
     def text(self) -> str:
@@ -115,6 +126,20 @@ class StageResult:
     blocked: bool = False
     # Set by stages that decide where the request may go (residency).
     routing_tags: dict[str, str] = field(default_factory=dict)
+    schema_errors: list[SchemaError] = field(default_factory=list)
+    # Set by the schema stage: later stages inspect these string values instead of the
+    # raw message; the pipeline maps their offsets and edits back (see sidecar.jsontext).
+    projection: Projection | None = None
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Message `message_index` seen as its JSON string values, one pseudo-message each."""
+
+    message_index: int
+    strings: tuple[Any, ...]  # sidecar.jsontext.StringValue
+    schema_id: str
+    on_invalid: str
 
 
 class Stage(Protocol):

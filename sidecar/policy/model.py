@@ -183,6 +183,33 @@ class ContentConfig(_Strict):
         return rules
 
 
+class OutputSchema(_Strict):
+    """A JSON Schema (Draft 2020-12) that completions can be asked to satisfy."""
+
+    # Path relative to the policy file, e.g. schemas/ticket.schema.json.
+    file: str = Field(min_length=1, max_length=512)
+    # What an invalid completion gets: refused, or reported and let through.
+    on_invalid: Literal["block", "flag"] = "block"
+
+
+class StructuredOutput(_Strict):
+    # Schema id (what apps send as `output_schema`) → schema file.
+    schemas: dict[str, OutputSchema] = Field(default_factory=dict, max_length=1000)
+    # $ref URLs are never fetched: a prefix listed here is read from a local directory
+    # (relative to the policy file) instead, e.g. "https://schemas.acme.example/": "schemas/".
+    ref_mirrors: dict[str, str] = Field(default_factory=dict, max_length=100)
+    # Deeper JSON is invalid output (Python's parser recurses; 10,000 levels would crash it).
+    max_depth: int = Field(default=128, ge=1, le=1000)
+
+    @field_validator("schemas")
+    @classmethod
+    def _schema_ids(cls, schemas: dict[str, OutputSchema]) -> dict[str, OutputSchema]:
+        bad = [name for name in schemas if not re.fullmatch(RULE_ID, name)]
+        if bad:
+            raise ValueError(f"schema ids must be lower-case words: {', '.join(bad)}")
+        return schemas
+
+
 class Match(_Strict):
     """Which requests a policy applies to. Shell-style globs: `support-*`."""
 
@@ -202,6 +229,7 @@ class Policy(_Strict):
     on_error: Literal["block", "allow"] = "block"
     # Runs before PII: a block here means the NER model never sees the request.
     content: ContentConfig = Field(default_factory=ContentConfig)
+    structured_output: StructuredOutput = Field(default_factory=StructuredOutput)
     pii: PiiConfig = Field(default_factory=PiiConfig)
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from sidecar.policy.loader import LoadedPolicy, load_directory
 from sidecar.policy.model import Match, Policy
 from sidecar.stages.content import ContentStage
 from sidecar.stages.pii import PiiResources, PiiStage
+from sidecar.stages.schema import SchemaStage
 from sidecar.types import Stage
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -28,6 +30,7 @@ class CompiledPolicy:
     revision: str
     source: Path
     stages: tuple[Stage, ...]
+    schema: SchemaStage | None = None
 
     @property
     def name(self) -> str:
@@ -44,16 +47,21 @@ class CompiledPolicy:
 def compile_policy(loaded: LoadedPolicy, resources: PiiResources) -> CompiledPolicy:
     policy = loaded.policy
     try:
+        schema = SchemaStage(policy.structured_output, loaded.source.parent)
         content = ContentStage(policy.content)
         pii = PiiStage(policy.pii, resources)
         stages: tuple[Stage, ...] = tuple(
-            stage for stage in (content, pii) if stage.active) or (pii,)
+            stage for stage in (schema, content, pii) if stage.active) or (pii,)
     except PolicyError as err:
         raise PolicyError([
             dataclasses.replace(issue, file=str(loaded.source),
                                 line=loaded.line_of(_split_path(issue.path)))
             for issue in err.issues]) from None
-    return CompiledPolicy(policy, policy.revision_hash(), loaded.source, stages)
+    revision = policy.revision_hash()
+    if schema.digest:  # the schema files' content decides too
+        revision = hashlib.sha256(f"{revision}:{schema.digest}".encode()).hexdigest()
+    return CompiledPolicy(policy, revision, loaded.source, stages,
+                          schema if schema.active else None)
 
 
 class PolicySet:

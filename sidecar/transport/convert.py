@@ -51,6 +51,9 @@ def to_response(verdict: Verdict) -> pb.InspectResponse:
         policy=verdict.policy,
         policy_revision=verdict.policy_revision,
         request_id=verdict.request_id,
+        schema_errors=[pb.SchemaError(pointer=e.pointer, keyword=e.keyword, message=e.message,
+                                      schema_path=e.schema_path)
+                       for e in verdict.schema_errors],
     )
     if verdict.chat:
         response.messages.CopyFrom(pb.Messages(messages=[

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cguardrail/v1/guardrail.proto\x12\x0cguardrail.v1\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"3\n\x08Messages\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.guardrail.v1.Message\"\xed\x02\n\x0eInspectRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03\x61pp\x18\x03 \x01(\t\x12\x12\n\nsubject_id\x18\x04 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x05 \x01(\t\x12\x0e\n\x04text\x18\x06 \x01(\tH\x00\x12*\n\x08messages\x18\x07 \x01(\x0b\x32\x16.guardrail.v1.MessagesH\x00\x12\x13\n\x0buser_region\x18\x08 \x01(\t\x12\x15\n\rtarget_region\x18\t \x01(\t\x12\x15\n\routput_schema\x18\n \x01(\t\x12@\n\nattributes\x18\x0b \x03(\x0b\x32,.guardrail.v1.InspectRequest.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07\x63ontent\"p\n\x07\x46inding\x12\x13\n\x0b\x65ntity_type\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x05\x12\r\n\x05score\x18\x04 \x01(\x02\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x15\n\rmessage_index\x18\x06 \x01(\x05\"r\n\tViolation\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x05 \x01(\x05\x12\x15\n\rmessage_index\x18\x06 \x01(\x05\"\xa1\x03\n\x0fInspectResponse\x12(\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x16.guardrail.v1.Decision\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12*\n\x08messages\x18\x03 \x01(\x0b\x32\x16.guardrail.v1.MessagesH\x00\x12\'\n\x08\x66indings\x18\x04 \x03(\x0b\x32\x15.guardrail.v1.Finding\x12+\n\nviolations\x18\x05 \x03(\x0b\x32\x17.guardrail.v1.Violation\x12\x44\n\x0crouting_tags\x18\x06 \x03(\x0b\x32..guardrail.v1.InspectResponse.RoutingTagsEntry\x12\x10\n\x08\x61udit_id\x18\x07 \x01(\t\x12\x0e\n\x06policy\x18\x08 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x1a\x32\n\x10RoutingTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07\x63ontent*F\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\n\n\x06MODIFY\x10\x02\x12\t\n\x05\x42LOCK\x10\x03\x32\xab\x01\n\tGuardrail\x12L\n\rInspectPrompt\x12\x1c.guardrail.v1.InspectRequest\x1a\x1d.guardrail.v1.InspectResponse\x12P\n\x11InspectCompletion\x12\x1c.guardrail.v1.InspectRequest\x1a\x1d.guardrail.v1.InspectResponseBO\n\x10\x64\x65v.guardrail.v1P\x01Z9github.com/guardrail/sidecar/gen/guardrail/v1;guardrailv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cguardrail/v1/guardrail.proto\x12\x0cguardrail.v1\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"3\n\x08Messages\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.guardrail.v1.Message\"\xed\x02\n\x0eInspectRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03\x61pp\x18\x03 \x01(\t\x12\x12\n\nsubject_id\x18\x04 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x05 \x01(\t\x12\x0e\n\x04text\x18\x06 \x01(\tH\x00\x12*\n\x08messages\x18\x07 \x01(\x0b\x32\x16.guardrail.v1.MessagesH\x00\x12\x13\n\x0buser_region\x18\x08 \x01(\t\x12\x15\n\rtarget_region\x18\t \x01(\t\x12\x15\n\routput_schema\x18\n \x01(\t\x12@\n\nattributes\x18\x0b \x03(\x0b\x32,.guardrail.v1.InspectRequest.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07\x63ontent\"p\n\x07\x46inding\x12\x13\n\x0b\x65ntity_type\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x05\x12\r\n\x05score\x18\x04 \x01(\x02\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x15\n\rmessage_index\x18\x06 \x01(\x05\"r\n\tViolation\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x05 \x01(\x05\x12\x15\n\rmessage_index\x18\x06 \x01(\x05\"\xd3\x03\n\x0fInspectResponse\x12(\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x16.guardrail.v1.Decision\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12*\n\x08messages\x18\x03 \x01(\x0b\x32\x16.guardrail.v1.MessagesH\x00\x12\'\n\x08\x66indings\x18\x04 \x03(\x0b\x32\x15.guardrail.v1.Finding\x12+\n\nviolations\x18\x05 \x03(\x0b\x32\x17.guardrail.v1.Violation\x12\x44\n\x0crouting_tags\x18\x06 \x03(\x0b\x32..guardrail.v1.InspectResponse.RoutingTagsEntry\x12\x10\n\x08\x61udit_id\x18\x07 \x01(\t\x12\x0e\n\x06policy\x18\x08 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x30\n\rschema_errors\x18\x0b \x03(\x0b\x32\x19.guardrail.v1.SchemaError\x1a\x32\n\x10RoutingTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07\x63ontent\"U\n\x0bSchemaError\x12\x0f\n\x07pointer\x18\x01 \x01(\t\x12\x0f\n\x07keyword\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x13\n\x0bschema_path\x18\x04 \x01(\t*F\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\n\n\x06MODIFY\x10\x02\x12\t\n\x05\x42LOCK\x10\x03\x32\xab\x01\n\tGuardrail\x12L\n\rInspectPrompt\x12\x1c.guardrail.v1.InspectRequest\x1a\x1d.guardrail.v1.InspectResponse\x12P\n\x11InspectCompletion\x12\x1c.guardrail.v1.InspectRequest\x1a\x1d.guardrail.v1.InspectResponseBO\n\x10\x64\x65v.guardrail.v1P\x01Z9github.com/guardrail/sidecar/gen/guardrail/v1;guardrailv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSPECTREQUEST_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_INSPECTRESPONSE_ROUTINGTAGSENTRY']._loaded_options = None
   _globals['_INSPECTRESPONSE_ROUTINGTAGSENTRY']._serialized_options = b'8\001'
-  _globals['_DECISION']._serialized_start=1159
-  _globals['_DECISION']._serialized_end=1229
+  _globals['_DECISION']._serialized_start=1296
+  _globals['_DECISION']._serialized_end=1366
   _globals['_MESSAGE']._serialized_start=46
   _globals['_MESSAGE']._serialized_end=86
   _globals['_MESSAGES']._serialized_start=88
@@ -51,9 +51,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VIOLATION']._serialized_start=623
   _globals['_VIOLATION']._serialized_end=737
   _globals['_INSPECTRESPONSE']._serialized_start=740
-  _globals['_INSPECTRESPONSE']._serialized_end=1157
-  _globals['_INSPECTRESPONSE_ROUTINGTAGSENTRY']._serialized_start=1096
-  _globals['_INSPECTRESPONSE_ROUTINGTAGSENTRY']._serialized_end=1146
-  _globals['_GUARDRAIL']._serialized_start=1232
-  _globals['_GUARDRAIL']._serialized_end=1403
+  _globals['_INSPECTRESPONSE']._serialized_end=1207
+  _globals['_INSPECTRESPONSE_ROUTINGTAGSENTRY']._serialized_start=1146
+  _globals['_INSPECTRESPONSE_ROUTINGTAGSENTRY']._serialized_end=1196
+  _globals['_SCHEMAERROR']._serialized_start=1209
+  _globals['_SCHEMAERROR']._serialized_end=1294
+  _globals['_GUARDRAIL']._serialized_start=1369
+  _globals['_GUARDRAIL']._serialized_end=1540
 # @@protoc_insertion_point(module_scope)

@@ -98,7 +98,7 @@ class Violation(_message.Message):
     def __init__(self, rule_id: _Optional[str] = ..., category: _Optional[str] = ..., message: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., message_index: _Optional[int] = ...) -> None: ...
 
 class InspectResponse(_message.Message):
-    __slots__ = ("decision", "text", "messages", "findings", "violations", "routing_tags", "audit_id", "policy", "policy_revision", "request_id")
+    __slots__ = ("decision", "text", "messages", "findings", "violations", "routing_tags", "audit_id", "policy", "policy_revision", "request_id", "schema_errors")
     class RoutingTagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class InspectResponse(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_ERRORS_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     text: str
     messages: Messages
@@ -126,4 +127,17 @@ class InspectResponse(_message.Message):
     policy: str
     policy_revision: str
     request_id: str
-    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., text: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., violations: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., routing_tags: _Optional[_Mapping[str, str]] = ..., audit_id: _Optional[str] = ..., policy: _Optional[str] = ..., policy_revision: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    schema_errors: _containers.RepeatedCompositeFieldContainer[SchemaError]
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., text: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., violations: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., routing_tags: _Optional[_Mapping[str, str]] = ..., audit_id: _Optional[str] = ..., policy: _Optional[str] = ..., policy_revision: _Optional[str] = ..., request_id: _Optional[str] = ..., schema_errors: _Optional[_Iterable[_Union[SchemaError, _Mapping]]] = ...) -> None: ...
+
+class SchemaError(_message.Message):
+    __slots__ = ("pointer", "keyword", "message", "schema_path")
+    POINTER_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_PATH_FIELD_NUMBER: _ClassVar[int]
+    pointer: str
+    keyword: str
+    message: str
+    schema_path: str
+    def __init__(self, pointer: _Optional[str] = ..., keyword: _Optional[str] = ..., message: _Optional[str] = ..., schema_path: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,248 @@
+"""JSON found in a completion, with the position of every string value in the raw text.
+
+Models answer with plain JSON or with prose around a fenced ```json block. We parse the
+whole text, else the first such block, refusing what would hurt us or mislead a
+validator: nesting deeper than a limit (Python's parser recurses), duplicate keys (which
+value did the app see?), non-finite and absurdly long numbers.
+
+For each string value we keep its decoded text and, per decoded character, its offset
+in the raw completion, so stages can inspect the values and their findings and edits
+land on the right characters of what the model sent. Replacement text is JSON-escaped
+when it is put back, so the document stays valid JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MAX_NUMBER_CHARS = 400
+_FENCE = re.compile(r"```(?:json|JSON)[ \t]*\r?\n(.*?)```", re.DOTALL)
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
+            "t": "\t"}
+
+
+class JsonProblem(ValueError):
+    """The completion is not acceptable JSON; the message names why, never the content."""
+
+
+@dataclass(frozen=True, slots=True)
+class StringValue:
+    pointer: str  # JSON Pointer of the value
+    value: str  # decoded
+    origin: tuple[int, ...]  # raw offset of each decoded character
+    raw_start: int  # offset of the opening quote
+    raw_end: int  # offset just past the closing quote
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Raw span of decoded characters [start, end)."""
+        if end <= start:
+            position = self.origin[start] if start < len(self.origin) else self.raw_end - 1
+            return position, position
+        last = self.origin[end - 1]
+        # The last character may be an escape sequence (\\n, \\u00e9, a surrogate pair).
+        following = self.origin[end] if end < len(self.origin) else self.raw_end - 1
+        return self.origin[start], max(last + 1, following)
+
+
+@dataclass(frozen=True)
+class ParsedJson:
+    data: Any
+    offset: int  # where the JSON starts in the completion (0, or inside a fence)
+    strings: tuple[StringValue, ...]
+
+
+def parse(completion: str, max_depth: int) -> ParsedJson:
+    """The completion's JSON document, or JsonProblem."""
+    stripped = completion.strip()
+    if stripped[:1] in ("{", "[", '"', "-") or stripped[:1].isdigit() \
+            or stripped in ("true", "false", "null"):
+        start = len(completion) - len(completion.lstrip())
+        return _parse_at(completion, start, start + len(stripped), max_depth)
+    fence = _FENCE.search(completion)
+    if fence is None:
+        raise JsonProblem("not JSON, and no ```json block found")
+    body = fence.group(1)
+    inner = body.strip()
+    if not inner:
+        raise JsonProblem("the ```json block is empty")
+    start = fence.start(1) + body.index(inner[0])
+    return _parse_at(completion, start, start + len(inner), max_depth)
+
+
+def _parse_at(text: str, start: int, end: int, max_depth: int) -> ParsedJson:
+    source = text[start:end]
+    depth = _max_depth(source)
+    if depth > max_depth:
+        raise JsonProblem(f"JSON nests deeper than {max_depth} levels")
+    try:
+        data = json.loads(source, object_pairs_hook=_no_duplicates, parse_int=_int,
+                          parse_float=_float, parse_constant=_constant)
+    except json.JSONDecodeError as err:
+        # err.msg and position only: never the document itself.
+        raise JsonProblem(f"not valid JSON: {err.msg} at line {err.lineno} column "
+                          f"{err.colno}") from None
+    except RecursionError:
+        raise JsonProblem(f"JSON nests deeper than {max_depth} levels") from None
+    return ParsedJson(data, start, tuple(_strings(text, start, end)))
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise JsonProblem(f"duplicate key {json.dumps(key)[:80]} in an object")
+        out[key] = value
+    return out
+
+
+def _int(token: str) -> int:
+    if len(token) > MAX_NUMBER_CHARS:
+        raise JsonProblem(f"a number is longer than {MAX_NUMBER_CHARS} digits")
+    return int(token)
+
+
+def _float(token: str) -> float:
+    if len(token) > MAX_NUMBER_CHARS:
+        raise JsonProblem(f"a number is longer than {MAX_NUMBER_CHARS} characters")
+    value = float(token)
+    if not math.isfinite(value):
+        raise JsonProblem("a number is too large to represent")
+    return value
+
+
+def _constant(token: str) -> float:
+    raise JsonProblem(f"{token} is not valid JSON")
+
+
+def _max_depth(source: str) -> int:
+    """Deepest nesting of arrays/objects, in one linear pass that skips strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in source:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _strings(text: str, start: int, end: int) -> list[StringValue]:
+    """Every string value (not key) of the valid JSON text[start:end], with its pointer."""
+    out: list[StringValue] = []
+    walker = _Walker()
+    position = start
+    while position < end:
+        char = text[position]
+        if char == '"':
+            value, origin, close = _decode(text, position)
+            after = close
+            while after < end and text[after] in " \t\r\n":
+                after += 1
+            if walker.in_object() and after < end and text[after] == ":":
+                walker.key = value
+            else:
+                out.append(StringValue(walker.pointer(), value, origin, position, close))
+                walker.value_done()
+            position = close
+            continue
+        if char in "[{":
+            walker.open("array" if char == "[" else "object")
+        elif char in "]}":
+            walker.close()
+        elif char not in " \t\r\n,:":
+            # A number, true, false or null: skip the token.
+            while position < end and text[position] not in " \t\r\n,]}":
+                position += 1
+            walker.value_done()
+            continue
+        position += 1
+    return out
+
+
+class _Walker:
+    """Where we are in the document, as JSON Pointer tokens."""
+
+    def __init__(self) -> None:
+        # Per open container: its kind, its own token in its parent, its next array index.
+        self.stack: list[tuple[str, str | None, list[int]]] = []
+        self.key: str | None = None
+
+    def in_object(self) -> bool:
+        return bool(self.stack) and self.stack[-1][0] == "object"
+
+    def _token(self) -> str | None:
+        if not self.stack:
+            return None
+        kind, _, index = self.stack[-1]
+        if kind == "array":
+            return str(index[0])
+        return (self.key or "").replace("~", "~0").replace("/", "~1")
+
+    def pointer(self) -> str:
+        tokens = [token for _, token, _ in self.stack if token is not None]
+        last = self._token()
+        return "".join("/" + t for t in [*tokens, *([last] if last is not None else [])])
+
+    def open(self, kind: str) -> None:
+        self.stack.append((kind, self._token(), [0]))
+        self.key = None
+
+    def close(self) -> None:
+        self.stack.pop()
+        self.value_done()
+
+    def value_done(self) -> None:
+        if self.stack and self.stack[-1][0] == "array":
+            self.stack[-1][2][0] += 1
+        self.key = None
+
+
+def _decode(text: str, quote: int) -> tuple[str, tuple[int, ...], int]:
+    """Decode the JSON string at text[quote]; return value, origin offsets, end offset."""
+    chars: list[str] = []
+    origin: list[int] = []
+    position = quote + 1
+    while True:
+        char = text[position]
+        if char == '"':
+            return "".join(chars), tuple(origin), position + 1
+        if char != "\\":
+            chars.append(char)
+            origin.append(position)
+            position += 1
+            continue
+        kind = text[position + 1]
+        if kind != "u":
+            chars.append(_ESCAPES[kind])
+            origin.append(position)
+            position += 2
+            continue
+        code = int(text[position + 2:position + 6], 16)
+        width = 6
+        if 0xD800 <= code <= 0xDBFF and text[position + 6:position + 8] == "\\u":
+            low = int(text[position + 8:position + 12], 16)
+            if 0xDC00 <= low <= 0xDFFF:
+                code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                width = 12
+        chars.append(chr(code))
+        origin.append(position)
+        position += width
+
+
+def escape_for_json_string(value: str) -> str:
+    """`value` as it must appear between the quotes of a JSON string."""
+    return json.dumps(value, ensure_ascii=False)[1:-1]
