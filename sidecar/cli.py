@@ -102,12 +102,13 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _policy_check(args: argparse.Namespace) -> int:
     from sidecar.policy.store import compile_directory
-    from sidecar.stages.pii import PiiResources
+    from sidecar.types import StageResources
 
     settings = _settings(args)
     directory = Path(args.directory) if args.directory else settings.policies
     # Checking needs no real key and loads no model: it never touches the data directory.
-    policies = compile_directory(directory, PiiResources(settings.spacy_model, b"\0" * 32))
+    policies = compile_directory(directory, StageResources(settings.spacy_model, b"\0" * 32,
+                                                                  b"\0" * 32))
     for compiled in policies.policies:
         scope = "default" if compiled.policy.is_default else "match"
         print(f"ok: {compiled.source}: {compiled.name} ({scope}) revision "

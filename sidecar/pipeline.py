@@ -20,16 +20,17 @@ from sidecar.errors import GuardrailError, InvalidRequest, RequestTooLarge, Stag
 from sidecar.keys import load_or_create_key
 from sidecar.logs import error_frames
 from sidecar.policy.store import CompiledPolicy, PolicySet, compile_directory
-from sidecar.stages.pii import PiiResources
 from sidecar.types import (
     Decision,
     Edit,
     Finding,
     Inspection,
     Message,
+    Prior,
     Projection,
     SchemaError,
     Stage,
+    StageResources,
     StageResult,
     Verdict,
     Violation,
@@ -143,7 +144,8 @@ class Pipeline:
     def _run_stage(self, compiled: CompiledPolicy, stage: Stage,
                    live: list[_Progress]) -> list[StageResult | StageFailed]:
         """Run one stage over the batch; a failure is isolated to the request that caused it."""
-        items = [(state.target, tuple(state.findings)) for state in live]
+        items: list[tuple[Inspection, Prior]] = [
+            (state.target, (*state.findings, *state.violations)) for state in live]
         run_many = getattr(stage, "run_many", None)
         if run_many is not None and len(items) > 1:
             try:
@@ -282,8 +284,9 @@ def _unproject(result: StageResult, projection: Projection) -> StageResult:
     )
 
 
-def resources_from(settings: Settings) -> PiiResources:
-    return PiiResources(
+def resources_from(settings: Settings) -> StageResources:
+    return StageResources(
         spacy_model=settings.spacy_model,
         hash_key=load_or_create_key(Path(settings.data_dir) / "keys" / "hash.key"),
+        tag_key=load_or_create_key(Path(settings.data_dir) / "keys" / "tags.key"),
     )

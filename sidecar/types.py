@@ -24,6 +24,16 @@ class Decision(enum.IntEnum):
     BLOCK = 3
 
 
+@dataclass(frozen=True)
+class StageResources:
+    """What stages need from outside the policy: the spaCy model, and keys from the data
+    directory (HMAC key of the `hash` action; the key that signs routing tags)."""
+
+    spacy_model: str
+    hash_key: bytes
+    tag_key: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     role: str
@@ -142,16 +152,21 @@ class Projection:
     on_invalid: str
 
 
+# What earlier stages reported, as later stages see it (residency derives data classes
+# from entity types and content categories).
+Prior = tuple[Finding | Violation, ...]
+
+
 class Stage(Protocol):
     """A pipeline step: look at the messages the app sent, report findings and edits.
 
-    Every stage sees the original messages (so its offsets are the app's) and the
-    findings of the stages before it (residency derives data classes from them). A stage
+    Every stage sees the original messages (so its offsets are the app's) and what the
+    stages before it reported (residency derives data classes from it). A stage
     that can share work across requests (one spaCy pass over many texts) also defines
-    `run_many(items: list[tuple[Inspection, tuple[Finding, ...]]])` returning one
+    `run_many(items: list[tuple[Inspection, Prior]])` returning one
     StageResult per item; the pipeline uses it when several requests arrive together.
     """
 
     name: str
 
-    def run(self, inspection: Inspection, prior: tuple[Finding, ...]) -> StageResult: ...
+    def run(self, inspection: Inspection, prior: Prior) -> StageResult: ...

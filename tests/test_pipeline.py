@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.pipeline import Pipeline
-from sidecar.types import Decision, Finding, Inspection, StageResult
+from sidecar.types import Decision, Inspection, Prior, StageResult
 from tests.conftest import make_settings
 
 
@@ -18,7 +18,7 @@ class ExplodingStage:
 
     name = "pii"
 
-    def run(self, inspection: Inspection, prior: tuple[Finding, ...]) -> StageResult:
+    def run(self, inspection: Inspection, prior: Prior) -> StageResult:
         raise ValueError(f"Did not find word {inspection.messages[0].content!r} in the list "
                          "of tokens")
 

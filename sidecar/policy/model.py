@@ -210,6 +210,62 @@ class StructuredOutput(_Strict):
         return schemas
 
 
+NAME = r"^[A-Za-z0-9*?][A-Za-z0-9_.*?-]{0,63}$"
+
+
+class ResidencyCondition(_Strict):
+    """Facts a residency rule requires; every listed fact must hold (globs allowed)."""
+
+    tenants: list[str] = Field(default_factory=list, max_length=1000)
+    apps: list[str] = Field(default_factory=list, max_length=1000)
+    user_regions: list[str] = Field(default_factory=list, max_length=1000)
+    # Any of these data classes found in the request (see `data_classes`).
+    data_classes: list[str] = Field(default_factory=list, max_length=100)
+    # Request attribute → accepted values (globs).
+    attributes: dict[str, list[str]] = Field(default_factory=dict, max_length=64)
+
+
+class ResidencyRule(_Strict):
+    id: str = Field(pattern=RULE_ID)
+    # No `when`: the default rule, which must come last.
+    when: ResidencyCondition | None = None
+    residency: str = Field(pattern=NAME)
+    # Regions the request may be processed in (globs: "eu-*", "*").
+    allowed_regions: list[str] = Field(min_length=1, max_length=100)
+
+    @field_validator("allowed_regions")
+    @classmethod
+    def _region_names(cls, regions: list[str]) -> list[str]:
+        bad = [r for r in regions if not re.fullmatch(NAME, r)]
+        if bad:
+            raise ValueError(f"region names are letters, digits and - _ . * ?: {bad[:3]}")
+        return regions
+
+
+class ResidencyConfig(_Strict):
+    # Entity type (PERSON) or content category (secrets) → data class. Merged over the
+    # built-in defaults (sidecar.stages.residency.DEFAULT_DATA_CLASSES).
+    data_classes: dict[str, str] = Field(default_factory=dict, max_length=1000)
+    # First match wins; the last rule has no `when` and always matches.
+    rules: list[ResidencyRule] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="after")
+    def _default_rule_last(self) -> ResidencyConfig:
+        if not self.rules:
+            return self
+        defaults = [i for i, rule in enumerate(self.rules) if rule.when is None]
+        if not defaults or defaults[0] != len(self.rules) - 1:
+            raise ValueError("rules: exactly one rule has no 'when' (the default) and it "
+                             "comes last, so every request gets tags")
+        ids = [rule.id for rule in self.rules]
+        if len(set(ids)) != len(ids):
+            raise ValueError("rules: rule ids must be unique")
+        for name, value in self.data_classes.items():
+            if not re.fullmatch(RULE_ID, value):
+                raise ValueError(f"data_classes.{name}: class names are lower-case words")
+        return self
+
+
 class Match(_Strict):
     """Which requests a policy applies to. Shell-style globs: `support-*`."""
 
@@ -230,6 +286,7 @@ class Policy(_Strict):
     # Runs before PII: a block here means the NER model never sees the request.
     content: ContentConfig = Field(default_factory=ContentConfig)
     structured_output: StructuredOutput = Field(default_factory=StructuredOutput)
+    residency: ResidencyConfig = Field(default_factory=ResidencyConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
 
     @property

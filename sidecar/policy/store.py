@@ -17,9 +17,10 @@ from sidecar.errors import PolicyError, PolicyIssue
 from sidecar.policy.loader import LoadedPolicy, load_directory
 from sidecar.policy.model import Match, Policy
 from sidecar.stages.content import ContentStage
-from sidecar.stages.pii import PiiResources, PiiStage
+from sidecar.stages.pii import PiiStage
+from sidecar.stages.residency import ResidencyStage
 from sidecar.stages.schema import SchemaStage
-from sidecar.types import Stage
+from sidecar.types import Stage, StageResources
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -44,14 +45,15 @@ class CompiledPolicy:
                 prepare()
 
 
-def compile_policy(loaded: LoadedPolicy, resources: PiiResources) -> CompiledPolicy:
+def compile_policy(loaded: LoadedPolicy, resources: StageResources) -> CompiledPolicy:
     policy = loaded.policy
     try:
         schema = SchemaStage(policy.structured_output, loaded.source.parent)
         content = ContentStage(policy.content)
         pii = PiiStage(policy.pii, resources)
+        residency = ResidencyStage(policy.residency, resources.tag_key)
         stages: tuple[Stage, ...] = tuple(
-            stage for stage in (schema, content, pii) if stage.active) or (pii,)
+            stage for stage in (schema, content, pii, residency) if stage.active) or (pii,)
     except PolicyError as err:
         raise PolicyError([
             dataclasses.replace(issue, file=str(loaded.source),
@@ -97,7 +99,7 @@ class PolicySet:
             compiled.prepare()
 
 
-def compile_directory(directory: Path, resources: PiiResources) -> PolicySet:
+def compile_directory(directory: Path, resources: StageResources) -> PolicySet:
     """Load, validate and compile every policy; PolicyError lists every problem found."""
     loaded = load_directory(directory)
     compiled: list[CompiledPolicy] = []

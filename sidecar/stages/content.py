@@ -17,7 +17,7 @@ from typing import Any
 
 from sidecar.errors import PolicyError, PolicyIssue
 from sidecar.policy.model import ContentConfig, ContentRule
-from sidecar.types import Edit, Finding, Inspection, StageResult, Violation
+from sidecar.types import Edit, Inspection, Prior, StageResult, Violation
 
 DEFAULT_REPLACEMENT = "[REDACTED]"
 # A text that matches thousands of times gets this many violations and a summary.
@@ -76,7 +76,7 @@ class ContentStage:
     def active(self) -> bool:
         return bool(self.rules)
 
-    def run(self, inspection: Inspection, prior: tuple[Finding, ...] = ()) -> StageResult:
+    def run(self, inspection: Inspection, prior: Prior = ()) -> StageResult:
         result = StageResult()
         direction = inspection.direction.value
         applies = [direction in rule.on for rule in self.rules]

@@ -9,28 +9,19 @@ only when the policy asks for an NER entity, and then with the `ner` component a
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from sidecar.errors import PolicyError, PolicyIssue
 from sidecar.policy.model import EntityRule, PiiConfig
-from sidecar.types import Edit, Finding, Inspection, StageResult, Violation
+from sidecar.types import Edit, Finding, Inspection, Prior, StageResources, StageResult, Violation
 
 PROTECTIVE = frozenset({"replace", "redact", "mask", "hash", "block"})
-
-
-@dataclass(frozen=True)
-class PiiResources:
-    """What the stage needs from outside the policy: the model to use and the hash key."""
-
-    spacy_model: str
-    hash_key: bytes
 
 
 class PiiStage:
     name = "pii"
 
-    def __init__(self, config: PiiConfig, resources: PiiResources) -> None:
+    def __init__(self, config: PiiConfig, resources: StageResources) -> None:
         from sidecar.pii.nlp import NER_ENTITIES
         from sidecar.pii.recognizers import known_entities
 
@@ -116,10 +107,10 @@ class PiiStage:
                 context_aware_enhancer=BisectContextEnhancer(),
             )
 
-    def run(self, inspection: Inspection, prior: tuple[Finding, ...] = ()) -> StageResult:
+    def run(self, inspection: Inspection, prior: Prior = ()) -> StageResult:
         return self.run_many([(inspection, prior)])[0]
 
-    def run_many(self, items: list[tuple[Inspection, tuple[Finding, ...]]]) -> list[StageResult]:
+    def run_many(self, items: list[tuple[Inspection, Prior]]) -> list[StageResult]:
         """Analyse every message of every request, with one spaCy pass over all of them."""
         results = [StageResult() for _ in items]
         if not self.active:

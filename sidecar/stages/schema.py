@@ -23,7 +23,14 @@ from typing import Any
 
 from sidecar.errors import PolicyError, PolicyIssue
 from sidecar.policy.model import OutputSchema, StructuredOutput
-from sidecar.types import Finding, Inspection, Projection, SchemaError, StageResult, Violation
+from sidecar.types import (
+    Inspection,
+    Prior,
+    Projection,
+    SchemaError,
+    StageResult,
+    Violation,
+)
 
 MAX_SCHEMA_FILE_BYTES = 4 * 1024 * 1024
 MAX_ERRORS = 100
@@ -133,7 +140,7 @@ class SchemaStage:
     def ids(self) -> list[str]:
         return sorted(self.schemas)
 
-    def run(self, inspection: Inspection, prior: tuple[Finding, ...] = ()) -> StageResult:
+    def run(self, inspection: Inspection, prior: Prior = ()) -> StageResult:
         from sidecar import jsontext
 
         result = StageResult()
