@@ -41,11 +41,13 @@ unit: setup
 proto: setup
 	$(BIN)/python scripts/gen_protos.py
 
-## PII corpus benchmark: this sidecar over gRPC vs vanilla Presidio, same run.
+## Benchmarks: PII corpus (sidecar over gRPC vs vanilla Presidio), then deny-list scale
+## and per-stage cost. Each prints ratios against an anchor measured in the same run.
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/pip install --quiet --no-deps presidio-evaluator==0.3.2
 	$(BIN)/python bench/pii_corpus.py
+	$(BIN)/python bench/content_stages.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

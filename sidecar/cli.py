@@ -86,12 +86,16 @@ def _inspect(args: argparse.Namespace) -> int:
     pipeline = Pipeline.from_settings(settings)
     direction = Direction.COMPLETION if args.completion else Direction.PROMPT
     verdict = pipeline.run(Inspection.of_text(
-        text, direction, tenant=args.tenant, app=args.app, request_id=args.request_id))
+        text, direction, tenant=args.tenant, app=args.app, request_id=args.request_id,
+        user_region=args.user_region, target_region=args.target_region,
+        output_schema=args.output_schema))
     out: dict[str, Any] = {
         "decision": verdict.decision.name,
         "text": verdict.text,
         "findings": [dataclasses.asdict(f) for f in verdict.findings],
         "violations": [dataclasses.asdict(v) for v in verdict.violations],
+        "schema_errors": [dataclasses.asdict(e) for e in verdict.schema_errors],
+        "routing_tags": verdict.routing_tags,
         "policy": verdict.policy,
         "policy_revision": verdict.policy_revision,
     }
@@ -161,6 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--app", default="")
     inspect.add_argument("--request-id", default="cli")
     inspect.add_argument("--completion", action="store_true", help="inspect as a completion")
+    inspect.add_argument("--user-region", default="")
+    inspect.add_argument("--target-region", default="")
+    inspect.add_argument("--output-schema", default="", help="schema id (completions only)")
     inspect.set_defaults(handler=_inspect)
 
     policy = commands.add_parser("policy", help="policy tools").add_subparsers(metavar="ACTION")
