@@ -3,6 +3,7 @@
     guardrail serve  [--listen ADDR] [--policies DIR] [--data-dir DIR]   run the sidecar
     guardrail inspect [--tenant T] [--app A] [--completion] < text        one verdict, as JSON
     guardrail policy check [DIR]                                          validate policy files
+    guardrail policy status [--listen ADDR]                               what a sidecar serves
     guardrail health [--listen ADDR]                                      probe a running sidecar
 
 Every flag also reads from the environment (GUARDRAIL_LISTEN, GUARDRAIL_POLICIES, ...).
@@ -64,15 +65,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     from sidecar import logs
-    from sidecar.pipeline import Pipeline
+    from sidecar.pipeline import Limits, Pipeline, resources_from
+    from sidecar.policy.reload import PolicyManager
     from sidecar.runner import make_runner
     from sidecar.transport.server import serve
 
     settings = _settings(args)
     logs.configure(settings.log_level)
-    pipeline = Pipeline.from_settings(settings)
-    runner = make_runner(settings, pipeline)
-    return asyncio.run(serve(settings, runner, [p.name for p in pipeline.policies.policies]))
+    manager = PolicyManager(settings.policies, settings.data_dir, resources_from(settings))
+    pipeline = Pipeline(manager.current, Limits.from_settings(settings))
+    # Workers compile the validated snapshot, never the live directory.
+    runner = make_runner(settings.model_copy(update={"policies": manager.snapshot}), pipeline)
+    return asyncio.run(serve(settings, runner, manager))
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -118,6 +122,47 @@ def _policy_check(args: argparse.Namespace) -> int:
         print(f"ok: {compiled.source}: {compiled.name} ({scope}) revision "
               f"{compiled.revision[:12]}")
     return EXIT_OK
+
+
+def _policy_status(args: argparse.Namespace) -> int:
+    import datetime
+
+    import grpc
+
+    from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+    from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+
+    settings = _settings(args)
+    with grpc.insecure_channel(settings.listen) as channel:
+        try:
+            stub = pb_grpc.GuardrailStub(channel)  # type: ignore[no-untyped-call]
+            reply = stub.PolicyStatus(pb.PolicyStatusRequest(),
+                                      timeout=args.timeout)
+        except grpc.RpcError as err:
+            print(f"error: cannot get policy status from {settings.listen}: "
+                  f"{err.code().name}", file=sys.stderr)
+            return EXIT_FAILED
+
+    def when(ms: int) -> str:
+        if not ms:
+            return "-"
+        return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
+
+    print(f"{'policy':24s} {'revision':12s} {'mode':8s} {'loaded at':20s} source")
+    for policy in reply.policies:
+        name = policy.name + (" (default)" if policy.is_default else "")
+        print(f"{name:24s} {policy.revision[:12]:12s} {policy.mode:8s} "
+              f"{when(policy.loaded_at_unix_ms):20s} {policy.source}")
+        if policy.last_error:
+            print(f"  last error: {policy.last_error}")
+    print(f"last reload attempt {when(reply.last_attempt_unix_ms)}, "
+          f"last applied {when(reply.last_applied_unix_ms)}")
+    for error in reply.errors:
+        where = f"{error.file}:{error.line}" if error.line else error.file
+        print(f"rejected: {where}: {error.path + ': ' if error.path else ''}{error.reason}",
+              file=sys.stderr)
+    return EXIT_FAILED if reply.errors else EXIT_OK
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -175,6 +220,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("directory", nargs="?", help="defaults to GUARDRAIL_POLICIES or policies/")
     check.add_argument("--spacy-model", help=argparse.SUPPRESS)
     check.set_defaults(handler=_policy_check)
+
+    status = policy.add_parser("status", help="revisions serving in a running sidecar; "
+                                              "exit 1 when the latest edit was rejected")
+    status.add_argument("--listen", help="HOST:PORT or unix:PATH (GUARDRAIL_LISTEN)")
+    status.add_argument("--timeout", type=float, default=3.0)
+    status.set_defaults(handler=_policy_status)
 
     probe = commands.add_parser("health", help="ask a running sidecar whether it serves")
     probe.add_argument("--listen", help="HOST:PORT or unix:PATH (GUARDRAIL_LISTEN)")

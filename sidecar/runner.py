@@ -17,6 +17,7 @@ from typing import Protocol
 from sidecar.config import Settings
 from sidecar.errors import DeadlineExceeded, Overloaded
 from sidecar.pipeline import Pipeline
+from sidecar.policy.store import PolicySet
 from sidecar.types import Inspection, Verdict
 
 
@@ -26,6 +27,10 @@ class Runner(Protocol):
 
     async def run(self, inspection: Inspection, deadline: float | None = None) -> Verdict:
         """Inspect; `deadline` is a time.monotonic() instant after which the answer is moot."""
+
+    async def swap(self, policies: PolicySet, snapshot: Path) -> None:
+        """Serve `policies` (compiled from `snapshot`) from now on; in-flight work finishes
+        on the policies it started with."""
 
     async def close(self) -> None:
         """Release processes and threads; in-flight work is expected to be drained first."""
@@ -58,6 +63,13 @@ class InlineRunner:
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceeded("the call's deadline passed before inspection could start")
         return self.pipeline.run(inspection)
+
+    async def swap(self, policies: PolicySet, snapshot: Path) -> None:
+        # Load models and warm up off the event loop, then one reference assignment:
+        # a request already running holds the CompiledPolicy it selected.
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, Pipeline(policies, self.pipeline.limits).prepare)
+        self.pipeline.policies = policies
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(

@@ -109,6 +109,9 @@ class Verdict:
     routing_tags: dict[str, str] = field(default_factory=dict)
     audit_id: str = ""
     schema_errors: tuple[SchemaError, ...] = ()
+    # Shadow rules / shadow mode: what the decision would have been, had they enforced.
+    would_block: bool = False
+    would_modify: bool = False
 
     @property
     def text(self) -> str:

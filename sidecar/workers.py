@@ -26,6 +26,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from sidecar.config import Settings
@@ -39,6 +40,7 @@ from sidecar.errors import (
 )
 from sidecar.logs import error_frames
 from sidecar.pipeline import Pipeline
+from sidecar.policy.store import PolicySet
 from sidecar.types import Inspection, Verdict
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,14 @@ class _Job:
     inspection: Inspection
     future: asyncio.Future[Verdict]
     deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reload:
+    """Switch the worker to the policy snapshot at `directory` (between two batches)."""
+
+    directory: str
+    future: asyncio.Future[None]
 
 
 class WorkerPool:
@@ -97,6 +107,23 @@ class WorkerPool:
         worker.submit(job)
         return await job.future
 
+    async def swap(self, policies: PolicySet, snapshot: Path) -> None:
+        """Move every worker to a validated snapshot. Batches already sent finish on the
+        old policies; requests dispatched after this see the new ones."""
+        self.pipeline.policies = policies
+        loop = asyncio.get_running_loop()
+        waits = []
+        for worker in self._workers:
+            control = _Reload(str(snapshot), loop.create_future())
+            worker.submit(control)
+            waits.append(control.future)
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            log.error("a worker could not load a validated policy snapshot",
+                      extra={"workers_failed": len(failed),
+                             "error_type": type(failed[0]).__name__})
+
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(None, worker.shutdown)
@@ -113,13 +140,14 @@ class _Worker:
         self.conn: Connection | None = None
         self.alive = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: deque[_Job] = deque()
-        self._in_flight: list[_Job] = []
+        self._queue: deque[_Job | _Reload] = deque()
+        self._in_flight: list[_Job] | _Reload = []
         self.largest_batch = 0
 
     @property
     def outstanding(self) -> int:
-        return len(self._queue) + len(self._in_flight)
+        in_flight = len(self._in_flight) if isinstance(self._in_flight, list) else 1
+        return len(self._queue) + in_flight
 
     # -- process life (blocking: called off the event loop) --------------------------
 
@@ -161,7 +189,7 @@ class _Worker:
 
     # -- dispatch (on the event loop) ------------------------------------------------
 
-    def submit(self, job: _Job) -> None:
+    def submit(self, job: _Job | _Reload) -> None:
         if self._loop is None:
             self._attach(asyncio.get_running_loop())
         self._queue.append(job)
@@ -183,10 +211,25 @@ class _Worker:
     def _dispatch(self) -> None:
         if not self.alive:
             return  # being replaced; _on_respawned dispatches what waits
+        assert self.conn is not None
+        if self._queue and isinstance(self._queue[0], _Reload):
+            control = self._queue.popleft()
+            assert isinstance(control, _Reload)
+            try:
+                self.conn.send(("policies", control.directory))
+            except OSError:
+                _settle(control.future, WorkerLost(f"worker {self.index} is down"))
+                self._lost()
+                return
+            self._in_flight = control
+            return
         now = time.monotonic()
         batch: list[_Job] = []
         while self._queue and len(batch) < self.settings.batch_max:
+            if isinstance(self._queue[0], _Reload):
+                break  # requests after a reload must see the new policies
             job = self._queue.popleft()
+            assert isinstance(job, _Job)
             if job.future.done():
                 continue  # the caller went away (cancelled call)
             if job.deadline is not None and now >= job.deadline:
@@ -195,8 +238,9 @@ class _Worker:
                 continue
             batch.append(job)
         if not batch:
+            if self._queue:
+                self._dispatch()  # a reload waits behind requests that were all dropped
             return
-        assert self.conn is not None
         try:
             self.conn.send([job.inspection for job in batch])
         except OSError:
@@ -209,13 +253,16 @@ class _Worker:
     def _on_readable(self) -> None:
         assert self.conn is not None
         try:
-            outcomes: list[Outcome] = self.conn.recv()
+            answer: Any = self.conn.recv()
         except (EOFError, OSError):
             self._lost()
             return
-        batch, self._in_flight = self._in_flight, []
-        for job, outcome in zip(batch, outcomes, strict=True):
-            _settle(job.future, outcome)
+        in_flight, self._in_flight = self._in_flight, []
+        if isinstance(in_flight, _Reload):
+            _settle(in_flight.future, answer)  # None, or the PolicyError it raised
+        else:
+            for job, outcome in zip(in_flight, answer, strict=True):
+                _settle(job.future, outcome)
         if self._queue:
             self._dispatch()
 
@@ -225,11 +272,11 @@ class _Worker:
         assert self.conn is not None
         log.error("worker exited; starting a new one",
                   extra={"worker": self.index, "exit_code": self.process.exitcode,
-                         "lost_requests": len(self._in_flight)})
+                         "lost_requests": self.outstanding})
         self.alive = False
         self._loop.remove_reader(self.conn.fileno())
-        batch, self._in_flight = self._in_flight, []
-        for job in batch:
+        in_flight, self._in_flight = self._in_flight, []
+        for job in [in_flight] if isinstance(in_flight, _Reload) else in_flight:
             _settle(job.future, WorkerLost(f"inspection worker {self.index} exited; retry"))
         loop = self._loop
         future = loop.run_in_executor(None, self._respawn)
@@ -254,7 +301,7 @@ class _Worker:
             self._queue.clear()
 
 
-def _settle(future: asyncio.Future[Verdict], outcome: Outcome) -> None:
+def _settle(future: asyncio.Future[Any], outcome: Outcome | None) -> None:
     if future.done():
         return
     if isinstance(outcome, BaseException):
@@ -291,6 +338,9 @@ def worker_main(settings: Settings, index: int, conn: Connection) -> None:
             return  # the front process is gone
         if batch is None:
             return
+        if isinstance(batch, tuple):  # ("policies", snapshot directory)
+            conn.send(_reload(pipeline, settings, Path(batch[1]), index))
+            continue
         outcomes: list[Any]
         try:
             outcomes = list(pipeline.run_batch(batch))
@@ -299,3 +349,20 @@ def worker_main(settings: Settings, index: int, conn: Connection) -> None:
                                              "error_frames": error_frames(err)})
             outcomes = [StageFailed("pipeline") for _ in batch]
         conn.send(outcomes)
+
+
+def _reload(pipeline: Pipeline, settings: Settings, snapshot: Path,
+            index: int) -> GuardrailError | None:
+    """Compile and warm the snapshot, then swap; on failure keep serving the old set."""
+    from sidecar.pipeline import resources_from
+    from sidecar.policy.store import compile_directory
+
+    try:
+        fresh = Pipeline(compile_directory(snapshot, resources_from(settings)), pipeline.limits)
+        fresh.prepare()
+    except GuardrailError as err:
+        log.error("worker kept its policies: the snapshot failed to load",
+                  extra={"worker": index, "error_type": type(err).__name__})
+        return err
+    pipeline.policies = fresh.policies
+    return None

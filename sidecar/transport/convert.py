@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar.errors import InvalidRequest
+from sidecar.policy.reload import Status
 from sidecar.types import Decision, Direction, Inspection, Message, Verdict
 
 _DECISIONS = {Decision.ALLOW: pb.ALLOW, Decision.MODIFY: pb.MODIFY, Decision.BLOCK: pb.BLOCK}
@@ -51,6 +52,8 @@ def to_response(verdict: Verdict) -> pb.InspectResponse:
         policy=verdict.policy,
         policy_revision=verdict.policy_revision,
         request_id=verdict.request_id,
+        would_block=verdict.would_block,
+        would_modify=verdict.would_modify,
         schema_errors=[pb.SchemaError(pointer=e.pointer, keyword=e.keyword, message=e.message,
                                       schema_path=e.schema_path)
                        for e in verdict.schema_errors],
@@ -61,3 +64,16 @@ def to_response(verdict: Verdict) -> pb.InspectResponse:
     else:
         response.text = verdict.text
     return response
+
+
+def to_status(status: Status) -> pb.PolicyStatusResponse:
+    return pb.PolicyStatusResponse(
+        policies=[pb.PolicyInfo(name=p.name, revision=p.revision, source=p.source,
+                                loaded_at_unix_ms=int(p.loaded_at * 1000),
+                                last_error=p.last_error, is_default=p.is_default, mode=p.mode)
+                  for p in status.policies],
+        errors=[pb.PolicyLoadError(file=e.file, line=e.line or 0, path=e.path, reason=e.reason)
+                for e in status.errors],
+        last_attempt_unix_ms=int(status.last_attempt * 1000),
+        last_applied_unix_ms=int(status.last_applied * 1000),
+    )

@@ -24,6 +24,7 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.config import Settings
 from sidecar.errors import ConfigError
+from sidecar.policy.reload import PolicyManager
 from sidecar.runner import Runner
 from sidecar.transport.servicer import GuardrailServicer
 
@@ -52,7 +53,8 @@ class RunningServer:
         await self.runner.close()
 
 
-async def start_server(settings: Settings, runner: Runner) -> RunningServer:
+async def start_server(settings: Settings, runner: Runner,
+                       policies: PolicyManager | None = None) -> RunningServer:
     """Bind `settings.listen` (port 0 picks a free port) and start serving, not yet ready."""
     if settings.is_public_bind and not settings.allow_public_bind:
         raise ConfigError(f"refusing to listen on {settings.listen}: it is not a loopback "
@@ -63,7 +65,7 @@ async def start_server(settings: Settings, runner: Runner) -> RunningServer:
         ("grpc.max_send_message_length", limit),
         ("grpc.so_reuseport", 0),
     ])
-    servicer = GuardrailServicer(runner)
+    servicer = GuardrailServicer(runner, policies)
     pb_grpc.add_GuardrailServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -85,15 +87,19 @@ async def start_server(settings: Settings, runner: Runner) -> RunningServer:
     return RunningServer(server, health_servicer, servicer, runner, address)
 
 
-async def serve(settings: Settings, runner: Runner, policies: list[str]) -> int:
-    """Run until SIGTERM/SIGINT; return the process exit code."""
+async def serve(settings: Settings, runner: Runner, policies: PolicyManager) -> int:
+    """Run until SIGTERM/SIGINT; return the process exit code. SIGHUP reloads policies."""
     started = time.perf_counter()
-    running = await start_server(settings, runner)
+    running = await start_server(settings, runner, policies)
     log.info("listening", extra={"address": running.address})
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # A reload runs in a thread; the swap itself runs on this loop (it drives the workers)
+    # and the reload waits for it, so a snapshot is never pruned while still in use.
+    policies.on_swap = lambda fresh, snapshot: asyncio.run_coroutine_threadsafe(
+        runner.swap(fresh, snapshot), loop).result(timeout=120)
     warm: asyncio.Future[Any] = loop.run_in_executor(None, runner.start)
     stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({warm, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -107,8 +113,12 @@ async def serve(settings: Settings, runner: Runner, policies: list[str]) -> int:
         log.info("serving", extra={"address": running.address,
                                    "ready_after_s": round(time.perf_counter() - started, 3),
                                    "workers": getattr(runner, "size", 0),
-                                   "policies": policies})
+                                   "policies": [p.name for p in policies.current.policies]})
+        watching = asyncio.ensure_future(policies.watch(stop))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(
+            None, lambda: policies.reload(force=True)))
         await stop.wait()
+        await watching
     log.info("draining", extra={"grace_s": settings.shutdown_grace})
     await running.stop(settings.shutdown_grace)
     log.info("stopped")

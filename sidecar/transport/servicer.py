@@ -13,6 +13,7 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.errors import GuardrailError, NotReady
 from sidecar.logs import error_frames
+from sidecar.policy.reload import PolicyManager
 from sidecar.runner import Runner
 from sidecar.transport import convert
 from sidecar.transport.status import code_for
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 class GuardrailServicer(pb_grpc.GuardrailServicer):
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, policies: PolicyManager | None = None) -> None:
         self.runner = runner
+        self.policies = policies
         self.ready = False
         self.draining = False
         self.in_flight = 0
@@ -46,6 +48,15 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
     async def InspectCompletion(self, request: pb.InspectRequest,
                                 context: grpc.aio.ServicerContext[Any, Any]) -> pb.InspectResponse:
         return await self._inspect(request, context, Direction.COMPLETION)
+
+    async def PolicyStatus(self, request: pb.PolicyStatusRequest,
+                           context: grpc.aio.ServicerContext[Any, Any]
+                           ) -> pb.PolicyStatusResponse:
+        if self.policies is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                                "this server was started without policy management")
+            raise AssertionError  # abort raises
+        return convert.to_status(self.policies.status())
 
     async def _inspect(self, request: pb.InspectRequest,
                        context: grpc.aio.ServicerContext[Any, Any],

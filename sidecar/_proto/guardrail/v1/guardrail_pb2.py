@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cguardrail/v1/guardrail.proto\x12\x0cguardrail.v1\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"3\n\x08Messages\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.guardrail.v1.Message\"\xed\x02\n\x0eInspectRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03\x61pp\x18\x03 \x01(\t\x12\x12\n\nsubject_id\x18\x04 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x05 \x01(\t\x12\x0e\n\x04text\x18\x06 \x01(\tH\x00\x12*\n\x08messages\x18\x07 \x01(\x0b\x32\x16.guardrail.v1.MessagesH\x00\x12\x13\n\x0buser_region\x18\x08 \x01(\t\x12\x15\n\rtarget_region\x18\t \x01(\t\x12\x15\n\routput_schema\x18\n \x01(\t\x12@\n\nattributes\x18\x0b \x03(\x0b\x32,.guardrail.v1.InspectRequest.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07\x63ontent\"p\n\x07\x46inding\x12\x13\n\x0b\x65ntity_type\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x05\x12\r\n\x05score\x18\x04 \x01(\x02\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x15\n\rmessage_index\x18\x06 \x01(\x05\"r\n\tViolation\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x05 \x01(\x05\x12\x15\n\rmessage_index\x18\x06 \x01(\x05\"\xd3\x03\n\x0fInspectResponse\x12(\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x16.guardrail.v1.Decision\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12*\n\x08messages\x18\x03 \x01(\x0b\x32\x16.guardrail.v1.MessagesH\x00\x12\'\n\x08\x66indings\x18\x04 \x03(\x0b\x32\x15.guardrail.v1.Finding\x12+\n\nviolations\x18\x05 \x03(\x0b\x32\x17.guardrail.v1.Violation\x12\x44\n\x0crouting_tags\x18\x06 \x03(\x0b\x32..guardrail.v1.InspectResponse.RoutingTagsEntry\x12\x10\n\x08\x61udit_id\x18\x07 \x01(\t\x12\x0e\n\x06policy\x18\x08 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x30\n\rschema_errors\x18\x0b \x03(\x0b\x32\x19.guardrail.v1.SchemaError\x1a\x32\n\x10RoutingTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07\x63ontent\"U\n\x0bSchemaError\x12\x0f\n\x07pointer\x18\x01 \x01(\t\x12\x0f\n\x07keyword\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x13\n\x0bschema_path\x18\x04 \x01(\t*F\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\n\n\x06MODIFY\x10\x02\x12\t\n\x05\x42LOCK\x10\x03\x32\xab\x01\n\tGuardrail\x12L\n\rInspectPrompt\x12\x1c.guardrail.v1.InspectRequest\x1a\x1d.guardrail.v1.InspectResponse\x12P\n\x11InspectCompletion\x12\x1c.guardrail.v1.InspectRequest\x1a\x1d.guardrail.v1.InspectResponseBO\n\x10\x64\x65v.guardrail.v1P\x01Z9github.com/guardrail/sidecar/gen/guardrail/v1;guardrailv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cguardrail/v1/guardrail.proto\x12\x0cguardrail.v1\"\x15\n\x13PolicyStatusRequest\"\xad\x01\n\x14PolicyStatusResponse\x12*\n\x08policies\x18\x01 \x03(\x0b\x32\x18.guardrail.v1.PolicyInfo\x12-\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x1d.guardrail.v1.PolicyLoadError\x12\x1c\n\x14last_attempt_unix_ms\x18\x03 \x01(\x03\x12\x1c\n\x14last_applied_unix_ms\x18\x04 \x01(\x03\"\x8d\x01\n\nPolicyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x19\n\x11loaded_at_unix_ms\x18\x04 \x01(\x03\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12\x0c\n\x04mode\x18\x07 \x01(\t\"K\n\x0fPolicyLoadError\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x05\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"3\n\x08Messages\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.guardrail.v1.Message\"\xed\x02\n\x0eInspectRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03\x61pp\x18\x03 \x01(\t\x12\x12\n\nsubject_id\x18\x04 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x05 \x01(\t\x12\x0e\n\x04text\x18\x06 \x01(\tH\x00\x12*\n\x08messages\x18\x07 \x01(\x0b\x32\x16.guardrail.v1.MessagesH\x00\x12\x13\n\x0buser_region\x18\x08 \x01(\t\x12\x15\n\rtarget_region\x18\t \x01(\t\x12\x15\n\routput_schema\x18\n \x01(\t\x12@\n\nattributes\x18\x0b \x03(\x0b\x32,.guardrail.v1.InspectRequest.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07\x63ontent\"p\n\x07\x46inding\x12\x13\n\x0b\x65ntity_type\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x05\x12\r\n\x05score\x18\x04 \x01(\x02\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x15\n\rmessage_index\x18\x06 \x01(\x05\"r\n\tViolation\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x05 \x01(\x05\x12\x15\n\rmessage_index\x18\x06 \x01(\x05\"\xfe\x03\n\x0fInspectResponse\x12(\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x16.guardrail.v1.Decision\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12*\n\x08messages\x18\x03 \x01(\x0b\x32\x16.guardrail.v1.MessagesH\x00\x12\'\n\x08\x66indings\x18\x04 \x03(\x0b\x32\x15.guardrail.v1.Finding\x12+\n\nviolations\x18\x05 \x03(\x0b\x32\x17.guardrail.v1.Violation\x12\x44\n\x0crouting_tags\x18\x06 \x03(\x0b\x32..guardrail.v1.InspectResponse.RoutingTagsEntry\x12\x10\n\x08\x61udit_id\x18\x07 \x01(\t\x12\x0e\n\x06policy\x18\x08 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x30\n\rschema_errors\x18\x0b \x03(\x0b\x32\x19.guardrail.v1.SchemaError\x12\x13\n\x0bwould_block\x18\x0c \x01(\x08\x12\x14\n\x0cwould_modify\x18\r \x01(\x08\x1a\x32\n\x10RoutingTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07\x63ontent\"U\n\x0bSchemaError\x12\x0f\n\x07pointer\x18\x01 \x01(\t\x12\x0f\n\x07keyword\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x13\n\x0bschema_path\x18\x04 \x01(\t*F\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\n\n\x06MODIFY\x10\x02\x12\t\n\x05\x42LOCK\x10\x03\x32\x82\x02\n\tGuardrail\x12L\n\rInspectPrompt\x12\x1c.guardrail.v1.InspectRequest\x1a\x1d.guardrail.v1.InspectResponse\x12P\n\x11InspectCompletion\x12\x1c.guardrail.v1.InspectRequest\x1a\x1d.guardrail.v1.InspectResponse\x12U\n\x0cPolicyStatus\x12!.guardrail.v1.PolicyStatusRequest\x1a\".guardrail.v1.PolicyStatusResponseBO\n\x10\x64\x65v.guardrail.v1P\x01Z9github.com/guardrail/sidecar/gen/guardrail/v1;guardrailv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,26 +36,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSPECTREQUEST_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_INSPECTRESPONSE_ROUTINGTAGSENTRY']._loaded_options = None
   _globals['_INSPECTRESPONSE_ROUTINGTAGSENTRY']._serialized_options = b'8\001'
-  _globals['_DECISION']._serialized_start=1296
-  _globals['_DECISION']._serialized_end=1366
-  _globals['_MESSAGE']._serialized_start=46
-  _globals['_MESSAGE']._serialized_end=86
-  _globals['_MESSAGES']._serialized_start=88
-  _globals['_MESSAGES']._serialized_end=139
-  _globals['_INSPECTREQUEST']._serialized_start=142
-  _globals['_INSPECTREQUEST']._serialized_end=507
-  _globals['_INSPECTREQUEST_ATTRIBUTESENTRY']._serialized_start=447
-  _globals['_INSPECTREQUEST_ATTRIBUTESENTRY']._serialized_end=496
-  _globals['_FINDING']._serialized_start=509
-  _globals['_FINDING']._serialized_end=621
-  _globals['_VIOLATION']._serialized_start=623
-  _globals['_VIOLATION']._serialized_end=737
-  _globals['_INSPECTRESPONSE']._serialized_start=740
-  _globals['_INSPECTRESPONSE']._serialized_end=1207
-  _globals['_INSPECTRESPONSE_ROUTINGTAGSENTRY']._serialized_start=1146
-  _globals['_INSPECTRESPONSE_ROUTINGTAGSENTRY']._serialized_end=1196
-  _globals['_SCHEMAERROR']._serialized_start=1209
-  _globals['_SCHEMAERROR']._serialized_end=1294
-  _globals['_GUARDRAIL']._serialized_start=1369
-  _globals['_GUARDRAIL']._serialized_end=1540
+  _globals['_DECISION']._serialized_start=1759
+  _globals['_DECISION']._serialized_end=1829
+  _globals['_POLICYSTATUSREQUEST']._serialized_start=46
+  _globals['_POLICYSTATUSREQUEST']._serialized_end=67
+  _globals['_POLICYSTATUSRESPONSE']._serialized_start=70
+  _globals['_POLICYSTATUSRESPONSE']._serialized_end=243
+  _globals['_POLICYINFO']._serialized_start=246
+  _globals['_POLICYINFO']._serialized_end=387
+  _globals['_POLICYLOADERROR']._serialized_start=389
+  _globals['_POLICYLOADERROR']._serialized_end=464
+  _globals['_MESSAGE']._serialized_start=466
+  _globals['_MESSAGE']._serialized_end=506
+  _globals['_MESSAGES']._serialized_start=508
+  _globals['_MESSAGES']._serialized_end=559
+  _globals['_INSPECTREQUEST']._serialized_start=562
+  _globals['_INSPECTREQUEST']._serialized_end=927
+  _globals['_INSPECTREQUEST_ATTRIBUTESENTRY']._serialized_start=867
+  _globals['_INSPECTREQUEST_ATTRIBUTESENTRY']._serialized_end=916
+  _globals['_FINDING']._serialized_start=929
+  _globals['_FINDING']._serialized_end=1041
+  _globals['_VIOLATION']._serialized_start=1043
+  _globals['_VIOLATION']._serialized_end=1157
+  _globals['_INSPECTRESPONSE']._serialized_start=1160
+  _globals['_INSPECTRESPONSE']._serialized_end=1670
+  _globals['_INSPECTRESPONSE_ROUTINGTAGSENTRY']._serialized_start=1609
+  _globals['_INSPECTRESPONSE_ROUTINGTAGSENTRY']._serialized_end=1659
+  _globals['_SCHEMAERROR']._serialized_start=1672
+  _globals['_SCHEMAERROR']._serialized_end=1757
+  _globals['_GUARDRAIL']._serialized_start=1832
+  _globals['_GUARDRAIL']._serialized_end=2090
 # @@protoc_insertion_point(module_scope)

@@ -18,6 +18,52 @@ ALLOW: Decision
 MODIFY: Decision
 BLOCK: Decision
 
+class PolicyStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PolicyStatusResponse(_message.Message):
+    __slots__ = ("policies", "errors", "last_attempt_unix_ms", "last_applied_unix_ms")
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ATTEMPT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_APPLIED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[PolicyInfo]
+    errors: _containers.RepeatedCompositeFieldContainer[PolicyLoadError]
+    last_attempt_unix_ms: int
+    last_applied_unix_ms: int
+    def __init__(self, policies: _Optional[_Iterable[_Union[PolicyInfo, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[PolicyLoadError, _Mapping]]] = ..., last_attempt_unix_ms: _Optional[int] = ..., last_applied_unix_ms: _Optional[int] = ...) -> None: ...
+
+class PolicyInfo(_message.Message):
+    __slots__ = ("name", "revision", "source", "loaded_at_unix_ms", "last_error", "is_default", "mode")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LOADED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    revision: str
+    source: str
+    loaded_at_unix_ms: int
+    last_error: str
+    is_default: bool
+    mode: str
+    def __init__(self, name: _Optional[str] = ..., revision: _Optional[str] = ..., source: _Optional[str] = ..., loaded_at_unix_ms: _Optional[int] = ..., last_error: _Optional[str] = ..., is_default: _Optional[bool] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class PolicyLoadError(_message.Message):
+    __slots__ = ("file", "line", "path", "reason")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    file: str
+    line: int
+    path: str
+    reason: str
+    def __init__(self, file: _Optional[str] = ..., line: _Optional[int] = ..., path: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class Message(_message.Message):
     __slots__ = ("role", "content")
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -98,7 +144,7 @@ class Violation(_message.Message):
     def __init__(self, rule_id: _Optional[str] = ..., category: _Optional[str] = ..., message: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., message_index: _Optional[int] = ...) -> None: ...
 
 class InspectResponse(_message.Message):
-    __slots__ = ("decision", "text", "messages", "findings", "violations", "routing_tags", "audit_id", "policy", "policy_revision", "request_id", "schema_errors")
+    __slots__ = ("decision", "text", "messages", "findings", "violations", "routing_tags", "audit_id", "policy", "policy_revision", "request_id", "schema_errors", "would_block", "would_modify")
     class RoutingTagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +163,8 @@ class InspectResponse(_message.Message):
     POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    WOULD_BLOCK_FIELD_NUMBER: _ClassVar[int]
+    WOULD_MODIFY_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     text: str
     messages: Messages
@@ -128,7 +176,9 @@ class InspectResponse(_message.Message):
     policy_revision: str
     request_id: str
     schema_errors: _containers.RepeatedCompositeFieldContainer[SchemaError]
-    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., text: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., violations: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., routing_tags: _Optional[_Mapping[str, str]] = ..., audit_id: _Optional[str] = ..., policy: _Optional[str] = ..., policy_revision: _Optional[str] = ..., request_id: _Optional[str] = ..., schema_errors: _Optional[_Iterable[_Union[SchemaError, _Mapping]]] = ...) -> None: ...
+    would_block: bool
+    would_modify: bool
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., text: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., violations: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., routing_tags: _Optional[_Mapping[str, str]] = ..., audit_id: _Optional[str] = ..., policy: _Optional[str] = ..., policy_revision: _Optional[str] = ..., request_id: _Optional[str] = ..., schema_errors: _Optional[_Iterable[_Union[SchemaError, _Mapping]]] = ..., would_block: _Optional[bool] = ..., would_modify: _Optional[bool] = ...) -> None: ...
 
 class SchemaError(_message.Message):
     __slots__ = ("pointer", "keyword", "message", "schema_path")

@@ -44,6 +44,11 @@ class GuardrailStub:
                 request_serializer=guardrail_dot_v1_dot_guardrail__pb2.InspectRequest.SerializeToString,
                 response_deserializer=guardrail_dot_v1_dot_guardrail__pb2.InspectResponse.FromString,
                 _registered_method=True)
+        self.PolicyStatus = channel.unary_unary(
+                '/guardrail.v1.Guardrail/PolicyStatus',
+                request_serializer=guardrail_dot_v1_dot_guardrail__pb2.PolicyStatusRequest.SerializeToString,
+                response_deserializer=guardrail_dot_v1_dot_guardrail__pb2.PolicyStatusResponse.FromString,
+                _registered_method=True)
 
 
 class GuardrailServicer:
@@ -63,6 +68,14 @@ class GuardrailServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PolicyStatus(self, request, context):
+        """Which policy revisions are serving, since when, and why the latest edit was
+        rejected if it was. For operators (`guardrail policy status`), not for apps.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GuardrailServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_GuardrailServicer_to_server(servicer, server):
                     servicer.InspectCompletion,
                     request_deserializer=guardrail_dot_v1_dot_guardrail__pb2.InspectRequest.FromString,
                     response_serializer=guardrail_dot_v1_dot_guardrail__pb2.InspectResponse.SerializeToString,
+            ),
+            'PolicyStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.PolicyStatus,
+                    request_deserializer=guardrail_dot_v1_dot_guardrail__pb2.PolicyStatusRequest.FromString,
+                    response_serializer=guardrail_dot_v1_dot_guardrail__pb2.PolicyStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +149,33 @@ class Guardrail:
             '/guardrail.v1.Guardrail/InspectCompletion',
             guardrail_dot_v1_dot_guardrail__pb2.InspectRequest.SerializeToString,
             guardrail_dot_v1_dot_guardrail__pb2.InspectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PolicyStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/guardrail.v1.Guardrail/PolicyStatus',
+            guardrail_dot_v1_dot_guardrail__pb2.PolicyStatusRequest.SerializeToString,
+            guardrail_dot_v1_dot_guardrail__pb2.PolicyStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,193 @@
+"""Live policy reload in a real `guardrail serve` process with a worker, under traffic."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+from tests.conftest import REPO
+from tests.test_shutdown import wait_for_log
+
+DEFAULT = """name: default
+pii:
+  entities:
+    EMAIL_ADDRESS: {action: replace, replacement: "[v1]"}
+"""
+TEAM = """name: team
+match: {tenants: [team]}
+pii:
+  entities:
+    EMAIL_ADDRESS: {action: replace, replacement: "[team]"}
+"""
+
+
+@dataclass
+class Traffic:
+    """A client thread that keeps calling and records every answer and failure."""
+
+    stub: pb_grpc.GuardrailStub
+    tenant: str = ""
+    replies: list[tuple[float, str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                reply = self.stub.InspectPrompt(pb.InspectRequest(
+                    text="write to jane@example.com", tenant=self.tenant), timeout=10)
+                self.replies.append((time.monotonic(), reply.text))
+            except grpc.RpcError as err:
+                self.failures.append(err.code().name)
+
+    def wait_for(self, text: str, since: float, timeout: float = 10) -> float:
+        """Seconds from `since` until replies show `text`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for at, seen in list(self.replies):
+                if at >= since and seen == text:
+                    return at - since
+            time.sleep(0.05)
+        raise AssertionError(f"never saw {text!r}; last: {self.replies[-1:]}")
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    stub: pb_grpc.GuardrailStub
+    policies: Path
+
+    def status(self) -> pb.PolicyStatusResponse:
+        return self.stub.PolicyStatus(pb.PolicyStatusRequest(), timeout=5)
+
+    def write(self, name: str, text: str) -> float:
+        path = self.policies / name
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(text)
+        os.replace(temporary, path)  # as editors and ConfigMap updates do: atomically
+        return time.monotonic()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "default.yaml").write_text(DEFAULT)
+    (policies / "team.yaml").write_text(TEAM)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0", "--workers", "1",
+         "--policies", str(policies), "--data-dir", str(tmp_path / "data")],
+        cwd=REPO, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    serving = wait_for_log(process.stderr, "serving")
+    drain = threading.Thread(target=process.stderr.read, daemon=True)  # keep the pipe open
+    drain.start()
+    channel = grpc.insecure_channel(str(serving["address"]))
+    try:
+        yield Server(process, pb_grpc.GuardrailStub(channel), policies)
+    finally:
+        channel.close()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def with_traffic(server: Server, tenant: str = "") -> tuple[Traffic, Callable[[], Traffic]]:
+    traffic = Traffic(server.stub, tenant)
+    thread = threading.Thread(target=traffic.run, daemon=True)
+    thread.start()
+
+    def stop() -> Traffic:
+        traffic.stop.set()
+        thread.join(timeout=20)
+        return traffic
+
+    traffic.wait_for("write to [v1]" if not tenant else "write to [team]", 0)
+    return traffic, stop
+
+
+@pytest.mark.slow
+def test_an_edit_serves_within_two_seconds_and_no_request_fails(server: Server) -> None:
+    before = {p.name: p.revision for p in server.status().policies}
+    traffic, stop = with_traffic(server)
+    edited = server.write("default.yaml", DEFAULT.replace("[v1]", "[v2]"))
+    took = traffic.wait_for("write to [v2]", edited)
+    stopped = stop()
+    assert took < 2.0, f"the edit took {took:.2f} s to serve"
+    assert stopped.failures == []
+    after = {p.name: p.revision for p in server.status().policies}
+    assert after["default"] != before["default"]
+    assert after["team"] == before["team"]
+
+
+@pytest.mark.slow
+def test_an_invalid_edit_keeps_the_old_revision_and_reports_the_error(server: Server) -> None:
+    _, stop = with_traffic(server)
+    server.write("default.yaml", DEFAULT.replace("action: replace", "acton: replace"))
+    deadline = time.monotonic() + 5
+    while not server.status().errors and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status = server.status()
+    traffic = stop()
+    assert traffic.failures == []
+    assert {text for _, text in traffic.replies} == {"write to [v1]"}
+    located = {(e.file, e.line, e.path, e.reason) for e in status.errors}
+    assert ("default.yaml", 4, "pii.entities.EMAIL_ADDRESS.acton", "unknown field") in located
+    assert ("default.yaml", 4, "pii.entities.EMAIL_ADDRESS.action", "Field required") in located
+    default = next(p for p in status.policies if p.name == "default")
+    assert "acton" in default.last_error
+    # Fixing the file applies it and clears the error.
+    fixed = server.write("default.yaml", DEFAULT.replace("[v1]", "[v3]"))
+    deadline = fixed + 5
+    while server.status().errors and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(server.status().errors) == []
+    reply = server.stub.InspectPrompt(pb.InspectRequest(text="write to jane@example.com"),
+                                      timeout=10)
+    assert reply.text == "write to [v3]"
+
+
+@pytest.mark.slow
+def test_deleting_a_policy_applies_only_if_the_set_stays_valid(server: Server) -> None:
+    def team_reply() -> str:
+        return str(server.stub.InspectPrompt(pb.InspectRequest(
+            text="write to jane@example.com", tenant="team"), timeout=10).text)
+
+    assert team_reply() == "write to [team]"
+    (server.policies / "default.yaml").unlink()  # no default left: refused
+    deadline = time.monotonic() + 5
+    while not server.status().errors and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "exactly one default" in server.status().errors[0].reason or \
+        "default" in server.status().errors[0].reason
+    assert {p.name for p in server.status().policies} == {"default", "team"}
+    server.write("default.yaml", DEFAULT)
+    (server.policies / "team.yaml").unlink()  # a matched policy: removed
+    deadline = time.monotonic() + 5
+    while team_reply() != "write to [v1]" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert team_reply() == "write to [v1]"
+    assert {p.name for p in server.status().policies} == {"default"}
+
+
+@pytest.mark.slow
+def test_sighup_forces_a_reload_attempt(server: Server) -> None:
+    first = server.status().last_attempt_unix_ms
+    time.sleep(0.05)
+    server.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while server.status().last_attempt_unix_ms == first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.status().last_attempt_unix_ms > first
+    assert server.process.poll() is None  # SIGHUP did not kill it
