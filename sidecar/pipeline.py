@@ -133,8 +133,10 @@ class Pipeline:
     def _run_policy(self, compiled: CompiledPolicy,
                     inspections: list[Inspection]) -> list[Verdict]:
         states = [_Progress(inspection) for inspection in inspections]
+        shadow_mode = compiled.policy.mode == "shadow"
         for stage in compiled.stages:
-            live = [state for state in states if not state.blocked]
+            # In shadow mode every stage runs: the point is to see everything it would do.
+            live = [state for state in states if shadow_mode or not state.blocked]
             if not live:
                 break
             for state, result in zip(live, self._run_stage(compiled, stage, live), strict=True):
@@ -197,6 +199,8 @@ class _Progress:
         self.edits: dict[int, list[Edit]] = {}
         self.routing_tags: dict[str, str] = {}
         self.blocked = False
+        self.would_block = False  # shadow rules that would have blocked / edited
+        self.would_edit = False
 
     def absorb(self, result: StageResult | StageFailed, on_error: str) -> None:
         if isinstance(result, StageFailed):
@@ -212,7 +216,9 @@ class _Progress:
             self.edits.setdefault(index, []).extend(changes)
         self.routing_tags.update(result.routing_tags)
         self.schema_errors.extend(result.schema_errors)
-        self.blocked = result.blocked
+        self.blocked = self.blocked or result.blocked
+        self.would_block = self.would_block or result.would_block
+        self.would_edit = self.would_edit or result.would_edit
         if result.projection is not None:
             self.projection = result.projection
             self.target = dataclasses.replace(
@@ -230,12 +236,21 @@ class _Progress:
             decision, out = Decision.BLOCK, ()
         else:
             decision = Decision.MODIFY if out != original else Decision.ALLOW
+        would_block = decision == Decision.BLOCK or self.would_block
+        would_modify = not would_block and (decision == Decision.MODIFY or self.would_edit)
+        findings, violations = tuple(self.findings), tuple(self.violations)
+        if compiled.policy.mode == "shadow":
+            # Report everything as what would have happened; change nothing.
+            decision, out = Decision.ALLOW, original
+            findings = tuple(dataclasses.replace(f, shadow=True) for f in findings)
+            violations = tuple(dataclasses.replace(v, shadow=True) for v in violations)
         return Verdict(
             decision=decision, messages=out, chat=self.inspection.chat,
-            findings=tuple(self.findings), violations=tuple(self.violations),
+            findings=findings, violations=violations,
             policy=compiled.name, policy_revision=compiled.revision,
             request_id=self.inspection.request_id, routing_tags=dict(self.routing_tags),
             schema_errors=tuple(self.schema_errors),
+            would_block=would_block, would_modify=would_modify,
         )
 
     def _recheck_schema(self, compiled: CompiledPolicy, out: tuple[Message, ...]) -> None:

@@ -72,6 +72,7 @@ class Finding:
     score: float
     action: str
     message_index: int = 0
+    shadow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class Violation:
     start: int = 0
     end: int = 0
     message_index: int = 0
+    shadow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,9 @@ class StageResult:
     # Set by stages that decide where the request may go (residency).
     routing_tags: dict[str, str] = field(default_factory=dict)
     schema_errors: list[SchemaError] = field(default_factory=list)
+    # Shadow rules that matched: what they would have done had they been enforced.
+    would_block: bool = False
+    would_edit: bool = False
     # Set by the schema stage: later stages inspect these string values instead of the
     # raw message; the pipeline maps their offsets and edits back (see sidecar.jsontext).
     projection: Projection | None = None

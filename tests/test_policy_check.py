@@ -53,8 +53,8 @@ BROKEN = {
     "option for another action": ("name: bad\nmatch: {tenants: [x]}\npii:\n  entities:\n"
                                   "    EMAIL_ADDRESS: {action: block, keep_last: 2}\n",
                                   "bad.yaml:5:", "only applies to action 'mask'"),
-    "shadow mode not available": ("name: bad\nmatch: {tenants: [x]}\nmode: shadow\n",
-                                  "bad.yaml:3: mode:", "'shadow'"),
+    "unknown mode": ("name: bad\nmatch: {tenants: [x]}\nmode: audit\n",
+                     "bad.yaml:3: mode:", "'shadow'"),
     "not a mapping": ("- a\n- b\n", "bad.yaml:1:", "must be a mapping"),
     "content pattern not RE2": ("name: bad\nmatch: {tenants: [x]}\ncontent:\n  rules:\n"
                                 "    - {id: r, category: c, action: block,\n"

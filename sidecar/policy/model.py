@@ -37,6 +37,9 @@ class EntityRule(_Strict):
     # mask: how many trailing characters stay visible, and the masking character.
     keep_last: int = Field(default=4, ge=0, le=64)
     masking_char: str = Field(default="*", min_length=1, max_length=1)
+    # Trial run: findings are reported (shadow: true) but not acted on; the response's
+    # would_block / would_modify say what enforcing would have done.
+    shadow: bool = False
 
     @model_validator(mode="after")
     def _options_fit_action(self) -> EntityRule:
@@ -123,6 +126,8 @@ class ContentRule(_Strict):
     builtin: Literal["secrets", "prompt_injection"] | None = None
     # redact: what replaces the matched characters.
     replacement: str | None = Field(default=None, max_length=256)
+    # Trial run: matches are reported (shadow: true), not acted on (see would_block).
+    shadow: bool = False
 
     @field_validator("words")
     @classmethod
@@ -232,6 +237,8 @@ class ResidencyRule(_Strict):
     residency: str = Field(pattern=NAME)
     # Regions the request may be processed in (globs: "eu-*", "*").
     allowed_regions: list[str] = Field(min_length=1, max_length=100)
+    # Trial run: a disallowed target region is reported, not blocked.
+    shadow: bool = False
 
     @field_validator("allowed_regions")
     @classmethod
@@ -280,7 +287,9 @@ class Policy(_Strict):
     revision: Literal["auto"] = "auto"
     # No `match`: this is the default policy, used when no other policy matches.
     match: Match | None = None
-    mode: Literal["enforce"] = "enforce"
+    # shadow: every stage runs and reports what it would do (would_block, would_modify),
+    # but the decision is always ALLOW and the text untouched. For trials on live traffic.
+    mode: Literal["enforce", "shadow"] = "enforce"
     # What to do when a stage fails: fail closed (block) or open (allow, text untouched).
     on_error: Literal["block", "allow"] = "block"
     # Runs before PII: a block here means the NER model never sees the request.

@@ -138,14 +138,18 @@ class ContentStage:
                 rule_id = f"{rule.id}/{hit.detector}" if hit.detector else rule.id
                 what = f"{rule.builtin} detector '{hit.detector}'" if hit.detector else \
                     f"{rule.kind} rule"
+                shadow = " in shadow" if rule.shadow else ""
                 result.violations.append(Violation(
-                    rule_id, rule.kind, f"{what} matched ({rule.action})",
-                    hit.start, hit.end, index))
+                    rule_id, rule.kind, f"{what} matched ({rule.action}{shadow})",
+                    hit.start, hit.end, index, shadow=rule.shadow))
             elif count == MAX_VIOLATIONS_PER_MESSAGE:
                 result.violations.append(Violation(
                     "content.truncated", "content",
                     f"{len(hits) - count} more matches not listed", 0, 0, index))
-            if rule.action == "block":
+            if rule.shadow:
+                result.would_block |= rule.action == "block"
+                result.would_edit |= rule.action == "redact"
+            elif rule.action == "block":
                 result.blocked = True
             elif rule.action == "redact":
                 result.edits.setdefault(index, []).append(

@@ -148,22 +148,31 @@ class PiiStage:
     def _apply(self, index: int, text: str, found: list[tuple[str, int, int, float]],
                result: StageResult) -> None:
         """Turn one message's findings into findings, violations and edits."""
-        blocking = [f for f in found if self.rules[f[0]].action == "block"]
+        rules = self.rules
+        shadowed = [f for f in found if rules[f[0]].shadow]
+        if shadowed:  # reported, never acted on; say what enforcing them would do
+            result.would_block |= any(rules[f[0]].action == "block" for f in shadowed)
+            result.would_edit |= any(rules[f[0]].action in PROTECTIVE for f in shadowed)
+            found = [f for f in found if not rules[f[0]].shadow]
+            for entity, start, end, score in sorted(shadowed, key=lambda f: (f[1], f[2])):
+                result.findings.append(Finding(entity, start, end, score, rules[entity].action,
+                                               index, shadow=True))
+        blocking = [f for f in found if rules[f[0]].action == "block"]
         if blocking:
             result.blocked = True
             for entity, start, end, score in sorted(found, key=lambda f: (f[1], f[2])):
                 result.findings.append(Finding(entity, start, end, score,
-                                               self.rules[entity].action, index))
+                                               rules[entity].action, index))
             for entity, start, end, _ in sorted(blocking, key=lambda f: (f[1], f[2])):
                 result.violations.append(Violation(
                     f"pii.{entity}", "pii", f"{entity} is not allowed by policy",
                     start, end, index))
             return
-        kept = _resolve_overlaps(found, self.rules)
+        kept = _resolve_overlaps(found, rules)
         for entity, start, end, score in kept:
             result.findings.append(Finding(entity, start, end, score,
-                                           self.rules[entity].action, index))
-        acting = [f for f in kept if self.rules[f[0]].action in PROTECTIVE]
+                                           rules[entity].action, index))
+        acting = [f for f in kept if rules[f[0]].action in PROTECTIVE]
         if acting:
             from presidio_analyzer import RecognizerResult
 

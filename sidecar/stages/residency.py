@@ -54,12 +54,15 @@ class ResidencyStage:
         target = inspection.target_region
         if target and not any(fnmatch.fnmatchcase(target, allowed)
                               for allowed in rule.allowed_regions):
-            result.blocked = True
+            if rule.shadow:
+                result.would_block = True
+            else:
+                result.blocked = True
             result.violations.append(Violation(
                 "residency.target_region", "residency",
                 f"target region '{target[:64]}' is not among the allowed regions "
                 f"'{','.join(rule.allowed_regions)}' (rule '{rule.id}', residency "
-                f"{rule.residency})"))
+                f"{rule.residency}{', in shadow' if rule.shadow else ''})", shadow=rule.shadow))
         return result
 
 

@@ -42,10 +42,12 @@ def to_response(verdict: Verdict) -> pb.InspectResponse:
     response = pb.InspectResponse(
         decision=_DECISIONS[verdict.decision],
         findings=[pb.Finding(entity_type=f.entity_type, start=f.start, end=f.end, score=f.score,
-                             action=f.action, message_index=f.message_index)
+                             action=f.action, message_index=f.message_index,
+                             shadow=f.shadow)
                   for f in verdict.findings],
         violations=[pb.Violation(rule_id=v.rule_id, category=v.category, message=v.message,
-                                 start=v.start, end=v.end, message_index=v.message_index)
+                                 start=v.start, end=v.end, message_index=v.message_index,
+                                 shadow=v.shadow)
                     for v in verdict.violations],
         routing_tags=verdict.routing_tags,
         audit_id=verdict.audit_id,

@@ -112,36 +112,40 @@ class InspectRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., app: _Optional[str] = ..., subject_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., user_region: _Optional[str] = ..., target_region: _Optional[str] = ..., output_schema: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Finding(_message.Message):
-    __slots__ = ("entity_type", "start", "end", "score", "action", "message_index")
+    __slots__ = ("entity_type", "start", "end", "score", "action", "message_index", "shadow")
     ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     entity_type: str
     start: int
     end: int
     score: float
     action: str
     message_index: int
-    def __init__(self, entity_type: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., score: _Optional[float] = ..., action: _Optional[str] = ..., message_index: _Optional[int] = ...) -> None: ...
+    shadow: bool
+    def __init__(self, entity_type: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., score: _Optional[float] = ..., action: _Optional[str] = ..., message_index: _Optional[int] = ..., shadow: _Optional[bool] = ...) -> None: ...
 
 class Violation(_message.Message):
-    __slots__ = ("rule_id", "category", "message", "start", "end", "message_index")
+    __slots__ = ("rule_id", "category", "message", "start", "end", "message_index", "shadow")
     RULE_ID_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     rule_id: str
     category: str
     message: str
     start: int
     end: int
     message_index: int
-    def __init__(self, rule_id: _Optional[str] = ..., category: _Optional[str] = ..., message: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., message_index: _Optional[int] = ...) -> None: ...
+    shadow: bool
+    def __init__(self, rule_id: _Optional[str] = ..., category: _Optional[str] = ..., message: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., message_index: _Optional[int] = ..., shadow: _Optional[bool] = ...) -> None: ...
 
 class InspectResponse(_message.Message):
     __slots__ = ("decision", "text", "messages", "findings", "violations", "routing_tags", "audit_id", "policy", "policy_revision", "request_id", "schema_errors", "would_block", "would_modify")
