@@ -160,3 +160,51 @@ def test_revision_ignores_formatting_but_not_content(tmp_path: Path,
         assert code == 0
         revisions.append(out.split("revision ")[1].strip())
     assert revisions[0] == revisions[1] != revisions[2]
+
+
+BASE = """name: base
+abstract: true
+on_error: allow
+content:
+  rules:
+    - {id: secrets, action: block, builtin: secrets}
+pii:
+  min_score: 0.5
+  entities:
+    EMAIL_ADDRESS: {action: replace}
+    PERSON: {action: replace}
+"""
+
+
+def test_extends_inherits_and_overrides_and_abstract_bases_are_not_served(
+        tmp_path: Path) -> None:
+    from sidecar.policy.loader import load_directory
+
+    write(tmp_path, {
+        "base.yaml": BASE,
+        "default.yaml": "name: default\nextends: base\n",
+        "team.yaml": ("name: team\nextends: default\nmatch: {tenants: [team]}\n"
+                      "pii:\n  entities:\n    PERSON: {action: mask}\n"),
+    })
+    loaded = {p.policy.name: p.policy for p in load_directory(tmp_path)}
+    assert set(loaded) == {"default", "team"}  # the abstract base is not served
+    team = loaded["team"]
+    assert team.on_error == "allow" and team.pii.min_score == 0.5
+    assert team.pii.entities["PERSON"].action == "mask"  # overridden
+    assert team.pii.entities["EMAIL_ADDRESS"].action == "replace"  # merged from the base
+    assert [r.id for r in team.content.rules] == ["secrets"]
+    assert loaded["default"].match is None  # match is never inherited
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"a.yaml": "name: a\nextends: b\n", "b.yaml": "name: b\nextends: a\nabstract: true\n"},
+     "extends cycle"),
+    ({"a.yaml": "name: a\nextends: a\n"}, "extends cycle: a → a"),
+    ({"a.yaml": "name: a\nextends: nowhere\n"}, "a.yaml:2: extends: no policy named 'nowhere'"),
+])
+def test_extends_cycles_and_missing_bases_are_load_errors(
+        tmp_path: Path, files: dict[str, str], expected: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = check(write(tmp_path, files), capsys)
+    assert code == 1
+    assert expected in err

@@ -21,6 +21,7 @@ from sidecar.policy.model import Policy
 
 # Large enough for a 100,000-entry word list pasted inline.
 MAX_POLICY_FILE_BYTES = 16 * 1024 * 1024
+MAX_POLICY_FILES = 500
 POLICY_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".tests.yaml", ".tests.yml")
 
@@ -63,21 +64,42 @@ def policy_files(directory: Path) -> list[Path]:
 
 
 def load_directory(directory: Path) -> list[LoadedPolicy]:
-    """Load and validate every policy file in `directory`; raise PolicyError listing all issues."""
+    """Load and validate every policy file in `directory`; raise PolicyError listing all issues.
+
+    Policies marked `abstract` are bases for `extends` only and are not returned.
+    """
     if not directory.is_dir():
         raise PolicyError([PolicyIssue(str(directory), "", "policy directory does not exist")])
-    loaded: list[LoadedPolicy] = []
     issues: list[PolicyIssue] = []
     try:
         files = policy_files(directory)
     except OSError as err:
         issue = PolicyIssue(str(directory), "", f"cannot list: {err.strerror}")
         raise PolicyError([issue]) from None
+    if len(files) > MAX_POLICY_FILES:
+        raise PolicyError([PolicyIssue(str(directory), "",
+                                       f"more than {MAX_POLICY_FILES} policy files")])
+    raw: list[_RawPolicy] = []
     for path in files:
         try:
-            loaded.append(load_file(path))
+            raw.append(read_file(path))
         except PolicyError as err:
             issues.extend(err.issues)
+    by_name: dict[str, _RawPolicy] = {}
+    for item in raw:
+        name = item.data.get("name")
+        if isinstance(name, str) and name not in by_name:
+            by_name[name] = item
+    loaded: list[LoadedPolicy] = []
+    for item in raw:
+        try:
+            data = _resolve_extends(item, by_name, ())
+            policy = _validate(item, data)
+        except PolicyError as err:
+            issues.extend(err.issues)
+            continue
+        if not policy.abstract:
+            loaded.append(LoadedPolicy(policy, item.path, item.root))
     issues.extend(_check_set(loaded))
     if not files:
         issues.append(PolicyIssue(str(directory), "", "no policy files (*.yaml) found"))
@@ -86,7 +108,49 @@ def load_directory(directory: Path) -> list[LoadedPolicy]:
     return loaded
 
 
-def load_file(path: Path) -> LoadedPolicy:
+@dataclass(frozen=True)
+class _RawPolicy:
+    path: Path
+    data: dict[str, Any]
+    root: yaml.Node
+
+
+# What a policy never inherits from its base: its identity.
+_NOT_INHERITED = frozenset({"name", "description", "match", "abstract", "extends"})
+
+
+def _resolve_extends(item: _RawPolicy, by_name: dict[str, _RawPolicy],
+                     chain: tuple[str, ...]) -> dict[str, Any]:
+    """The policy's data with its base (recursively) merged underneath."""
+    base_name = item.data.get("extends")
+    if base_name is None:
+        return item.data
+    name = str(item.data.get("name"))
+    line = line_of(item.root, ("extends",))
+    if not isinstance(base_name, str) or base_name not in by_name:
+        raise PolicyError([PolicyIssue(str(item.path), "extends",
+                                       f"no policy named {base_name!r} in this directory", line)])
+    if base_name in (*chain, name):
+        cycle = " → ".join((*chain, name, base_name))
+        raise PolicyError([PolicyIssue(str(item.path), "extends",
+                                       f"extends cycle: {cycle}", line)])
+    base = _resolve_extends(by_name[base_name], by_name, (*chain, name))
+    inherited = {k: v for k, v in base.items() if k not in _NOT_INHERITED}
+    return _merge(inherited, item.data)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else (lists included) is replaced whole."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_file(path: Path) -> _RawPolicy:
     name = str(path)
     try:
         info = path.stat()
@@ -122,12 +186,16 @@ def load_file(path: Path) -> LoadedPolicy:
 
     if not isinstance(data, dict):
         raise PolicyError([PolicyIssue(name, "", "a policy file must be a mapping of fields", 1)])
+    return _RawPolicy(path, data, root)
+
+
+def _validate(item: _RawPolicy, data: dict[str, Any]) -> Policy:
     try:
-        policy = Policy.model_validate(data)
+        return Policy.model_validate(data)
     except ValidationError as err:
         raise PolicyError(
-            [_issue_from_pydantic(name, root, error) for error in err.errors()]) from None
-    return LoadedPolicy(policy, path, root)
+            [_issue_from_pydantic(str(item.path), item.root, error)
+             for error in err.errors()]) from None
 
 
 def _issue_from_pydantic(file: str, root: yaml.Node, error: Any) -> PolicyIssue:

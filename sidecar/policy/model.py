@@ -285,6 +285,11 @@ class Policy(_Strict):
     description: str = ""
     # Always computed from the content; accepted so files can say so explicitly.
     revision: Literal["auto"] = "auto"
+    # Inherit everything but name, description and match from this policy (by name);
+    # mappings merge key by key, lists are replaced whole.
+    extends: str | None = Field(default=None, pattern=POLICY_NAME)
+    # A base for `extends` only: never selected for a request, needs no match.
+    abstract: bool = False
     # No `match`: this is the default policy, used when no other policy matches.
     match: Match | None = None
     # shadow: every stage runs and reports what it would do (would_block, would_modify),
