@@ -3,6 +3,7 @@
     guardrail serve  [--listen ADDR] [--policies DIR] [--data-dir DIR]   run the sidecar
     guardrail inspect [--tenant T] [--app A] [--completion] < text        one verdict, as JSON
     guardrail policy check [DIR]                                          validate policy files
+    guardrail policy test [DIR]                                           run *.tests.yaml cases
     guardrail policy status [--listen ADDR]                               what a sidecar serves
     guardrail health [--listen ADDR]                                      probe a running sidecar
 
@@ -124,6 +125,41 @@ def _policy_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _policy_test(args: argparse.Namespace) -> int:
+    from sidecar import logs
+    from sidecar.pipeline import Limits, Pipeline
+    from sidecar.policy.store import compile_directory
+    from sidecar.policy.testing import case_files, load_cases, run_case
+    from sidecar.types import StageResources
+
+    settings = _settings(args)
+    logs.configure("WARNING")
+    directory = Path(args.directory) if args.directory else settings.policies
+    zero = b"\0" * 32  # fixed keys: hash outputs and tag signatures are reproducible
+    pipeline = Pipeline(compile_directory(directory, StageResources(settings.spacy_model,
+                                                                    zero, zero)),
+                        Limits.from_settings(settings))
+    files = case_files(directory)
+    if not files:
+        print(f"error: no *.tests.yaml files in {directory}", file=sys.stderr)
+        return EXIT_FAILED
+    passed = failed = 0
+    for path in files:
+        for case in load_cases(path).tests:
+            problems = run_case(pipeline, case)
+            if problems:
+                failed += 1
+                print(f"FAIL {path.name}: {case.name}")
+                for problem in problems:
+                    print("  " + problem.replace("\n", "\n  "))
+            else:
+                passed += 1
+                if args.verbose:
+                    print(f"PASS {path.name}: {case.name}")
+    print(f"{passed} passed, {failed} failed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def _policy_status(args: argparse.Namespace) -> int:
     import datetime
 
@@ -220,6 +256,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("directory", nargs="?", help="defaults to GUARDRAIL_POLICIES or policies/")
     check.add_argument("--spacy-model", help=argparse.SUPPRESS)
     check.set_defaults(handler=_policy_check)
+
+    tests = policy.add_parser("test", help="run the *.tests.yaml cases against the policies")
+    tests.add_argument("directory", nargs="?", help="defaults to GUARDRAIL_POLICIES or policies/")
+    tests.add_argument("--spacy-model", help=argparse.SUPPRESS)
+    tests.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    tests.set_defaults(handler=_policy_test)
 
     status = policy.add_parser("status", help="revisions serving in a running sidecar; "
                                               "exit 1 when the latest edit was rejected")

@@ -208,3 +208,38 @@ def test_extends_cycles_and_missing_bases_are_load_errors(
     code, _, err = check(write(tmp_path, files), capsys)
     assert code == 1
     assert expected in err
+
+
+def test_policy_test_passes_the_shipped_cases(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "test", str(REPO / "policies")]) == 0
+    out = capsys.readouterr().out
+    assert " 0 failed" in out
+
+
+def test_policy_test_fails_with_a_readable_diff_on_a_wrong_expectation(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, {
+        "default.yaml": DEFAULT,
+        "default.tests.yaml": (
+            "tests:\n"
+            "  - name: right\n    text: mail jane@example.com\n"
+            "    expect: {decision: MODIFY, text: 'mail <EMAIL_ADDRESS>'}\n"
+            "  - name: wrong\n    text: mail jane@example.com\n"
+            "    expect:\n      decision: ALLOW\n      text: 'mail jane@example.com'\n"
+            "      findings: [{entity_type: PERSON}]\n"),
+    })
+    assert main(["policy", "test", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL default.tests.yaml: wrong" in out
+    assert "-ALLOW" in out and "+MODIFY" in out
+    assert "-mail jane@example.com" in out and "+mail <EMAIL_ADDRESS>" in out
+    assert "findings (missing entries)" in out
+    assert "1 passed, 1 failed" in out
+
+
+def test_policy_test_reports_a_malformed_case_file(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, {"default.yaml": DEFAULT,
+                     "x.tests.yaml": "tests:\n  - name: a\n    txet: hi\n    expect: {}\n"})
+    assert main(["policy", "test", str(tmp_path)]) == 1
+    assert "x.tests.yaml:3: tests[0].txet: unknown field" in capsys.readouterr().err
