@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup run test lint typecheck unit proto bench clean
+.PHONY: setup run test lint typecheck unit proto policy-schema bench clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ unit: setup
 ## Regenerate sidecar/_proto from proto/ (tests/test_proto_drift.py checks they agree).
 proto: setup
 	$(BIN)/python scripts/gen_protos.py
+
+## Regenerate policies/policy.schema.json (editor completion) from the pydantic models.
+policy-schema: setup
+	$(BIN)/python scripts/gen_policy_schema.py
 
 ## Benchmarks: PII corpus (sidecar over gRPC vs vanilla Presidio), then deny-list scale
 ## and per-stage cost. Each prints ratios against an anchor measured in the same run.
