@@ -89,7 +89,7 @@ class PiiConfig(_Strict):
     language: Literal["en"] = "en"
     # Default minimum score for every entity that does not set its own.
     min_score: float = Field(default=0.4, ge=0.0, le=1.0)
-    entities: dict[str, EntityRule] = Field(default_factory=dict)
+    entities: dict[str, EntityRule] = Field(default_factory=dict, max_length=500)
     recognizers: list[CustomRecognizer] = Field(default_factory=list, max_length=100)
     # Exact values that are never treated as PII (e.g. the company's support address).
     allow: list[str] = Field(default_factory=list, max_length=MAX_LIST)
