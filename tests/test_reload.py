@@ -81,13 +81,14 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
+    workers = getattr(request, "param", "1")
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "default.yaml").write_text(DEFAULT)
     (policies / "team.yaml").write_text(TEAM)
     process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0", "--workers", "1",
+        [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0", "--workers", workers,
          "--policies", str(policies), "--data-dir", str(tmp_path / "data")],
         cwd=REPO, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
@@ -118,6 +119,7 @@ def with_traffic(server: Server, tenant: str = "") -> tuple[Traffic, Callable[[]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("server", ["0", "1"], indirect=True, ids=["inline", "one worker"])
 def test_an_edit_serves_within_two_seconds_and_no_request_fails(server: Server) -> None:
     before = {p.name: p.revision for p in server.status().policies}
     traffic, stop = with_traffic(server)
