@@ -282,6 +282,8 @@ def _unproject(result: StageResult, projection: Projection) -> StageResult:
         return dataclasses.replace(f, start=start, end=end, message_index=index)
 
     def violation(v: Violation) -> Violation:
+        if v.end <= v.start:  # not about a span (residency, a summary): nothing to map
+            return dataclasses.replace(v, message_index=index)
         start, end = strings[v.message_index].span(v.start, v.end)
         return dataclasses.replace(v, start=start, end=end, message_index=index)
 
