@@ -23,14 +23,25 @@ SAMPLES = [
     "SSN 536-90-4399, account 12345678, zip 90210, card 4111111111111111",
 ]
 phoneish = st.text(alphabet=st.sampled_from(list("0123456789 +-().abc phonecal\n")), max_size=60)
+# Numbers of many countries in national and international formats.
+FORMATTED = [
+    "(416) 555-0123", "+1 416 555 0123", "604-555-0199", "+44 20 7946 0958", "020 7946 0958",
+    "+49 30 901820", "030 901820", "+972-3-555-1234", "03-555-1234", "+91 98765 43210",
+    "098765 43210", "+55 11 91234-5678", "(11) 91234-5678", "+61 2 9374 4000",
+    "0044 20 7946 0958", "011 44 20 7946 0958", "+86 10 6552 9988", "+33 1 42 68 53 00",
+    "01 42 68 53 00", "1-800-555-0199",
+]
 
 
 def results(found: list[Any]) -> list[tuple[str, int, int, float]]:
     return sorted((r.entity_type, r.start, r.end, round(r.score, 6)) for r in found)
 
 
-@settings(max_examples=200, deadline=None)
-@given(text=st.one_of(st.sampled_from(SAMPLES), phoneish))
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.sampled_from(SAMPLES), phoneish,
+                      st.builds(lambda a, b, c: f"{a} {b} and {c}.",
+                                st.sampled_from(["call", "tel", "x"]),
+                                st.sampled_from(FORMATTED), st.sampled_from(FORMATTED))))
 def test_fast_phone_recognizer_matches_presidio(text: str) -> None:
     assert results(FastPhoneRecognizer().analyze(text, ["PHONE_NUMBER"])) == \
         results(PhoneRecognizer().analyze(text, ["PHONE_NUMBER"]))
@@ -62,3 +73,21 @@ def test_bisect_context_enhancer_matches_presidio(
     text = " ".join(tokens)
     presidio, ours = engines
     assert results(ours.analyze(text, "en")) == results(presidio.analyze(text, "en"))
+
+
+@pytest.mark.parametrize("number", FORMATTED)
+def test_fast_phone_recognizer_matches_presidio_on_numbers_of_many_countries(
+        number: str) -> None:
+    text = f"Please call {number} after lunch."
+    assert results(FastPhoneRecognizer().analyze(text, ["PHONE_NUMBER"])) == \
+        results(PhoneRecognizer().analyze(text, ["PHONE_NUMBER"]))
+
+
+def test_only_the_redundant_regions_are_dropped() -> None:
+    from sidecar.pii.recognizers import effective_regions
+
+    assert PhoneRecognizer().supported_regions == ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")
+    assert effective_regions(PhoneRecognizer().supported_regions) == \
+        ["US", "GB", "DE", "FR", "IL", "IN", "BR"]
+    assert effective_regions(["US", "UK", "CA"]) == ["US"]  # UK is no phonenumbers region
+    assert effective_regions(["UK"]) == ["UK"]  # keep one scan: "+" numbers still parse

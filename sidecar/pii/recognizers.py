@@ -30,12 +30,41 @@ _TWO_DIGITS = re.compile(r"\d\D*?\d", re.DOTALL)
 
 
 class FastPhoneRecognizer(PhoneRecognizer):
-    """Presidio's PhoneRecognizer, skipped on texts that cannot contain a number."""
+    """Presidio's PhoneRecognizer, minus scans that cannot find anything new.
+
+    Presidio scans the whole text once per region in ("US", "GB", "DE", "FR", "IL",
+    "IN", "CA", "BR"), and the phonenumbers matcher is most of its cost. A scan is
+    redundant, and skipped, when an earlier region shares its calling code ("CA" and
+    "US" are both +1: a national-form number parses to the same number under both and is
+    validated against its own region either way), or when the region is unknown to
+    phonenumbers (then only "+..." numbers parse, the same under any region). It also
+    skips texts with fewer than two digits. Tests compare it with Presidio's.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.supported_regions = effective_regions(self.supported_regions)
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
         if not _TWO_DIGITS.search(text):
             return []
         return super().analyze(text, entities, nlp_artifacts)
+
+
+def effective_regions(regions: Any) -> list[str]:
+    """The regions whose scans can each find a number no earlier scan finds."""
+    import phonenumbers
+
+    kept: list[str] = []
+    codes: set[int] = set()
+    for region in regions:
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            continue
+        code = phonenumbers.country_code_for_region(region)
+        if code not in codes:
+            kept.append(region)
+            codes.add(code)
+    return kept or list(regions)[:1]
 
 
 class BisectContextEnhancer(LemmaContextAwareEnhancer):
