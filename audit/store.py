@@ -1,0 +1,364 @@
+"""The audit trail on SQLite: encrypted, hash-chained records; erasure; verification.
+
+Two files in the data directory:
+- `audit.db` holds the records. Plain columns only for what compliance filters on
+  (time, tenant, app, direction, decision, policy and revision, entity counts, rule ids,
+  routing tags, retain_until, subject_ref = HMAC of the subject id); what was said lives
+  only in the encrypted `payload`. Safe to back up: without the keys it is metadata.
+- `audit-keys.db` holds the wrapped data keys. Erasing a subject deletes their wrapped
+  keys here, so their payloads become unreadable in every copy of `audit.db`; for copies
+  of this file, rotate the KEK after erasures and destroy the old one.
+
+Writes are batched: `append` takes many records and commits them in one transaction
+(group commit), inside which the chain's tip is read, so two writers (the server and a
+CLI erase) can never fork the chain. WAL mode, synchronous=FULL: a record that `append`
+returned is on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from audit import chain, crypto
+
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE records (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            time REAL NOT NULL,
+            tenant TEXT NOT NULL, app TEXT NOT NULL, direction TEXT NOT NULL,
+            decision TEXT NOT NULL, policy TEXT NOT NULL, revision TEXT NOT NULL,
+            entities TEXT NOT NULL, rule_ids TEXT NOT NULL, tags TEXT NOT NULL,
+            retain_until REAL NOT NULL, subject_ref TEXT NOT NULL,
+            dek_id TEXT NOT NULL, payload BLOB, payload_digest TEXT NOT NULL,
+            prev_hash TEXT NOT NULL, hash TEXT NOT NULL)""",
+        "CREATE INDEX records_time ON records(time)",
+        "CREATE INDEX records_subject ON records(subject_ref)",
+        "CREATE INDEX records_tenant ON records(tenant, time)",
+        "CREATE INDEX records_retain ON records(retain_until)",
+        """CREATE TABLE checkpoints (
+            seq INTEGER NOT NULL, hash TEXT NOT NULL, time REAL NOT NULL,
+            extra TEXT NOT NULL, signature TEXT NOT NULL, public_key TEXT NOT NULL)""",
+        """CREATE TABLE pruned (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL,
+            prev_hash TEXT NOT NULL)""",
+        """CREATE TABLE erasures (subject_ref TEXT NOT NULL, time REAL NOT NULL,
+            fence_version INTEGER NOT NULL, keys_destroyed TEXT NOT NULL)""",
+    ],
+}
+_KEY_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE data_keys (
+            dek_id TEXT PRIMARY KEY, scope TEXT NOT NULL, ref TEXT NOT NULL,
+            version INTEGER NOT NULL, wrapped BLOB, kek_id TEXT NOT NULL,
+            fingerprint TEXT NOT NULL, created REAL NOT NULL, destroyed_at REAL)""",
+        "CREATE UNIQUE INDEX data_keys_scope ON data_keys(scope, ref, version)",
+    ],
+}
+_METADATA = ("id", "kind", "time", "tenant", "app", "direction", "decision", "policy",
+             "revision", "entities", "rule_ids", "tags", "retain_until", "subject_ref",
+             "dek_id")
+_INSERT = (f"INSERT INTO records (seq, {', '.join(_METADATA)}, payload, payload_digest, "  # noqa: S608 - fixed column names
+           f"prev_hash, hash) VALUES ({', '.join('?' * (len(_METADATA) + 5))})")
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """What the sidecar knows about one decision. `payload` is encrypted before storage."""
+
+    kind: str = "inspection"
+    tenant: str = ""
+    app: str = ""
+    direction: str = ""
+    decision: str = ""
+    policy: str = ""
+    revision: str = ""
+    entities: dict[str, int] = field(default_factory=dict)
+    rule_ids: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    retain_until: float = 0.0
+    subject_id: str = ""
+    payload: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    first_bad_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ErasureReceipt:
+    subject_ref: str
+    records_affected: int
+    keys_destroyed: list[str]  # fingerprints
+    time: float
+    checkpoint_seq: int
+    checkpoint_hash: str
+
+
+class AuditStore:
+    def __init__(self, directory: Path, kek: crypto.Kek, signer: chain.Signer,
+                 index_key: bytes, checkpoint_every: int = 1000) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.kek = kek
+        self.signer = signer
+        self.index_key = index_key
+        self.checkpoint_every = checkpoint_every
+        self.db = _open(directory / "audit.db", _MIGRATIONS)
+        self.keys = _open(directory / "audit-keys.db", _KEY_MIGRATIONS)
+        self._deks: dict[tuple[str, str], tuple[str, bytes]] = {}
+        self._since_checkpoint = 0
+
+    def close(self) -> None:
+        self.checkpoint()
+        self.db.close()
+        self.keys.close()
+
+    def subject_ref(self, subject_id: str) -> str:
+        """HMAC of the subject id: lets compliance find a person's records, reveals nothing."""
+        if not subject_id:
+            return ""
+        return hmac.new(self.index_key, subject_id.encode(), hashlib.sha256).hexdigest()
+
+    # -- writing ------------------------------------------------------------------------
+
+    def append(self, records: list[NewRecord]) -> list[str]:
+        """Encrypt, chain and commit `records` in one transaction; return their ids."""
+        now = time.time()
+        prepared = []
+        for record in records:
+            subject_ref = self.subject_ref(record.subject_id)
+            scope = ("subject", subject_ref) if subject_ref else ("tenant", record.tenant)
+            metadata = {
+                "id": secrets.token_hex(16), "kind": record.kind, "time": now,
+                "tenant": record.tenant, "app": record.app, "direction": record.direction,
+                "decision": record.decision, "policy": record.policy,
+                "revision": record.revision,
+                "entities": json.dumps(record.entities, sort_keys=True),
+                "rule_ids": json.dumps(sorted(set(record.rule_ids))),
+                "tags": json.dumps(record.tags, sort_keys=True),
+                "retain_until": record.retain_until, "subject_ref": subject_ref,
+                "dek_id": "",
+            }
+            prepared.append((metadata, scope, record.payload))
+        conn = self.db.conn
+        with _immediate(conn):
+            tip = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1"
+                               ).fetchone() or conn.execute(
+                "SELECT seq, hash FROM pruned ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = (tip[0], tip[1]) if tip else (0, chain.GENESIS)
+            rows = []
+            for metadata, scope, payload in prepared:
+                sealed, digest = None, ""
+                if payload is not None:
+                    dek_id, dek = self._dek(scope)
+                    metadata["dek_id"] = dek_id
+                    associated = _associated(metadata)
+                    sealed = crypto.seal(dek, payload, associated)
+                    digest = hashlib.sha256(sealed).hexdigest()
+                seq += 1
+                hash_ = chain.record_hash(prev, metadata, digest)
+                rows.append((seq, *[metadata[k] for k in _METADATA], sealed, digest, prev,
+                             hash_))
+                prev = hash_
+            conn.executemany(_INSERT, rows)
+        self._since_checkpoint += len(rows)
+        if self._since_checkpoint >= self.checkpoint_every:
+            self.checkpoint()
+        return [str(row[1]) for row in rows]
+
+    def checkpoint(self, extra: str = "") -> tuple[int, str]:
+        """Sign the chain's current tip (and `extra`, e.g. a pruned-list digest)."""
+        conn = self.db.conn
+        with _immediate(conn):
+            tip = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1"
+                               ).fetchone() or (0, chain.GENESIS)
+            now = time.time()
+            signature = self.signer.sign(chain.checkpoint_message(tip[0], tip[1], now, extra))
+            conn.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
+                         (tip[0], tip[1], now, extra, signature, self.signer.public_hex()))
+        self._since_checkpoint = 0
+        return int(tip[0]), str(tip[1])
+
+    def _dek(self, scope: tuple[str, str]) -> tuple[str, bytes]:
+        cached = self._deks.get(scope)
+        if cached is not None:
+            alive = self.keys.conn.execute(
+                "SELECT 1 FROM data_keys WHERE dek_id = ? AND destroyed_at IS NULL",
+                (cached[0],)).fetchone()
+            if alive:
+                return cached
+            del self._deks[scope]  # erased since (maybe by another process)
+        row = self.keys.conn.execute(
+            "SELECT dek_id, wrapped, destroyed_at, version FROM data_keys "
+            "WHERE scope = ? AND ref = ? ORDER BY version DESC LIMIT 1", scope).fetchone()
+        if row is not None and row[2] is None:
+            dek = crypto.unwrap(self.kek, row[1], row[0])
+            self._deks[scope] = (row[0], dek)
+            return row[0], dek
+        # No key yet, or the newest was destroyed by an erasure: always a new random key,
+        # at a higher version (the erasure fence), never anything derivable from the old.
+        version = (row[3] + 1) if row is not None else 1
+        dek, dek_id = crypto.new_dek(), secrets.token_hex(16)
+        with _immediate(self.keys.conn):
+            self.keys.conn.execute(
+                "INSERT INTO data_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (dek_id, scope[0], scope[1], version, crypto.wrap(self.kek, dek, dek_id),
+                 self.kek.id, crypto.fingerprint(dek), time.time()))
+        self._deks[scope] = (dek_id, dek)
+        return dek_id, dek
+
+    # -- reading ------------------------------------------------------------------------
+
+    def records(self, where: str = "", params: tuple[Any, ...] = ()) -> Iterator[dict[str, Any]]:
+        """Records in chain order. `where` is SQL written by this package's callers (fixed
+        column names); every value goes through `params`."""
+        sql = "SELECT * FROM records" + (f" WHERE {where}" if where else "")  # noqa: S608
+        yield from self.db.query(sql + " ORDER BY seq", params)
+
+    def payload(self, record: dict[str, Any]) -> bytes | None:
+        """Decrypted payload of a record; None when it had none or it was erased."""
+        if record["payload"] is None or not record["dek_id"]:
+            return None
+        row = self.keys.conn.execute(
+            "SELECT wrapped FROM data_keys WHERE dek_id = ? AND destroyed_at IS NULL",
+            (record["dek_id"],)).fetchone()
+        if row is None:
+            return None
+        dek = crypto.unwrap(self.kek, row[0], record["dek_id"])
+        metadata = {k: record[k] for k in _METADATA}
+        return crypto.open_sealed(dek, record["payload"], _associated(metadata))
+
+    # -- erasure ------------------------------------------------------------------------
+
+    def erase(self, subject_id: str) -> ErasureReceipt:
+        """Crypto-shred a data subject: destroy their keys, purge their payload bytes."""
+        subject_ref = self.subject_ref(subject_id)
+        now = time.time()
+        with _immediate(self.keys.conn):
+            keys = self.keys.conn.execute(
+                "SELECT dek_id, fingerprint, version FROM data_keys "
+                "WHERE scope = 'subject' AND ref = ? AND destroyed_at IS NULL",
+                (subject_ref,)).fetchall()
+            self.keys.conn.execute(
+                "UPDATE data_keys SET wrapped = NULL, destroyed_at = ? "
+                "WHERE scope = 'subject' AND ref = ?", (now, subject_ref))
+        self._deks.pop(("subject", subject_ref), None)
+        fence = max((k[2] for k in keys), default=0)
+        with _immediate(self.db.conn):
+            affected = self.db.conn.execute(
+                "UPDATE records SET payload = NULL WHERE subject_ref = ? AND payload IS NOT NULL",
+                (subject_ref,)).rowcount
+            self.db.conn.execute("INSERT INTO erasures VALUES (?, ?, ?, ?)",
+                                 (subject_ref, now, fence,
+                                  json.dumps([k[1] for k in keys])))
+        self.append([NewRecord(kind="erasure", decision="ERASED",
+                               rule_ids=[f"erasure:{len(keys)}-keys"],
+                               tags={"subject_ref": subject_ref, "records": str(affected)})])
+        seq, hash_ = self.checkpoint(extra=f"erasure:{subject_ref}")
+        # Old page images in the write-ahead logs still hold the bytes: fold them back in.
+        for database in (self.keys, self.db):
+            database.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return ErasureReceipt(subject_ref, affected, [k[1] for k in keys], now, seq, hash_)
+
+    # -- verification -------------------------------------------------------------------
+
+    def verify(self) -> Verification:
+        """Walk the whole chain; name the first record that does not verify."""
+        conn = self.db.conn
+        for seq, hash_, time_, extra, signature, public in conn.execute(
+                "SELECT seq, hash, time, extra, signature, public_key FROM checkpoints"):
+            if not chain.verify_signature(public, chain.checkpoint_message(
+                    seq, hash_, time_, extra), signature):
+                return Verification(False, 0, seq, "", "a checkpoint signature is invalid")
+        stubs = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT * FROM pruned")}
+        checkpoints = {row[0]: row[1] for row in conn.execute(
+            "SELECT seq, hash FROM checkpoints")}
+        prev = chain.GENESIS
+        expected_seq = 1
+        checked = 0
+        for record in self.db.query("SELECT * FROM records ORDER BY seq"):
+            seq = record["seq"]
+            while expected_seq < seq:  # a gap: pruned by retention, bridged by its stub
+                stub = stubs.get(expected_seq)
+                if stub is None or stub[1] != prev:
+                    return Verification(False, checked, expected_seq, "",
+                                        "record missing (deleted without a retention stub)")
+                prev = stub[0]
+                expected_seq += 1
+            metadata = {k: record[k] for k in _METADATA}
+            if record["prev_hash"] != prev:
+                return Verification(False, checked, seq, record["id"],
+                                    "does not link to the previous record")
+            payload_ok = record["payload"] is None or hashlib.sha256(
+                record["payload"]).hexdigest() == record["payload_digest"]
+            if not payload_ok:
+                return Verification(False, checked, seq, record["id"],
+                                    "encrypted payload altered")
+            if chain.record_hash(prev, metadata, record["payload_digest"]) != record["hash"]:
+                return Verification(False, checked, seq, record["id"], "metadata altered")
+            if seq in checkpoints and checkpoints[seq] != record["hash"]:
+                return Verification(False, checked, seq, record["id"],
+                                    "differs from its signed checkpoint")
+            prev = record["hash"]
+            expected_seq = seq + 1
+            checked += 1
+        return Verification(True, checked)
+
+
+def _associated(metadata: dict[str, Any]) -> bytes:
+    """AEAD associated data: binds a ciphertext to its record id and metadata."""
+    bound = {k: v for k, v in metadata.items() if k != "dek_id"}
+    return str(metadata["id"]).encode() + b"\n" + hashlib.sha256(chain.canonical(bound)).digest()
+
+
+def _open(path: Path, migrations: dict[int, list[str]]) -> sqlite_utils.Database:
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    # Erased payloads and destroyed keys are overwritten on disk, not just unlinked.
+    conn.execute("PRAGMA secure_delete=ON")
+    db = sqlite_utils.Database(conn)
+    with _immediate(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                     "(version INTEGER PRIMARY KEY, applied REAL NOT NULL)")
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for version in sorted(migrations):
+            if version not in done:
+                for statement in migrations[version]:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations VALUES (?, ?)",
+                             (version, time.time()))
+    path.chmod(0o600)
+    return db
+
+
+class _immediate:
+    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): one writer, the chain tip read inside."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
