@@ -361,4 +361,12 @@ class _immediate:
         return self.conn
 
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
-        self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error:
+                if self.conn.in_transaction:  # a failed COMMIT leaves it open: undo it
+                    self.conn.execute("ROLLBACK")
+                raise
+        elif self.conn.in_transaction:  # SQLite may already have rolled back (disk full)
+            self.conn.execute("ROLLBACK")

@@ -75,9 +75,15 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level)
     manager = PolicyManager(settings.policies, settings.data_dir, resources_from(settings))
     pipeline = Pipeline(manager.current, Limits.from_settings(settings))
+    audit = None
+    if settings.audit:
+        from sidecar.auditing import AuditWriter, open_store
+
+        audit = AuditWriter(open_store(settings), lambda name: (
+            manager.current.by_name[name].policy if name in manager.current.by_name else None))
     # Workers compile the validated snapshot, never the live directory.
     runner = make_runner(settings.model_copy(update={"policies": manager.snapshot}), pipeline)
-    return asyncio.run(serve(settings, runner, manager))
+    return asyncio.run(serve(settings, runner, manager, audit))
 
 
 def _inspect(args: argparse.Namespace) -> int:

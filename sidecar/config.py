@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace: float = Field(default=10.0, ge=0)
     log_level: str = "INFO"
+    # Write an audit record for every inspection (<data_dir>/audit/).
+    audit: bool = True
+    # The audit key-encryption key: a file holding 32 base64 bytes (mode 0600). Unset:
+    # GUARDRAIL_AUDIT_KEK (the key itself, base64) if set, else <data_dir>/keys/audit.kek,
+    # generated on first start for development, with a warning.
+    audit_kek_file: Path | None = None
+    audit_kek: str | None = Field(default=None, repr=False)
 
     @field_validator("listen")
     @classmethod

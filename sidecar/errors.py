@@ -7,6 +7,7 @@
     ├── ConfigError                settings, keys or models are unusable → FAILED_PRECONDITION
     ├── NotReady                   starting or draining                  → UNAVAILABLE
     │   └── WorkerLost             an inspection worker died mid-request → UNAVAILABLE
+    ├── AuditUnavailable           the audit record could not be written → UNAVAILABLE
     ├── Overloaded                 the work queue is full; shed at once  → RESOURCE_EXHAUSTED
     ├── DeadlineExceeded           the caller's deadline passed before
     │                              the work could start                  → DEADLINE_EXCEEDED
@@ -71,6 +72,10 @@ class NotReady(GuardrailError):
 
 class WorkerLost(NotReady):
     """The worker process running this inspection exited; a new one is being started."""
+
+
+class AuditUnavailable(GuardrailError):
+    """The decision could not be recorded, and the policy fails closed (on_error: block)."""
 
 
 class Overloaded(GuardrailError):

@@ -11,8 +11,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from audit.store import AuditStore
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+from sidecar.auditing import AuditWriter, open_store
 from sidecar.config import Settings
 from sidecar.pipeline import Pipeline
 from sidecar.runner import Runner, make_runner
@@ -29,6 +31,7 @@ class Sidecar:
     channel: grpc.Channel
     stub: pb_grpc.GuardrailStub
     pipeline: Pipeline
+    audit: AuditStore
 
     def prompt(self, text: str, **fields: object) -> pb.InspectResponse:
         return self.stub.InspectPrompt(pb.InspectRequest(text=text, **fields), timeout=30)
@@ -40,11 +43,12 @@ class Sidecar:
 class _ServerThread:
     """A grpc.aio server on its own event loop, so tests can use a plain sync channel."""
 
-    def __init__(self, settings: Settings, runner: Runner) -> None:
+    def __init__(self, settings: Settings, runner: Runner,
+                 audit: AuditWriter | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.running: RunningServer = self._call(start_server(settings, runner))
+        self.running: RunningServer = self._call(start_server(settings, runner, None, audit))
         runner.start()
         self._call(self.running.mark_serving())
 
@@ -71,10 +75,13 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
     settings = make_settings(tmp_path_factory.mktemp("sidecar"), max_text_bytes=64 * 1024,
                              max_messages=50, workers=2)
     pipeline = Pipeline.from_settings(settings)
-    server = _ServerThread(settings, make_runner(settings, pipeline))
+    audit = AuditWriter(open_store(settings), lambda name: (
+        pipeline.policies.by_name[name].policy if name in pipeline.policies.by_name else None))
+    server = _ServerThread(settings, make_runner(settings, pipeline), audit)
     channel = grpc.insecure_channel(server.running.address)
     try:
-        yield Sidecar(server.running.address, channel, pb_grpc.GuardrailStub(channel), pipeline)
+        yield Sidecar(server.running.address, channel, pb_grpc.GuardrailStub(channel), pipeline,
+                      audit.store)
     finally:
         channel.close()
         server.stop()

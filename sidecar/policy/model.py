@@ -273,6 +273,21 @@ class ResidencyConfig(_Strict):
         return self
 
 
+class RetentionDays(_Strict):
+    """How long audit records are kept, by decision (days)."""
+
+    allow: int = Field(default=30, ge=1, le=36500)
+    modify: int = Field(default=90, ge=1, le=36500)
+    block: int = Field(default=365, ge=1, le=36500)
+
+
+class AuditConfig(_Strict):
+    # What the encrypted payload holds: nothing, the text as it left the sidecar
+    # (redacted), or the text as the app sent it. Metadata is recorded in every case.
+    payload: Literal["none", "redacted", "original"] = "redacted"
+    retention_days: RetentionDays = Field(default_factory=RetentionDays)
+
+
 class Match(_Strict):
     """Which requests a policy applies to. Shell-style globs: `support-*`."""
 
@@ -301,6 +316,7 @@ class Policy(_Strict):
     content: ContentConfig = Field(default_factory=ContentConfig)
     structured_output: StructuredOutput = Field(default_factory=StructuredOutput)
     residency: ResidencyConfig = Field(default_factory=ResidencyConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
 
     @property

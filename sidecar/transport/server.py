@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+from sidecar.auditing import AuditWriter
 from sidecar.config import Settings
 from sidecar.errors import ConfigError
 from sidecar.policy.reload import PolicyManager
@@ -39,6 +40,7 @@ class RunningServer:
     servicer: GuardrailServicer
     runner: Runner
     address: str
+    audit: AuditWriter | None = None
 
     async def mark_serving(self) -> None:
         self.servicer.ready = True
@@ -51,10 +53,13 @@ class RunningServer:
         await self.servicer.drain(grace)
         await self.server.stop(max(0.0, grace - (time.monotonic() - started)))
         await self.runner.close()
+        if self.audit is not None:  # flush, then a final signed checkpoint
+            await asyncio.get_running_loop().run_in_executor(None, self.audit.close)
 
 
 async def start_server(settings: Settings, runner: Runner,
-                       policies: PolicyManager | None = None) -> RunningServer:
+                       policies: PolicyManager | None = None,
+                       audit: AuditWriter | None = None) -> RunningServer:
     """Bind `settings.listen` (port 0 picks a free port) and start serving, not yet ready."""
     if settings.is_public_bind and not settings.allow_public_bind:
         raise ConfigError(f"refusing to listen on {settings.listen}: it is not a loopback "
@@ -65,7 +70,7 @@ async def start_server(settings: Settings, runner: Runner,
         ("grpc.max_send_message_length", limit),
         ("grpc.so_reuseport", 0),
     ])
-    servicer = GuardrailServicer(runner, policies)
+    servicer = GuardrailServicer(runner, policies, audit)
     pb_grpc.add_GuardrailServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -84,13 +89,14 @@ async def start_server(settings: Settings, runner: Runner,
     await server.start()
     if address.startswith("unix:"):
         os.chmod(address.removeprefix("unix:").removeprefix("//"), 0o660)
-    return RunningServer(server, health_servicer, servicer, runner, address)
+    return RunningServer(server, health_servicer, servicer, runner, address, audit)
 
 
-async def serve(settings: Settings, runner: Runner, policies: PolicyManager) -> int:
+async def serve(settings: Settings, runner: Runner, policies: PolicyManager,
+                audit: AuditWriter | None = None) -> int:
     """Run until SIGTERM/SIGINT; return the process exit code. SIGHUP reloads policies."""
     started = time.perf_counter()
-    running = await start_server(settings, runner, policies)
+    running = await start_server(settings, runner, policies, audit)
     log.info("listening", extra={"address": running.address})
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -11,6 +12,7 @@ import grpc
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+from sidecar.auditing import AuditWriter
 from sidecar.errors import GuardrailError, NotReady
 from sidecar.logs import error_frames
 from sidecar.policy.reload import PolicyManager
@@ -23,9 +25,11 @@ log = logging.getLogger(__name__)
 
 
 class GuardrailServicer(pb_grpc.GuardrailServicer):
-    def __init__(self, runner: Runner, policies: PolicyManager | None = None) -> None:
+    def __init__(self, runner: Runner, policies: PolicyManager | None = None,
+                 audit: AuditWriter | None = None) -> None:
         self.runner = runner
         self.policies = policies
+        self.audit = audit
         self.ready = False
         self.draining = False
         self.in_flight = 0
@@ -73,6 +77,9 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
             remaining = context.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
             verdict = await self.runner.run(inspection, deadline)
+            if self.audit is not None:  # committed before the answer is sent
+                verdict = dataclasses.replace(
+                    verdict, audit_id=await self.audit.record(inspection, verdict))
             response = convert.to_response(verdict)
         except GuardrailError as err:
             code = code_for(err)

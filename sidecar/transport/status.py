@@ -15,6 +15,7 @@ _CODES: tuple[tuple[type[errors.GuardrailError], grpc.StatusCode], ...] = (
     (errors.PolicyError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.NotReady, grpc.StatusCode.UNAVAILABLE),
+    (errors.AuditUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.StageFailed, grpc.StatusCode.INTERNAL),
 )
 

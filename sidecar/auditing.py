@@ -1,0 +1,174 @@
+"""One audit record per decision, committed before the answer leaves (group commit).
+
+The servicer awaits `AuditWriter.record(...)`; a single writer thread takes everything
+that queued up while it was committing and appends it in one transaction, so under load
+the fsync is shared by many requests and a lone request pays one commit. The record
+holds metadata in plain columns and, as the policy's `audit.payload` says, nothing, the
+redacted text or the original text, encrypted (see `audit/`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from pathlib import Path
+
+from audit import chain, crypto
+from audit.store import AuditStore, NewRecord
+from sidecar.config import Settings
+from sidecar.errors import AuditUnavailable, ConfigError
+from sidecar.keys import load_or_create_key
+from sidecar.policy.model import AuditConfig, Policy
+from sidecar.types import Inspection, Verdict
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 1024
+DAY = 86400.0
+
+
+def open_store(settings: Settings) -> AuditStore:
+    """The audit store of `settings.data_dir`, with its keys (a dev KEK is made if none)."""
+    keys = Path(settings.data_dir) / "keys"
+    try:
+        if settings.audit_kek:
+            kek = crypto.Kek.from_text(settings.audit_kek)
+        elif settings.audit_kek_file is not None:
+            kek = crypto.Kek.from_file(Path(settings.audit_kek_file))
+        elif (keys / "audit.kek").exists():
+            kek = crypto.Kek.from_file(keys / "audit.kek")
+        else:
+            kek = crypto.Kek.create_file(keys / "audit.kek")
+            log.warning("generated a DEVELOPMENT audit key-encryption key; anyone who can "
+                        "read it can read the audit payloads. Mount a managed KEK "
+                        "(GUARDRAIL_AUDIT_KEK_FILE or GUARDRAIL_AUDIT_KEK) in production",
+                        extra={"path": str(keys / "audit.kek"), "kek_id": kek.id})
+        signer = chain.Signer.load_or_create(keys / "audit-signing.key")
+        index_key = load_or_create_key(keys / "audit-index.key")
+        store = AuditStore(Path(settings.data_dir) / "audit", kek, signer, index_key)
+    except crypto.AuditKeyError as err:
+        raise ConfigError(str(err)) from None
+    except OSError as err:
+        raise ConfigError(f"cannot open the audit trail in {settings.data_dir}: "
+                          f"{err.strerror}") from None
+    _check_kek(store)
+    return store
+
+
+def _check_kek(store: AuditStore) -> None:
+    """Refuse to start with a KEK that does not open the keys already in the store."""
+    row = store.keys.conn.execute(
+        "SELECT dek_id, wrapped FROM data_keys WHERE wrapped IS NOT NULL LIMIT 1").fetchone()
+    if row is not None:
+        try:
+            crypto.unwrap(store.kek, row[1], row[0])
+        except crypto.AuditKeyError:
+            raise ConfigError(f"the audit KEK (id {store.kek.id}) does not open the data "
+                              "keys in this audit trail: wrong key file or env var") from None
+
+
+def build_record(inspection: Inspection, verdict: Verdict, config: AuditConfig,
+                 now: float) -> NewRecord:
+    payload: bytes | None = None
+    if config.payload != "none":
+        messages = inspection.messages if config.payload == "original" else verdict.messages
+        payload = json.dumps({
+            "request_id": inspection.request_id, "conversation_id": inspection.conversation_id,
+            "payload": config.payload,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "findings": [[f.entity_type, f.start, f.end, f.action, f.message_index]
+                         for f in verdict.findings],
+            "violations": [[v.rule_id, v.start, v.end, v.message_index]
+                           for v in verdict.violations],
+        }, ensure_ascii=False).encode()
+    days = getattr(config.retention_days, verdict.decision.name.lower())
+    tags = dict(verdict.routing_tags)
+    if verdict.would_block or verdict.would_modify:
+        tags["would"] = "block" if verdict.would_block else "modify"
+    return NewRecord(
+        tenant=inspection.tenant, app=inspection.app, direction=inspection.direction.value,
+        decision=verdict.decision.name, policy=verdict.policy, revision=verdict.policy_revision,
+        entities=dict(Counter(f.entity_type for f in verdict.findings)),
+        rule_ids=[v.rule_id for v in verdict.violations], tags=tags,
+        retain_until=now + days * DAY, subject_id=inspection.subject_id, payload=payload)
+
+
+class AuditWriter:
+    def __init__(self, store: AuditStore, policy_of: Callable[[str], Policy | None]) -> None:
+        self.store = store
+        self.policy_of = policy_of
+        self._queue: deque[tuple[NewRecord, asyncio.Future[str], asyncio.AbstractEventLoop]] = \
+            deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    async def record(self, inspection: Inspection, verdict: Verdict) -> str:
+        """Commit the decision's record; its id. Raises AuditUnavailable when the policy
+        fails closed and the write failed; returns "" when it fails open."""
+        policy = self.policy_of(verdict.policy)
+        config = policy.audit if policy is not None else AuditConfig()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        with self._cond:
+            self._queue.append((build_record(inspection, verdict, config, time.time()),
+                                future, loop))
+            self._cond.notify()
+        try:
+            return await future
+        except OSError as err:
+            if policy is not None and policy.on_error == "allow":
+                log.error("audit record not written; answering anyway (on_error=allow)",
+                          extra={"request_id": inspection.request_id,
+                                 "error": os.strerror(err.errno) if err.errno else "I/O"})
+                return ""
+            raise AuditUnavailable(
+                "the decision could not be recorded in the audit trail "
+                f"({os.strerror(err.errno) if err.errno else 'I/O error'}); "
+                "the policy fails closed") from None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+        with contextlib.suppress(Exception):
+            self.store.close()  # writes a final signed checkpoint
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
+            outcomes: list[str | BaseException]
+            try:
+                outcomes = list(self.store.append([item[0] for item in batch]))
+            except Exception as err:  # disk full, database locked or damaged, ...
+                log.error("audit batch failed", extra={"records": len(batch),
+                                                       "error_type": type(err).__name__})
+                failure = err if isinstance(err, OSError) else OSError(
+                    errno.ENOSPC if "full" in str(err) else errno.EIO, "audit write failed")
+                outcomes = [failure] * len(batch)
+            for (_, future, loop), outcome in zip(batch, outcomes, strict=True):
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                    loop.call_soon_threadsafe(_settle, future, outcome)
+
+
+def _settle(future: asyncio.Future[str], outcome: str | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

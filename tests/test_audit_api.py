@@ -1,0 +1,145 @@
+"""Audit records written by the serving sidecar: content, keys, crashes, a full disk."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from audit import chain, crypto
+from audit.store import AuditStore
+from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+from sidecar.auditing import AuditWriter, open_store
+from sidecar.pipeline import Pipeline
+from sidecar.runner import make_runner
+from tests.conftest import REPO, Sidecar, _ServerThread, make_settings
+from tests.test_shutdown import wait_for_log
+
+
+def record_of(sidecar: Sidecar, audit_id: str) -> dict[str, object]:
+    found = list(sidecar.audit.records("id = ?", (audit_id,)))
+    assert len(found) == 1
+    return found[0]
+
+
+def test_every_answer_carries_the_id_of_its_committed_record(sidecar: Sidecar) -> None:
+    text = "Mail John Smith at john.smith@example.com, card 4111 1111 1111 1111"
+    reply = sidecar.prompt(text, tenant="nobody", app="web", request_id="a-1",
+                           subject_id="customer-42")
+    assert reply.audit_id
+    row = record_of(sidecar, reply.audit_id)
+    assert (row["tenant"], row["app"], row["direction"], row["decision"], row["policy"]) == \
+        ("nobody", "web", "prompt", "BLOCK", "default")
+    assert row["revision"] == reply.policy_revision
+    assert json.loads(str(row["entities"])) == {"CREDIT_CARD": 1, "EMAIL_ADDRESS": 1,
+                                                "PERSON": 1}
+    assert json.loads(str(row["rule_ids"])) == ["pii.CREDIT_CARD"]
+    assert row["subject_ref"] == sidecar.audit.subject_ref("customer-42")
+    assert "customer-42" not in json.dumps(row, default=str)
+    assert float(row["retain_until"]) - float(row["time"]) == pytest.approx(365 * 86400)
+
+
+def test_the_payload_holds_the_redacted_text_encrypted(sidecar: Sidecar) -> None:
+    reply = sidecar.prompt("Write to john.smith@example.com", request_id="a-2")
+    payload = json.loads(sidecar.audit.payload(record_of(sidecar, reply.audit_id)) or b"")
+    assert payload["payload"] == "redacted"
+    assert payload["messages"] == [{"role": "", "content": "Write to <EMAIL_ADDRESS>"}]
+    assert payload["request_id"] == "a-2"
+    assert payload["findings"] == [["EMAIL_ADDRESS", 9, 31, "replace", 0]]
+
+
+def test_no_pii_sent_appears_in_the_database_or_wal_files(sidecar: Sidecar,
+                                                         tmp_path: Path) -> None:
+    values = ["rosalind.q@example.net", "5555 5555 5555 4444", "Rosalind Quist"]
+    for _ in range(10):
+        sidecar.prompt(f"I am {values[2]}, mail {values[0]}, card {values[1]}",
+                       subject_id="rq-1")
+    directory = Path(str(sidecar.audit.db.conn.execute("PRAGMA database_list").fetchone()[2]))
+    for path in directory.parent.iterdir():
+        raw = path.read_bytes()
+        for value in [*values, "rq-1"]:
+            assert value.encode() not in raw, (path.name, value)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[tuple[pb_grpc.GuardrailStub, AuditStore]]:
+    """A sidecar whose audit database cannot grow: every write fails as on a full disk."""
+    settings = make_settings(tmp_path, workers=0)
+    pipeline = Pipeline.from_settings(settings)
+    store = open_store(settings)
+    pages = store.db.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.db.conn.execute(f"PRAGMA max_page_count = {pages}")
+    writer = AuditWriter(store, lambda name: pipeline.policies.by_name[name].policy)
+    server = _ServerThread(settings, make_runner(settings, pipeline), writer)
+    channel = grpc.insecure_channel(server.running.address)
+    try:
+        yield pb_grpc.GuardrailStub(channel), store
+    finally:
+        channel.close()
+        server.stop()
+
+
+def test_a_full_disk_fails_closed_or_open_as_the_policy_says(
+        tiny_disk: tuple[pb_grpc.GuardrailStub, AuditStore]) -> None:
+    stub, store = tiny_disk
+    text = "mail a@example.com. " + "The quick brown fox. " * 2000  # needs new pages
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.InspectPrompt(pb.InspectRequest(text=text), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "could not be recorded" in caught.value.details()
+    assert "No space left on device" in caught.value.details()
+    lenient = stub.InspectPrompt(pb.InspectRequest(text=text, tenant="lenient"), timeout=30)
+    assert lenient.decision == pb.MODIFY and lenient.audit_id == ""
+    store.db.conn.execute("PRAGMA max_page_count = 1000000")  # space again
+    assert stub.InspectPrompt(pb.InspectRequest(text="hello"), timeout=10).audit_id
+    assert store.verify().ok  # nothing half-written
+
+
+@pytest.mark.slow
+def test_sigkill_under_load_loses_no_acknowledged_record(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0",
+         "--data-dir", str(data)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    serving = wait_for_log(process.stderr, "serving")
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    stub = pb_grpc.GuardrailStub(grpc.insecure_channel(str(serving["address"])))
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        while not stop.is_set():
+            try:
+                reply = stub.InspectPrompt(pb.InspectRequest(
+                    text=f"Mail john{n}@example.com about ticket {len(acknowledged)}",
+                    subject_id=f"s{n}"), timeout=10)
+                acknowledged.append(reply.audit_id)
+            except grpc.RpcError:
+                return
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(acknowledged) > 50
+    store = AuditStore(data / "audit", crypto.Kek.from_file(data / "keys" / "audit.kek"),
+                       chain.Signer.load_or_create(data / "keys" / "audit-signing.key"),
+                       (data / "keys" / "audit-index.key").read_bytes())
+    ids = {row["id"] for row in store.records()}
+    assert set(acknowledged) <= ids
+    assert store.verify().ok
