@@ -5,6 +5,7 @@
     guardrail policy check [DIR]                                          validate policy files
     guardrail policy test [DIR]                                           run *.tests.yaml cases
     guardrail policy status [--listen ADDR]                               what a sidecar serves
+    guardrail audit verify | erase --subject ID | export [filters]         the audit trail
     guardrail health [--listen ADDR]                                      probe a running sidecar
 
 Every flag also reads from the environment (GUARDRAIL_LISTEN, GUARDRAIL_POLICIES, ...).
@@ -207,6 +208,77 @@ def _policy_status(args: argparse.Namespace) -> int:
     return EXIT_FAILED if reply.errors else EXIT_OK
 
 
+def _audit_store(args: argparse.Namespace) -> Any:
+    from sidecar import logs
+    from sidecar.auditing import open_store
+
+    settings = _settings(args)
+    logs.configure("WARNING")
+    if not (Path(settings.data_dir) / "audit" / "audit.db").exists():
+        raise ConfigError(f"no audit trail in {settings.data_dir} (nothing was served there)")
+    return open_store(settings)
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    store = _audit_store(args)
+    result = store.verify()
+    if result.ok:
+        print(f"ok: {result.checked} records verify")
+        return EXIT_OK
+    print(f"FAILED at record seq={result.first_bad_seq} id={result.first_bad_id or '-'}: "
+          f"{result.reason} ({result.checked} records before it verify)", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _audit_erase(args: argparse.Namespace) -> int:
+    store = _audit_store(args)
+    receipt = store.erase(args.subject)
+    json.dump(dataclasses.asdict(receipt), sys.stdout, indent=2)
+    print()
+    return EXIT_OK
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    import csv
+    import datetime
+
+    store = _audit_store(args)
+    clauses, params = [], []
+    for column, value in (("tenant", args.tenant), ("app", args.app),
+                          ("decision", args.decision), ("policy", args.policy)):
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if args.subject:
+        clauses.append("subject_ref = ?")
+        params.append(store.subject_ref(args.subject))
+    for column, op, value in (("time", ">=", args.since), ("time", "<", args.until)):
+        if value:
+            clauses.append(f"{column} {op} ?")
+            params.append(datetime.datetime.fromisoformat(value).timestamp())
+    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+    columns = ["id", "kind", "time", "tenant", "app", "direction", "decision", "policy",
+               "revision", "entities", "rule_ids", "tags", "retain_until", "subject_ref"]
+    writer = csv.writer(out) if args.format == "csv" else None
+    if writer is not None:
+        writer.writerow(columns + (["payload"] if args.include_payload else []))
+    count = 0
+    for record in store.records(" AND ".join(clauses), tuple(params)):
+        row = {c: record[c] for c in columns}
+        if args.include_payload:
+            payload = store.payload(record)
+            row["payload"] = json.loads(payload) if payload else None
+        if writer is not None:
+            writer.writerow([json.dumps(v) if isinstance(v, dict) else v for v in row.values()])
+        else:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        count += 1
+    if out is not sys.stdout:
+        out.close()
+    print(f"exported {count} records", file=sys.stderr)
+    return EXIT_OK
+
+
 def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -275,8 +347,39 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--timeout", type=float, default=3.0)
     status.set_defaults(handler=_policy_status)
 
+    _add_audit_commands(commands)
+
     probe = commands.add_parser("health", help="ask a running sidecar whether it serves")
     probe.add_argument("--listen", help="HOST:PORT or unix:PATH (GUARDRAIL_LISTEN)")
     probe.add_argument("--timeout", type=float, default=3.0)
     probe.set_defaults(handler=_health)
     return parser
+
+
+def _add_audit_commands(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
+        metavar="ACTION")
+
+    def audit_common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", type=Path, help="keys and data (GUARDRAIL_DATA_DIR)")
+
+    verify = audit.add_parser("verify", help="check the hash chain and signed checkpoints")
+    audit_common(verify)
+    verify.set_defaults(handler=_audit_verify)
+    erase = audit.add_parser("erase", help="GDPR erasure: crypto-shred a data subject")
+    audit_common(erase)
+    erase.add_argument("--subject", required=True, help="the subject id the app sent")
+    erase.set_defaults(handler=_audit_erase)
+    export = audit.add_parser("export", help="records as JSON lines or CSV (metadata only "
+                                             "unless --include-payload)")
+    audit_common(export)
+    for name in ("tenant", "app", "decision", "policy", "subject"):
+        export.add_argument(f"--{name}")
+    export.add_argument("--since", help="ISO time, inclusive")
+    export.add_argument("--until", help="ISO time, exclusive")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--include-payload", action="store_true",
+                        help="decrypt payloads (needs the KEK); with --subject: a GDPR "
+                             "Art. 15 access export")
+    export.add_argument("-o", "--output", help="file (default stdout)")
+    export.set_defaults(handler=_audit_export)

@@ -143,3 +143,45 @@ def test_sigkill_under_load_loses_no_acknowledged_record(tmp_path: Path) -> None
     ids = {row["id"] for row in store.records()}
     assert set(acknowledged) <= ids
     assert store.verify().ok
+
+
+def data_dir_of(sidecar: Sidecar) -> Path:
+    database = Path(str(sidecar.audit.db.conn.execute("PRAGMA database_list").fetchone()[2]))
+    return database.parent.parent
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    done = subprocess.run([sys.executable, "-m", "sidecar", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.slow
+def test_cli_exports_erases_and_verifies(sidecar: Sidecar, tmp_path: Path) -> None:
+    import shutil
+
+    for n in range(3):
+        sidecar.prompt(f"Mail ann.lee{n}@example.com", subject_id="cli-subject")
+    data = str(data_dir_of(sidecar))
+    code, out, _ = cli("audit", "export", "--data-dir", data, "--subject", "cli-subject",
+                       "--include-payload")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(rows) == 3
+    assert rows[0]["payload"]["messages"][0]["content"] == "Mail <EMAIL_ADDRESS>"
+    code, out, _ = cli("audit", "erase", "--data-dir", data, "--subject", "cli-subject")
+    receipt = json.loads(out)
+    assert code == 0 and receipt["records_affected"] == 3 and receipt["keys_destroyed"]
+    code, out, _ = cli("audit", "export", "--data-dir", data, "--subject", "cli-subject",
+                       "--include-payload", "--format", "csv")
+    assert code == 0 and out.count("\n") == 4 and "ann.lee" not in out
+    code, out, _ = cli("audit", "verify", "--data-dir", data)
+    assert code == 0 and out.startswith("ok: ")
+    # A copy with one altered row fails, naming the row.
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    import sqlite3
+
+    with sqlite3.connect(copy / "audit" / "audit.db") as conn:
+        conn.execute("UPDATE records SET decision = 'ALLOW' WHERE seq = 2")
+    code, _, err = cli("audit", "verify", "--data-dir", str(copy))
+    assert code == 1 and "seq=2" in err and "metadata altered" in err
