@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -152,14 +154,12 @@ def data_dir_of(sidecar: Sidecar) -> Path:
 
 def cli(*args: str) -> tuple[int, str, str]:
     done = subprocess.run([sys.executable, "-m", "sidecar", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     return done.returncode, done.stdout, done.stderr
 
 
 @pytest.mark.slow
 def test_cli_exports_erases_and_verifies(sidecar: Sidecar, tmp_path: Path) -> None:
-    import shutil
-
     for n in range(3):
         sidecar.prompt(f"Mail ann.lee{n}@example.com", subject_id="cli-subject")
     data = str(data_dir_of(sidecar))
@@ -179,8 +179,6 @@ def test_cli_exports_erases_and_verifies(sidecar: Sidecar, tmp_path: Path) -> No
     # A copy with one altered row fails, naming the row.
     copy = tmp_path / "copy"
     shutil.copytree(data, copy)
-    import sqlite3
-
     with sqlite3.connect(copy / "audit" / "audit.db") as conn:
         conn.execute("UPDATE records SET decision = 'ALLOW' WHERE seq = 2")
     code, _, err = cli("audit", "verify", "--data-dir", str(copy))
