@@ -58,6 +58,13 @@ _MIGRATIONS: dict[int, list[str]] = {
             fence_version INTEGER NOT NULL, keys_destroyed TEXT NOT NULL)""",
     ],
 }
+_MIGRATIONS[2] = [
+    "ALTER TABLE pruned ADD COLUMN sweep TEXT NOT NULL DEFAULT ''",
+    """CREATE TABLE holds (id INTEGER PRIMARY KEY, scope TEXT NOT NULL, ref TEXT NOT NULL,
+        reason TEXT NOT NULL, created REAL NOT NULL, released REAL)""",
+]
+# Events (erasures, sweeps) document what happened to other records: kept for good.
+FOREVER = 253402300799.0  # 9999-12-31
 _KEY_MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE data_keys (
@@ -100,6 +107,13 @@ class Verification:
     first_bad_seq: int | None = None
     first_bad_id: str = ""
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    removed: int
+    held: int  # expired but kept because a legal hold covers them
+    checkpoint_seq: int
 
 
 @dataclass(frozen=True)
@@ -159,10 +173,10 @@ class AuditStore:
             prepared.append((metadata, scope, record.payload))
         conn = self.db.conn
         with _immediate(conn):
-            tip = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1"
-                               ).fetchone() or conn.execute(
-                "SELECT seq, hash FROM pruned ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (tip[0], tip[1]) if tip else (0, chain.GENESIS)
+            # The tip may be a pruned record (its stub): never reuse a sequence number.
+            tips = [conn.execute(f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"  # noqa: S608
+                                 ).fetchone() for table in ("records", "pruned")]
+            seq, prev = max((t for t in tips if t), default=(0, chain.GENESIS))
             rows = []
             for metadata, scope, payload in prepared:
                 sealed, digest = None, ""
@@ -268,7 +282,7 @@ class AuditStore:
             self.db.conn.execute("INSERT INTO erasures VALUES (?, ?, ?, ?)",
                                  (subject_ref, now, fence,
                                   json.dumps([k[1] for k in keys])))
-        self.append([NewRecord(kind="erasure", decision="ERASED",
+        self.append([NewRecord(kind="erasure", decision="ERASED", retain_until=FOREVER,
                                rule_ids=[f"erasure:{len(keys)}-keys"],
                                tags={"subject_ref": subject_ref, "records": str(affected)})])
         seq, hash_ = self.checkpoint(extra=f"erasure:{subject_ref}")
@@ -276,6 +290,61 @@ class AuditStore:
         for database in (self.keys, self.db):
             database.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return ErasureReceipt(subject_ref, affected, [k[1] for k in keys], now, seq, hash_)
+
+    # -- retention ----------------------------------------------------------------------
+
+    def hold(self, scope: str, ref: str, reason: str) -> int:
+        """Keep every record of a subject (ref = subject id) or tenant past retention."""
+        if scope not in ("subject", "tenant"):
+            raise ValueError("a hold covers a 'subject' or a 'tenant'")
+        key = self.subject_ref(ref) if scope == "subject" else ref
+        with _immediate(self.db.conn) as conn:
+            cursor = conn.execute(
+                "INSERT INTO holds (scope, ref, reason, created) VALUES (?, ?, ?, ?)",
+                (scope, key, reason, time.time()))
+        return int(cursor.lastrowid or 0)
+
+    def release(self, hold_id: int) -> bool:
+        with _immediate(self.db.conn) as conn:
+            return conn.execute("UPDATE holds SET released = ? WHERE id = ? AND released IS "
+                                "NULL", (time.time(), hold_id)).rowcount == 1
+
+    def holds(self) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM holds ORDER BY id"))
+
+    def sweep(self, now: float | None = None) -> SweepReport:
+        """Delete expired records not under a legal hold, leaving signed stubs behind.
+
+        Each removed record leaves (seq, hash, prev_hash) in `pruned`, so `verify` can
+        bridge the gap; the stubs of one sweep are covered by a signed checkpoint over
+        their digest, so nobody can delete a record and pass it off as pruned.
+        """
+        now = time.time() if now is None else now
+        conn = self.db.conn
+        sweep_id = secrets.token_hex(8)
+        held_clause = ("EXISTS (SELECT 1 FROM holds h WHERE h.released IS NULL AND "
+                       "((h.scope = 'subject' AND h.ref = records.subject_ref AND "
+                       "records.subject_ref != '') OR (h.scope = 'tenant' AND "
+                       "h.ref = records.tenant)))")
+        with _immediate(conn):
+            # held_clause is fixed text above; the only value is bound.
+            held = conn.execute(f"SELECT COUNT(*) FROM records WHERE retain_until < ? AND "  # noqa: S608
+                                f"{held_clause}", (now,)).fetchone()[0]
+            expired = conn.execute(f"SELECT seq, hash, prev_hash FROM records WHERE "  # noqa: S608
+                                   f"retain_until < ? AND NOT {held_clause} ORDER BY seq",
+                                   (now,)).fetchall()
+            conn.executemany("INSERT INTO pruned (seq, hash, prev_hash, sweep) "
+                             "VALUES (?, ?, ?, ?)", [(*row, sweep_id) for row in expired])
+            conn.executemany("DELETE FROM records WHERE seq = ?", [(row[0],) for row in expired])
+        if expired:
+            self.append([NewRecord(kind="retention", decision="PRUNED", retain_until=FOREVER,
+                                   tags={"removed": str(len(expired)), "held": str(held),
+                                         "sweep": sweep_id})])
+        seq, _ = self.checkpoint(extra=f"prune:{sweep_id}:{_stub_digest(expired)}"
+                                 if expired else "")
+        for database in (self.db,):
+            database.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return SweepReport(len(expired), held, seq)
 
     # -- verification -------------------------------------------------------------------
 
@@ -287,7 +356,18 @@ class AuditStore:
             if not chain.verify_signature(public, chain.checkpoint_message(
                     seq, hash_, time_, extra), signature):
                 return Verification(False, 0, seq, "", "a checkpoint signature is invalid")
-        stubs = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT * FROM pruned")}
+        stubs = {row[0]: (row[1], row[2]) for row in conn.execute(
+            "SELECT seq, hash, prev_hash FROM pruned")}
+        signed_sweeps = {extra.split(":")[1]: extra.split(":")[2] for (extra,) in conn.execute(
+            "SELECT extra FROM checkpoints WHERE extra LIKE 'prune:%'")}
+        by_sweep: dict[str, list[tuple[int, str, str]]] = {}
+        for seq, hash_, prev_hash, sweep in conn.execute(
+                "SELECT seq, hash, prev_hash, sweep FROM pruned ORDER BY seq"):
+            by_sweep.setdefault(sweep, []).append((seq, hash_, prev_hash))
+        for sweep, rows in by_sweep.items():
+            if signed_sweeps.get(sweep) != _stub_digest(rows):
+                return Verification(False, 0, rows[0][0], "",
+                                    "a retention stub is not covered by a signed checkpoint")
         checkpoints = {row[0]: row[1] for row in conn.execute(
             "SELECT seq, hash FROM checkpoints")}
         prev = chain.GENESIS
@@ -320,6 +400,13 @@ class AuditStore:
             expected_seq = seq + 1
             checked += 1
         return Verification(True, checked)
+
+
+def _stub_digest(rows: list[tuple[int, str, str]]) -> str:
+    digest = hashlib.sha256()
+    for seq, hash_, prev_hash in rows:
+        digest.update(f"{seq}:{hash_}:{prev_hash}\n".encode())
+    return digest.hexdigest()
 
 
 def _associated(metadata: dict[str, Any]) -> bytes:

@@ -5,7 +5,7 @@
     guardrail policy check [DIR]                                          validate policy files
     guardrail policy test [DIR]                                           run *.tests.yaml cases
     guardrail policy status [--listen ADDR]                               what a sidecar serves
-    guardrail audit verify | erase --subject ID | export [filters]         the audit trail
+    guardrail audit verify | erase | export | sweep | hold                 the audit trail
     guardrail health [--listen ADDR]                                      probe a running sidecar
 
 Every flag also reads from the environment (GUARDRAIL_LISTEN, GUARDRAIL_POLICIES, ...).
@@ -279,6 +279,33 @@ def _audit_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _audit_sweep(args: argparse.Namespace) -> int:
+    report = _audit_store(args).sweep()
+    print(f"removed {report.removed} expired records; kept {report.held} under legal hold; "
+          f"checkpoint at seq {report.checkpoint_seq}")
+    return EXIT_OK
+
+
+def _audit_hold(args: argparse.Namespace) -> int:
+    store = _audit_store(args)
+    if args.hold_action == "add":
+        if bool(args.subject) == bool(args.tenant):
+            raise ConfigError("hold add: give exactly one of --subject or --tenant")
+        scope, ref = ("subject", args.subject) if args.subject else ("tenant", args.tenant)
+        print(f"hold {store.hold(scope, ref, args.reason or '')} added")
+    elif args.hold_action == "release":
+        if not store.release(args.id):
+            print(f"error: no active hold {args.id}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"hold {args.id} released")
+    else:
+        for hold in store.holds():
+            state = "released" if hold["released"] else "active"
+            print(f"{hold['id']:5d} {state:9s} {hold['scope']:8s} {hold['ref'][:24]:24s} "
+                  f"{hold['reason']}")
+    return EXIT_OK
+
+
 def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -383,3 +410,15 @@ def _add_audit_commands(commands: Any) -> None:
                              "Art. 15 access export")
     export.add_argument("-o", "--output", help="file (default stdout)")
     export.set_defaults(handler=_audit_export)
+
+    sweep = audit.add_parser("sweep", help="delete expired records not under a legal hold")
+    audit_common(sweep)
+    sweep.set_defaults(handler=_audit_sweep)
+    hold = audit.add_parser("hold", help="legal holds: add, release, list")
+    audit_common(hold)
+    hold.add_argument("hold_action", choices=["add", "release", "list"])
+    hold.add_argument("id", nargs="?", type=int, help="hold id (release)")
+    hold.add_argument("--subject", help="hold everything about this subject id")
+    hold.add_argument("--tenant", help="hold everything of this tenant")
+    hold.add_argument("--reason", help="why (a case number); stored with the hold")
+    hold.set_defaults(handler=_audit_hold)

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     # generated on first start for development, with a warning.
     audit_kek_file: Path | None = None
     audit_kek: str | None = Field(default=None, repr=False)
+    # Seconds between retention sweeps in the server (0: only `guardrail audit sweep`).
+    audit_sweep_interval: float = Field(default=3600.0, ge=0)
 
     @field_validator("listen")
     @classmethod

@@ -173,3 +173,37 @@ def test_the_databases_are_private_files(store: AuditStore, tmp_path: Path) -> N
         assert (tmp_path / "audit" / name).stat().st_mode & 0o077 == 0
     with sqlite3.connect(tmp_path / "audit" / "audit.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sweeping_removes_expired_records_except_under_legal_hold(store: AuditStore) -> None:
+    import time
+
+    past, future = time.time() - 60, time.time() + 3600
+    store.append([record("alice", retain_until=past), record("bob", retain_until=past),
+                  record("", retain_until=past, tenant="globex"),
+                  record("carol", retain_until=future)] * 3)
+    subject_hold = store.hold("subject", "alice", "case 42")
+    store.hold("tenant", "globex", "audit 2026")
+    report = store.sweep()
+    assert (report.removed, report.held) == (3, 6)
+    left = [(r["subject_ref"], r["tenant"]) for r in store.records("kind = 'inspection'")]
+    assert store.subject_ref("bob") not in {ref for ref, _ in left}
+    assert left.count((store.subject_ref("alice"), "acme")) == 3
+    assert store.verify().ok  # the gaps are bridged by signed stubs
+    retention = list(store.records("kind = 'retention'"))
+    assert retention[0]["decision"] == "PRUNED"
+    assert store.release(subject_hold) and not store.release(subject_hold)
+    assert store.sweep().removed == 3  # alice's expire once released; globex still held
+    assert store.verify().ok
+    assert store.sweep().removed == 0  # events are kept for good
+
+
+def test_a_record_deleted_and_passed_off_as_pruned_is_detected(store: AuditStore) -> None:
+    store.append([record() for _ in range(6)])
+    row = store.db.conn.execute("SELECT seq, hash, prev_hash FROM records WHERE seq = 3"
+                                ).fetchone()
+    store.db.conn.execute("INSERT INTO pruned (seq, hash, prev_hash, sweep) "
+                          "VALUES (?, ?, ?, 'forged')", row)
+    store.db.conn.execute("DELETE FROM records WHERE seq = 3")
+    result = store.verify()
+    assert not result.ok and "not covered by a signed checkpoint" in result.reason

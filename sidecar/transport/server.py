@@ -9,6 +9,7 @@ SERVING. On SIGTERM health turns NOT_SERVING first, in-flight calls get
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -121,11 +122,36 @@ async def serve(settings: Settings, runner: Runner, policies: PolicyManager,
                                    "workers": getattr(runner, "size", 0),
                                    "policies": [p.name for p in policies.current.policies]})
         watching = asyncio.ensure_future(policies.watch(stop))
+        sweeping = asyncio.ensure_future(_sweep_periodically(settings, stop)) \
+            if audit is not None and settings.audit_sweep_interval > 0 else None
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(
             None, lambda: policies.reload(force=True)))
         await stop.wait()
         await watching
+        if sweeping is not None:
+            await sweeping
     log.info("draining", extra={"grace_s": settings.shutdown_grace})
     await running.stop(settings.shutdown_grace)
     log.info("stopped")
     return 0
+
+
+async def _sweep_periodically(settings: Settings, stop: asyncio.Event) -> None:
+    """Retention: delete expired records now and then (its own connection to the store)."""
+    from sidecar.auditing import open_store
+
+    loop = asyncio.get_running_loop()
+    store = await loop.run_in_executor(None, open_store, settings)
+    try:
+        while not stop.is_set():
+            try:
+                report = await loop.run_in_executor(None, store.sweep)
+                log.info("audit retention sweep", extra={"removed": report.removed,
+                                                         "held": report.held})
+            except Exception as err:
+                log.error("audit retention sweep failed", extra={"error_type":
+                                                                 type(err).__name__})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.audit_sweep_interval)
+    finally:
+        await loop.run_in_executor(None, store.close)
