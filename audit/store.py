@@ -291,6 +291,30 @@ class AuditStore:
             database.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return ErasureReceipt(subject_ref, affected, [k[1] for k in keys], now, seq, hash_)
 
+    # -- key rotation -------------------------------------------------------------------
+
+    def rotate_kek(self, new: crypto.Kek, old: crypto.Kek | None = None) -> int:
+        """Re-wrap every live data key under `new`; returns how many were re-wrapped.
+
+        Keys already under `new` are left alone, so rerunning after a crash or after a
+        server wrote keys under the old KEK finishes the job. Afterwards destroy the old
+        KEK: copies of audit-keys.db made before cannot be opened without it.
+        """
+        old = old or self.kek
+        count = 0
+        with _immediate(self.keys.conn) as conn:
+            rows = conn.execute("SELECT dek_id, wrapped FROM data_keys WHERE wrapped IS NOT "
+                                "NULL AND kek_id != ?", (new.id,)).fetchall()
+            for dek_id, wrapped in rows:
+                dek = crypto.unwrap(old, wrapped, dek_id)
+                conn.execute("UPDATE data_keys SET wrapped = ?, kek_id = ? WHERE dek_id = ?",
+                             (crypto.wrap(new, dek, dek_id), new.id, dek_id))
+                count += 1
+        self.kek = new
+        self._deks.clear()
+        self.keys.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return count
+
     # -- retention ----------------------------------------------------------------------
 
     def hold(self, scope: str, ref: str, reason: str) -> int:

@@ -243,6 +243,7 @@ def _audit_export(args: argparse.Namespace) -> int:
     import datetime
 
     store = _audit_store(args)
+    checkpoint = store.checkpoint(extra="export")
     clauses, params = [], []
     for column, value in (("tenant", args.tenant), ("app", args.app),
                           ("decision", args.decision), ("policy", args.policy)):
@@ -275,7 +276,54 @@ def _audit_export(args: argparse.Namespace) -> int:
         count += 1
     if out is not sys.stdout:
         out.close()
-    print(f"exported {count} records", file=sys.stderr)
+        from audit.export import manifest_for
+
+        filters = {k: v for k, v in vars(args).items()
+                   if k in ("tenant", "app", "decision", "policy", "since", "until",
+                            "format", "include_payload") and v}
+        if args.subject:
+            filters["subject_ref"] = store.subject_ref(args.subject)
+        manifest = manifest_for(Path(args.output), filters, count, checkpoint, store.signer)
+        Path(args.output + ".manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        print(f"exported {count} records to {args.output}, manifest "
+              f"{args.output}.manifest.json", file=sys.stderr)
+    else:
+        print(f"exported {count} records (use -o FILE for a signed manifest)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _audit_verify_export(args: argparse.Namespace) -> int:
+    from audit.export import verify_export
+
+    path = Path(args.file)
+    manifest_path = Path(args.manifest) if args.manifest else Path(args.file + ".manifest.json")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read manifest {manifest_path}: {err}") from None
+    problem = verify_export(path, manifest, args.public_key)
+    if problem:
+        print(f"FAILED: {path}: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"ok: {path}: {manifest['records']} records, signed by {manifest['public_key'][:16]}…"
+          f" against checkpoint seq {manifest['checkpoint']['seq']}")
+    return EXIT_OK
+
+
+def _audit_rotate_kek(args: argparse.Namespace) -> int:
+    from audit.crypto import AuditKeyError, Kek
+
+    store = _audit_store(args)
+    try:
+        new = Kek.from_file(Path(args.new_kek_file))
+    except AuditKeyError as err:
+        raise ConfigError(str(err)) from None
+    old_id = store.kek.id
+    count = store.rotate_kek(new)
+    print(f"re-wrapped {count} data keys from KEK {old_id} to KEK {new.id}. Point "
+          "GUARDRAIL_AUDIT_KEK_FILE at the new file and restart the sidecar (rerun this if it "
+          "wrote keys meanwhile), then destroy the old KEK: copies of audit-keys.db made "
+          "before can only be opened with it.")
     return EXIT_OK
 
 
@@ -410,6 +458,18 @@ def _add_audit_commands(commands: Any) -> None:
                              "Art. 15 access export")
     export.add_argument("-o", "--output", help="file (default stdout)")
     export.set_defaults(handler=_audit_export)
+
+    verify_export = audit.add_parser("verify-export", help="check an export file against its "
+                                                           "signed manifest, offline")
+    verify_export.add_argument("file")
+    verify_export.add_argument("--manifest", help="default FILE.manifest.json")
+    verify_export.add_argument("--public-key", help="the Ed25519 public key (hex) it must be "
+                                                    "signed with")
+    verify_export.set_defaults(handler=_audit_verify_export)
+    rotate = audit.add_parser("rotate-kek", help="re-wrap every data key under a new KEK")
+    audit_common(rotate)
+    rotate.add_argument("--new-kek-file", required=True, help="0600 file, 32 base64 bytes")
+    rotate.set_defaults(handler=_audit_rotate_kek)
 
     sweep = audit.add_parser("sweep", help="delete expired records not under a legal hold")
     audit_common(sweep)

@@ -176,6 +176,22 @@ def test_cli_exports_erases_and_verifies(sidecar: Sidecar, tmp_path: Path) -> No
     assert code == 0 and out.count("\n") == 4 and "ann.lee" not in out
     code, out, _ = cli("audit", "verify", "--data-dir", data)
     assert code == 0 and out.startswith("ok: ")
+    # A signed export, checked offline; any change to the file or manifest is caught.
+    exported = str(tmp_path / "export.jsonl")
+    code, _, err = cli("audit", "export", "--data-dir", data, "--decision", "MODIFY",
+                       "-o", exported)
+    assert code == 0 and "manifest" in err
+    manifest = json.loads(Path(exported + ".manifest.json").read_text())
+    assert manifest["filters"] == {"decision": "MODIFY", "format": "jsonl"}
+    assert manifest["records"] == len(Path(exported).read_text().splitlines())
+    code, out, _ = cli("audit", "verify-export", exported, "--public-key",
+                       manifest["public_key"])
+    assert code == 0 and out.startswith("ok: ")
+    Path(exported).write_text(Path(exported).read_text().replace("MODIFY", "ALLOW", 1))
+    code, _, err = cli("audit", "verify-export", exported)
+    assert code == 1 and "SHA-256" in err
+    code, _, err = cli("audit", "verify-export", exported, "--public-key", "00" * 32)
+    assert code == 1 and "another key" in err
     # A copy with one altered row fails, naming the row.
     copy = tmp_path / "copy"
     shutil.copytree(data, copy)

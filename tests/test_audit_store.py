@@ -207,3 +207,20 @@ def test_a_record_deleted_and_passed_off_as_pruned_is_detected(store: AuditStore
     store.db.conn.execute("DELETE FROM records WHERE seq = 3")
     result = store.verify()
     assert not result.ok and "not covered by a signed checkpoint" in result.reason
+
+
+def test_rotating_the_kek_rewraps_every_live_key(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.append([record("alice", b"a"), record("bob", b"b"), record("", b"t")])
+    store.erase("bob")
+    new = crypto.Kek.create_file(tmp_path / "new.kek")
+    assert store.rotate_kek(new) == 2  # alice's and the tenant's; bob's is destroyed
+    assert store.rotate_kek(new) == 0  # idempotent
+    store.close()
+    rotated = open_store(tmp_path, new)
+    assert sorted(filter(None, (rotated.payload(r) for r in rotated.records()))) == [b"a", b"t"]
+    rotated.close()
+    old = open_store(tmp_path, crypto.Kek.from_file(tmp_path / "kek"))
+    with pytest.raises(crypto.AuditKeyError, match="does not open with this KEK"):
+        old.payload(next(old.records()))
+    old.close()
