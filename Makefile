@@ -52,6 +52,7 @@ bench: setup
 	$(BIN)/pip install --quiet --no-deps presidio-evaluator==0.3.2
 	$(BIN)/python bench/pii_corpus.py
 	$(BIN)/python bench/content_stages.py
+	$(BIN)/python bench/audit_trail.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

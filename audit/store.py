@@ -65,6 +65,7 @@ _MIGRATIONS[2] = [
 ]
 # Events (erasures, sweeps) document what happened to other records: kept for good.
 FOREVER = 253402300799.0  # 9999-12-31
+MAX_CACHED_KEYS = 100_000
 _KEY_MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE data_keys (
@@ -171,6 +172,8 @@ class AuditStore:
                 "dek_id": "",
             }
             prepared.append((metadata, scope, record.payload))
+        self._forget_destroyed()  # one query per batch, not one per record
+        self._load_keys({scope for _, scope, payload in prepared if payload is not None})
         conn = self.db.conn
         with _immediate(conn):
             # The tip may be a pruned record (its stub): never reuse a sequence number.
@@ -181,7 +184,7 @@ class AuditStore:
             for metadata, scope, payload in prepared:
                 sealed, digest = None, ""
                 if payload is not None:
-                    dek_id, dek = self._dek(scope)
+                    dek_id, dek = self._deks[scope]
                     metadata["dek_id"] = dek_id
                     associated = _associated(metadata)
                     sealed = crypto.seal(dek, payload, associated)
@@ -210,33 +213,49 @@ class AuditStore:
         self._since_checkpoint = 0
         return int(tip[0]), str(tip[1])
 
-    def _dek(self, scope: tuple[str, str]) -> tuple[str, bytes]:
-        cached = self._deks.get(scope)
-        if cached is not None:
-            alive = self.keys.conn.execute(
-                "SELECT 1 FROM data_keys WHERE dek_id = ? AND destroyed_at IS NULL",
-                (cached[0],)).fetchone()
-            if alive:
-                return cached
-            del self._deks[scope]  # erased since (maybe by another process)
-        row = self.keys.conn.execute(
-            "SELECT dek_id, wrapped, destroyed_at, version FROM data_keys "
-            "WHERE scope = ? AND ref = ? ORDER BY version DESC LIMIT 1", scope).fetchone()
-        if row is not None and row[2] is None:
-            dek = crypto.unwrap(self.kek, row[1], row[0])
-            self._deks[scope] = (row[0], dek)
-            return row[0], dek
-        # No key yet, or the newest was destroyed by an erasure: always a new random key,
-        # at a higher version (the erasure fence), never anything derivable from the old.
-        version = (row[3] + 1) if row is not None else 1
-        dek, dek_id = crypto.new_dek(), secrets.token_hex(16)
-        with _immediate(self.keys.conn):
-            self.keys.conn.execute(
-                "INSERT INTO data_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                (dek_id, scope[0], scope[1], version, crypto.wrap(self.kek, dek, dek_id),
-                 self.kek.id, crypto.fingerprint(dek), time.time()))
-        self._deks[scope] = (dek_id, dek)
-        return dek_id, dek
+    def _forget_destroyed(self) -> None:
+        """Drop cached keys an erasure destroyed since (maybe in another process)."""
+        if not self._deks:
+            return
+        cached = [dek_id for dek_id, _ in self._deks.values()]
+        alive: set[str] = set()
+        for start in range(0, len(cached), 900):  # under SQLite's bound-parameter limit
+            chunk = cached[start:start + 900]
+            alive.update(row[0] for row in self.keys.conn.execute(
+                f"SELECT dek_id FROM data_keys WHERE destroyed_at IS NULL AND dek_id IN "  # noqa: S608
+                f"({', '.join('?' * len(chunk))})", chunk))
+        for scope, (dek_id, _) in list(self._deks.items()):
+            if dek_id not in alive:
+                del self._deks[scope]
+
+    def _load_keys(self, scopes: set[tuple[str, str]]) -> None:
+        """Make sure every scope has a live data key in the cache: reuse the newest live
+        one, or create a new one, all new keys of a batch in one transaction."""
+        if len(self._deks) + len(scopes) > MAX_CACHED_KEYS:
+            self._deks.clear()  # bounded memory; keys are reloaded as needed
+        missing = [scope for scope in scopes if scope not in self._deks]
+        if not missing:
+            return
+        found: dict[tuple[str, str], tuple[str, bytes]] = {}
+        with _immediate(self.keys.conn) as conn:
+            created = []
+            for scope in missing:
+                row = conn.execute(
+                    "SELECT dek_id, wrapped, destroyed_at, version FROM data_keys "
+                    "WHERE scope = ? AND ref = ? ORDER BY version DESC LIMIT 1", scope).fetchone()
+                if row is not None and row[2] is None:
+                    found[scope] = (row[0], crypto.unwrap(self.kek, row[1], row[0]))
+                    continue
+                # No key yet, or the newest was destroyed by an erasure: a new random key
+                # at a higher version (the erasure fence), never derivable from the old.
+                dek, dek_id = crypto.new_dek(), secrets.token_hex(16)
+                created.append((dek_id, scope[0], scope[1], (row[3] + 1) if row else 1,
+                                crypto.wrap(self.kek, dek, dek_id), self.kek.id,
+                                crypto.fingerprint(dek), time.time()))
+                found[scope] = (dek_id, dek)
+            conn.executemany("INSERT INTO data_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                             created)
+        self._deks.update(found)  # only once committed
 
     # -- reading ------------------------------------------------------------------------
 
