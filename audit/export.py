@@ -9,13 +9,49 @@ the public key.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from audit import chain
+from audit.store import AuditStore
 
 VERSION = "guardrail-export-v1"
+COLUMNS = ("id", "kind", "time", "tenant", "app", "direction", "decision", "policy",
+           "revision", "entities", "rule_ids", "tags", "retain_until", "subject_ref")
+
+
+def rows(store: AuditStore, *, tenant: str = "", app: str = "", decision: str = "",
+         policy: str = "", subject_id: str = "", since: float | None = None,
+         until: float | None = None, include_payload: bool = False,
+         ) -> Iterator[dict[str, Any]]:
+    """Records matching every given filter, oldest first, as export rows."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("tenant", tenant), ("app", app), ("decision", decision),
+                          ("policy", policy)):
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if subject_id:
+        clauses.append("subject_ref = ?")
+        params.append(store.subject_ref(subject_id))
+    if since is not None:
+        clauses.append("time >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("time < ?")
+        params.append(until)
+    for record in store.records(" AND ".join(clauses), tuple(params)):
+        row = {column: record[column] for column in COLUMNS}
+        for column in ("entities", "rule_ids", "tags"):
+            row[column] = json.loads(row[column])
+        if include_payload:
+            payload = store.payload(record)
+            row["payload"] = json.loads(payload) if payload else None
+        yield row
 
 
 def manifest_for(path: Path, filters: dict[str, Any], count: int, checkpoint: tuple[int, str],

@@ -242,35 +242,27 @@ def _audit_export(args: argparse.Namespace) -> int:
     import csv
     import datetime
 
+    from audit.export import COLUMNS, rows
+
     store = _audit_store(args)
     checkpoint = store.checkpoint(extra="export")
-    clauses, params = [], []
-    for column, value in (("tenant", args.tenant), ("app", args.app),
-                          ("decision", args.decision), ("policy", args.policy)):
-        if value:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if args.subject:
-        clauses.append("subject_ref = ?")
-        params.append(store.subject_ref(args.subject))
-    for column, op, value in (("time", ">=", args.since), ("time", "<", args.until)):
-        if value:
-            clauses.append(f"{column} {op} ?")
-            params.append(datetime.datetime.fromisoformat(value).timestamp())
+
+    def instant(value: str | None) -> float | None:
+        return datetime.datetime.fromisoformat(value).timestamp() if value else None
+
+    selected = rows(store, tenant=args.tenant or "", app=args.app or "",
+                    decision=args.decision or "", policy=args.policy or "",
+                    subject_id=args.subject or "", since=instant(args.since),
+                    until=instant(args.until), include_payload=args.include_payload)
     out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
-    columns = ["id", "kind", "time", "tenant", "app", "direction", "decision", "policy",
-               "revision", "entities", "rule_ids", "tags", "retain_until", "subject_ref"]
     writer = csv.writer(out) if args.format == "csv" else None
     if writer is not None:
-        writer.writerow(columns + (["payload"] if args.include_payload else []))
+        writer.writerow([*COLUMNS, *(["payload"] if args.include_payload else [])])
     count = 0
-    for record in store.records(" AND ".join(clauses), tuple(params)):
-        row = {c: record[c] for c in columns}
-        if args.include_payload:
-            payload = store.payload(record)
-            row["payload"] = json.loads(payload) if payload else None
+    for row in selected:
         if writer is not None:
-            writer.writerow([json.dumps(v) if isinstance(v, dict) else v for v in row.values()])
+            writer.writerow([json.dumps(v) if isinstance(v, dict | list) else v
+                             for v in row.values()])
         else:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
         count += 1

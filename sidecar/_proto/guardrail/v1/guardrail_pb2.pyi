@@ -195,3 +195,91 @@ class SchemaError(_message.Message):
     message: str
     schema_path: str
     def __init__(self, pointer: _Optional[str] = ..., keyword: _Optional[str] = ..., message: _Optional[str] = ..., schema_path: _Optional[str] = ...) -> None: ...
+
+class AuditVerifyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AuditVerifyResponse(_message.Message):
+    __slots__ = ("ok", "checked", "first_bad_seq", "first_bad_id", "reason")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    FIRST_BAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FIRST_BAD_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    checked: int
+    first_bad_seq: int
+    first_bad_id: str
+    reason: str
+    def __init__(self, ok: _Optional[bool] = ..., checked: _Optional[int] = ..., first_bad_seq: _Optional[int] = ..., first_bad_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AuditEraseRequest(_message.Message):
+    __slots__ = ("subject_id",)
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    subject_id: str
+    def __init__(self, subject_id: _Optional[str] = ...) -> None: ...
+
+class AuditEraseResponse(_message.Message):
+    __slots__ = ("subject_ref", "records_affected", "keys_destroyed", "time_unix_ms", "checkpoint_seq", "checkpoint_hash")
+    SUBJECT_REF_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_AFFECTED_FIELD_NUMBER: _ClassVar[int]
+    KEYS_DESTROYED_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_HASH_FIELD_NUMBER: _ClassVar[int]
+    subject_ref: str
+    records_affected: int
+    keys_destroyed: _containers.RepeatedScalarFieldContainer[str]
+    time_unix_ms: int
+    checkpoint_seq: int
+    checkpoint_hash: str
+    def __init__(self, subject_ref: _Optional[str] = ..., records_affected: _Optional[int] = ..., keys_destroyed: _Optional[_Iterable[str]] = ..., time_unix_ms: _Optional[int] = ..., checkpoint_seq: _Optional[int] = ..., checkpoint_hash: _Optional[str] = ...) -> None: ...
+
+class AuditExportRequest(_message.Message):
+    __slots__ = ("tenant", "app", "decision", "policy", "subject_id", "since_unix_ms", "until_unix_ms", "include_payload")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    app: str
+    decision: str
+    policy: str
+    subject_id: str
+    since_unix_ms: int
+    until_unix_ms: int
+    include_payload: bool
+    def __init__(self, tenant: _Optional[str] = ..., app: _Optional[str] = ..., decision: _Optional[str] = ..., policy: _Optional[str] = ..., subject_id: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., until_unix_ms: _Optional[int] = ..., include_payload: _Optional[bool] = ...) -> None: ...
+
+class AuditRecord(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class AuditHoldRequest(_message.Message):
+    __slots__ = ("action", "subject_id", "tenant", "reason", "hold_id")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    subject_id: str
+    tenant: str
+    reason: str
+    hold_id: int
+    def __init__(self, action: _Optional[str] = ..., subject_id: _Optional[str] = ..., tenant: _Optional[str] = ..., reason: _Optional[str] = ..., hold_id: _Optional[int] = ...) -> None: ...
+
+class AuditHoldResponse(_message.Message):
+    __slots__ = ("hold_id", "changed")
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    hold_id: int
+    changed: bool
+    def __init__(self, hold_id: _Optional[int] = ..., changed: _Optional[bool] = ...) -> None: ...

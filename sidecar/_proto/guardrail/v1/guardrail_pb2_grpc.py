@@ -185,3 +185,220 @@ class Guardrail:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AuditAdminStub:
+    """Compliance operations on the audit trail, for tooling outside the pod. Off by default;
+    served on its own socket or port (GUARDRAIL_AUDIT_ADMIN_LISTEN) and every call must
+    carry `authorization: Bearer <token>` with the token from GUARDRAIL_AUDIT_ADMIN_TOKEN_FILE;
+    a wrong or missing token gets UNAUTHENTICATED.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Verify = channel.unary_unary(
+                '/guardrail.v1.AuditAdmin/Verify',
+                request_serializer=guardrail_dot_v1_dot_guardrail__pb2.AuditVerifyRequest.SerializeToString,
+                response_deserializer=guardrail_dot_v1_dot_guardrail__pb2.AuditVerifyResponse.FromString,
+                _registered_method=True)
+        self.Erase = channel.unary_unary(
+                '/guardrail.v1.AuditAdmin/Erase',
+                request_serializer=guardrail_dot_v1_dot_guardrail__pb2.AuditEraseRequest.SerializeToString,
+                response_deserializer=guardrail_dot_v1_dot_guardrail__pb2.AuditEraseResponse.FromString,
+                _registered_method=True)
+        self.Export = channel.unary_stream(
+                '/guardrail.v1.AuditAdmin/Export',
+                request_serializer=guardrail_dot_v1_dot_guardrail__pb2.AuditExportRequest.SerializeToString,
+                response_deserializer=guardrail_dot_v1_dot_guardrail__pb2.AuditRecord.FromString,
+                _registered_method=True)
+        self.Hold = channel.unary_unary(
+                '/guardrail.v1.AuditAdmin/Hold',
+                request_serializer=guardrail_dot_v1_dot_guardrail__pb2.AuditHoldRequest.SerializeToString,
+                response_deserializer=guardrail_dot_v1_dot_guardrail__pb2.AuditHoldResponse.FromString,
+                _registered_method=True)
+
+
+class AuditAdminServicer:
+    """Compliance operations on the audit trail, for tooling outside the pod. Off by default;
+    served on its own socket or port (GUARDRAIL_AUDIT_ADMIN_LISTEN) and every call must
+    carry `authorization: Bearer <token>` with the token from GUARDRAIL_AUDIT_ADMIN_TOKEN_FILE;
+    a wrong or missing token gets UNAUTHENTICATED.
+    """
+
+    def Verify(self, request, context):
+        """Check the hash chain and signed checkpoints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Erase(self, request, context):
+        """GDPR erasure (crypto-shredding) of one data subject.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Export(self, request, context):
+        """Records matching the filters, one JSON object per message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Hold(self, request, context):
+        """Add or release a legal hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditAdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=guardrail_dot_v1_dot_guardrail__pb2.AuditVerifyRequest.FromString,
+                    response_serializer=guardrail_dot_v1_dot_guardrail__pb2.AuditVerifyResponse.SerializeToString,
+            ),
+            'Erase': grpc.unary_unary_rpc_method_handler(
+                    servicer.Erase,
+                    request_deserializer=guardrail_dot_v1_dot_guardrail__pb2.AuditEraseRequest.FromString,
+                    response_serializer=guardrail_dot_v1_dot_guardrail__pb2.AuditEraseResponse.SerializeToString,
+            ),
+            'Export': grpc.unary_stream_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=guardrail_dot_v1_dot_guardrail__pb2.AuditExportRequest.FromString,
+                    response_serializer=guardrail_dot_v1_dot_guardrail__pb2.AuditRecord.SerializeToString,
+            ),
+            'Hold': grpc.unary_unary_rpc_method_handler(
+                    servicer.Hold,
+                    request_deserializer=guardrail_dot_v1_dot_guardrail__pb2.AuditHoldRequest.FromString,
+                    response_serializer=guardrail_dot_v1_dot_guardrail__pb2.AuditHoldResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'guardrail.v1.AuditAdmin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('guardrail.v1.AuditAdmin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AuditAdmin:
+    """Compliance operations on the audit trail, for tooling outside the pod. Off by default;
+    served on its own socket or port (GUARDRAIL_AUDIT_ADMIN_LISTEN) and every call must
+    carry `authorization: Bearer <token>` with the token from GUARDRAIL_AUDIT_ADMIN_TOKEN_FILE;
+    a wrong or missing token gets UNAUTHENTICATED.
+    """
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/guardrail.v1.AuditAdmin/Verify',
+            guardrail_dot_v1_dot_guardrail__pb2.AuditVerifyRequest.SerializeToString,
+            guardrail_dot_v1_dot_guardrail__pb2.AuditVerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Erase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/guardrail.v1.AuditAdmin/Erase',
+            guardrail_dot_v1_dot_guardrail__pb2.AuditEraseRequest.SerializeToString,
+            guardrail_dot_v1_dot_guardrail__pb2.AuditEraseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/guardrail.v1.AuditAdmin/Export',
+            guardrail_dot_v1_dot_guardrail__pb2.AuditExportRequest.SerializeToString,
+            guardrail_dot_v1_dot_guardrail__pb2.AuditRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Hold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/guardrail.v1.AuditAdmin/Hold',
+            guardrail_dot_v1_dot_guardrail__pb2.AuditHoldRequest.SerializeToString,
+            guardrail_dot_v1_dot_guardrail__pb2.AuditHoldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
