@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     # generated on first start for development, with a warning.
     audit_kek_file: Path | None = None
     audit_kek: str | None = Field(default=None, repr=False)
+    # The AuditAdmin gRPC service (export, erase, verify, hold) for compliance tooling:
+    # off unless set ("unix:/run/guardrail-admin.sock" or "127.0.0.1:50052"); every call
+    # needs the bearer token kept in `audit_admin_token_file` (0600, 32+ characters).
+    audit_admin_listen: str | None = None
+    audit_admin_token_file: Path | None = None
     # Seconds between retention sweeps in the server (0: only `guardrail audit sweep`).
     audit_sweep_interval: float = Field(default=3600.0, ge=0)
 
@@ -68,9 +73,14 @@ class Settings(BaseSettings):
     @property
     def is_public_bind(self) -> bool:
         """True when `listen` would accept connections from outside this host."""
-        if self.listen.startswith("unix:"):
+        return self.is_public_address(self.listen)
+
+    @staticmethod
+    def is_public_address(listen: str) -> bool:
+        """True when `listen` ("HOST:PORT" or "unix:PATH") is reachable from outside."""
+        if listen.startswith("unix:"):
             return False
-        host = self.listen.rpartition(":")[0].strip("[]")
+        host = listen.rpartition(":")[0].strip("[]")
         if host == "localhost":
             return False
         try:

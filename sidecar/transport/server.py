@@ -121,6 +121,12 @@ async def serve(settings: Settings, runner: Runner, policies: PolicyManager,
                                    "ready_after_s": round(time.perf_counter() - started, 3),
                                    "workers": getattr(runner, "size", 0),
                                    "policies": [p.name for p in policies.current.policies]})
+        admin = None
+        if settings.audit_admin_listen:
+            from sidecar.transport.admin import start_admin_server
+
+            admin = await start_admin_server(settings)
+            log.info("audit admin service listening", extra={"address": admin[2]})
         watching = asyncio.ensure_future(policies.watch(stop))
         sweeping = asyncio.ensure_future(_sweep_periodically(settings, stop)) \
             if audit is not None and settings.audit_sweep_interval > 0 else None
@@ -130,6 +136,9 @@ async def serve(settings: Settings, runner: Runner, policies: PolicyManager,
         await watching
         if sweeping is not None:
             await sweeping
+        if admin is not None:
+            await admin[0].stop(settings.shutdown_grace)
+            await loop.run_in_executor(None, admin[1].close)
     log.info("draining", extra={"grace_s": settings.shutdown_grace})
     await running.stop(settings.shutdown_grace)
     log.info("stopped")
