@@ -10,6 +10,7 @@ redacted text or the original text, encrypted (see `audit/`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import json
@@ -100,12 +101,21 @@ def build_record(inspection: Inspection, verdict: Verdict, config: AuditConfig,
         retain_until=now + days * DAY, subject_id=inspection.subject_id, payload=payload)
 
 
+def policy_change_record(name: str, old: str, new: str, file_hash: str) -> NewRecord:
+    """The audit record of a policy change (kept for good, like other events)."""
+    from audit.store import FOREVER
+
+    return NewRecord(kind="policy", decision="APPLIED" if new else "REMOVED", policy=name,
+                     revision=new, retain_until=FOREVER,
+                     tags={"previous_revision": old, "file_sha256": file_hash})
+
+
 class AuditWriter:
     def __init__(self, store: AuditStore, policy_of: Callable[[str], Policy | None]) -> None:
         self.store = store
         self.policy_of = policy_of
-        self._queue: deque[tuple[NewRecord, asyncio.Future[str], asyncio.AbstractEventLoop]] = \
-            deque()
+        # Each entry: the record, and how to hand its id (or the failure) to whoever waits.
+        self._queue: deque[tuple[NewRecord, Callable[[str | BaseException], None]]] = deque()
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
@@ -118,10 +128,12 @@ class AuditWriter:
         config = policy.audit if policy is not None else AuditConfig()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
-        with self._cond:
-            self._queue.append((build_record(inspection, verdict, config, time.time()),
-                                future, loop))
-            self._cond.notify()
+
+        def settle(outcome: str | BaseException) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(_settle, future, outcome)
+
+        self._enqueue(build_record(inspection, verdict, config, time.time()), settle)
         try:
             return await future
         except OSError as err:
@@ -134,6 +146,25 @@ class AuditWriter:
                 "the decision could not be recorded in the audit trail "
                 f"({os.strerror(err.errno) if err.errno else 'I/O error'}); "
                 "the policy fails closed") from None
+
+    def record_event(self, record: NewRecord, timeout: float = 30) -> str:
+        """Write a non-inspection record (a policy change) from any thread; its id."""
+        done: concurrent.futures.Future[str] = concurrent.futures.Future()
+
+        def settle(outcome: str | BaseException) -> None:
+            if isinstance(outcome, BaseException):
+                done.set_exception(outcome)
+            else:
+                done.set_result(outcome)
+
+        self._enqueue(record, settle)
+        return done.result(timeout=timeout)
+
+    def _enqueue(self, record: NewRecord,
+                 settle: Callable[[str | BaseException], None]) -> None:
+        with self._cond:
+            self._queue.append((record, settle))
+            self._cond.notify()
 
     def close(self) -> None:
         with self._cond:
@@ -160,9 +191,8 @@ class AuditWriter:
                 failure = err if isinstance(err, OSError) else OSError(
                     errno.ENOSPC if "full" in str(err) else errno.EIO, "audit write failed")
                 outcomes = [failure] * len(batch)
-            for (_, future, loop), outcome in zip(batch, outcomes, strict=True):
-                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                    loop.call_soon_threadsafe(_settle, future, outcome)
+            for (_, settle), outcome in zip(batch, outcomes, strict=True):
+                settle(outcome)
 
 
 def _settle(future: asyncio.Future[str], outcome: str | BaseException) -> None:

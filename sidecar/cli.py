@@ -78,10 +78,15 @@ def _serve(args: argparse.Namespace) -> int:
     pipeline = Pipeline(manager.current, Limits.from_settings(settings))
     audit = None
     if settings.audit:
-        from sidecar.auditing import AuditWriter, open_store
+        from sidecar.auditing import AuditWriter, open_store, policy_change_record
 
         audit = AuditWriter(open_store(settings), lambda name: (
             manager.current.by_name[name].policy if name in manager.current.by_name else None))
+        def record_change(name: str, old: str, new: str, file_hash: str) -> None:
+            assert audit is not None
+            audit.record_event(policy_change_record(name, old, new, file_hash))
+
+        manager.on_change = record_change
     # Workers compile the validated snapshot, never the live directory.
     runner = make_runner(settings.model_copy(update={"policies": manager.snapshot}), pipeline)
     return asyncio.run(serve(settings, runner, manager, audit))

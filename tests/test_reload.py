@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +19,8 @@ import pytest
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
-from tests.conftest import REPO
+from sidecar.auditing import open_store
+from tests.conftest import REPO, make_settings
 from tests.test_shutdown import wait_for_log
 
 DEFAULT = """name: default
@@ -68,6 +71,7 @@ class Server:
     process: subprocess.Popen[str]
     stub: pb_grpc.GuardrailStub
     policies: Path
+    data: Path
 
     def status(self) -> pb.PolicyStatusResponse:
         return self.stub.PolicyStatus(pb.PolicyStatusRequest(), timeout=5)
@@ -97,7 +101,7 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
     drain.start()
     channel = grpc.insecure_channel(str(serving["address"]))
     try:
-        yield Server(process, pb_grpc.GuardrailStub(channel), policies)
+        yield Server(process, pb_grpc.GuardrailStub(channel), policies, tmp_path / "data")
     finally:
         channel.close()
         process.terminate()
@@ -131,6 +135,15 @@ def test_an_edit_serves_within_two_seconds_and_no_request_fails(server: Server) 
     after = {p.name: p.revision for p in server.status().policies}
     assert after["default"] != before["default"]
     assert after["team"] == before["team"]
+    # The change is in the audit trail: old and new revision, and the file's hash.
+    store = open_store(make_settings(server.data.parent, data_dir=server.data))
+    changes = [r for r in store.records("kind = 'policy'") if r["policy"] == "default"]
+    assert changes and changes[-1]["revision"] == after["default"]
+    tags = json.loads(str(changes[-1]["tags"]))
+    assert tags["previous_revision"] == before["default"]
+    assert tags["file_sha256"] == hashlib.sha256(
+        (server.policies / "default.yaml").read_bytes()).hexdigest()
+    store.close()
 
 
 @pytest.mark.slow

@@ -61,6 +61,9 @@ class PolicyManager:
     def __init__(self, source: Path, data_dir: Path, resources: StageResources,
                  on_swap: Callable[[PolicySet, Path], None] | None = None) -> None:
         self.source = source
+        # Told of every applied change: (policy, old revision, new revision, file sha256);
+        # an empty new revision means the policy was removed. The audit trail listens.
+        self.on_change: Callable[[str, str, str, str], None] | None = None
         self.snapshots = data_dir / "policy-snapshots"
         self.resources = resources
         self.on_swap = on_swap
@@ -103,13 +106,19 @@ class PolicyManager:
             self._last_applied = self._last_attempt
             self._record(policies)
             self._prune()
-            for compiled in policies.policies:
-                if previous.get(compiled.name) != compiled.revision:
-                    log.info("policy applied", extra={
-                        "policy": compiled.name, "revision": compiled.revision[:12],
-                        "previous_revision": (previous.get(compiled.name) or "")[:12]})
-            for name in set(previous) - {p.name for p in policies.policies}:
-                log.info("policy removed", extra={"policy": name})
+            changes = [(c.name, previous.get(c.name, ""), c.revision, _file_sha256(c.source))
+                       for c in policies.policies if previous.get(c.name) != c.revision]
+            changes += [(name, previous[name], "", "")
+                        for name in set(previous) - {p.name for p in policies.policies}]
+            for name, old, new, file_hash in changes:
+                log.info("policy applied" if new else "policy removed", extra={
+                    "policy": name, "revision": new[:12], "previous_revision": old[:12]})
+                if self.on_change is not None:
+                    try:
+                        self.on_change(name, old, new, file_hash)
+                    except Exception as err:  # the change is live; say it was not recorded
+                        log.error("policy change not recorded in the audit trail",
+                                  extra={"policy": name, "error_type": type(err).__name__})
             return True
 
     async def watch(self, stop: asyncio.Event, poll_interval: float = 0.5) -> None:
@@ -229,6 +238,13 @@ class PolicyManager:
         for path in old:
             if path != self.snapshot:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _file_sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def _relative(file: str, snapshots: Path) -> str:
