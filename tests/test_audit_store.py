@@ -224,3 +224,47 @@ def test_rotating_the_kek_rewraps_every_live_key(tmp_path: Path) -> None:
     with pytest.raises(crypto.AuditKeyError, match="does not open with this KEK"):
         old.payload(next(old.records()))
     old.close()
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(contents=st.lists(st.text(max_size=80), min_size=1, max_size=8))
+def test_export_rows_round_trip_the_payloads(store: AuditStore, contents: list[str]) -> None:
+    import json
+
+    from audit.export import rows
+
+    subject = f"export-{len(contents)}-{hash(tuple(contents)) & 0xffff}"
+    payloads = [json.dumps({"messages": [{"role": "user", "content": c}]}).encode()
+                for c in contents]
+    store.append([record(subject, p) for p in payloads])
+    exported = list(rows(store, subject_id=subject, include_payload=True))
+    assert [r["payload"]["messages"][0]["content"] for r in exported] == contents
+    assert all(r["subject_ref"] == store.subject_ref(subject) for r in exported)
+
+
+def test_the_audit_package_never_imports_sidecar_or_grpc() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, audit.crypto, audit.chain, audit.store, audit.export; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('sidecar', 'grpc')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_sidecar_refuses_to_start_with_a_kek_that_does_not_fit(tmp_path: Path) -> None:
+    from sidecar.auditing import open_store as open_sidecar_store
+    from sidecar.errors import ConfigError
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    first = open_sidecar_store(settings)
+    first.append([record("alice", b"x")])
+    first.close()
+    other = crypto.Kek.create_file(tmp_path / "other.kek")
+    with pytest.raises(ConfigError, match="does not open the data keys"):
+        open_sidecar_store(make_settings(tmp_path, audit_kek_file=tmp_path / "other.kek"))
+    assert other.id != first.kek.id
