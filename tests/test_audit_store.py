@@ -91,8 +91,10 @@ def test_raw_database_and_wal_files_hold_no_plaintext(store: AuditStore, tmp_pat
         assert b"jane" not in raw  # the subject id is only ever stored as an HMAC
 
 
-COLUMNS = ["tenant", "decision", "entities", "retain_until", "subject_ref", "payload",
-           "payload_digest", "prev_hash", "hash"]
+# Every column of the records table but `seq` (tested as a deletion below).
+COLUMNS = ["id", "kind", "time", "tenant", "app", "direction", "decision", "policy",
+           "revision", "entities", "rule_ids", "tags", "retain_until", "subject_ref", "dek_id",
+           "payload", "payload_digest", "prev_hash", "hash"]
 
 
 @pytest.mark.parametrize("column", COLUMNS)
