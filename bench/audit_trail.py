@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,18 +62,10 @@ def latency_share(directory: Path, calls: int = 300) -> tuple[float, float]:
 
     results = []
     for audit in ("true", "false"):
-        log_path = directory / f"serve-{audit}.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0",
-                 "--data-dir", str(directory / f"data-{audit}")], cwd=ROOT, stderr=log_file,
-                env={"GUARDRAIL_AUDIT": audit, "PATH": "/usr/bin:/bin"})
-        address = ""
-        while not address:
-            time.sleep(0.2)
-            for line in log_path.read_text().splitlines():
-                if '"serving"' in line:
-                    address = json.loads(line)["address"]
+        from sidecar_process import start
+
+        process, address = start(["--data-dir", str(directory / f"data-{audit}")],
+                                 directory / f"serve-{audit}.log", {"GUARDRAIL_AUDIT": audit})
         stub = pb_grpc.GuardrailStub(grpc.insecure_channel(address))
         samples = []
         for n in range(calls + 30):

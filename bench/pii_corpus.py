@@ -22,8 +22,6 @@ Nothing here is a test: the figures go into README.md.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -136,26 +134,6 @@ def timed_run(inspect: Callable[[str], list[tuple[int, int]]], texts: list[str],
     return spans, time.perf_counter() - started
 
 
-def serve(policy_dir: Path, data_dir: Path, model: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `guardrail serve`; its log goes to a file so no reader thread competes with the
-    benchmark's client for this process's GIL."""
-    log_path = data_dir.parent / "sidecar.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0",
-             "--policies", str(policy_dir), "--data-dir", str(data_dir), "--spacy-model", model],
-            cwd=ROOT, stderr=log_file)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        for line in log_path.read_text().splitlines():
-            entry = json.loads(line) if line.startswith("{") else {}
-            if entry.get("msg") == "serving":
-                return process, str(entry["address"])
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the sidecar did not start:\n" + log_path.read_text())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=1000)
@@ -181,7 +159,11 @@ def main() -> None:
         rules = "\n".join(f"    {e}: {{action: replace}}" for e in entities)
         (policy_dir / "default.yaml").write_text(
             f"name: default\npii:\n  min_score: 0.0\n  entities:\n{rules}\n")
-        process, address = serve(policy_dir, Path(tmp) / "data", args.model)
+        from sidecar_process import start
+
+        process, address = start(["--policies", str(policy_dir), "--data-dir",
+                                  str(Path(tmp) / "data"), "--spacy-model", args.model],
+                                 Path(tmp) / "sidecar.log")
         try:
             client = sidecar_client(address)
             for text in texts[:20]:

@@ -13,10 +13,8 @@ long valid edits took to reach the callers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,18 +55,11 @@ def main() -> None:
         policies.mkdir()
         target = policies / "default.yaml"
         target.write_text(POLICY.format(marker="v0"))
+        from sidecar_process import start
+
         log_path = Path(tmp) / "sidecar.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0",
-                 "--policies", str(policies), "--data-dir", str(Path(tmp) / "data")],
-                cwd=ROOT, stderr=log_file)
-        address = ""
-        while not address:
-            time.sleep(0.2)
-            for line in log_path.read_text().splitlines():
-                if '"serving"' in line:
-                    address = json.loads(line)["address"]
+        process, address = start(["--policies", str(policies), "--data-dir",
+                                  str(Path(tmp) / "data")], log_path)
         stub = pb_grpc.GuardrailStub(grpc.insecure_channel(address))
         seen: list[tuple[float, str]] = []
         failures: list[str] = []

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from audit import chain, crypto
 from audit.store import AuditStore, NewRecord
+from sidecar.aio import settle
 from sidecar.config import Settings
 from sidecar.errors import AuditUnavailable, ConfigError
 from sidecar.keys import load_or_create_key
@@ -129,11 +130,11 @@ class AuditWriter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
 
-        def settle(outcome: str | BaseException) -> None:
+        def hand_over(outcome: str | BaseException) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                loop.call_soon_threadsafe(_settle, future, outcome)
+                loop.call_soon_threadsafe(settle, future, outcome)
 
-        self._enqueue(build_record(inspection, verdict, config, time.time()), settle)
+        self._enqueue(build_record(inspection, verdict, config, time.time()), hand_over)
         try:
             return await future
         except OSError as err:
@@ -151,19 +152,19 @@ class AuditWriter:
         """Write a non-inspection record (a policy change) from any thread; its id."""
         done: concurrent.futures.Future[str] = concurrent.futures.Future()
 
-        def settle(outcome: str | BaseException) -> None:
+        def hand_over(outcome: str | BaseException) -> None:
             if isinstance(outcome, BaseException):
                 done.set_exception(outcome)
             else:
                 done.set_result(outcome)
 
-        self._enqueue(record, settle)
+        self._enqueue(record, hand_over)
         return done.result(timeout=timeout)
 
     def _enqueue(self, record: NewRecord,
-                 settle: Callable[[str | BaseException], None]) -> None:
+                 hand_over: Callable[[str | BaseException], None]) -> None:
         with self._cond:
-            self._queue.append((record, settle))
+            self._queue.append((record, hand_over))
             self._cond.notify()
 
     def close(self) -> None:
@@ -191,14 +192,5 @@ class AuditWriter:
                 failure = err if isinstance(err, OSError) else OSError(
                     errno.ENOSPC if "full" in str(err) else errno.EIO, "audit write failed")
                 outcomes = [failure] * len(batch)
-            for (_, settle), outcome in zip(batch, outcomes, strict=True):
-                settle(outcome)
-
-
-def _settle(future: asyncio.Future[str], outcome: str | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+            for (_, hand_over), outcome in zip(batch, outcomes, strict=True):
+                hand_over(outcome)

@@ -29,6 +29,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from sidecar.aio import settle
 from sidecar.config import Settings
 from sidecar.errors import (
     ConfigError,
@@ -218,7 +219,7 @@ class _Worker:
             try:
                 self.conn.send(("policies", control.directory))
             except OSError:
-                _settle(control.future, WorkerLost(f"worker {self.index} is down"))
+                settle(control.future, WorkerLost(f"worker {self.index} is down"))
                 self._lost()
                 return
             self._in_flight = control
@@ -259,10 +260,10 @@ class _Worker:
             return
         in_flight, self._in_flight = self._in_flight, []
         if isinstance(in_flight, _Reload):
-            _settle(in_flight.future, answer)  # None, or the PolicyError it raised
+            settle(in_flight.future, answer)  # None, or the PolicyError it raised
         else:
             for job, outcome in zip(in_flight, answer, strict=True):
-                _settle(job.future, outcome)
+                settle(job.future, outcome)
         if self._queue:
             self._dispatch()
 
@@ -277,7 +278,7 @@ class _Worker:
         self._loop.remove_reader(self.conn.fileno())
         in_flight, self._in_flight = self._in_flight, []
         for job in [in_flight] if isinstance(in_flight, _Reload) else in_flight:
-            _settle(job.future, WorkerLost(f"inspection worker {self.index} exited; retry"))
+            settle(job.future, WorkerLost(f"inspection worker {self.index} exited; retry"))
         loop = self._loop
         future = loop.run_in_executor(None, self._respawn)
         future.add_done_callback(lambda _: self._on_respawned(loop))
@@ -297,17 +298,9 @@ class _Worker:
             self._dispatch()
         else:
             for job in self._queue:
-                _settle(job.future, WorkerLost(f"inspection worker {self.index} is down"))
+                settle(job.future, WorkerLost(f"inspection worker {self.index} is down"))
             self._queue.clear()
 
-
-def _settle(future: asyncio.Future[Any], outcome: Outcome | None) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
 
 
 def worker_main(settings: Settings, index: int, conn: Connection) -> None:

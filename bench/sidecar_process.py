@@ -1,0 +1,34 @@
+"""Start `guardrail serve` for a benchmark and wait until it serves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(args: list[str], log_path: Path,
+          env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """`guardrail serve --listen 127.0.0.1:0 ARGS`; (process, address) once it serves.
+
+    Its log goes to a file, so no reader thread competes with the benchmark's client for
+    this process's GIL.
+    """
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0", *args],
+            cwd=ROOT, stderr=log_file, env={**os.environ, **(env or {})})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        for line in log_path.read_text().splitlines():
+            entry = json.loads(line) if line.startswith("{") else {}
+            if entry.get("msg") == "serving":
+                return process, str(entry["address"])
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the sidecar did not start:\n" + log_path.read_text())
