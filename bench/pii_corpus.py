@@ -13,8 +13,9 @@ replace what they find. Printed side by side:
 - character precision: the share of flagged characters that lie inside some gold span;
 - documents per second: vanilla is analyze + anonymize in this process; the sidecar is a
   separate `guardrail serve` process (default workers: one per CPU), timed end to end
-  over loopback gRPC, one request at a time (c=1) and with 4 and 16 concurrent clients.
-  The sides take turns on rounds of 100 documents, so machine noise hits them alike.
+  over loopback gRPC, one request at a time (c=1) and with 4 and 16 concurrent clients,
+  with its audit trail off (vanilla keeps none) and, as shipped, on. The sides take turns
+  on rounds of 100 documents, so machine noise hits them alike.
 
 Nothing here is a test: the figures go into README.md.
 """
@@ -150,38 +151,45 @@ def main() -> None:
           f"{sum(len(g) for _, g in docs)} gold spans (seed {args.seed})", flush=True)
 
     vanilla, entities = vanilla_engine(texts, args.model)
-    sides = ["vanilla Presidio (in-process)"] + [f"sidecar over gRPC, c={c}" for c in CONCURRENCY]
-    spans: dict[str, Spans] = {name: [] for name in sides}
-    seconds = dict.fromkeys(sides, 0.0)
+    spans: dict[str, Spans] = {}
+    seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         policy_dir = Path(tmp) / "policies"
         policy_dir.mkdir()
         rules = "\n".join(f"    {e}: {{action: replace}}" for e in entities)
         (policy_dir / "default.yaml").write_text(
             f"name: default\npii:\n  min_score: 0.0\n  entities:\n{rules}\n")
-        from sidecar_process import start
+        from sidecar_process import start as start_sidecar
 
-        process, address = start(["--policies", str(policy_dir), "--data-dir",
-                                  str(Path(tmp) / "data"), "--spacy-model", args.model],
-                                 Path(tmp) / "sidecar.log")
+        # Vanilla Presidio writes no audit trail: the like-for-like rows run the sidecar
+        # with its audit off; the default configuration (audit on) is measured too.
+        servers = {audit: start_sidecar(
+            ["--policies", str(policy_dir), "--data-dir", str(Path(tmp) / f"data-{audit}"),
+             "--spacy-model", args.model], Path(tmp) / f"sidecar-{audit}.log",
+            {"GUARDRAIL_AUDIT": audit}) for audit in ("false", "true")}
         try:
-            client = sidecar_client(address)
-            for text in texts[:20]:
-                client(text)
+            clients = {audit: sidecar_client(address) for audit, (_, address) in servers.items()}
+            sides: list[tuple[str, Callable[[str], list[tuple[int, int]]], int]] = [
+                ("vanilla Presidio (in-process)", vanilla, 1),
+                *[(f"sidecar over gRPC, c={c}", clients["false"], c) for c in CONCURRENCY],
+                *[(f"sidecar, audit on, c={c}", clients["true"], c) for c in (1, 4)]]
+            for client in clients.values():
+                for text in texts[:20]:
+                    client(text)
             # Interleaved rounds: on a noisy shared machine a slow minute then hits every
             # side alike, instead of whichever happened to be measured during it.
-            for start in range(0, len(texts), args.round):
-                chunk = texts[start:start + args.round]
-                for name, concurrency in zip(sides, (1, *CONCURRENCY), strict=True):
-                    inspect = vanilla if name == sides[0] else client
+            for first in range(0, len(texts), args.round):
+                chunk = texts[first:first + args.round]
+                for name, inspect, concurrency in sides:
                     found, elapsed = timed_run(inspect, chunk, concurrency)
-                    spans[name].extend(found)
-                    seconds[name] += elapsed
+                    spans.setdefault(name, []).extend(found)
+                    seconds[name] = seconds.get(name, 0.0) + elapsed
         finally:
-            process.terminate()
-            process.wait(timeout=30)
-    rows = [(name, score(docs, spans[name]), seconds[name]) for name in sides]
-    vanilla_s = seconds[sides[0]]
+            for process, _ in servers.values():
+                process.terminate()
+                process.wait(timeout=30)
+    rows = [(name, score(docs, spans[name]), seconds[name]) for name in spans]
+    vanilla_s = seconds["vanilla Presidio (in-process)"]
 
     print(f"\nentities in the sidecar's policy: {', '.join(entities)}\n")
     header = f"{'':34s} {'recall':>7s} {'recall(all)':>11s} {'char prec':>9s} " \

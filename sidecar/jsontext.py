@@ -94,7 +94,8 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise JsonProblem(f"duplicate key {json.dumps(key)[:80]} in an object")
+            # The key is the model's text: name the problem, not the key.
+            raise JsonProblem("duplicate key in an object (which value would the app use?)")
         out[key] = value
     return out
 
