@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup run test lint typecheck unit proto policy-schema bench clean
+.PHONY: setup run test lint typecheck unit proto policy-schema bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,14 @@ bench: setup
 	$(BIN)/python bench/pii_corpus.py
 	$(BIN)/python bench/content_stages.py
 	$(BIN)/python bench/audit_trail.py
+	$(BIN)/python bench/suite.py
+
+## The speed suite in short (< 2 min): exit 1 if a ratio falls below 80% of its target.
+## Not part of `make test`: timings are not tests.
+bench-quick: setup
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/pip install --quiet --no-deps presidio-evaluator==0.3.2
+	$(BIN)/python bench/suite.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -135,6 +135,55 @@ def timed_run(inspect: Callable[[str], list[tuple[int, int]]], texts: list[str],
     return spans, time.perf_counter() - started
 
 
+def compare(docs: list[tuple[str, list[tuple[str, int, int]]]], model: str, round_size: int,
+            ) -> tuple[list[tuple[str, dict[str, float], float]], float, list[str]]:
+    """Every side over the same documents, in interleaved rounds: (rows, vanilla seconds,
+    entity list)."""
+    texts = [text for text, _ in docs]
+    vanilla, entities = vanilla_engine(texts, model)
+    spans: dict[str, Spans] = {}
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        policy_dir = Path(tmp) / "policies"
+        policy_dir.mkdir()
+        rules = "\n".join(f"    {e}: {{action: replace}}" for e in entities)
+        (policy_dir / "default.yaml").write_text(
+            f"name: default\npii:\n  min_score: 0.0\n  entities:\n{rules}\n")
+        from sidecar_process import start as start_sidecar
+
+        # Vanilla Presidio writes no audit trail: the like-for-like rows run the sidecar
+        # with its audit off; the default configuration (audit on) is measured too.
+        servers = {audit: start_sidecar(
+            ["--policies", str(policy_dir), "--data-dir", str(Path(tmp) / f"data-{audit}"),
+             "--spacy-model", model], Path(tmp) / f"sidecar-{audit}.log",
+            {"GUARDRAIL_AUDIT": audit}) for audit in ("false", "true")}
+        try:
+            clients = {audit: sidecar_client(address) for audit, (_, address) in servers.items()}
+            sides: list[tuple[str, Callable[[str], list[tuple[int, int]]], int]] = [
+                ("vanilla Presidio (in-process)", vanilla, 1),
+                *[(f"sidecar over gRPC, c={c}", clients["false"], c) for c in CONCURRENCY],
+                *[(f"sidecar, audit on, c={c}", clients["true"], c) for c in (1, 4)]]
+            for client in clients.values():
+                for text in texts[:20]:
+                    client(text)
+            # Interleaved rounds: on a noisy shared machine a slow minute then hits every
+            # side alike, instead of whichever happened to be measured during it.
+            for first in range(0, len(texts), round_size):
+                chunk = texts[first:first + round_size]
+                for name, inspect, concurrency in sides:
+                    found, elapsed = timed_run(inspect, chunk, concurrency)
+                    spans.setdefault(name, []).extend(found)
+                    seconds[name] = seconds.get(name, 0.0) + elapsed
+        finally:
+            for process, _ in servers.values():
+                process.terminate()
+                process.wait(timeout=30)
+    rows = [(name, score(docs, spans[name]), seconds[name]) for name in spans]
+    vanilla_s = seconds["vanilla Presidio (in-process)"]
+
+    return rows, vanilla_s, entities
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=1000)
@@ -150,46 +199,7 @@ def main() -> None:
     print(f"corpus: {len(docs)} sentences, {chars / len(docs):.0f} chars on average, "
           f"{sum(len(g) for _, g in docs)} gold spans (seed {args.seed})", flush=True)
 
-    vanilla, entities = vanilla_engine(texts, args.model)
-    spans: dict[str, Spans] = {}
-    seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        policy_dir = Path(tmp) / "policies"
-        policy_dir.mkdir()
-        rules = "\n".join(f"    {e}: {{action: replace}}" for e in entities)
-        (policy_dir / "default.yaml").write_text(
-            f"name: default\npii:\n  min_score: 0.0\n  entities:\n{rules}\n")
-        from sidecar_process import start as start_sidecar
-
-        # Vanilla Presidio writes no audit trail: the like-for-like rows run the sidecar
-        # with its audit off; the default configuration (audit on) is measured too.
-        servers = {audit: start_sidecar(
-            ["--policies", str(policy_dir), "--data-dir", str(Path(tmp) / f"data-{audit}"),
-             "--spacy-model", args.model], Path(tmp) / f"sidecar-{audit}.log",
-            {"GUARDRAIL_AUDIT": audit}) for audit in ("false", "true")}
-        try:
-            clients = {audit: sidecar_client(address) for audit, (_, address) in servers.items()}
-            sides: list[tuple[str, Callable[[str], list[tuple[int, int]]], int]] = [
-                ("vanilla Presidio (in-process)", vanilla, 1),
-                *[(f"sidecar over gRPC, c={c}", clients["false"], c) for c in CONCURRENCY],
-                *[(f"sidecar, audit on, c={c}", clients["true"], c) for c in (1, 4)]]
-            for client in clients.values():
-                for text in texts[:20]:
-                    client(text)
-            # Interleaved rounds: on a noisy shared machine a slow minute then hits every
-            # side alike, instead of whichever happened to be measured during it.
-            for first in range(0, len(texts), args.round):
-                chunk = texts[first:first + args.round]
-                for name, inspect, concurrency in sides:
-                    found, elapsed = timed_run(inspect, chunk, concurrency)
-                    spans.setdefault(name, []).extend(found)
-                    seconds[name] = seconds.get(name, 0.0) + elapsed
-        finally:
-            for process, _ in servers.values():
-                process.terminate()
-                process.wait(timeout=30)
-    rows = [(name, score(docs, spans[name]), seconds[name]) for name in spans]
-    vanilla_s = seconds["vanilla Presidio (in-process)"]
+    rows, vanilla_s, entities = compare(docs, args.model, args.round)
 
     print(f"\nentities in the sidecar's policy: {', '.join(entities)}\n")
     header = f"{'':34s} {'recall':>7s} {'recall(all)':>11s} {'char prec':>9s} " \

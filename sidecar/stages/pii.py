@@ -199,15 +199,11 @@ def _resolve_overlaps(found: list[tuple[str, int, int, float]],
     (an allowed DATE_TIME must not shield a phone number), then higher scores, then
     longer spans.
     """
+    from sidecar.edits import Coverage
+
     ranked = sorted(found, key=lambda f: (rules[f[0]].action in PROTECTIVE, f[3], f[2] - f[1]),
                     reverse=True)
-    kept: list[tuple[str, int, int, float]] = []
-    for entity, start, end, score in ranked:
-        pieces = [(start, end)]
-        for _, other_start, other_end, _ in kept:
-            pieces = [part for piece_start, piece_end in pieces
-                      for part in ((piece_start, min(piece_end, other_start)),
-                                   (max(piece_start, other_end), piece_end))
-                      if part[0] < part[1]]
-        kept.extend((entity, piece_start, piece_end, score) for piece_start, piece_end in pieces)
+    coverage = Coverage()
+    kept = [(entity, piece_start, piece_end, score) for entity, start, end, score in ranked
+            for piece_start, piece_end in coverage.claim(start, end)]
     return sorted(kept, key=lambda f: (f[1], f[2]))
