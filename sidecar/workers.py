@@ -115,6 +115,9 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         waits = []
         for worker in self._workers:
+            # A worker started later (a replacement) must load this snapshot, not the one
+            # the pool started with (which may even have been pruned by now).
+            worker.settings = worker.settings.model_copy(update={"policies": snapshot})
             control = _Reload(str(snapshot), loop.create_future())
             worker.submit(control)
             waits.append(control.future)

@@ -206,3 +206,44 @@ def test_sighup_forces_a_reload_attempt(server: Server) -> None:
         time.sleep(0.05)
     assert server.status().last_attempt_unix_ms > first
     assert server.process.poll() is None  # SIGHUP did not kill it
+
+
+@pytest.mark.slow
+def test_a_worker_started_after_a_reload_serves_the_new_policies(server: Server) -> None:
+    edited = server.write("default.yaml", DEFAULT.replace("[v1]", "[v9]"))
+    deadline = edited + 5
+    while time.monotonic() < deadline:
+        reply = server.stub.InspectPrompt(pb.InspectRequest(text="write to jane@example.com"),
+                                          timeout=10)
+        if reply.text == "write to [v9]":
+            break
+        time.sleep(0.05)
+    workers = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/status")
+               if f"PPid:\t{server.process.pid}\n" in _read(p)
+               and b"resource_tracker" not in _read_bytes(p.parent / "cmdline")]
+    assert len(workers) == 1
+    os.kill(workers[0], signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while True:  # the replacement loads its model; calls meanwhile are UNAVAILABLE
+        call = server.stub.InspectPrompt.future(pb.InspectRequest(
+            text="write to jane@example.com"), timeout=30)
+        if call.code() == grpc.StatusCode.OK:
+            break
+        assert call.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert call.result().text == "write to [v9]"  # it loaded the current snapshot
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
