@@ -37,15 +37,20 @@ def load_or_create_key(path: Path, *, nbytes: int = KEY_BYTES) -> bytes:
 
 
 def _read_key(path: Path, nbytes: int) -> bytes:
+    key = read_private_file(path, "key file")
+    if len(key) < nbytes:
+        raise ConfigError(f"key file {path} holds {len(key)} bytes, expected {nbytes}")
+    return key
+
+
+def read_private_file(path: Path, what: str) -> bytes:
+    """The bytes of a secret file, refused if group or others may read or write it."""
     try:
         mode = path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise ConfigError(
-                f"key file {path} is accessible by group or others (mode {oct(mode & 0o777)}); "
+                f"{what} {path} is readable by group or others (mode {oct(mode & 0o777)}); "
                 "run: chmod 600 " + str(path))
-        key = path.read_bytes()
+        return path.read_bytes()
     except OSError as err:
-        raise ConfigError(f"cannot read key file {path}: {err.strerror}") from None
-    if len(key) < nbytes:
-        raise ConfigError(f"key file {path} holds {len(key)} bytes, expected {nbytes}")
-    return key
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None

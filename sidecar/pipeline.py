@@ -175,8 +175,8 @@ def _check_output_schema(compiled: CompiledPolicy, inspection: Inspection) -> No
     schema_id = inspection.output_schema
     if not schema_id:
         return
-    known = compiled.schema.ids() if compiled.schema else []
-    if schema_id not in known:
+    if compiled.schema is None or schema_id not in compiled.schema.schemas:
+        known = compiled.schema.ids() if compiled.schema else []  # only to explain the error
         listed = f"; it defines: {', '.join(known[:20])}" if known else ""
         raise InvalidRequest(f"output_schema: policy '{compiled.name}' defines no schema "
                              f"'{schema_id[:100]}'{listed}")

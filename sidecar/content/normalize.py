@@ -27,6 +27,7 @@ import functools
 import json
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -42,7 +43,7 @@ _LEET_SYMBOLS = {"!": "i", "|": "i", "@": "a", "$": "s", "+": "t"}
 class View:
     text: str
     # origin[i] is the index in the original text of the character view.text[i] came from.
-    origin: tuple[int, ...]
+    origin: Sequence[int]
     source: str
     # View positions where spaced-out letters were joined: `k i l l a` becomes `killa`,
     # and a word may still end between `l` and `a` (see `is_boundary`).
@@ -64,6 +65,11 @@ class View:
         text = self.text
         return (position <= 0 or position >= len(text) or position in self.joins
                 or not (text[position - 1].isalnum() and text[position].isalnum()))
+
+
+def original(text: str) -> View:
+    """The text itself, as a view (for detectors of case-sensitive formats)."""
+    return View(text, range(len(text)), text)
 
 
 def clean(text: str) -> View:

@@ -89,14 +89,14 @@ class ContentStage:
 
     def _scan(self, text: str, applies: list[bool]) -> list[Hit]:
         from sidecar.content.builtins import shannon_entropy
-        from sidecar.content.normalize import View, clean, skeleton
+        from sidecar.content.normalize import View, clean, original, skeleton
 
         views: dict[str, View] = {}
 
         def view(name: str) -> View:
             if name not in views:
                 if name == "original":
-                    views[name] = View(text, tuple(range(len(text))), text)
+                    views[name] = original(text)  # a range: no per-character copy
                 elif name == "clean":
                     views[name] = clean(text)
                 else:
@@ -111,8 +111,8 @@ class ContentStage:
                 start = end - length + 1
                 if not (skeleton_view.is_boundary(start) and skeleton_view.is_boundary(end + 1)):
                     continue  # inside a longer word: whole words only
-                original = skeleton_view.span(start, end + 1)
-                hits.update(Hit(rule, "", *original) for rule in rules if applies[rule])
+                span = skeleton_view.span(start, end + 1)
+                hits.update(Hit(rule, "", *span) for rule in rules if applies[rule])
         for rule, regex in self._patterns:
             if applies[rule]:
                 clean_view = view("clean")

@@ -13,7 +13,6 @@ import asyncio
 import hmac
 import logging
 import os
-import stat
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +26,7 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.config import Settings
 from sidecar.errors import ConfigError
+from sidecar.keys import read_private_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,14 +36,7 @@ MIN_TOKEN_CHARS = 32
 def read_token(path: Path | None) -> str:
     if path is None:
         raise ConfigError("the audit admin service needs GUARDRAIL_AUDIT_ADMIN_TOKEN_FILE")
-    try:
-        info = path.stat()
-        token = path.read_text().strip()
-    except OSError as err:
-        raise ConfigError(f"cannot read the audit admin token {path}: {err.strerror}") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"the audit admin token {path} is readable by group or others; "
-                          "chmod 600 it")
+    token = read_private_file(path, "audit admin token").decode("utf-8", "replace").strip()
     if len(token) < MIN_TOKEN_CHARS:
         raise ConfigError(f"the audit admin token must be at least {MIN_TOKEN_CHARS} "
                           "characters")
