@@ -31,6 +31,8 @@ from typing import Any
 import sqlite_utils
 
 from audit import chain, crypto
+from audit.vault import MIGRATIONS as VAULT_MIGRATIONS
+from audit.vault import purge_expired, purge_subject, vault_path
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -115,6 +117,7 @@ class SweepReport:
     removed: int
     held: int  # expired but kept because a legal hold covers them
     checkpoint_seq: int
+    conversations: int = 0  # pseudonym-vault mappings past their TTL, deleted
 
 
 @dataclass(frozen=True)
@@ -125,25 +128,30 @@ class ErasureReceipt:
     time: float
     checkpoint_seq: int
     checkpoint_hash: str
+    conversations: int = 0  # pseudonym-vault mappings deleted
 
 
 class AuditStore:
     def __init__(self, directory: Path, kek: crypto.Kek, signer: chain.Signer,
                  index_key: bytes, checkpoint_every: int = 1000) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory = directory
         self.kek = kek
         self.signer = signer
         self.index_key = index_key
         self.checkpoint_every = checkpoint_every
-        self.db = _open(directory / "audit.db", _MIGRATIONS)
-        self.keys = _open(directory / "audit-keys.db", _KEY_MIGRATIONS)
+        self.db = open_database(directory / "audit.db", _MIGRATIONS)
+        self.keys = open_database(directory / "audit-keys.db", _KEY_MIGRATIONS)
         self._deks: dict[tuple[str, str], tuple[str, bytes]] = {}
         self._since_checkpoint = 0
+        self._vault: sqlite_utils.Database | None = None
 
     def close(self) -> None:
         self.checkpoint()
         self.db.close()
         self.keys.close()
+        if self._vault is not None:
+            self._vault.close()
 
     def subject_ref(self, subject_id: str) -> str:
         """HMAC of the subject id: lets compliance find a person's records, reveals nothing."""
@@ -175,7 +183,7 @@ class AuditStore:
         self._forget_destroyed()  # one query per batch, not one per record
         self._load_keys({scope for _, scope, payload in prepared if payload is not None})
         conn = self.db.conn
-        with _immediate(conn):
+        with immediate(conn):
             # The tip may be a pruned record (its stub): never reuse a sequence number.
             tips = [conn.execute(f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"  # noqa: S608
                                  ).fetchone() for table in ("records", "pruned")]
@@ -203,7 +211,7 @@ class AuditStore:
     def checkpoint(self, extra: str = "") -> tuple[int, str]:
         """Sign the chain's current tip (and `extra`, e.g. a pruned-list digest)."""
         conn = self.db.conn
-        with _immediate(conn):
+        with immediate(conn):
             tip = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1"
                                ).fetchone() or (0, chain.GENESIS)
             now = time.time()
@@ -237,7 +245,7 @@ class AuditStore:
         if not missing:
             return
         found: dict[tuple[str, str], tuple[str, bytes]] = {}
-        with _immediate(self.keys.conn) as conn:
+        with immediate(self.keys.conn) as conn:
             created = []
             for scope in missing:
                 row = conn.execute(
@@ -257,6 +265,25 @@ class AuditStore:
                              created)
         self._deks.update(found)  # only once committed
 
+    def data_key(self, subject_id: str, tenant: str) -> tuple[str, bytes]:
+        """The live data key (id, key) of a subject, or of the tenant when there is none,
+        created if needed. Checks the cached key is still alive (an erasure elsewhere)."""
+        subject_ref = self.subject_ref(subject_id)
+        scope = ("subject", subject_ref) if subject_ref else ("tenant", tenant)
+        cached = self._deks.get(scope)
+        if cached is not None and self.key_by_id(cached[0]) is not None:
+            return cached
+        self._deks.pop(scope, None)
+        self._load_keys({scope})
+        return self._deks[scope]
+
+    def key_by_id(self, dek_id: str) -> bytes | None:
+        """A data key by id; None once an erasure destroyed it."""
+        row = self.keys.conn.execute(
+            "SELECT wrapped FROM data_keys WHERE dek_id = ? AND destroyed_at IS NULL",
+            (dek_id,)).fetchone()
+        return None if row is None else crypto.unwrap(self.kek, row[0], dek_id)
+
     # -- reading ------------------------------------------------------------------------
 
     def records(self, where: str = "", params: tuple[Any, ...] = ()) -> Iterator[dict[str, Any]]:
@@ -269,12 +296,9 @@ class AuditStore:
         """Decrypted payload of a record; None when it had none or it was erased."""
         if record["payload"] is None or not record["dek_id"]:
             return None
-        row = self.keys.conn.execute(
-            "SELECT wrapped FROM data_keys WHERE dek_id = ? AND destroyed_at IS NULL",
-            (record["dek_id"],)).fetchone()
-        if row is None:
+        dek = self.key_by_id(record["dek_id"])
+        if dek is None:
             return None
-        dek = crypto.unwrap(self.kek, row[0], record["dek_id"])
         metadata = {k: record[k] for k in _METADATA}
         return crypto.open_sealed(dek, record["payload"], _associated(metadata))
 
@@ -284,7 +308,7 @@ class AuditStore:
         """Crypto-shred a data subject: destroy their keys, purge their payload bytes."""
         subject_ref = self.subject_ref(subject_id)
         now = time.time()
-        with _immediate(self.keys.conn):
+        with immediate(self.keys.conn):
             keys = self.keys.conn.execute(
                 "SELECT dek_id, fingerprint, version FROM data_keys "
                 "WHERE scope = 'subject' AND ref = ? AND destroyed_at IS NULL",
@@ -294,7 +318,11 @@ class AuditStore:
                 "WHERE scope = 'subject' AND ref = ?", (now, subject_ref))
         self._deks.pop(("subject", subject_ref), None)
         fence = max((k[2] for k in keys), default=0)
-        with _immediate(self.db.conn):
+        vault = self._vault_db()
+        with immediate(vault.conn):
+            conversations = purge_subject(vault.conn, subject_ref)
+        vault.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with immediate(self.db.conn):
             affected = self.db.conn.execute(
                 "UPDATE records SET payload = NULL WHERE subject_ref = ? AND payload IS NOT NULL",
                 (subject_ref,)).rowcount
@@ -303,12 +331,21 @@ class AuditStore:
                                   json.dumps([k[1] for k in keys])))
         self.append([NewRecord(kind="erasure", decision="ERASED", retain_until=FOREVER,
                                rule_ids=[f"erasure:{len(keys)}-keys"],
-                               tags={"subject_ref": subject_ref, "records": str(affected)})])
+                               tags={"subject_ref": subject_ref, "records": str(affected),
+                                     "conversations": str(conversations)})])
         seq, hash_ = self.checkpoint(extra=f"erasure:{subject_ref}")
         # Old page images in the write-ahead logs still hold the bytes: fold them back in.
         for database in (self.keys, self.db):
             database.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return ErasureReceipt(subject_ref, affected, [k[1] for k in keys], now, seq, hash_)
+        return ErasureReceipt(subject_ref, affected, [k[1] for k in keys], now, seq, hash_,
+                              conversations)
+
+    def _vault_db(self) -> sqlite_utils.Database:
+        """The pseudonym vault's file (audit.vault), opened on first use."""
+        if self._vault is None:
+            self._vault = open_database(vault_path(self.directory), VAULT_MIGRATIONS,
+                                        synchronous="NORMAL")
+        return self._vault
 
     # -- key rotation -------------------------------------------------------------------
 
@@ -321,7 +358,7 @@ class AuditStore:
         """
         old = old or self.kek
         count = 0
-        with _immediate(self.keys.conn) as conn:
+        with immediate(self.keys.conn) as conn:
             rows = conn.execute("SELECT dek_id, wrapped FROM data_keys WHERE wrapped IS NOT "
                                 "NULL AND kek_id != ?", (new.id,)).fetchall()
             for dek_id, wrapped in rows:
@@ -341,14 +378,14 @@ class AuditStore:
         if scope not in ("subject", "tenant"):
             raise ValueError("a hold covers a 'subject' or a 'tenant'")
         key = self.subject_ref(ref) if scope == "subject" else ref
-        with _immediate(self.db.conn) as conn:
+        with immediate(self.db.conn) as conn:
             cursor = conn.execute(
                 "INSERT INTO holds (scope, ref, reason, created) VALUES (?, ?, ?, ?)",
                 (scope, key, reason, time.time()))
         return int(cursor.lastrowid or 0)
 
     def release(self, hold_id: int) -> bool:
-        with _immediate(self.db.conn) as conn:
+        with immediate(self.db.conn) as conn:
             return conn.execute("UPDATE holds SET released = ? WHERE id = ? AND released IS "
                                 "NULL", (time.time(), hold_id)).rowcount == 1
 
@@ -369,7 +406,7 @@ class AuditStore:
                        "((h.scope = 'subject' AND h.ref = records.subject_ref AND "
                        "records.subject_ref != '') OR (h.scope = 'tenant' AND "
                        "h.ref = records.tenant)))")
-        with _immediate(conn):
+        with immediate(conn):
             # held_clause is fixed text above; the only value is bound.
             held = conn.execute(f"SELECT COUNT(*) FROM records WHERE retain_until < ? AND "  # noqa: S608
                                 f"{held_clause}", (now,)).fetchone()[0]
@@ -385,9 +422,12 @@ class AuditStore:
                                          "sweep": sweep_id})])
         seq, _ = self.checkpoint(extra=f"prune:{sweep_id}:{_stub_digest(expired)}"
                                  if expired else "")
-        for database in (self.db,):
+        vault = self._vault_db()
+        with immediate(vault.conn):
+            conversations = purge_expired(vault.conn, now)
+        for database in (self.db, vault):
             database.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return SweepReport(len(expired), held, seq)
+        return SweepReport(len(expired), held, seq, conversations)
 
     # -- verification -------------------------------------------------------------------
 
@@ -458,15 +498,18 @@ def _associated(metadata: dict[str, Any]) -> bytes:
     return str(metadata["id"]).encode() + b"\n" + hashlib.sha256(chain.canonical(bound)).digest()
 
 
-def _open(path: Path, migrations: dict[int, list[str]]) -> sqlite_utils.Database:
+def open_database(path: Path, migrations: dict[int, list[str]],
+                  synchronous: str = "FULL") -> sqlite_utils.Database:
+    """A 0600 SQLite file in WAL mode, migrated to the latest version."""
+    assert synchronous in ("FULL", "NORMAL")
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
     # Erased payloads and destroyed keys are overwritten on disk, not just unlinked.
     conn.execute("PRAGMA secure_delete=ON")
     db = sqlite_utils.Database(conn)
-    with _immediate(conn):
+    with immediate(conn):
         conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                      "(version INTEGER PRIMARY KEY, applied REAL NOT NULL)")
         done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
@@ -480,7 +523,7 @@ def _open(path: Path, migrations: dict[int, list[str]]) -> sqlite_utils.Database
     return db
 
 
-class _immediate:
+class immediate:
     """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): one writer, the chain tip read inside."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

@@ -99,6 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from sidecar import logs
     from sidecar.pipeline import Pipeline
+    from sidecar.pseudonyms import finish_locally
     from sidecar.types import Direction, Inspection
 
     settings = _settings(args)
@@ -106,10 +107,12 @@ def _inspect(args: argparse.Namespace) -> int:
     text = sys.stdin.read()
     pipeline = Pipeline.from_settings(settings)
     direction = Direction.COMPLETION if args.completion else Direction.PROMPT
-    verdict = pipeline.run(Inspection.of_text(
+    inspection = Inspection.of_text(
         text, direction, tenant=args.tenant, app=args.app, request_id=args.request_id,
         user_region=args.user_region, target_region=args.target_region,
-        output_schema=args.output_schema))
+        output_schema=args.output_schema)
+    # One request, no conversation: pseudonyms hold within this text only.
+    verdict = finish_locally(inspection, pipeline.run(inspection))
     out: dict[str, Any] = {
         "decision": verdict.decision.name,
         "text": verdict.text,

@@ -11,6 +11,7 @@ so every character some stage wanted gone is gone.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Iterable
 
 from sidecar.types import Edit
@@ -50,20 +51,42 @@ class Coverage:
 
 
 def resolve(edits: Iterable[Edit]) -> list[Edit]:
-    """Disjoint edits sorted by position; earlier edits in `edits` take precedence."""
+    """Disjoint edits sorted by position; earlier edits in `edits` take precedence.
+
+    A pending edit that loses part of its span to an earlier one is no longer about one
+    whole value: a placeholder to restore is dropped (its remains stay as they were),
+    a value to pseudonymize keeps its placeholder on its first piece and its other
+    pieces are removed.
+    """
     coverage = Coverage()
-    kept = [Edit(start, end, edit.replacement) for edit in edits
-            for start, end in coverage.claim(edit.start, edit.end)]
+    kept: list[Edit] = []
+    for edit in edits:
+        pieces = coverage.claim(edit.start, edit.end)
+        if pieces == [(edit.start, edit.end)]:
+            kept.append(edit)
+        elif edit.pending == "restore":
+            continue
+        elif edit.pending:
+            kept.append(dataclasses.replace(edit, start=pieces[0][0], end=pieces[0][1]))
+            kept.extend(Edit(start, end, "") for start, end in pieces[1:])
+        else:
+            kept.extend(Edit(start, end, edit.replacement) for start, end in pieces)
     return sorted(kept, key=lambda e: e.start)
+
+
+def apply_resolved(text: str, edits: Iterable[Edit], offset: int = 0) -> str:
+    """`text` with disjoint, sorted edits applied; `offset` is where `text` starts in
+    the coordinates of the edits (a stream releases part of a window)."""
+    out: list[str] = []
+    position = 0
+    for edit in edits:
+        out.append(text[position:edit.start - offset])
+        out.append(edit.replacement)
+        position = edit.end - offset
+    out.append(text[position:])
+    return "".join(out)
 
 
 def apply(text: str, edits: Iterable[Edit]) -> str:
     """`text` with every edit applied (see `resolve` for overlaps)."""
-    out: list[str] = []
-    position = 0
-    for edit in resolve(edits):
-        out.append(text[position:edit.start])
-        out.append(edit.replacement)
-        position = edit.end
-    out.append(text[position:])
-    return "".join(out)
+    return apply_resolved(text, resolve(edits))

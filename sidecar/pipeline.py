@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.config import Settings
-from sidecar.edits import apply as apply_edits
+from sidecar.edits import apply_resolved, resolve
 from sidecar.errors import GuardrailError, InvalidRequest, RequestTooLarge, StageFailed
 from sidecar.keys import load_or_create_key
 from sidecar.logs import error_frames
@@ -228,20 +228,24 @@ class _Progress:
     def verdict(self, compiled: CompiledPolicy) -> Verdict:
         original = self.inspection.messages
         out: tuple[Message, ...] = ()
+        resolved: dict[int, tuple[Edit, ...]] = {}
         if not self.blocked:
-            out = tuple(Message(m.role, apply_edits(m.content, self.edits[i]))
-                        if i in self.edits else m for i, m in enumerate(original))
+            resolved = {i: tuple(resolve(edits)) for i, edits in self.edits.items() if edits}
+            out = tuple(Message(m.role, apply_resolved(m.content, resolved[i]))
+                        if i in resolved else m for i, m in enumerate(original))
             self._recheck_schema(compiled, out)
         if self.blocked:
-            decision, out = Decision.BLOCK, ()
+            decision, out, resolved = Decision.BLOCK, (), {}
         else:
+            # A placeholder to restore is still a no-op here: the server's vault makes
+            # the decision MODIFY if it puts a value back (sidecar.pseudonyms).
             decision = Decision.MODIFY if out != original else Decision.ALLOW
         would_block = decision == Decision.BLOCK or self.would_block
         would_modify = not would_block and (decision == Decision.MODIFY or self.would_edit)
         findings, violations = tuple(self.findings), tuple(self.violations)
         if compiled.policy.mode == "shadow":
             # Report everything as what would have happened; change nothing.
-            decision, out = Decision.ALLOW, original
+            decision, out, resolved = Decision.ALLOW, original, {}
             findings = tuple(dataclasses.replace(f, shadow=True) for f in findings)
             violations = tuple(dataclasses.replace(v, shadow=True) for v in violations)
         return Verdict(
@@ -250,7 +254,7 @@ class _Progress:
             policy=compiled.name, policy_revision=compiled.revision,
             request_id=self.inspection.request_id, routing_tags=dict(self.routing_tags),
             schema_errors=tuple(self.schema_errors),
-            would_block=would_block, would_modify=would_modify,
+            would_block=would_block, would_modify=would_modify, edits=resolved,
         )
 
     def _recheck_schema(self, compiled: CompiledPolicy, out: tuple[Message, ...]) -> None:
@@ -294,9 +298,11 @@ def _unproject(result: StageResult, projection: Projection) -> StageResult:
         result,
         findings=[finding(f) for f in result.findings],
         violations=[violation(v) for v in result.violations],
-        edits={index: [Edit(*span(message, e.start, e.end),
-                            escape_for_json_string(e.replacement))
-                       for message, edits in result.edits.items() for e in edits]}
+        edits={index: [dataclasses.replace(
+            e, start=start, end=end, replacement=escape_for_json_string(e.replacement),
+            json=True)
+            for message, edits in result.edits.items() for e in edits
+            for start, end in [span(message, e.start, e.end)]]}
         if result.edits else {},
     )
 

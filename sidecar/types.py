@@ -114,6 +114,12 @@ class Verdict:
     # Shadow rules / shadow mode: what the decision would have been, had they enforced.
     would_block: bool = False
     would_modify: bool = False
+    # The changes behind `messages`, per message index, on the text the app sent:
+    # disjoint and sorted. The server finishes pending ones (pseudonyms) from them, and
+    # a stream releases the part of a window that is safe.
+    edits: dict[int, tuple[Edit, ...]] = field(default_factory=dict)
+    # Placeholders put back by `restore` (completions), in order of first appearance.
+    restored: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -123,11 +129,23 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class Edit:
-    """Replace [start, end) of the original message with `replacement` (code points)."""
+    """Replace [start, end) of the original message with `replacement` (code points).
+
+    A `pending` edit is finished outside the pipeline, by the pseudonym vault of the
+    server process (sidecar.pseudonyms), because it depends on a conversation's state:
+    "pseudonym" puts the conversation's placeholder for (`entity`, `value`) in place of
+    the provisional `<ENTITY>`; "restore" puts back the value a placeholder (`value`)
+    stands for. `json` says the span lies inside a JSON string, so what goes in is
+    escaped.
+    """
 
     start: int
     end: int
     replacement: str
+    pending: str = ""
+    entity: str = ""
+    value: str = ""
+    json: bool = False
 
 
 @dataclass

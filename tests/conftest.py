@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,11 +13,14 @@ import grpc
 import pytest
 
 from audit.store import AuditStore
+from audit.vault import Vault
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.auditing import AuditWriter, open_store
 from sidecar.config import Settings
 from sidecar.pipeline import Pipeline
+from sidecar.policy.model import Policy
+from sidecar.pseudonyms import Pseudonymizer
 from sidecar.runner import Runner, make_runner
 from sidecar.transport.server import RunningServer, start_server
 
@@ -44,11 +48,13 @@ class _ServerThread:
     """A grpc.aio server on its own event loop, so tests can use a plain sync channel."""
 
     def __init__(self, settings: Settings, runner: Runner,
-                 audit: AuditWriter | None = None) -> None:
+                 audit: AuditWriter | None = None,
+                 pseudonyms: Pseudonymizer | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.running: RunningServer = self._call(start_server(settings, runner, None, audit))
+        self.running: RunningServer = self._call(start_server(settings, runner, None, audit,
+                                                              pseudonyms))
         runner.start()
         self._call(self.running.mark_serving())
 
@@ -59,6 +65,27 @@ class _ServerThread:
         self._call(self.running.stop(grace=1))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+
+
+def raw_bytes(path: Path) -> bytes:
+    """A file's bytes, read by a child process. Opening and closing a database file in
+    this process would drop the POSIX locks SQLite holds on it here (a documented
+    SQLite pitfall), and the next connection would fail with "disk I/O error"."""
+    return subprocess.run(["cat", str(path)], capture_output=True, check=True).stdout
+
+
+def copy_tree(source: Path | str, target: Path) -> None:
+    """`shutil.copytree` from a child process, for the same reason as `raw_bytes`."""
+    subprocess.run(["cp", "-r", str(source), str(target)], check=True)
+
+
+def pseudonymizer(settings: Settings, pipeline: Pipeline) -> Pseudonymizer:
+    """The server's pseudonym vault, on its own connection to the data directory."""
+    def policy_of(name: str) -> Policy | None:
+        compiled = pipeline.policies.by_name.get(name)
+        return compiled.policy if compiled is not None else None
+
+    return Pseudonymizer(Vault(open_store(settings)), policy_of)
 
 
 def make_settings(tmp: Path, **overrides: object) -> Settings:
@@ -77,7 +104,8 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
     pipeline = Pipeline.from_settings(settings)
     audit = AuditWriter(open_store(settings), lambda name: (
         pipeline.policies.by_name[name].policy if name in pipeline.policies.by_name else None))
-    server = _ServerThread(settings, make_runner(settings, pipeline), audit)
+    server = _ServerThread(settings, make_runner(settings, pipeline), audit,
+                           pseudonymizer(settings, pipeline))
     channel = grpc.insecure_channel(server.running.address)
     try:
         yield Sidecar(server.running.address, channel, pb_grpc.GuardrailStub(channel), pipeline,

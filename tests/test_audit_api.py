@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -23,7 +22,7 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.auditing import AuditWriter, open_store
 from sidecar.pipeline import Pipeline
 from sidecar.runner import make_runner
-from tests.conftest import REPO, Sidecar, _ServerThread, make_settings
+from tests.conftest import REPO, Sidecar, _ServerThread, copy_tree, make_settings, raw_bytes
 from tests.test_shutdown import wait_for_log
 
 
@@ -67,7 +66,7 @@ def test_no_pii_sent_appears_in_the_database_or_wal_files(sidecar: Sidecar,
                        subject_id="rq-1")
     directory = Path(str(sidecar.audit.db.conn.execute("PRAGMA database_list").fetchone()[2]))
     for path in directory.parent.iterdir():
-        raw = path.read_bytes()
+        raw = raw_bytes(path)
         for value in [*values, "rq-1"]:
             assert value.encode() not in raw, (path.name, value)
 
@@ -194,7 +193,7 @@ def test_cli_exports_erases_and_verifies(sidecar: Sidecar, tmp_path: Path) -> No
     assert code == 1 and "another key" in err
     # A copy with one altered row fails, naming the row.
     copy = tmp_path / "copy"
-    shutil.copytree(data, copy)
+    copy_tree(data, copy)
     with sqlite3.connect(copy / "audit" / "audit.db") as conn:
         conn.execute("UPDATE records SET decision = 'ALLOW' WHERE seq = 2")
     code, _, err = cli("audit", "verify", "--data-dir", str(copy))

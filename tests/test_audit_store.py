@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from audit import chain, crypto
 from audit.store import AuditStore, NewRecord
+from tests.conftest import raw_bytes
 
 
 def open_store(directory: Path, kek: crypto.Kek | None = None) -> AuditStore:
@@ -86,7 +87,7 @@ def test_raw_database_and_wal_files_hold_no_plaintext(store: AuditStore, tmp_pat
     files = list((tmp_path / "audit").iterdir())
     assert any(f.name.endswith("-wal") for f in files)
     for path in files:
-        raw = path.read_bytes()
+        raw = raw_bytes(path)
         assert not any(secret in raw for secret in secrets), path.name
         assert b"jane" not in raw  # the subject id is only ever stored as an HMAC
 

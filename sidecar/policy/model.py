@@ -18,7 +18,7 @@ from sidecar.regex import compile_re2
 
 ENTITY_NAME = r"^[A-Z][A-Z0-9_]{0,63}$"
 POLICY_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
-Action = Literal["replace", "redact", "mask", "hash", "block", "allow"]
+Action = Literal["replace", "redact", "mask", "hash", "pseudonymize", "block", "allow"]
 MAX_LIST = 10_000
 
 
@@ -90,6 +90,15 @@ class CustomRecognizer(_Strict):
         return self
 
 
+class Pseudonyms(_Strict):
+    """The `pseudonymize` action: stable placeholders per conversation, kept in a vault."""
+
+    # Put the original values back into completions of the same conversation.
+    restore: bool = False
+    # How long a conversation's mapping lives after its last new value (then forgotten).
+    ttl_seconds: int = Field(default=86400, ge=1, le=90 * 86400)
+
+
 class PiiConfig(_Strict):
     language: Literal["en"] = "en"
     # Default minimum score for every entity that does not set its own.
@@ -98,6 +107,7 @@ class PiiConfig(_Strict):
     recognizers: list[CustomRecognizer] = Field(default_factory=list, max_length=100)
     # Exact values that are never treated as PII (e.g. the company's support address).
     allow: list[str] = Field(default_factory=list, max_length=MAX_LIST)
+    pseudonyms: Pseudonyms = Field(default_factory=Pseudonyms)
 
     @field_validator("entities")
     @classmethod

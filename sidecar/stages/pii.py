@@ -1,21 +1,40 @@
 """PII stage: Presidio finds sensitive data, the policy decides what happens to it.
 
 Per entity type the policy picks an action: replace (`<EMAIL_ADDRESS>`), redact (remove),
-mask (keep the last N characters), hash (keyed HMAC-SHA256), block (the whole request),
-or allow (report only). Compiled once per policy revision; the spaCy model is loaded
-only when the policy asks for an NER entity, and then with the `ner` component alone.
+mask (keep the last N characters), hash (keyed HMAC-SHA256), pseudonymize (a stable
+placeholder per conversation, `<PERSON_1>`), block (the whole request), or allow
+(report only). Compiled once per policy revision; the spaCy model is loaded only when
+the policy asks for an NER entity, and then with the `ner` component alone.
+
+Pseudonyms depend on a conversation's history, which lives in the server process: this
+stage marks those edits pending (and, with `pseudonyms.restore`, marks the placeholders
+it sees in a completion), and sidecar.pseudonyms finishes them.
 """
 
 from __future__ import annotations
 
+import re
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from sidecar.errors import PolicyError, PolicyIssue
 from sidecar.policy.model import EntityRule, PiiConfig
-from sidecar.types import Edit, Finding, Inspection, Prior, StageResources, StageResult, Violation
+from sidecar.types import (
+    Direction,
+    Edit,
+    Finding,
+    Inspection,
+    Prior,
+    StageResources,
+    StageResult,
+    Violation,
+)
 
-PROTECTIVE = frozenset({"replace", "redact", "mask", "hash", "block"})
+PROTECTIVE = frozenset({"replace", "redact", "mask", "hash", "pseudonymize", "block"})
+# What the vault issues: <ENTITY_TYPE_N>. Anything of this shape in a completion is a
+# candidate; only placeholders issued in the conversation are ever restored.
+PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]{0,63})_([1-9][0-9]{0,8})>")
 
 
 class PiiStage:
@@ -119,9 +138,12 @@ class PiiStage:
         texts = [(item, index, message.content)
                  for item, (inspection, _) in enumerate(items)
                  for index, message in enumerate(inspection.messages) if message.content]
+        restoring = [self.config.pseudonyms.restore
+                     and inspection.direction is Direction.COMPLETION
+                     for inspection, _ in items]
         for (item, index, text), raw in zip(texts, self._analyze([t for *_, t in texts]),
                                             strict=True):
-            self._apply(index, text, raw, results[item])
+            self._apply(index, text, raw, results[item], restoring[item])
         return results
 
     def _analyze(self, texts: list[str]) -> list[list[tuple[str, int, int, float]]]:
@@ -146,7 +168,7 @@ class PiiStage:
         return out
 
     def _apply(self, index: int, text: str, found: list[tuple[str, int, int, float]],
-               result: StageResult) -> None:
+               result: StageResult, restoring: bool = False) -> None:
         """Turn one message's findings into findings, violations and edits."""
         rules = self.rules
         shadowed = [f for f in found if rules[f[0]].shadow]
@@ -168,11 +190,19 @@ class PiiStage:
                     f"pii.{entity}", "pii", f"{entity} is not allowed by policy",
                     start, end, index))
             return
-        kept = _resolve_overlaps(found, rules)
+        # Placeholders to restore are not PII: findings never cover them.
+        tokens = [Edit(m.start(), m.end(), m.group(), pending="restore", value=m.group())
+                  for m in PLACEHOLDER.finditer(text)] if restoring else []
+        kept = _resolve_overlaps(found, rules, [(t.start, t.end) for t in tokens])
         for entity, start, end, score in kept:
             result.findings.append(Finding(entity, start, end, score,
                                            rules[entity].action, index))
-        acting = [f for f in kept if rules[f[0]].action in PROTECTIVE]
+        edits = list(tokens)
+        pseudonymizing = [f for f in kept if rules[f[0]].action == "pseudonymize"]
+        edits.extend(Edit(start, end, f"<{entity}>", pending="pseudonym", entity=entity,
+                          value=text[start:end]) for entity, start, end, _ in pseudonymizing)
+        acting = [f for f in kept if rules[f[0]].action in PROTECTIVE
+                  and rules[f[0]].action != "pseudonymize"]
         if acting:
             from presidio_analyzer import RecognizerResult
 
@@ -185,12 +215,16 @@ class PiiStage:
             # `acting` is disjoint and sorted, so the n-th replaced item (by its position in
             # the new text) is the n-th acting span: report it as an edit on the original.
             replaced = sorted(anonymized.items, key=lambda item: item.start)
-            result.edits[index] = [Edit(start, end, item.text) for (_, start, end, _), item
-                                   in zip(acting, replaced, strict=True)]
+            edits.extend(Edit(start, end, item.text) for (_, start, end, _), item
+                         in zip(acting, replaced, strict=True))
+        if edits:
+            result.edits[index] = sorted(edits, key=lambda e: e.start)
 
 
 def _resolve_overlaps(found: list[tuple[str, int, int, float]],
-                      rules: dict[str, EntityRule]) -> list[tuple[str, int, int, float]]:
+                      rules: dict[str, EntityRule],
+                      reserved: Sequence[tuple[int, int]] = ()
+                      ) -> list[tuple[str, int, int, float]]:
     """Make findings disjoint without uncovering a single character.
 
     Stronger findings keep their span; a weaker one that overlaps them is trimmed to the
@@ -204,6 +238,8 @@ def _resolve_overlaps(found: list[tuple[str, int, int, float]],
     ranked = sorted(found, key=lambda f: (rules[f[0]].action in PROTECTIVE, f[3], f[2] - f[1]),
                     reverse=True)
     coverage = Coverage()
+    for start, end in reserved:  # spans no finding may cover (placeholders to restore)
+        coverage.claim(start, end)
     kept = [(entity, piece_start, piece_end, score) for entity, start, end, score in ranked
             for piece_start, piece_end in coverage.claim(start, end)]
     return sorted(kept, key=lambda f: (f[1], f[2]))

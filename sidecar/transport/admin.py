@@ -80,7 +80,8 @@ class AuditAdminServicer(pb_grpc.AuditAdminServicer):
         return pb.AuditEraseResponse(
             subject_ref=receipt.subject_ref, records_affected=receipt.records_affected,
             keys_destroyed=receipt.keys_destroyed, time_unix_ms=int(receipt.time * 1000),
-            checkpoint_seq=receipt.checkpoint_seq, checkpoint_hash=receipt.checkpoint_hash)
+            checkpoint_seq=receipt.checkpoint_seq, checkpoint_hash=receipt.checkpoint_hash,
+            conversations_erased=receipt.conversations)
 
     async def Export(self, request: pb.AuditExportRequest,
                      context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.AuditRecord]:

@@ -56,6 +56,7 @@ def to_response(verdict: Verdict) -> pb.InspectResponse:
         request_id=verdict.request_id,
         would_block=verdict.would_block,
         would_modify=verdict.would_modify,
+        restored=verdict.restored,
         schema_errors=[pb.SchemaError(pointer=e.pointer, keyword=e.keyword, message=e.message,
                                       schema_path=e.schema_path)
                        for e in verdict.schema_errors],

@@ -26,7 +26,9 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.auditing import AuditWriter
 from sidecar.config import Settings
 from sidecar.errors import ConfigError
+from sidecar.policy.model import Policy
 from sidecar.policy.reload import PolicyManager
+from sidecar.pseudonyms import Pseudonymizer
 from sidecar.runner import Runner
 from sidecar.transport.servicer import GuardrailServicer
 
@@ -42,6 +44,7 @@ class RunningServer:
     runner: Runner
     address: str
     audit: AuditWriter | None = None
+    pseudonyms: Pseudonymizer | None = None
 
     async def mark_serving(self) -> None:
         self.servicer.ready = True
@@ -54,13 +57,17 @@ class RunningServer:
         await self.servicer.drain(grace)
         await self.server.stop(max(0.0, grace - (time.monotonic() - started)))
         await self.runner.close()
+        loop = asyncio.get_running_loop()
+        if self.pseudonyms is not None:
+            await loop.run_in_executor(None, self.pseudonyms.close)
         if self.audit is not None:  # flush, then a final signed checkpoint
-            await asyncio.get_running_loop().run_in_executor(None, self.audit.close)
+            await loop.run_in_executor(None, self.audit.close)
 
 
 async def start_server(settings: Settings, runner: Runner,
                        policies: PolicyManager | None = None,
-                       audit: AuditWriter | None = None) -> RunningServer:
+                       audit: AuditWriter | None = None,
+                       pseudonyms: Pseudonymizer | None = None) -> RunningServer:
     """Bind `settings.listen` (port 0 picks a free port) and start serving, not yet ready."""
     if settings.is_public_bind and not settings.allow_public_bind:
         raise ConfigError(f"refusing to listen on {settings.listen}: it is not a loopback "
@@ -71,7 +78,7 @@ async def start_server(settings: Settings, runner: Runner,
         ("grpc.max_send_message_length", limit),
         ("grpc.so_reuseport", 0),
     ])
-    servicer = GuardrailServicer(runner, policies, audit)
+    servicer = GuardrailServicer(runner, policies, audit, pseudonyms)
     pb_grpc.add_GuardrailServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -90,14 +97,15 @@ async def start_server(settings: Settings, runner: Runner,
     await server.start()
     if address.startswith("unix:"):
         os.chmod(address.removeprefix("unix:").removeprefix("//"), 0o660)
-    return RunningServer(server, health_servicer, servicer, runner, address, audit)
+    return RunningServer(server, health_servicer, servicer, runner, address, audit, pseudonyms)
 
 
 async def serve(settings: Settings, runner: Runner, policies: PolicyManager,
                 audit: AuditWriter | None = None) -> int:
     """Run until SIGTERM/SIGINT; return the process exit code. SIGHUP reloads policies."""
     started = time.perf_counter()
-    running = await start_server(settings, runner, policies, audit)
+    running = await start_server(settings, runner, policies, audit,
+                                 open_pseudonymizer(settings, policies))
     log.info("listening", extra={"address": running.address})
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -143,6 +151,18 @@ async def serve(settings: Settings, runner: Runner, policies: PolicyManager,
     await running.stop(settings.shutdown_grace)
     log.info("stopped")
     return 0
+
+
+def open_pseudonymizer(settings: Settings, policies: PolicyManager) -> Pseudonymizer:
+    """The pseudonym vault of the data directory (its own connection to the key store)."""
+    from audit.vault import Vault
+    from sidecar.auditing import open_store
+
+    def policy_of(name: str) -> Policy | None:
+        compiled = policies.current.by_name.get(name)
+        return compiled.policy if compiled is not None else None
+
+    return Pseudonymizer(Vault(open_store(settings)), policy_of)
 
 
 async def _sweep_periodically(settings: Settings, stop: asyncio.Event) -> None:

@@ -16,20 +16,23 @@ from sidecar.auditing import AuditWriter
 from sidecar.errors import GuardrailError, NotReady
 from sidecar.logs import error_frames
 from sidecar.policy.reload import PolicyManager
+from sidecar.pseudonyms import Pseudonymizer, finish_locally
 from sidecar.runner import Runner
 from sidecar.transport import convert
 from sidecar.transport.status import code_for
-from sidecar.types import Direction
+from sidecar.types import Direction, Inspection, Verdict
 
 log = logging.getLogger(__name__)
 
 
 class GuardrailServicer(pb_grpc.GuardrailServicer):
     def __init__(self, runner: Runner, policies: PolicyManager | None = None,
-                 audit: AuditWriter | None = None) -> None:
+                 audit: AuditWriter | None = None,
+                 pseudonyms: Pseudonymizer | None = None) -> None:
         self.runner = runner
         self.policies = policies
         self.audit = audit
+        self.pseudonyms = pseudonyms
         self.ready = False
         self.draining = False
         self.in_flight = 0
@@ -62,6 +65,11 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
             raise AssertionError  # abort raises
         return convert.to_status(self.policies.status())
 
+    async def _finish_pseudonyms(self, inspection: Inspection, verdict: Verdict) -> Verdict:
+        if self.pseudonyms is None:
+            return finish_locally(inspection, verdict)
+        return await self.pseudonyms.finish(inspection, verdict)
+
     async def _inspect(self, request: pb.InspectRequest,
                        context: grpc.aio.ServicerContext[Any, Any],
                        direction: Direction) -> pb.InspectResponse:
@@ -77,6 +85,7 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
             remaining = context.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
             verdict = await self.runner.run(inspection, deadline)
+            verdict = await self._finish_pseudonyms(inspection, verdict)
             if self.audit is not None:  # committed before the answer is sent
                 verdict = dataclasses.replace(
                     verdict, audit_id=await self.audit.record(inspection, verdict))

@@ -148,7 +148,7 @@ class Violation(_message.Message):
     def __init__(self, rule_id: _Optional[str] = ..., category: _Optional[str] = ..., message: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., message_index: _Optional[int] = ..., shadow: _Optional[bool] = ...) -> None: ...
 
 class InspectResponse(_message.Message):
-    __slots__ = ("decision", "text", "messages", "findings", "violations", "routing_tags", "audit_id", "policy", "policy_revision", "request_id", "schema_errors", "would_block", "would_modify")
+    __slots__ = ("decision", "text", "messages", "findings", "violations", "routing_tags", "audit_id", "policy", "policy_revision", "request_id", "schema_errors", "would_block", "would_modify", "restored")
     class RoutingTagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +169,7 @@ class InspectResponse(_message.Message):
     SCHEMA_ERRORS_FIELD_NUMBER: _ClassVar[int]
     WOULD_BLOCK_FIELD_NUMBER: _ClassVar[int]
     WOULD_MODIFY_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     text: str
     messages: Messages
@@ -182,7 +183,55 @@ class InspectResponse(_message.Message):
     schema_errors: _containers.RepeatedCompositeFieldContainer[SchemaError]
     would_block: bool
     would_modify: bool
-    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., text: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., violations: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., routing_tags: _Optional[_Mapping[str, str]] = ..., audit_id: _Optional[str] = ..., policy: _Optional[str] = ..., policy_revision: _Optional[str] = ..., request_id: _Optional[str] = ..., schema_errors: _Optional[_Iterable[_Union[SchemaError, _Mapping]]] = ..., would_block: _Optional[bool] = ..., would_modify: _Optional[bool] = ...) -> None: ...
+    restored: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., text: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., violations: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., routing_tags: _Optional[_Mapping[str, str]] = ..., audit_id: _Optional[str] = ..., policy: _Optional[str] = ..., policy_revision: _Optional[str] = ..., request_id: _Optional[str] = ..., schema_errors: _Optional[_Iterable[_Union[SchemaError, _Mapping]]] = ..., would_block: _Optional[bool] = ..., would_modify: _Optional[bool] = ..., restored: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CompletionChunk(_message.Message):
+    __slots__ = ("request", "text", "end")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    request: InspectRequest
+    text: str
+    end: bool
+    def __init__(self, request: _Optional[_Union[InspectRequest, _Mapping]] = ..., text: _Optional[str] = ..., end: _Optional[bool] = ...) -> None: ...
+
+class StreamVerdict(_message.Message):
+    __slots__ = ("text", "findings", "violations", "received_chars", "released_chars", "restored", "final", "decision", "audit_id", "policy", "policy_revision", "request_id", "routing_tags")
+    class RoutingTagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_CHARS_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_CHARS_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_TAGS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    findings: _containers.RepeatedCompositeFieldContainer[Finding]
+    violations: _containers.RepeatedCompositeFieldContainer[Violation]
+    received_chars: int
+    released_chars: int
+    restored: _containers.RepeatedScalarFieldContainer[str]
+    final: bool
+    decision: Decision
+    audit_id: str
+    policy: str
+    policy_revision: str
+    request_id: str
+    routing_tags: _containers.ScalarMap[str, str]
+    def __init__(self, text: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., violations: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., received_chars: _Optional[int] = ..., released_chars: _Optional[int] = ..., restored: _Optional[_Iterable[str]] = ..., final: _Optional[bool] = ..., decision: _Optional[_Union[Decision, str]] = ..., audit_id: _Optional[str] = ..., policy: _Optional[str] = ..., policy_revision: _Optional[str] = ..., request_id: _Optional[str] = ..., routing_tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SchemaError(_message.Message):
     __slots__ = ("pointer", "keyword", "message", "schema_path")
@@ -221,20 +270,22 @@ class AuditEraseRequest(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ...) -> None: ...
 
 class AuditEraseResponse(_message.Message):
-    __slots__ = ("subject_ref", "records_affected", "keys_destroyed", "time_unix_ms", "checkpoint_seq", "checkpoint_hash")
+    __slots__ = ("subject_ref", "records_affected", "keys_destroyed", "time_unix_ms", "checkpoint_seq", "checkpoint_hash", "conversations_erased")
     SUBJECT_REF_FIELD_NUMBER: _ClassVar[int]
     RECORDS_AFFECTED_FIELD_NUMBER: _ClassVar[int]
     KEYS_DESTROYED_FIELD_NUMBER: _ClassVar[int]
     TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_SEQ_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_HASH_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATIONS_ERASED_FIELD_NUMBER: _ClassVar[int]
     subject_ref: str
     records_affected: int
     keys_destroyed: _containers.RepeatedScalarFieldContainer[str]
     time_unix_ms: int
     checkpoint_seq: int
     checkpoint_hash: str
-    def __init__(self, subject_ref: _Optional[str] = ..., records_affected: _Optional[int] = ..., keys_destroyed: _Optional[_Iterable[str]] = ..., time_unix_ms: _Optional[int] = ..., checkpoint_seq: _Optional[int] = ..., checkpoint_hash: _Optional[str] = ...) -> None: ...
+    conversations_erased: int
+    def __init__(self, subject_ref: _Optional[str] = ..., records_affected: _Optional[int] = ..., keys_destroyed: _Optional[_Iterable[str]] = ..., time_unix_ms: _Optional[int] = ..., checkpoint_seq: _Optional[int] = ..., checkpoint_hash: _Optional[str] = ..., conversations_erased: _Optional[int] = ...) -> None: ...
 
 class AuditExportRequest(_message.Message):
     __slots__ = ("tenant", "app", "decision", "policy", "subject_id", "since_unix_ms", "until_unix_ms", "include_payload")

@@ -44,6 +44,11 @@ class GuardrailStub:
                 request_serializer=guardrail_dot_v1_dot_guardrail__pb2.InspectRequest.SerializeToString,
                 response_deserializer=guardrail_dot_v1_dot_guardrail__pb2.InspectResponse.FromString,
                 _registered_method=True)
+        self.InspectCompletionStream = channel.stream_stream(
+                '/guardrail.v1.Guardrail/InspectCompletionStream',
+                request_serializer=guardrail_dot_v1_dot_guardrail__pb2.CompletionChunk.SerializeToString,
+                response_deserializer=guardrail_dot_v1_dot_guardrail__pb2.StreamVerdict.FromString,
+                _registered_method=True)
         self.PolicyStatus = channel.unary_unary(
                 '/guardrail.v1.Guardrail/PolicyStatus',
                 request_serializer=guardrail_dot_v1_dot_guardrail__pb2.PolicyStatusRequest.SerializeToString,
@@ -63,6 +68,16 @@ class GuardrailServicer:
 
     def InspectCompletion(self, request, context):
         """Inspect what a model returned before the application shows it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InspectCompletionStream(self, request_iterator, context):
+        """Inspect a completion while the model streams it: send its pieces as they arrive,
+        show what comes back. The sidecar holds back only as much text as it needs to
+        catch an entity or a blocked phrase split across pieces, and releases the rest,
+        redacted (and restored) as the policy says. See CompletionChunk and StreamVerdict.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -88,6 +103,11 @@ def add_GuardrailServicer_to_server(servicer, server):
                     servicer.InspectCompletion,
                     request_deserializer=guardrail_dot_v1_dot_guardrail__pb2.InspectRequest.FromString,
                     response_serializer=guardrail_dot_v1_dot_guardrail__pb2.InspectResponse.SerializeToString,
+            ),
+            'InspectCompletionStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.InspectCompletionStream,
+                    request_deserializer=guardrail_dot_v1_dot_guardrail__pb2.CompletionChunk.FromString,
+                    response_serializer=guardrail_dot_v1_dot_guardrail__pb2.StreamVerdict.SerializeToString,
             ),
             'PolicyStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.PolicyStatus,
@@ -149,6 +169,33 @@ class Guardrail:
             '/guardrail.v1.Guardrail/InspectCompletion',
             guardrail_dot_v1_dot_guardrail__pb2.InspectRequest.SerializeToString,
             guardrail_dot_v1_dot_guardrail__pb2.InspectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectCompletionStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/guardrail.v1.Guardrail/InspectCompletionStream',
+            guardrail_dot_v1_dot_guardrail__pb2.CompletionChunk.SerializeToString,
+            guardrail_dot_v1_dot_guardrail__pb2.StreamVerdict.FromString,
             options,
             channel_credentials,
             insecure,

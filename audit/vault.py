@@ -1,0 +1,173 @@
+"""The pseudonym vault: which placeholder stands for which value, per conversation.
+
+`pseudonymize` replaces each distinct value with a placeholder (`<PERSON_1>`) that stays
+the same across the turns of one conversation, so the model can refer to it, and
+`restore` puts the values back into completions. The mapping is the most sensitive
+thing the sidecar keeps, so:
+
+- one row per conversation in `vault.db`, keyed by an HMAC of (tenant, subject,
+  conversation): the database names no conversation and no person;
+- the mapping is sealed with AES-256-GCM under the subject's data key (the tenant's
+  when there is no subject), the same key hierarchy as audit payloads: erasing the
+  subject destroys the key, which shreds every copy, and `AuditStore.erase` also
+  deletes the rows;
+- every exchange (look up, issue, store) is one `BEGIN IMMEDIATE` transaction, so
+  concurrent turns of a conversation, in threads or in processes, never lose or fork a
+  mapping: the second one sees what the first issued;
+- a mapping lives `ttl` seconds after its last new value, then it is gone.
+
+synchronous=NORMAL (WAL): a process crash loses nothing; a power loss may forget the
+last mappings, whose placeholders then stay unrestored. The audit trail, which must not
+lose a record, keeps FULL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from audit import crypto
+
+if TYPE_CHECKING:
+    from audit.store import AuditStore
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE conversations (
+            ref TEXT PRIMARY KEY, subject_ref TEXT NOT NULL, dek_id TEXT NOT NULL,
+            sealed BLOB NOT NULL, entries INTEGER NOT NULL, expires REAL NOT NULL,
+            updated REAL NOT NULL)""",
+        "CREATE INDEX conversations_subject ON conversations(subject_ref)",
+        "CREATE INDEX conversations_expires ON conversations(expires)",
+    ],
+}
+# A conversation that names more distinct values than this gets unnumbered placeholders
+# (`<PERSON>`) for the rest: still redacted, never restorable. Bounds a row's size.
+MAX_ENTRIES = 10_000
+
+
+@dataclass
+class Exchange:
+    """What one inspection asks of the vault, and (once done) what it got."""
+
+    # (entity type, value) pairs to pseudonymize, in text order.
+    values: list[tuple[str, str]]
+    # Placeholders seen in a completion, to restore.
+    tokens: list[str]
+    # Placeholders that must not be issued (they already occur in the request's text).
+    avoid: set[str] = field(default_factory=set)
+    placeholders: list[str] = field(default_factory=list)
+    restored: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Mapping:
+    forward: dict[tuple[str, str], str] = field(default_factory=dict)
+    reverse: dict[str, str] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, blob: bytes) -> _Mapping:
+        mapping = cls()
+        for entity, value, number in json.loads(blob):
+            mapping.add(entity, value, number)
+        return mapping
+
+    def add(self, entity: str, value: str, number: int) -> str:
+        token = f"<{entity}_{number}>"
+        self.forward[(entity, value)] = token
+        self.reverse[token] = value
+        self.counters[entity] = max(self.counters.get(entity, 0), number)
+        return token
+
+    def dump(self) -> bytes:
+        entries = [[entity, value, int(token[len(entity) + 2:-1])]
+                   for (entity, value), token in self.forward.items()]
+        return json.dumps(entries, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def issue(self, entity: str, value: str, avoid: set[str]) -> str:
+        number = self.counters.get(entity, 0) + 1
+        while f"<{entity}_{number}>" in avoid:
+            number += 1
+        return self.add(entity, value, number)
+
+
+def local_exchange(exchange: Exchange) -> Exchange:
+    """Placeholders that hold within one request only (no conversation, or no vault)."""
+    mapping = _Mapping()
+    exchange.placeholders = [mapping.forward.get((entity, value))
+                             or mapping.issue(entity, value, exchange.avoid)
+                             for entity, value in exchange.values]
+    return exchange
+
+
+class Vault:
+    """The mappings of `store`'s data directory. Not thread-safe: use one per thread."""
+
+    def __init__(self, store: AuditStore) -> None:
+        from audit.store import open_database
+
+        self.store = store
+        self.db = open_database(store.directory / "vault.db", MIGRATIONS, synchronous="NORMAL")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def conversation_ref(self, tenant: str, subject_id: str, conversation_id: str) -> str:
+        message = json.dumps(["conversation", tenant, subject_id, conversation_id]).encode()
+        return hmac.new(self.store.index_key, message, hashlib.sha256).hexdigest()
+
+    def exchange(self, tenant: str, subject_id: str, conversation_id: str,
+                 exchange: Exchange, *, ttl: float, now: float | None = None) -> Exchange:
+        """Issue or look up a placeholder for each value; find the tokens' values."""
+        from audit.store import immediate
+
+        now = time.time() if now is None else now
+        ref = self.conversation_ref(tenant, subject_id, conversation_id)
+        associated = b"guardrail-vault\0" + ref.encode()
+        conn = self.db.conn
+        with immediate(conn):
+            row = conn.execute("SELECT dek_id, sealed, expires FROM conversations "
+                               "WHERE ref = ?", (ref,)).fetchone()
+            mapping = _Mapping()
+            if row is not None and row[2] > now:
+                dek = self.store.key_by_id(row[0])
+                if dek is not None:  # else the subject was erased meanwhile: start afresh
+                    mapping = _Mapping.load(crypto.open_sealed(dek, row[1], associated))
+            size = len(mapping.forward)
+            for entity, value in exchange.values:
+                token = mapping.forward.get((entity, value))
+                if token is None:
+                    token = mapping.issue(entity, value, exchange.avoid) \
+                        if len(mapping.forward) < MAX_ENTRIES else f"<{entity}>"
+                exchange.placeholders.append(token)
+            exchange.restored = {token: mapping.reverse[token] for token in exchange.tokens
+                                 if token in mapping.reverse}
+            if len(mapping.forward) > size:
+                dek_id, dek = self.store.data_key(subject_id, tenant)
+                conn.execute(
+                    "INSERT OR REPLACE INTO conversations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (ref, self.store.subject_ref(subject_id), dek_id,
+                     crypto.seal(dek, mapping.dump(), associated), len(mapping.forward),
+                     now + ttl, now))
+        return exchange
+
+
+def purge_subject(conn: sqlite3.Connection, subject_ref: str) -> int:
+    """Delete a subject's mappings (their key is already destroyed); how many."""
+    return conn.execute("DELETE FROM conversations WHERE subject_ref = ?",
+                        (subject_ref,)).rowcount
+
+
+def purge_expired(conn: sqlite3.Connection, now: float) -> int:
+    return conn.execute("DELETE FROM conversations WHERE expires <= ?", (now,)).rowcount
+
+
+def vault_path(directory: Path) -> Path:
+    return directory / "vault.db"

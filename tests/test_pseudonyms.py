@@ -1,0 +1,161 @@
+"""Reversible pseudonymization through gRPC: stable per conversation, restored in
+completions, isolated, expiring, erasable, and safe under concurrent turns."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from audit.vault import vault_path
+from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+from sidecar.auditing import open_store
+from tests.conftest import Sidecar, make_settings, raw_bytes
+
+
+def _prompt(sidecar: Sidecar, text: str, conversation: str, **fields: object) -> pb.InspectResponse:
+    fields.setdefault("tenant", "pseudo")
+    return sidecar.prompt(text, conversation_id=conversation, **fields)
+
+
+def _completion(sidecar: Sidecar, text: str, conversation: str,
+                **fields: object) -> pb.InspectResponse:
+    fields.setdefault("tenant", "pseudo")
+    return sidecar.completion(text, conversation_id=conversation, **fields)
+
+
+def test_the_same_value_keeps_its_placeholder_across_turns(sidecar: Sidecar) -> None:
+    first = _prompt(sidecar, "Jane Doe wrote from jane@example.com today.", "stable-1")
+    assert first.decision == pb.MODIFY
+    assert first.text == "<PERSON_1> wrote from <EMAIL_ADDRESS_1> today."
+    assert [f.action for f in first.findings] == ["pseudonymize", "pseudonymize"]
+    assert (first.findings[0].start, first.findings[0].end) == (0, 8)
+    second = _prompt(sidecar, "Ask John Smith to call Jane Doe at jane@example.com.", "stable-1")
+    assert second.text == "Ask <PERSON_2> to call <PERSON_1> at <EMAIL_ADDRESS_1>."
+
+
+def test_conversations_tenants_and_subjects_never_share_mappings(sidecar: Sidecar) -> None:
+    _prompt(sidecar, "Jane Doe and John Smith met.", "isolated-1")
+    other = _prompt(sidecar, "John Smith called.", "isolated-2")
+    assert other.text == "<PERSON_1> called."
+    other_tenant = _prompt(sidecar, "John Smith called.", "isolated-1", tenant="pseudo-b")
+    assert other_tenant.text == "<PERSON_1> called."
+    other_subject = _prompt(sidecar, "John Smith called.", "isolated-1", subject_id="ada")
+    assert other_subject.text == "<PERSON_1> called."
+    # Conversation 2's placeholder means something else in conversation 1: never mixed.
+    restored = _completion(sidecar, "<PERSON_1> is here.", "isolated-2")
+    assert restored.text == "John Smith is here."
+
+
+def test_restores_reordered_and_repeated_placeholders(sidecar: Sidecar) -> None:
+    sent = _prompt(sidecar, "Jane Doe emailed John Smith at john@example.com.", "restore-1")
+    assert sent.text == "<PERSON_1> emailed <PERSON_2> at <EMAIL_ADDRESS_1>."
+    back = _completion(sidecar, "Dear <PERSON_2>, <PERSON_1> wrote to <EMAIL_ADDRESS_1>. "
+                                "Thanks, <PERSON_2>!", "restore-1")
+    assert back.decision == pb.MODIFY
+    assert back.text == ("Dear John Smith, Jane Doe wrote to john@example.com. "
+                         "Thanks, John Smith!")
+    assert list(back.restored) == ["<PERSON_2>", "<PERSON_1>", "<EMAIL_ADDRESS_1>"]
+
+
+def test_look_alike_placeholders_are_left_alone(sidecar: Sidecar) -> None:
+    _prompt(sidecar, "Jane Doe is the customer.", "forged-1")
+    text = "<PERSON_9>, <EMAIL_ADDRESS_1>, <person_1>, <PERSON_01> and <PERSON_1>."
+    back = _completion(sidecar, text, "forged-1")
+    assert back.text == "<PERSON_9>, <EMAIL_ADDRESS_1>, <person_1>, <PERSON_01> and Jane Doe."
+    assert list(back.restored) == ["<PERSON_1>"]
+    untouched = _completion(sidecar, "<PERSON_9> only.", "forged-1")
+    assert untouched.decision == pb.ALLOW and untouched.text == "<PERSON_9> only."
+    assert not untouched.restored
+
+
+def test_a_placeholder_the_user_typed_is_never_issued_for_another_value(
+        sidecar: Sidecar) -> None:
+    sent = _prompt(sidecar, "Replace <PERSON_1> with Jane Doe.", "typed-1")
+    assert sent.text == "Replace <PERSON_1> with <PERSON_2>."
+    back = _completion(sidecar, "Done: <PERSON_2>.", "typed-1")
+    assert back.text == "Done: Jane Doe."
+
+
+def test_restoring_into_json_keeps_it_valid(sidecar: Sidecar) -> None:
+    sent = _prompt(sidecar, 'Jane Doe asked about "the order".', "json-1")
+    assert sent.text == '<PERSON_1> asked about "the order".'
+    completion = json.dumps({"to": "<PERSON_1>", "body": "Hello <PERSON_1>, all set."})
+    back = _completion(sidecar, completion, "json-1", output_schema="note")
+    assert back.decision == pb.MODIFY, back
+    assert json.loads(back.text) == {"to": "Jane Doe", "body": "Hello Jane Doe, all set."}
+
+
+def test_completions_get_new_values_pseudonymized_not_restored(sidecar: Sidecar) -> None:
+    _prompt(sidecar, "Jane Doe asked.", "mixed-1")
+    back = _completion(sidecar, "<PERSON_1> should ask Peter Parker.", "mixed-1")
+    assert back.text == "Jane Doe should ask <PERSON_2>."
+
+
+def test_without_a_conversation_placeholders_hold_for_the_request_only(
+        sidecar: Sidecar) -> None:
+    first = sidecar.prompt("a@example.com, b@example.com, a@example.com.", tenant="pseudo")
+    assert first.text == "<EMAIL_ADDRESS_1>, <EMAIL_ADDRESS_2>, <EMAIL_ADDRESS_1>."
+    second = sidecar.prompt("b@example.com.", tenant="pseudo")
+    assert second.text == "<EMAIL_ADDRESS_1>."
+    back = sidecar.completion("<EMAIL_ADDRESS_1>", tenant="pseudo")
+    assert back.text == "<EMAIL_ADDRESS_1>" and back.decision == pb.ALLOW
+
+
+def test_mappings_expire_after_their_ttl(sidecar: Sidecar) -> None:
+    sent = _prompt(sidecar, "Jane Doe called.", "ttl-1", tenant="pseudo-short")
+    assert sent.text == "<PERSON_1> called."
+    assert _completion(sidecar, "Hi <PERSON_1>", "ttl-1", tenant="pseudo-short").text == \
+        "Hi Jane Doe"
+    time.sleep(1.3)
+    expired = _completion(sidecar, "Hi <PERSON_1>", "ttl-1", tenant="pseudo-short")
+    assert expired.text == "Hi <PERSON_1>" and not expired.restored
+    # A new mapping starts afresh.
+    again = _prompt(sidecar, "John Smith called.", "ttl-1", tenant="pseudo-short")
+    assert again.text == "<PERSON_1> called."
+
+
+def test_erasing_the_subject_destroys_their_mappings(sidecar: Sidecar) -> None:
+    _prompt(sidecar, "Jane Doe lives here.", "erase-1", subject_id="erase-me")
+    _prompt(sidecar, "Grace Hopper too.", "erase-2", subject_id="erase-me")
+    _prompt(sidecar, "Jane Doe lives here.", "erase-1", subject_id="keep-me")
+    assert _completion(sidecar, "<PERSON_1>", "erase-1", subject_id="erase-me").text == \
+        "Jane Doe"
+    settings = make_settings(sidecar.audit.directory.parent.parent)
+    store = open_store(settings)
+    try:
+        receipt = store.erase("erase-me")
+    finally:
+        store.close()
+    assert receipt.conversations == 2
+    gone = _completion(sidecar, "<PERSON_1>", "erase-1", subject_id="erase-me")
+    assert gone.text == "<PERSON_1>" and not gone.restored
+    kept = _completion(sidecar, "<PERSON_1>", "erase-1", subject_id="keep-me")
+    assert kept.text == "Jane Doe"
+
+
+def test_the_vault_file_holds_no_value_in_the_clear(sidecar: Sidecar) -> None:
+    _prompt(sidecar, "Katherine Johnson wrote from kj-vault-probe@example.com.", "clear-1")
+    raw = b"".join(raw_bytes(path) for path in vault_path(sidecar.audit.directory)
+                   .parent.glob("vault.db*"))
+    assert raw  # the vault exists
+    for value in (b"Katherine", b"kj-vault-probe", b"clear-1"):
+        assert value not in raw
+
+
+def test_concurrent_turns_of_one_conversation_agree(sidecar: Sidecar) -> None:
+    names = ["Jane Doe", "John Smith", "Grace Hopper", "Alan Turing", "Ada Lovelace"]
+    texts = [f"{names[i % 5]} met {names[(i + 1) % 5]} and {names[(i + 3) % 5]}."
+             for i in range(20)]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        replies = list(pool.map(lambda t: _prompt(sidecar, t, "concurrent-1"), texts))
+    seen: dict[str, str] = {}
+    for text, reply in zip(texts, replies, strict=True):
+        tokens = reply.text.removesuffix(".").replace(" met ", ",").replace(" and ", ",")
+        values = text.removesuffix(".").replace(" met ", ",").replace(" and ", ",")
+        for value, token in zip(values.split(","), tokens.split(","), strict=True):
+            assert seen.setdefault(value, token) == token, (value, token, seen)
+    assert len(set(seen.values())) == 5  # five names, five distinct placeholders
+    assert sorted(seen.values()) == [f"<PERSON_{n}>" for n in range(1, 6)]
+    back = _completion(sidecar, " ".join(sorted(seen.values())), "concurrent-1")
+    assert sorted(back.text.split(" ", 9)) == sorted(" ".join(names).split(" "))
