@@ -77,7 +77,7 @@ def _check_kek(store: AuditStore) -> None:
 
 
 def build_record(inspection: Inspection, verdict: Verdict, config: AuditConfig,
-                 now: float) -> NewRecord:
+                 now: float, extra_tags: dict[str, str] | None = None) -> NewRecord:
     payload: bytes | None = None
     if config.payload != "none":
         messages = inspection.messages if config.payload == "original" else verdict.messages
@@ -89,11 +89,13 @@ def build_record(inspection: Inspection, verdict: Verdict, config: AuditConfig,
                          for f in verdict.findings],
             "violations": [[v.rule_id, v.start, v.end, v.message_index]
                            for v in verdict.violations],
+            "restored": list(verdict.restored),
         }, ensure_ascii=False).encode()
     days = getattr(config.retention_days, verdict.decision.name.lower())
     tags = dict(verdict.routing_tags)
     if verdict.would_block or verdict.would_modify:
         tags["would"] = "block" if verdict.would_block else "modify"
+    tags.update(extra_tags or {})
     return NewRecord(
         tenant=inspection.tenant, app=inspection.app, direction=inspection.direction.value,
         decision=verdict.decision.name, policy=verdict.policy, revision=verdict.policy_revision,
@@ -122,7 +124,8 @@ class AuditWriter:
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
-    async def record(self, inspection: Inspection, verdict: Verdict) -> str:
+    async def record(self, inspection: Inspection, verdict: Verdict,
+                     extra_tags: dict[str, str] | None = None) -> str:
         """Commit the decision's record; its id. Raises AuditUnavailable when the policy
         fails closed and the write failed; returns "" when it fails open."""
         policy = self.policy_of(verdict.policy)
@@ -134,7 +137,8 @@ class AuditWriter:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
                 loop.call_soon_threadsafe(settle, future, outcome)
 
-        self._enqueue(build_record(inspection, verdict, config, time.time()), hand_over)
+        self._enqueue(build_record(inspection, verdict, config, time.time(), extra_tags),
+                      hand_over)
         try:
             return await future
         except OSError as err:

@@ -56,6 +56,19 @@ class Settings(BaseSettings):
     # Seconds between retention sweeps in the server (0: only `guardrail audit sweep`).
     audit_sweep_interval: float = Field(default=3600.0, ge=0)
 
+    # Streamed completions (InspectCompletionStream): characters held back so an entity
+    # or a phrase split across chunks is still caught (the longest one with spaces in it
+    # that must be caught; tokens without spaces are never cut), the least a step
+    # releases (larger: fewer, cheaper steps; smaller: text shows sooner), characters of
+    # released text re-read as context, and seconds a stream may wait for its next chunk.
+    stream_holdback_chars: int = Field(default=128, ge=16, le=65536)
+    stream_min_release_chars: int = Field(default=256, ge=1, le=1024 * 1024)
+    stream_context_chars: int = Field(default=64, ge=0, le=65536)
+    stream_idle_timeout: float = Field(default=60.0, gt=0)
+    # Chat requests re-send the whole conversation: results per message (by content hash
+    # and policy revision) are kept in an LRU of this many entries per worker (0: off).
+    message_cache_entries: int = Field(default=20_000, ge=0)
+
     @field_validator("listen")
     @classmethod
     def _valid_listen(cls, value: str) -> str:

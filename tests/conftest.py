@@ -23,6 +23,7 @@ from sidecar.policy.model import Policy
 from sidecar.pseudonyms import Pseudonymizer
 from sidecar.runner import Runner, make_runner
 from sidecar.transport.server import RunningServer, start_server
+from sidecar.transport.servicer import GuardrailServicer
 
 TESTS = Path(__file__).parent
 TEST_POLICIES = TESTS / "policies"
@@ -36,6 +37,7 @@ class Sidecar:
     stub: pb_grpc.GuardrailStub
     pipeline: Pipeline
     audit: AuditStore
+    servicer: GuardrailServicer | None = None
 
     def prompt(self, text: str, **fields: object) -> pb.InspectResponse:
         return self.stub.InspectPrompt(pb.InspectRequest(text=text, **fields), timeout=30)
@@ -109,7 +111,7 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
     channel = grpc.insecure_channel(server.running.address)
     try:
         yield Sidecar(server.running.address, channel, pb_grpc.GuardrailStub(channel), pipeline,
-                      audit.store)
+                      audit.store, server.running.servicer)
     finally:
         channel.close()
         server.stop()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar.errors import InvalidRequest
 from sidecar.policy.reload import Status
-from sidecar.types import Decision, Direction, Inspection, Message, Verdict
+from sidecar.streaming import Release
+from sidecar.types import Decision, Direction, Finding, Inspection, Message, Verdict, Violation
 
 _DECISIONS = {Decision.ALLOW: pb.ALLOW, Decision.MODIFY: pb.MODIFY, Decision.BLOCK: pb.BLOCK}
 
@@ -38,17 +41,58 @@ def to_inspection(request: pb.InspectRequest, direction: Direction) -> Inspectio
     )
 
 
+def to_stream_template(request: pb.InspectRequest) -> Inspection:
+    """A streamed completion's request fields (its text comes in the chunks)."""
+    if request.WhichOneof("content") is not None:
+        raise InvalidRequest("request: leave text and messages unset on a stream; send the "
+                             "completion in CompletionChunk.text")
+    if request.output_schema:
+        raise InvalidRequest("request.output_schema: not supported on streams (a JSON "
+                             "document is validated whole: use InspectCompletion)")
+    return to_inspection(pb.InspectRequest(text="", **{
+        name: getattr(request, name) for name in (
+            "request_id", "tenant", "app", "subject_id", "conversation_id",
+            "user_region", "target_region")}, attributes=request.attributes),
+        Direction.COMPLETION)
+
+
+def findings_of(findings: Iterable[Finding]) -> list[pb.Finding]:
+    return [pb.Finding(entity_type=f.entity_type, start=f.start, end=f.end, score=f.score,
+                       action=f.action, message_index=f.message_index, shadow=f.shadow)
+            for f in findings]
+
+
+def violations_of(violations: Iterable[Violation]) -> list[pb.Violation]:
+    return [pb.Violation(rule_id=v.rule_id, category=v.category, message=v.message,
+                         start=v.start, end=v.end, message_index=v.message_index,
+                         shadow=v.shadow)
+            for v in violations]
+
+
+def to_stream_verdict(release: Release) -> pb.StreamVerdict:
+    return pb.StreamVerdict(text=release.text, findings=findings_of(release.findings),
+                            violations=violations_of(release.violations),
+                            received_chars=release.received, released_chars=release.released,
+                            restored=release.restored)
+
+
+def to_final_stream_verdict(release: Release, verdict: Verdict) -> pb.StreamVerdict:
+    message = to_stream_verdict(release)
+    message.final = True
+    message.decision = _DECISIONS[verdict.decision]
+    message.audit_id = verdict.audit_id
+    message.policy = verdict.policy
+    message.policy_revision = verdict.policy_revision
+    message.request_id = verdict.request_id
+    message.routing_tags.update(verdict.routing_tags)
+    return message
+
+
 def to_response(verdict: Verdict) -> pb.InspectResponse:
     response = pb.InspectResponse(
         decision=_DECISIONS[verdict.decision],
-        findings=[pb.Finding(entity_type=f.entity_type, start=f.start, end=f.end, score=f.score,
-                             action=f.action, message_index=f.message_index,
-                             shadow=f.shadow)
-                  for f in verdict.findings],
-        violations=[pb.Violation(rule_id=v.rule_id, category=v.category, message=v.message,
-                                 start=v.start, end=v.end, message_index=v.message_index,
-                                 shadow=v.shadow)
-                    for v in verdict.violations],
+        findings=findings_of(verdict.findings),
+        violations=violations_of(verdict.violations),
         routing_tags=verdict.routing_tags,
         audit_id=verdict.audit_id,
         policy=verdict.policy,

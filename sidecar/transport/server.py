@@ -30,6 +30,7 @@ from sidecar.policy.model import Policy
 from sidecar.policy.reload import PolicyManager
 from sidecar.pseudonyms import Pseudonymizer
 from sidecar.runner import Runner
+from sidecar.streaming import StreamLimits
 from sidecar.transport.servicer import GuardrailServicer
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,10 @@ async def start_server(settings: Settings, runner: Runner,
         ("grpc.max_send_message_length", limit),
         ("grpc.so_reuseport", 0),
     ])
-    servicer = GuardrailServicer(runner, policies, audit, pseudonyms)
+    servicer = GuardrailServicer(runner, policies, audit, pseudonyms, stream_limits=StreamLimits(
+        holdback=settings.stream_holdback_chars, min_release=settings.stream_min_release_chars,
+        context=settings.stream_context_chars, max_bytes=settings.max_text_bytes),
+        stream_idle_timeout=settings.stream_idle_timeout)
     pb_grpc.add_GuardrailServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

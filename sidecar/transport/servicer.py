@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -18,8 +19,10 @@ from sidecar.logs import error_frames
 from sidecar.policy.reload import PolicyManager
 from sidecar.pseudonyms import Pseudonymizer, finish_locally
 from sidecar.runner import Runner
+from sidecar.streaming import StreamLimits
 from sidecar.transport import convert
 from sidecar.transport.status import code_for
+from sidecar.transport.streams import StreamService
 from sidecar.types import Direction, Inspection, Verdict
 
 log = logging.getLogger(__name__)
@@ -28,11 +31,15 @@ log = logging.getLogger(__name__)
 class GuardrailServicer(pb_grpc.GuardrailServicer):
     def __init__(self, runner: Runner, policies: PolicyManager | None = None,
                  audit: AuditWriter | None = None,
-                 pseudonyms: Pseudonymizer | None = None) -> None:
+                 pseudonyms: Pseudonymizer | None = None, *,
+                 stream_limits: StreamLimits | None = None,
+                 stream_idle_timeout: float = 60.0) -> None:
         self.runner = runner
         self.policies = policies
         self.audit = audit
         self.pseudonyms = pseudonyms
+        self.streams = StreamService(self.inspect_window, audit, stream_limits or StreamLimits(),
+                                     stream_idle_timeout, self._rule_rank)
         self.ready = False
         self.draining = False
         self.in_flight = 0
@@ -65,6 +72,34 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
             raise AssertionError  # abort raises
         return convert.to_status(self.policies.status())
 
+    async def InspectCompletionStream(
+            self, request_iterator: AsyncIterator[pb.CompletionChunk],
+            context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.StreamVerdict]:
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            if self.draining or not self.ready:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, (
+                    "the sidecar is shutting down; retry" if self.draining else
+                    "the sidecar is still loading its models; retry shortly"))
+            async for verdict in self.streams.serve(request_iterator, context):
+                yield verdict
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def inspect_window(self, inspection: Inspection, deadline: float | None) -> Verdict:
+        """One inspection as the unary calls run it, minus the audit (streams: a window)."""
+        verdict = await self.runner.run(inspection, deadline)
+        return await self._finish_pseudonyms(inspection, verdict)
+
+    def _rule_rank(self, policy: str, rule_id: str) -> int:
+        """Position of a residency rule in its policy (first match wins)."""
+        found = self.pseudonyms.policy_of(policy) if self.pseudonyms is not None else None
+        ids = [rule.id for rule in found.residency.rules] if found is not None else []
+        return ids.index(rule_id) if rule_id in ids else len(ids)
+
     async def _finish_pseudonyms(self, inspection: Inspection, verdict: Verdict) -> Verdict:
         if self.pseudonyms is None:
             return finish_locally(inspection, verdict)
@@ -84,8 +119,7 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
             inspection = convert.to_inspection(request, direction)
             remaining = context.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
-            verdict = await self.runner.run(inspection, deadline)
-            verdict = await self._finish_pseudonyms(inspection, verdict)
+            verdict = await self.inspect_window(inspection, deadline)
             if self.audit is not None:  # committed before the answer is sent
                 verdict = dataclasses.replace(
                     verdict, audit_id=await self.audit.record(inspection, verdict))

@@ -1,0 +1,238 @@
+"""Streamed completions: release text as early as it is safe, in linear total work.
+
+A model streams its completion in small pieces. Showing each piece as it comes would
+let an entity or a blocked phrase through whenever it is split across pieces;
+re-inspecting the whole prefix on every piece would cost quadratic time. Instead:
+
+    released            cut                received
+    ────────┬────────────┼──────────────────┤
+    context │ released now│ held back        │
+            └──────── one window ───────────┘
+
+- Text accumulates until `holdback + min_release` characters are unreleased (or the
+  stream ends); then one window is inspected: the unreleased text plus `context`
+  characters already released (so context words and NER see what came before).
+- The window's findings and edits decide a cut: `holdback` characters before its end,
+  moved back to a whitespace (a token without spaces, like an email or a URL, is never
+  cut) and before any finding, violation or edit that crosses it. Everything before
+  the cut is released, redacted/restored; the rest waits for more text.
+- Each character is inspected about (context + holdback + min_release) / min_release
+  times: constant, so the work is linear in the completion's length.
+- At the end the rest is inspected and released; a BLOCK anywhere ends the stream.
+
+Pure asyncio and domain types: the servicer feeds chunks in and turns releases into
+StreamVerdicts; `analyze` is the runner plus the pseudonym vault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sidecar.edits import apply_resolved
+from sidecar.errors import RequestTooLarge
+from sidecar.types import Decision, Edit, Finding, Inspection, Message, Verdict, Violation
+
+Spanned = TypeVar("Spanned", Finding, Violation)
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    holdback: int = 128
+    min_release: int = 256
+    context: int = 64
+    max_bytes: int = 1024 * 1024
+    # A token this long with no whitespace is cut anyway (at the hold-back point).
+    max_token: int = 1024
+
+
+@dataclass
+class Release:
+    """What one step releases; offsets are in the whole completion as sent."""
+
+    text: str
+    findings: list[Finding]
+    violations: list[Violation]
+    restored: list[str]
+    received: int
+    released: int
+    blocked: bool = False
+
+
+@dataclass
+class _Span:
+    start: int
+    end: int
+
+
+@dataclass
+class _Totals:
+    findings: list[Finding] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    restored: dict[str, None] = field(default_factory=dict)
+    decision: Decision = Decision.ALLOW
+    policy: str = ""
+    revision: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    tags_rank: int = 1 << 30
+    would_block: bool = False
+    would_modify: bool = False
+
+
+class CompletionStream:
+    """One streamed completion on its way through the pipeline, window by window."""
+
+    def __init__(self, template: Inspection,
+                 analyze: Callable[[Inspection], Awaitable[Verdict]],
+                 limits: StreamLimits,
+                 rule_rank: Callable[[str, str], int] = lambda policy, rule: 0) -> None:
+        self.template = template
+        self.analyze = analyze
+        self.limits = limits
+        # Orders residency rules (first match wins): a stream keeps the tags of the
+        # earliest rule any window matched, which is the rule the whole text matches.
+        self.rule_rank = rule_rank
+        self._received: list[str] = []  # every chunk, for the audit record
+        self._pending = ""  # text[released:received]
+        self._context = ""  # the last `context` characters released (as sent)
+        self._output: list[str] = []  # what was released, as shown
+        self.received = 0
+        self.released = 0
+        self._bytes = 0
+        self.windows = 0
+        self.analysed_chars = 0
+        self.blocked = False
+        self.totals = _Totals()
+        self._wait_until = 0
+
+    # -- input ---------------------------------------------------------------------------
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        self._bytes += len(text.encode("utf-8", "surrogatepass"))
+        if self._bytes > self.limits.max_bytes:
+            raise RequestTooLarge(f"text: the streamed completion exceeds the limit of "
+                                  f"{self.limits.max_bytes} bytes")
+        self._received.append(text)
+        self._pending += text
+        self.received += len(text)
+
+    def ready(self) -> bool:
+        """Enough unreleased text to release some after holding back (and, after a step
+        that could release nothing, enough new text to make another one worth it)."""
+        return len(self._pending) >= max(self.limits.holdback + self.limits.min_release,
+                                         self._wait_until)
+
+    # -- one step ------------------------------------------------------------------------
+
+    async def step(self, final: bool) -> Release:
+        """Inspect the window and release what is safe (everything, when final)."""
+        context, pending = self._context, self._pending
+        window = context + pending
+        origin = self.released - len(context)  # where the window starts in the stream
+        verdict = await self.analyze(dataclasses.replace(
+            self.template, messages=(Message("", window),)))
+        self.windows += 1
+        self.analysed_chars += len(window)
+        self._absorb(verdict)
+        local = len(context)  # where the unreleased text starts in the window
+        if verdict.decision == Decision.BLOCK:
+            self.blocked = True
+            self.totals.decision = Decision.BLOCK
+            findings = [_shift(f, origin) for f in verdict.findings if f.end > local]
+            violations = [_shift(v, origin) for v in verdict.violations
+                          if v.end > local or v.end <= v.start]
+            self.totals.findings.extend(findings)
+            self.totals.violations.extend(violations)
+            return Release("", findings, violations, [], self.received, self.released, True)
+        edits = verdict.edits.get(0, ())
+        cut = len(window) if final else self._cut(window, local, verdict, edits)
+        if cut <= local:  # a long token or a span across the cut: wait for more
+            self._wait_until = len(pending) + self.limits.min_release
+            return Release("", [], [], [], self.received, self.released)
+        self._wait_until = 0
+        released_edits = [_clip(e, local) for e in edits if e.end > local and e.start < cut]
+        text = apply_resolved(window[local:cut], released_edits, offset=local)
+        findings = [_shift(f, origin) for f in verdict.findings if local <= f.start < cut
+                    or f.start < local < f.end]
+        violations = [_shift(v, origin) for v in verdict.violations
+                      if local <= v.start < cut or v.start < local < v.end
+                      or (final and v.end <= v.start)]
+        restored = [window[e.start:e.end] for e in released_edits
+                    if window[e.start:e.end] in verdict.restored]
+        self.totals.findings.extend(findings)
+        self.totals.violations.extend(violations)
+        self.totals.restored.update(dict.fromkeys(restored))
+        if text != window[local:cut]:
+            self.totals.decision = Decision.MODIFY
+        self._output.append(text)
+        self.released += cut - local
+        self._pending = window[cut:]
+        self._context = window[max(0, cut - self.limits.context):cut]
+        return Release(text, findings, violations, list(dict.fromkeys(restored)),
+                       self.received, self.released)
+
+    def _cut(self, window: str, local: int, verdict: Verdict,
+             edits: tuple[Edit, ...]) -> int:
+        """The latest safe place to stop releasing, in window coordinates."""
+        cut = len(window) - self.limits.holdback
+        space = max(window.rfind(" ", local, cut), window.rfind("\n", local, cut),
+                    window.rfind("\t", local, cut))
+        if space >= local:
+            cut = space + 1
+        elif cut - local < self.limits.max_token:
+            return local  # one long token so far: wait for its end
+        spans = [_Span(f.start, f.end) for f in verdict.findings]
+        spans += [_Span(v.start, v.end) for v in verdict.violations if v.end > v.start]
+        spans += [_Span(e.start, e.end) for e in edits]
+        moved = True
+        while moved:  # moving the cut back may make it cross another span
+            moved = False
+            for span in spans:
+                if span.start < cut < span.end:
+                    cut, moved = span.start, True
+        return cut
+
+    def _absorb(self, verdict: Verdict) -> None:
+        totals = self.totals
+        totals.policy, totals.revision = verdict.policy, verdict.policy_revision
+        totals.would_block |= verdict.would_block
+        totals.would_modify |= verdict.would_modify
+        rank = self.rule_rank(verdict.policy, verdict.routing_tags.get("residency_rule", ""))
+        if verdict.routing_tags and rank < totals.tags_rank:
+            totals.tags, totals.tags_rank = dict(verdict.routing_tags), rank
+
+    # -- the stream as one decision ------------------------------------------------------
+
+    def summary(self) -> tuple[Inspection, Verdict]:
+        """The whole stream as one inspection and verdict, for its audit record."""
+        inspection = dataclasses.replace(
+            self.template, messages=(Message("", "".join(self._received)),))
+        totals = self.totals
+        shown = (Message("", "".join(self._output)),)  # what the user saw, even if blocked
+        verdict = Verdict(
+            decision=totals.decision, messages=shown, chat=False,
+            findings=tuple(totals.findings), violations=tuple(totals.violations),
+            policy=totals.policy, policy_revision=totals.revision,
+            request_id=self.template.request_id, routing_tags=dict(totals.tags),
+            would_block=totals.would_block or self.blocked,
+            would_modify=totals.would_modify, restored=tuple(totals.restored))
+        return inspection, verdict
+
+    @property
+    def output(self) -> str:
+        return "".join(self._output)
+
+
+def _shift(item: Spanned, origin: int) -> Spanned:
+    if item.end <= item.start and isinstance(item, Violation):
+        return item  # not about a span
+    return dataclasses.replace(item, start=item.start + origin, end=item.end + origin)
+
+
+def _clip(edit: Edit, local: int) -> Edit:
+    """An edit that began in already released context: replace only what is left."""
+    return edit if edit.start >= local else dataclasses.replace(edit, start=local)

@@ -1,0 +1,219 @@
+"""InspectCompletionStream through gRPC: split entities and phrases are caught, streamed
+equals buffered, restoration mid-stream, blocks, bad streams, abandoned streams."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+from sidecar.streaming import StreamLimits
+from tests.conftest import Sidecar
+
+LIMITS = StreamLimits()  # the defaults the shared sidecar runs with
+FILLER = ("The weather was fine that day and nothing much happened in the town. " * 7)
+TAIL = " After that the meeting went on as planned and everyone agreed on the next steps."
+
+
+def chunks(text: str, sizes: list[int] | int, **request: object) -> Iterator[pb.CompletionChunk]:
+    request.setdefault("tenant", "pseudo")
+    yield pb.CompletionChunk(request=pb.InspectRequest(**request))  # type: ignore[arg-type]
+    position, turn = 0, 0
+    while position < len(text):
+        size = sizes if isinstance(sizes, int) else sizes[turn % len(sizes)]
+        yield pb.CompletionChunk(text=text[position:position + size])
+        position += size
+        turn += 1
+    yield pb.CompletionChunk(end=True)
+
+
+def stream(sidecar: Sidecar, source: Iterator[pb.CompletionChunk]
+           ) -> tuple[str, list[pb.StreamVerdict]]:
+    verdicts = list(sidecar.stub.InspectCompletionStream(source, timeout=60))
+    return "".join(v.text for v in verdicts), verdicts
+
+
+def split_at(text: str, position: int, **request: object) -> Iterator[pb.CompletionChunk]:
+    return chunks(text, [position, len(text)], **request)
+
+
+# (sentence, the value that must never be shown)
+ENTITIES = [
+    ("Then write to jane.doe@example.com about it.", "jane.doe@example.com"),
+    ("Then call +1 212 555 0187 about it.", "212 555 0187"),
+    ("Then charge card 4111 1111 1111 1111 for it.", "4111 1111 1111 1111"),
+    ("Then wire it to DE89 3704 0044 0532 0130 00 today.", "DE89 3704 0044 0532 0130 00"),
+    ("Then file the SSN 078-05-1120 for it.", "078-05-1120"),
+    ("Then ping the host 192.168.10.20 for it.", "192.168.10"),
+    ("Then ask Jane Doe about it.", "Jane Doe"),
+]
+
+
+@pytest.mark.parametrize(("sentence", "value"), ENTITIES, ids=[e[1] for e in ENTITIES])
+def test_an_entity_split_at_every_boundary_is_caught(sidecar: Sidecar, sentence: str,
+                                                     value: str) -> None:
+    text = FILLER + sentence + TAIL
+    start = text.index(value)
+    end = start + len(value)
+    buffered = sidecar.completion(text, tenant="pseudo").text
+    assert value not in buffered
+    # Split inside the value, and so that the hold-back cut falls inside it.
+    positions = {*range(start - 1, end + 2),
+                 *range(start + LIMITS.holdback - 1, end + LIMITS.holdback + 2)}
+    for position in sorted(positions):
+        shown, verdicts = stream(sidecar, split_at(text, position))
+        assert value not in shown, (position, shown[start - 20:end + 20])
+        assert shown == buffered, position
+        assert verdicts[-1].final and verdicts[-1].decision == pb.MODIFY
+
+
+def test_a_blocked_phrase_split_at_every_boundary_blocks(sidecar: Sidecar) -> None:
+    phrase = "top secret project"
+    text = FILLER + f"This is about the {phrase} we run." + TAIL * 3
+    start = text.index(phrase)
+    positions = {*range(start - 1, start + len(phrase) + 2),
+                 *range(start + LIMITS.holdback - 1, start + len(phrase) + LIMITS.holdback + 2)}
+    for position in sorted(positions):
+        shown, verdicts = stream(sidecar, split_at(text, position))
+        final = verdicts[-1]
+        assert final.final and final.decision == pb.BLOCK, position
+        assert phrase not in shown and "top secret" not in shown
+        assert final.released_chars == len(shown) <= start
+        assert [v.rule_id for v in final.violations] == ["leak-words"]
+        assert final.violations[0].start == start  # offsets in the whole completion
+
+
+def test_a_block_mid_stream_says_what_was_already_released(sidecar: Sidecar) -> None:
+    text = FILLER * 3 + "Now the top secret project. " + TAIL
+    shown, verdicts = stream(sidecar, chunks(text, 16))
+    assert shown and shown == text[:len(shown)]  # earlier text was released unchanged
+    final = verdicts[-1]
+    assert final.decision == pb.BLOCK and final.text == ""
+    assert final.released_chars == len(shown) and final.received_chars <= len(text)
+    assert final.audit_id
+
+
+CORPUS = [
+    FILLER + "Then Jane Doe wrote to jane@example.com from 10.1.2.3, card "
+    "4111 1111 1111 1111." + TAIL,
+    "Short one with jane@example.com.",
+    "",
+    FILLER * 4 + "We met Globex, and globex again. " + TAIL * 2,
+    ("word " * 400) + "call 212-555-0187 now" + (" x" * 200),
+    "x" * 3000 + " then jane@example.com",  # a token longer than the hold-back
+]
+
+
+@pytest.mark.parametrize("sizes", [1, 5, 64, [3, 200, 17], 100_000], ids=str)
+def test_streamed_equals_buffered(sidecar: Sidecar, sizes: list[int] | int) -> None:
+    for number, text in enumerate(CORPUS):
+        if sizes == 1 and len(text) > 2000:
+            continue  # one character at a time: covered by the shorter texts
+        buffered = sidecar.completion(text, tenant="pseudo")
+        shown, verdicts = stream(sidecar, chunks(text, sizes))
+        final = verdicts[-1]
+        assert shown == buffered.text, number
+        assert final.decision == buffered.decision
+        streamed = sorted((f.entity_type, f.start, f.end) for v in verdicts for f in v.findings)
+        assert streamed == sorted((f.entity_type, f.start, f.end) for f in buffered.findings)
+        assert [v.received_chars for v in verdicts] == sorted(v.received_chars for v in verdicts)
+        assert final.received_chars == final.released_chars == len(text)
+
+
+def test_placeholders_are_restored_mid_stream(sidecar: Sidecar) -> None:
+    sent = sidecar.prompt("Jane Doe wrote from jane@example.com.", tenant="pseudo",
+                          conversation_id="stream-restore")
+    assert sent.text == "<PERSON_1> wrote from <EMAIL_ADDRESS_1>."
+    text = FILLER + "Dear <PERSON_1>, we will write to <EMAIL_ADDRESS_1>. " + FILLER + \
+        "Bye <PERSON_1>, not <PERSON_7>."
+    expected = text.replace("<PERSON_1>", "Jane Doe").replace("<EMAIL_ADDRESS_1>",
+                                                              "jane@example.com")
+    for sizes in (3, [len(FILLER) + 8, 10_000], 100):
+        shown, verdicts = stream(sidecar, chunks(text, sizes, conversation_id="stream-restore"))
+        assert shown == expected, sizes
+        assert sorted({r for v in verdicts for r in v.restored}) == \
+            ["<EMAIL_ADDRESS_1>", "<PERSON_1>"]
+
+
+def test_one_audit_record_per_stream(sidecar: Sidecar) -> None:
+    before = sidecar.audit.db.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    text = FILLER * 5 + "mail jane@example.com" + TAIL
+    _, verdicts = stream(sidecar, chunks(text, 7, request_id="one-record"))
+    after = sidecar.audit.db.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    assert after == before + 1
+    row = sidecar.audit.db.conn.execute(
+        "SELECT id, decision, entities, tags FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+    assert row[0] == verdicts[-1].audit_id and row[1] == "MODIFY"
+    assert '"EMAIL_ADDRESS": 1' in row[2] and '"stream": "complete"' in row[3]
+
+
+def _code(sidecar: Sidecar, source: Iterator[pb.CompletionChunk]) -> tuple[grpc.StatusCode,
+                                                                           str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        stream(sidecar, source)
+    return caught.value.code(), caught.value.details()
+
+
+def test_bad_streams_get_clear_statuses(sidecar: Sidecar) -> None:
+    request = pb.InspectRequest(tenant="pseudo")
+    cases = [
+        (iter([]), grpc.StatusCode.INVALID_ARGUMENT, "ended before its first"),
+        (iter([pb.CompletionChunk(text="hello")]), grpc.StatusCode.INVALID_ARGUMENT,
+         "first CompletionChunk must carry"),
+        (iter([pb.CompletionChunk(request=request), pb.CompletionChunk(request=request)]),
+         grpc.StatusCode.INVALID_ARGUMENT, "only the first"),
+        (iter([pb.CompletionChunk(request=request, end=True), pb.CompletionChunk(text="x")]),
+         grpc.StatusCode.INVALID_ARGUMENT, "after the last one"),
+        (iter([pb.CompletionChunk(request=pb.InspectRequest(text="x"))]),
+         grpc.StatusCode.INVALID_ARGUMENT, "leave text and messages unset"),
+        (iter([pb.CompletionChunk(request=pb.InspectRequest(output_schema="note"))]),
+         grpc.StatusCode.INVALID_ARGUMENT, "not supported on streams"),
+        (iter([pb.CompletionChunk(request=request),
+               *[pb.CompletionChunk(text="y" * 60_000) for _ in range(3)]]),
+         grpc.StatusCode.RESOURCE_EXHAUSTED, "exceeds the limit of 65536 bytes"),
+    ]
+    for source, code, message in cases:
+        got, details = _code(sidecar, source)
+        assert got == code and message in details, (got, details)
+    # A blank completion is fine: one final verdict, ALLOW.
+    shown, verdicts = stream(sidecar, iter([pb.CompletionChunk(request=request, end=True)]))
+    assert shown == "" and len(verdicts) == 1 and verdicts[0].decision == pb.ALLOW
+
+
+def test_an_abandoned_stream_releases_everything(sidecar: Sidecar) -> None:
+    assert sidecar.servicer is not None
+    streams = sidecar.servicer.streams
+    feed: queue.Queue[pb.CompletionChunk | None] = queue.Queue()
+
+    def source() -> Iterator[pb.CompletionChunk]:
+        while (chunk := feed.get()) is not None:
+            yield chunk
+
+    call = sidecar.stub.InspectCompletionStream(source(), timeout=60)
+    feed.put(pb.CompletionChunk(request=pb.InspectRequest(tenant="pseudo",
+                                                          request_id="abandoned-1")))
+    feed.put(pb.CompletionChunk(text=FILLER * 2 + "mail jane@example.com "))
+    shown = next(call)
+    while not shown.released_chars:  # acknowledgements first, then a release
+        shown = next(call)
+    assert not shown.final
+    assert streams.open_streams == 1
+    call.cancel()
+    feed.put(None)
+    deadline = time.monotonic() + 10
+    while (streams.open_streams or sidecar.servicer.in_flight) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert streams.open_streams == 0 and sidecar.servicer.in_flight == 0
+    while time.monotonic() < deadline:
+        row = sidecar.audit.db.conn.execute(
+            "SELECT tags FROM records WHERE tags LIKE '%abandoned%'").fetchone()
+        if row:
+            break
+        time.sleep(0.05)
+    assert row is not None  # what was shown is on the record
+    assert not [t for t in threading.enumerate() if "stream" in t.name.lower()]
