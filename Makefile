@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python bench/content_stages.py
 	$(BIN)/python bench/audit_trail.py
 	$(BIN)/python bench/suite.py
+	$(BIN)/python bench/conversations.py
 
 ## The speed suite in short (< 2 min): exit 1 if a ratio falls below 80% of its target.
 ## Not part of `make test`: timings are not tests.

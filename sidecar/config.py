@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sidecar.streaming import StreamLimits
+
 MIB = 1024 * 1024
 
 
@@ -61,9 +63,10 @@ class Settings(BaseSettings):
     # that must be caught; tokens without spaces are never cut), the least a step
     # releases (larger: fewer, cheaper steps; smaller: text shows sooner), characters of
     # released text re-read as context, and seconds a stream may wait for its next chunk.
-    stream_holdback_chars: int = Field(default=128, ge=16, le=65536)
-    stream_min_release_chars: int = Field(default=256, ge=1, le=1024 * 1024)
-    stream_context_chars: int = Field(default=64, ge=0, le=65536)
+    stream_holdback_chars: int = Field(default=StreamLimits.holdback, ge=16, le=65536)
+    stream_min_release_chars: int = Field(default=StreamLimits.min_release, ge=1,
+                                          le=1024 * 1024)
+    stream_context_chars: int = Field(default=StreamLimits.context, ge=0, le=65536)
     stream_idle_timeout: float = Field(default=60.0, gt=0)
     # Chat requests re-send the whole conversation: results per message (by content hash
     # and policy revision) are kept in an LRU of this many entries per worker (0: off).

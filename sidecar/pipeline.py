@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sidecar.cache import Key, MessageCache, message_key
 from sidecar.config import Settings
 from sidecar.edits import apply_resolved, resolve
 from sidecar.errors import GuardrailError, InvalidRequest, RequestTooLarge, StageFailed
@@ -58,7 +59,13 @@ class Limits:
             raise RequestTooLarge(
                 f"messages: {len(inspection.messages)} messages exceed the limit of "
                 f"{self.max_messages}")
-        size = sum(len(m.content.encode("utf-8", "surrogatepass")) for m in inspection.messages)
+        size = 0
+        for index, message in enumerate(inspection.messages):
+            try:  # the C encoder finds lone surrogates far faster than a loop over chars
+                size += len(message.content.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise InvalidRequest(f"messages[{index}].content: contains lone "
+                                     "surrogates") from None
         if size > self.max_text_bytes:
             raise RequestTooLarge(
                 f"content: {size} bytes of text exceed the limit of {self.max_text_bytes} bytes")
@@ -77,21 +84,19 @@ class Limits:
             if len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
                 raise InvalidRequest(f"attributes[{key!r}]: value longer than "
                                      f"{MAX_ATTRIBUTE_VALUE_CHARS} characters")
-        for index, message in enumerate(inspection.messages):
-            if any(0xD800 <= ord(ch) <= 0xDFFF for ch in message.content):
-                raise InvalidRequest(f"messages[{index}].content: contains lone surrogates")
 
 
 class Pipeline:
-    def __init__(self, policies: PolicySet, limits: Limits) -> None:
+    def __init__(self, policies: PolicySet, limits: Limits, cache_entries: int = 0) -> None:
         self.policies = policies
         self.limits = limits
+        self.cache = MessageCache(cache_entries) if cache_entries else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pipeline:
         """Compile the policies in `settings.policies` (raises PolicyError/ConfigError)."""
         return cls(compile_directory(settings.policies, resources_from(settings)),
-                   Limits.from_settings(settings))
+                   Limits.from_settings(settings), settings.message_cache_entries)
 
     def prepare(self) -> None:
         """Load models and warm every policy up, so the first request is not the slow one."""
@@ -148,6 +153,46 @@ class Pipeline:
         """Run one stage over the batch; a failure is isolated to the request that caused it."""
         items: list[tuple[Inspection, Prior]] = [
             (state.target, (*state.findings, *state.violations)) for state in live]
+        if self.cache is not None and getattr(stage, "per_message", False) \
+                and any(state.target.chat and state.projection is None for state in live):
+            return self._run_cached(compiled, stage, items, self.cache)
+        return self._run_items(compiled, stage, items)
+
+    def _run_cached(self, compiled: CompiledPolicy, stage: Stage,
+                    items: list[tuple[Inspection, Prior]],
+                    cache: MessageCache) -> list[StageResult | StageFailed]:
+        """A per-message stage over chat requests: cached messages are not analysed again;
+        the others go through the stage together, one message per item, and are cached."""
+        merged = [StageResult() for _ in items]
+        whole: dict[int, StageResult | StageFailed] = {}  # text requests; failed requests
+        todo: list[tuple[int, int | None, Key | None]] = []  # (item, message or whole, key)
+        run: list[tuple[Inspection, Prior]] = []
+        for number, (inspection, prior) in enumerate(items):
+            if not inspection.chat:
+                todo.append((number, None, None))
+                run.append((inspection, prior))
+                continue
+            for index, message in enumerate(inspection.messages):
+                key = message_key(compiled.revision, stage.name, inspection.direction.value,
+                                  message.content)
+                hit = cache.get(key)
+                if hit is not None:
+                    _merge(merged[number], hit, index)
+                    continue
+                todo.append((number, index, key))
+                run.append((dataclasses.replace(inspection, messages=(message,)), prior))
+        for (number, at, new_key), outcome in zip(
+                todo, self._run_items(compiled, stage, run) if run else [], strict=True):
+            if at is None or isinstance(outcome, StageFailed):
+                whole[number] = outcome  # a whole request, or a failed message fails it
+                continue
+            if new_key is not None:
+                cache.put(new_key, outcome)
+            _merge(merged[number], outcome, at)
+        return [whole.get(number, result) for number, result in enumerate(merged)]
+
+    def _run_items(self, compiled: CompiledPolicy, stage: Stage,
+                   items: list[tuple[Inspection, Prior]]) -> list[StageResult | StageFailed]:
         run_many = getattr(stage, "run_many", None)
         if run_many is not None and len(items) > 1:
             try:
@@ -169,6 +214,18 @@ class Pipeline:
                                                  "policy": compiled.name})
                 results.append(StageFailed(stage.name))
         return results
+
+
+def _merge(into: StageResult, part: StageResult, index: int) -> None:
+    """Add one message's result (computed as message 0) to a request's, as message `index`."""
+    into.findings.extend(dataclasses.replace(f, message_index=index) for f in part.findings)
+    into.violations.extend(dataclasses.replace(v, message_index=index)
+                           for v in part.violations)
+    if part.edits.get(0):
+        into.edits[index] = list(part.edits[0])
+    into.blocked = into.blocked or part.blocked
+    into.would_block = into.would_block or part.would_block
+    into.would_edit = into.would_edit or part.would_edit
 
 
 def _check_output_schema(compiled: CompiledPolicy, inspection: Inspection) -> None:

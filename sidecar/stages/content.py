@@ -34,6 +34,8 @@ class Hit:
 
 class ContentStage:
     name = "content"
+    # Its result for a message depends on that message alone (sidecar.cache).
+    per_message = True
 
     def __init__(self, config: ContentConfig) -> None:
         import ahocorasick

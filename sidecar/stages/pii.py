@@ -39,6 +39,8 @@ PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]{0,63})_([1-9][0-9]{0,8})>")
 
 class PiiStage:
     name = "pii"
+    # Its result for a message depends on that message alone (sidecar.cache).
+    per_message = True
 
     def __init__(self, config: PiiConfig, resources: StageResources) -> None:
         from sidecar.pii.nlp import NER_ENTITIES
