@@ -8,6 +8,8 @@ Two files in the data directory:
 - `audit-keys.db` holds the wrapped data keys. Erasing a subject deletes their wrapped
   keys here, so their payloads become unreadable in every copy of `audit.db`; for copies
   of this file, rotate the KEK after erasures and destroy the old one.
+- `vault.db` holds the pseudonym vault (audit.vault), sealed under the same data keys;
+  erasure also deletes the subject's rows, retention sweeps the expired ones.
 
 Writes are batched: `append` takes many records and commits them in one transaction
 (group commit), inside which the chain's tip is read, so two writers (the server and a
