@@ -114,7 +114,7 @@ class Vault:
         from audit.store import open_database
 
         self.store = store
-        self.db = open_database(store.directory / "vault.db", MIGRATIONS, synchronous="NORMAL")
+        self.db = open_database(vault_path(store.directory), MIGRATIONS, synchronous="NORMAL")
 
     def close(self) -> None:
         self.db.close()

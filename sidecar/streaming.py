@@ -64,12 +64,6 @@ class Release:
 
 
 @dataclass
-class _Span:
-    start: int
-    end: int
-
-
-@dataclass
 class _Totals:
     findings: list[Finding] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
@@ -187,15 +181,15 @@ class CompletionStream:
             cut = space + 1
         elif cut - local < self.limits.max_token:
             return local  # one long token so far: wait for its end
-        spans = [_Span(f.start, f.end) for f in verdict.findings]
-        spans += [_Span(v.start, v.end) for v in verdict.violations if v.end > v.start]
-        spans += [_Span(e.start, e.end) for e in edits]
+        spans = [(f.start, f.end) for f in verdict.findings]
+        spans += [(v.start, v.end) for v in verdict.violations]  # spanless ones never cross
+        spans += [(e.start, e.end) for e in edits]
         moved = True
         while moved:  # moving the cut back may make it cross another span
             moved = False
-            for span in spans:
-                if span.start < cut < span.end:
-                    cut, moved = span.start, True
+            for start, end in spans:
+                if start < cut < end:
+                    cut, moved = start, True
         return cut
 
     def _absorb(self, verdict: Verdict) -> None:

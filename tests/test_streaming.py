@@ -40,18 +40,19 @@ def stream(sidecar: Sidecar, source: Iterator[pb.CompletionChunk]
     return "".join(v.text for v in verdicts), verdicts
 
 
+def fed_from(outbox: queue.Queue[pb.CompletionChunk | None]) -> Iterator[pb.CompletionChunk]:
+    """The chunks the test puts in `outbox`, as they come; None closes the stream."""
+    while (chunk := outbox.get()) is not None:
+        yield chunk
+
+
 def lockstep(sidecar: Sidecar, pieces: list[str], **request: object
              ) -> tuple[str, list[pb.StreamVerdict]]:
     """Send each piece only once the previous one is acknowledged (as a slow model
     would), so every piece gets its own step; the last piece carries end=true."""
     request.setdefault("tenant", "pseudo")
     outbox: queue.Queue[pb.CompletionChunk | None] = queue.Queue()
-
-    def source() -> Iterator[pb.CompletionChunk]:
-        while (chunk := outbox.get()) is not None:
-            yield chunk
-
-    call = sidecar.stub.InspectCompletionStream(source(), timeout=60)
+    call = sidecar.stub.InspectCompletionStream(fed_from(outbox), timeout=60)
     outbox.put(pb.CompletionChunk(request=pb.InspectRequest(**request)))  # type: ignore[arg-type]
     verdicts = [next(call)]
     for number, piece in enumerate(pieces):
@@ -223,12 +224,7 @@ def test_an_abandoned_stream_releases_everything(sidecar: Sidecar) -> None:
     assert sidecar.servicer is not None
     streams = sidecar.servicer.streams
     feed: queue.Queue[pb.CompletionChunk | None] = queue.Queue()
-
-    def source() -> Iterator[pb.CompletionChunk]:
-        while (chunk := feed.get()) is not None:
-            yield chunk
-
-    call = sidecar.stub.InspectCompletionStream(source(), timeout=60)
+    call = sidecar.stub.InspectCompletionStream(fed_from(feed), timeout=60)
     feed.put(pb.CompletionChunk(request=pb.InspectRequest(tenant="pseudo",
                                                           request_id="abandoned-1")))
     feed.put(pb.CompletionChunk(text=FILLER * 2 + "mail jane@example.com "))
