@@ -21,7 +21,8 @@ def start(args: list[str], log_path: Path,
     """
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0", *args],
+            [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0",
+             "--metrics-listen", "127.0.0.1:0", *args],
             cwd=ROOT, stderr=log_file, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:

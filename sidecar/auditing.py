@@ -165,6 +165,11 @@ class AuditWriter:
         self._enqueue(record, hand_over)
         return done.result(timeout=timeout)
 
+    @property
+    def queued(self) -> int:
+        """Records handed over and not yet committed."""
+        return len(self._queue)
+
     def _enqueue(self, record: NewRecord,
                  hand_over: Callable[[str | BaseException], None]) -> None:
         with self._cond:

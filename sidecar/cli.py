@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         name: value for name in ("listen", "policies", "data_dir", "spacy_model", "log_level",
-                                 "allow_public_bind", "workers")
+                                 "allow_public_bind", "workers", "metrics_listen",
+                                 "tls_cert_file", "tls_key_file", "tls_client_ca_file")
         if (value := getattr(args, name, None)) is not None
     }
     try:
@@ -188,7 +189,7 @@ def _policy_status(args: argparse.Namespace) -> int:
     from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 
     settings = _settings(args)
-    with grpc.insecure_channel(settings.listen) as channel:
+    with _channel(settings, args) as channel:
         try:
             stub = pb_grpc.GuardrailStub(channel)  # type: ignore[no-untyped-call]
             reply = stub.PolicyStatus(pb.PolicyStatusRequest(),
@@ -363,7 +364,7 @@ def _health(args: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     settings = _settings(args)
-    with grpc.insecure_channel(settings.listen) as channel:
+    with _channel(settings, args) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=args.timeout)
@@ -389,6 +390,16 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--allow-public-bind", action="store_true", default=None,
                            help="permit a non-loopback listen address")
             p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+            p.add_argument("--tls-cert", dest="tls_cert_file", type=Path,
+                           help="PEM certificate chain: serve TLS (GUARDRAIL_TLS_CERT_FILE)")
+            p.add_argument("--tls-key", dest="tls_key_file", type=Path,
+                           help="its private key, mode 0600 (GUARDRAIL_TLS_KEY_FILE)")
+            p.add_argument("--tls-client-ca", dest="tls_client_ca_file", type=Path,
+                           help="require client certificates signed by this CA "
+                                "(GUARDRAIL_TLS_CLIENT_CA_FILE)")
+            p.add_argument("--metrics-listen",
+                           help="HOST:PORT for Prometheus metrics, '' for none "
+                                "(GUARDRAIL_METRICS_LISTEN)")
             p.add_argument("--workers", type=int,
                            help="worker processes; default one per usable CPU, 0 for inline "
                                 "(GUARDRAIL_WORKERS)")
@@ -424,6 +435,7 @@ def _parser() -> argparse.ArgumentParser:
                                               "exit 1 when the latest edit was rejected")
     status.add_argument("--listen", help="HOST:PORT or unix:PATH (GUARDRAIL_LISTEN)")
     status.add_argument("--timeout", type=float, default=3.0)
+    _client_tls_flags(status)
     status.set_defaults(handler=_policy_status)
 
     _add_audit_commands(commands)
@@ -431,8 +443,31 @@ def _parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("health", help="ask a running sidecar whether it serves")
     probe.add_argument("--listen", help="HOST:PORT or unix:PATH (GUARDRAIL_LISTEN)")
     probe.add_argument("--timeout", type=float, default=3.0)
+    _client_tls_flags(probe)
     probe.set_defaults(handler=_health)
     return parser
+
+
+def _client_tls_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", type=Path, help="reach a TLS sidecar: the CA that signed "
+                   "its certificate (default: GUARDRAIL_TLS_CERT_FILE, if set)")
+    p.add_argument("--tls-client-cert", type=Path, help="client certificate (mutual TLS)")
+    p.add_argument("--tls-client-key", type=Path, help="its private key")
+    p.add_argument("--tls-server-name", help="the name in the sidecar's certificate, when "
+                   "it is not the host dialled")
+
+
+def _channel(settings: Settings, args: argparse.Namespace) -> Any:
+    """A channel to the sidecar at `settings.listen`, over TLS when it serves TLS."""
+    import grpc
+
+    from sidecar.client import Tls, _credentials, _options
+
+    ca = args.tls_ca or settings.tls_cert_file
+    if ca is None:
+        return grpc.insecure_channel(settings.listen)
+    tls = Tls(ca, args.tls_client_cert, args.tls_client_key, args.tls_server_name)
+    return grpc.secure_channel(settings.listen, _credentials(tls), _options(tls))
 
 
 def _add_audit_commands(commands: Any) -> None:

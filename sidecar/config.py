@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sidecar.streaming import StreamLimits
@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     # A non-loopback address is refused unless this is set: a guardrail must not be
     # reachable from outside the pod by accident.
     allow_public_bind: bool = False
+    # TLS for the gRPC port(s): a PEM certificate chain and its key (0600). Required
+    # when the sidecar listens beyond loopback. With a client CA, callers must present a
+    # certificate it signed (mutual TLS).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
     policies: Path = Path("policies")
     data_dir: Path = Path(".guardrail")
     # Any installed spaCy pipeline with an `ner` component can be selected here.
@@ -43,6 +49,9 @@ class Settings(BaseSettings):
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace: float = Field(default=10.0, ge=0)
     log_level: str = "INFO"
+    # Prometheus metrics over HTTP, on a port of their own ("HOST:PORT"; loopback unless
+    # --allow-public-bind; an empty value turns them off). 9464: OpenTelemetry's default.
+    metrics_listen: str | None = "127.0.0.1:9464"
     # Write an audit record for every inspection (<data_dir>/audit/).
     audit: bool = True
     # The audit key-encryption key: a file holding 32 base64 bytes (mode 0600). Unset:
@@ -75,16 +84,28 @@ class Settings(BaseSettings):
     @field_validator("listen")
     @classmethod
     def _valid_listen(cls, value: str) -> str:
+        return _address(value)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _valid_metrics_listen(cls, value: str | None) -> str | None:
+        if not value:
+            return None
         if value.startswith("unix:"):
-            if len(value) <= len("unix:"):
-                raise ValueError("unix socket path is empty")
-            return value
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"expected HOST:PORT or unix:PATH, got {value!r}")
-        if not host:
-            raise ValueError(f"missing host in {value!r}")
-        return value
+            raise ValueError("metrics are served over HTTP: expected HOST:PORT")
+        return _address(value)
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
     @property
     def is_public_bind(self) -> bool:
@@ -108,3 +129,17 @@ class Settings(BaseSettings):
     def grpc_max_message_bytes(self) -> int:
         """gRPC's own cap sits above ours so our limit answers with a precise message."""
         return self.max_text_bytes * 2 + MIB
+
+
+def _address(value: str) -> str:
+    """Check a "HOST:PORT" or "unix:PATH" listen address."""
+    if value.startswith("unix:"):
+        if len(value) <= len("unix:"):
+            raise ValueError("unix socket path is empty")
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT or unix:PATH, got {value!r}")
+    if not host:
+        raise ValueError(f"missing host in {value!r}")
+    return value

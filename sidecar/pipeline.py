@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,8 +145,12 @@ class Pipeline:
             live = [state for state in states if shadow_mode or not state.blocked]
             if not live:
                 break
-            for state, result in zip(live, self._run_stage(compiled, stage, live), strict=True):
+            started = time.perf_counter()
+            results = self._run_stage(compiled, stage, live)
+            share = (time.perf_counter() - started) / len(live)
+            for state, result in zip(live, results, strict=True):
                 state.absorb(result, compiled.policy.on_error)
+                state.stage_seconds[stage.name] = share
         return [state.verdict(compiled) for state in states]
 
     def _run_stage(self, compiled: CompiledPolicy, stage: Stage,
@@ -258,6 +263,7 @@ class _Progress:
         self.blocked = False
         self.would_block = False  # shadow rules that would have blocked / edited
         self.would_edit = False
+        self.stage_seconds: dict[str, float] = {}
 
     def absorb(self, result: StageResult | StageFailed, on_error: str) -> None:
         if isinstance(result, StageFailed):
@@ -312,6 +318,7 @@ class _Progress:
             request_id=self.inspection.request_id, routing_tags=dict(self.routing_tags),
             schema_errors=tuple(self.schema_errors),
             would_block=would_block, would_modify=would_modify, edits=resolved,
+            stage_seconds=self.stage_seconds,
         )
 
     def _recheck_schema(self, compiled: CompiledPolicy, out: tuple[Message, ...]) -> None:

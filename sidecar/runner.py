@@ -11,6 +11,7 @@ import asyncio
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -21,7 +22,20 @@ from sidecar.policy.store import PolicySet
 from sidecar.types import Inspection, Verdict
 
 
+@dataclass(frozen=True)
+class Load:
+    """What an operator watches: work waiting or running, and the workers behind it."""
+
+    queued: int
+    workers: int
+    workers_alive: int
+    worker_restarts: int
+
+
 class Runner(Protocol):
+    def load(self) -> Load:
+        """The current load (cheap: read at every metrics scrape)."""
+
     def start(self) -> None:
         """Load models and warm up; blocks, so call it off the event loop."""
 
@@ -44,6 +58,9 @@ class InlineRunner:
         self.max_queue = max_queue
         self.waiting = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect")
+
+    def load(self) -> Load:
+        return Load(self.waiting, 0, 0, 0)
 
     def start(self) -> None:
         self.pipeline.prepare()

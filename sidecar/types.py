@@ -74,6 +74,11 @@ class Inspection:
     def of_text(cls, text: str, direction: Direction = Direction.PROMPT, **kw: Any) -> Inspection:
         return cls(direction=direction, messages=(Message("", text),), chat=False, **kw)
 
+    @property
+    def chars(self) -> int:
+        """Characters in all messages: what the length metrics watch."""
+        return sum(len(message.content) for message in self.messages)
+
 
 @dataclass(frozen=True, slots=True)
 class Finding(_Compact):
@@ -133,6 +138,8 @@ class Verdict:
     edits: dict[int, tuple[Edit, ...]] = field(default_factory=dict)
     # Placeholders put back by `restore` (completions), in order of first appearance.
     restored: tuple[str, ...] = ()
+    # Seconds each stage spent on this request (its share of a batched pass): metrics.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def text(self) -> str:

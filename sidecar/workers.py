@@ -42,6 +42,7 @@ from sidecar.errors import (
 from sidecar.logs import error_frames
 from sidecar.pipeline import Pipeline
 from sidecar.policy.store import PolicySet
+from sidecar.runner import Load
 from sidecar.types import Inspection, Verdict
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,11 @@ class WorkerPool:
     @property
     def size(self) -> int:
         return len(self._workers)
+
+    def load(self) -> Load:
+        return Load(sum(worker.outstanding for worker in self._workers), len(self._workers),
+                    sum(worker.alive for worker in self._workers),
+                    sum(worker.restarts for worker in self._workers))
 
     def start(self) -> None:
         """Start every worker and wait until all have loaded and warmed their models."""
@@ -147,6 +153,7 @@ class _Worker:
         self._queue: deque[_Job | _Reload] = deque()
         self._in_flight: list[_Job] | _Reload = []
         self.largest_batch = 0
+        self.restarts = 0
 
     @property
     def outstanding(self) -> int:
@@ -278,6 +285,7 @@ class _Worker:
                   extra={"worker": self.index, "exit_code": self.process.exitcode,
                          "lost_requests": self.outstanding})
         self.alive = False
+        self.restarts += 1
         self._loop.remove_reader(self.conn.fileno())
         in_flight, self._in_flight = self._in_flight, []
         for job in [in_flight] if isinstance(in_flight, _Reload) else in_flight:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,12 +23,15 @@ from sidecar.pipeline import Pipeline
 from sidecar.policy.model import Policy
 from sidecar.pseudonyms import Pseudonymizer
 from sidecar.runner import Runner, make_runner
-from sidecar.transport.server import RunningServer, start_server
+from sidecar.transport.server import RunningServer, start_metrics, start_server
 from sidecar.transport.servicer import GuardrailServicer
 
 TESTS = Path(__file__).parent
 TEST_POLICIES = TESTS / "policies"
 REPO = TESTS.parent
+# `guardrail serve` as a child process, on ports the OS picks.
+SERVE = [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0",
+         "--metrics-listen", "127.0.0.1:0"]
 
 
 @dataclass
@@ -38,6 +42,13 @@ class Sidecar:
     pipeline: Pipeline
     audit: AuditStore
     servicer: GuardrailServicer | None = None
+    metrics: str = ""  # HOST:PORT of /metrics
+
+    def scrape(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=10) as page:
+            return page.read().decode()  # type: ignore[no-any-return]
 
     def prompt(self, text: str, **fields: object) -> pb.InspectResponse:
         return self.stub.InspectPrompt(pb.InspectRequest(text=text, **fields), timeout=30)
@@ -55,8 +66,8 @@ class _ServerThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.running: RunningServer = self._call(start_server(settings, runner, None, audit,
-                                                              pseudonyms))
+        self.running: RunningServer = self._call(start_server(
+            settings, runner, None, audit, pseudonyms, metrics=start_metrics(settings)))
         runner.start()
         self._call(self.running.mark_serving())
 
@@ -92,7 +103,7 @@ def pseudonymizer(settings: Settings, pipeline: Pipeline) -> Pseudonymizer:
 
 def make_settings(tmp: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {"listen": "127.0.0.1:0", "policies": TEST_POLICIES,
-                                 "data_dir": tmp / "data"}
+                                 "data_dir": tmp / "data", "metrics_listen": "127.0.0.1:0"}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
@@ -111,7 +122,8 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
     channel = grpc.insecure_channel(server.running.address)
     try:
         yield Sidecar(server.running.address, channel, pb_grpc.GuardrailStub(channel), pipeline,
-                      audit.store, server.running.servicer)
+                      audit.store, server.running.servicer,
+                      server.running.metrics.address if server.running.metrics else "")
     finally:
         channel.close()
         server.stop()

@@ -22,7 +22,7 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.auditing import AuditWriter, open_store
 from sidecar.pipeline import Pipeline
 from sidecar.runner import make_runner
-from tests.conftest import REPO, Sidecar, _ServerThread, copy_tree, make_settings, raw_bytes
+from tests.conftest import REPO, SERVE, Sidecar, _ServerThread, copy_tree, make_settings, raw_bytes
 from tests.test_shutdown import wait_for_log
 
 
@@ -109,7 +109,7 @@ def test_a_full_disk_fails_closed_or_open_as_the_policy_says(
 def test_sigkill_under_load_loses_no_acknowledged_record(tmp_path: Path) -> None:
     data = tmp_path / "data"
     process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0",
+        [*SERVE,
          "--data-dir", str(data)], cwd=REPO, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     serving = wait_for_log(process.stderr, "serving")

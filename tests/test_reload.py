@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import pytest
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.auditing import open_store
-from tests.conftest import REPO, make_settings
+from tests.conftest import REPO, SERVE, make_settings
 from tests.test_shutdown import wait_for_log
 
 DEFAULT = """name: default
@@ -92,7 +91,7 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
     (policies / "default.yaml").write_text(DEFAULT)
     (policies / "team.yaml").write_text(TEAM)
     process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0", "--workers", workers,
+        [*SERVE, "--workers", workers,
          "--policies", str(policies), "--data-dir", str(tmp_path / "data")],
         cwd=REPO, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
-from tests.conftest import REPO, TEST_POLICIES
+from tests.conftest import REPO, SERVE, TEST_POLICIES
 
 
 def wait_for_log(stream: IO[str], message: str, timeout: float = 120) -> dict[str, object]:
@@ -38,7 +37,7 @@ def wait_for_log(stream: IO[str], message: str, timeout: float = 120) -> dict[st
 @pytest.mark.slow
 def test_sigterm_lets_in_flight_calls_finish_then_exits_zero(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0",
+        [*SERVE,
          "--policies", str(TEST_POLICIES), "--data-dir", str(tmp_path / "data")],
         cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:

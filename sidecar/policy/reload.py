@@ -72,6 +72,7 @@ class PolicyManager:
         self._loaded_at: dict[str, tuple[str, float]] = {}
         self._errors: list[PolicyIssue] = []
         self._last_attempt = self._last_applied = 0.0
+        self.applied = self.rejected = 0  # reloads since start (metrics)
         self.current, self.snapshot = self._build()  # a bad start fails loudly
         self._record(self.current)
 
@@ -92,6 +93,7 @@ class PolicyManager:
             except PolicyError as err:
                 self._fingerprint = fingerprint  # do not retry the same bad content
                 self._errors = err.issues
+                self.rejected += 1
                 for issue in err.issues:
                     log.error("policy change rejected; the previous revision keeps serving",
                               extra={"file": _relative(issue.file, self.snapshots),
@@ -102,6 +104,7 @@ class PolicyManager:
             if self.on_swap is not None:
                 self.on_swap(policies, snapshot)
             self.current, self.snapshot = policies, snapshot
+            self.applied += 1
             self._errors = []
             self._last_applied = self._last_attempt
             self._record(policies)

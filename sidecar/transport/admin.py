@@ -27,6 +27,7 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.config import Settings
 from sidecar.errors import ConfigError
 from sidecar.keys import read_private_file
+from sidecar.transport.tls import bind
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -129,17 +130,11 @@ async def start_admin_server(settings: Settings) -> tuple[grpc.aio.Server, Audit
 
     assert settings.audit_admin_listen is not None
     listen = settings.audit_admin_listen
-    if settings.is_public_address(listen) and not settings.allow_public_bind:
-        raise ConfigError(f"refusing to serve the audit admin service on {listen}: not a "
-                          "loopback address; use a unix: socket or --allow-public-bind")
     token = read_token(settings.audit_admin_token_file)
     servicer = AuditAdminServicer(open_store(settings), token)
     server = grpc.aio.server()
     pb_grpc.add_AuditAdminServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-    try:
-        port = server.add_insecure_port(listen)
-    except RuntimeError as err:
-        raise ConfigError(f"cannot listen on {listen}: {err}") from None
+    port = bind(server, listen, settings, "the audit admin service")
     await server.start()
     if listen.startswith("unix:"):
         path = listen.removeprefix("unix:").removeprefix("//")

@@ -26,12 +26,14 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.auditing import AuditWriter
 from sidecar.config import Settings
 from sidecar.errors import ConfigError
+from sidecar.metrics import Metrics
 from sidecar.policy.model import Policy
 from sidecar.policy.reload import PolicyManager
 from sidecar.pseudonyms import Pseudonymizer
 from sidecar.runner import Runner
 from sidecar.streaming import StreamLimits
 from sidecar.transport.servicer import GuardrailServicer
+from sidecar.transport.tls import bind
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Guardrail"].full_name
@@ -46,6 +48,7 @@ class RunningServer:
     address: str
     audit: AuditWriter | None = None
     pseudonyms: Pseudonymizer | None = None
+    metrics: Metrics | None = None
 
     async def mark_serving(self) -> None:
         self.servicer.ready = True
@@ -63,16 +66,16 @@ class RunningServer:
             await loop.run_in_executor(None, self.pseudonyms.close)
         if self.audit is not None:  # flush, then a final signed checkpoint
             await loop.run_in_executor(None, self.audit.close)
+        if self.metrics is not None:
+            await loop.run_in_executor(None, self.metrics.close)
 
 
 async def start_server(settings: Settings, runner: Runner,
                        policies: PolicyManager | None = None,
                        audit: AuditWriter | None = None,
-                       pseudonyms: Pseudonymizer | None = None) -> RunningServer:
+                       pseudonyms: Pseudonymizer | None = None, *,
+                       metrics: Metrics | None = None) -> RunningServer:
     """Bind `settings.listen` (port 0 picks a free port) and start serving, not yet ready."""
-    if settings.is_public_bind and not settings.allow_public_bind:
-        raise ConfigError(f"refusing to listen on {settings.listen}: it is not a loopback "
-                          "address; use 127.0.0.1, a unix: socket, or --allow-public-bind")
     limit = settings.grpc_max_message_bytes
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", limit),
@@ -82,7 +85,7 @@ async def start_server(settings: Settings, runner: Runner,
     servicer = GuardrailServicer(runner, policies, audit, pseudonyms, stream_limits=StreamLimits(
         holdback=settings.stream_holdback_chars, min_release=settings.stream_min_release_chars,
         context=settings.stream_context_chars, max_bytes=settings.max_text_bytes),
-        stream_idle_timeout=settings.stream_idle_timeout)
+        stream_idle_timeout=settings.stream_idle_timeout, metrics=metrics)
     pb_grpc.add_GuardrailServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -90,10 +93,7 @@ async def start_server(settings: Settings, runner: Runner,
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    try:
-        port = server.add_insecure_port(settings.listen)
-    except RuntimeError as err:
-        raise ConfigError(f"cannot listen on {settings.listen}: {err}") from None
+    port = bind(server, settings.listen, settings, "the guardrail")
     if settings.listen.startswith("unix:"):
         address = settings.listen
     else:
@@ -101,16 +101,73 @@ async def start_server(settings: Settings, runner: Runner,
     await server.start()
     if address.startswith("unix:"):
         os.chmod(address.removeprefix("unix:").removeprefix("//"), 0o660)
-    return RunningServer(server, health_servicer, servicer, runner, address, audit, pseudonyms)
+    running = RunningServer(server, health_servicer, servicer, runner, address, audit,
+                            pseudonyms, metrics)
+    if metrics is not None:
+        metrics.watch(lambda: _gauges(running, policies))
+    return running
+
+
+def start_metrics(settings: Settings) -> Metrics | None:
+    """The metrics endpoint, when `metrics_listen` is set (loopback unless allowed)."""
+    if not settings.metrics_listen:
+        return None
+    if Settings.is_public_address(settings.metrics_listen) and not settings.allow_public_bind:
+        raise ConfigError(f"refusing to serve metrics on {settings.metrics_listen}: it is "
+                          "not a loopback address; use 127.0.0.1 or --allow-public-bind")
+    metrics = Metrics()
+    try:
+        metrics.address = metrics.serve(settings.metrics_listen)
+    except OSError as err:
+        raise ConfigError(f"cannot serve metrics on {settings.metrics_listen}: "
+                          f"{err.strerror or err}; set GUARDRAIL_METRICS_LISTEN to another "
+                          "port, or to an empty value to turn metrics off") from None
+    return metrics
+
+
+def _gauges(running: RunningServer,
+            policies: PolicyManager | None) -> list[tuple[str, str, str, float]]:
+    """What the front process knows now: readiness, load, workers, queues, reloads."""
+    load = running.runner.load()
+    values = [
+        ("gauge", "guardrail_ready", "1 once models are loaded and warm, 0 while draining",
+         float(running.servicer.ready and not running.servicer.draining)),
+        ("gauge", "guardrail_in_flight", "Calls being answered", running.servicer.in_flight),
+        ("gauge", "guardrail_streams_open", "Streamed completions in progress",
+         running.servicer.streams.open_streams),
+        ("gauge", "guardrail_work_queue_depth", "Inspections waiting for or running on a "
+         "worker", load.queued),
+        ("gauge", "guardrail_workers", "Worker processes configured", load.workers),
+        ("gauge", "guardrail_workers_alive", "Worker processes up and serving",
+         load.workers_alive),
+        ("counter", "guardrail_worker_restarts", "Worker processes that exited and were "
+         "replaced", load.worker_restarts),
+    ]
+    if running.audit is not None:
+        values.append(("gauge", "guardrail_audit_queue_depth", "Audit records waiting to be "
+                       "committed", running.audit.queued))
+    if policies is not None:
+        values += [
+            ("counter", "guardrail_policy_reloads", "Policy changes applied",
+             policies.applied),
+            ("counter", "guardrail_policy_reload_failures", "Policy changes rejected "
+             "(the previous revision kept serving)", policies.rejected),
+            ("gauge", "guardrail_policies", "Policies being served",
+             len(policies.current.policies)),
+        ]
+    return values
 
 
 async def serve(settings: Settings, runner: Runner, policies: PolicyManager,
                 audit: AuditWriter | None = None) -> int:
     """Run until SIGTERM/SIGINT; return the process exit code. SIGHUP reloads policies."""
     started = time.perf_counter()
+    metrics = start_metrics(settings)
     running = await start_server(settings, runner, policies, audit,
-                                 open_pseudonymizer(settings, policies))
+                                 open_pseudonymizer(settings, policies), metrics=metrics)
     log.info("listening", extra={"address": running.address})
+    if metrics is not None:
+        log.info("metrics listening", extra={"address": metrics.address})
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

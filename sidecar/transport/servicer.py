@@ -16,6 +16,7 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.auditing import AuditWriter
 from sidecar.errors import GuardrailError, NotReady
 from sidecar.logs import error_frames
+from sidecar.metrics import Metrics
 from sidecar.policy.reload import PolicyManager
 from sidecar.pseudonyms import Pseudonymizer, finish_locally
 from sidecar.runner import Runner
@@ -33,13 +34,16 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
                  audit: AuditWriter | None = None,
                  pseudonyms: Pseudonymizer | None = None, *,
                  stream_limits: StreamLimits | None = None,
-                 stream_idle_timeout: float = 60.0) -> None:
+                 stream_idle_timeout: float = 60.0,
+                 metrics: Metrics | None = None) -> None:
         self.runner = runner
         self.policies = policies
         self.audit = audit
         self.pseudonyms = pseudonyms
-        self.streams = StreamService(self.inspect_window, audit, stream_limits or StreamLimits(),
-                                     stream_idle_timeout, self._rule_rank)
+        self.metrics = metrics
+        self.streams = StreamService(self.inspect_window, self.record, stream_limits or
+                                     StreamLimits(), stream_idle_timeout,
+                                     rule_rank=self._rule_rank, metrics=metrics)
         self.ready = False
         self.draining = False
         self.in_flight = 0
@@ -92,7 +96,20 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
     async def inspect_window(self, inspection: Inspection, deadline: float | None) -> Verdict:
         """One inspection as the unary calls run it, minus the audit (streams: a window)."""
         verdict = await self.runner.run(inspection, deadline)
+        if self.metrics is not None:
+            self.metrics.staged(verdict)
         return await self._finish_pseudonyms(inspection, verdict)
+
+    async def record(self, inspection: Inspection, verdict: Verdict,
+                     extra_tags: dict[str, str] | None = None) -> Verdict:
+        """The verdict with the id of its committed audit record (unchanged if audit is off)."""
+        if self.audit is None:
+            return verdict
+        started = time.perf_counter()
+        audit_id = await self.audit.record(inspection, verdict, extra_tags)
+        if self.metrics is not None:
+            self.metrics.audit_write.observe(time.perf_counter() - started)
+        return dataclasses.replace(verdict, audit_id=audit_id)
 
     def _rule_rank(self, policy: str, rule_id: str) -> int:
         """Position of a residency rule in its policy (first match wins)."""
@@ -120,30 +137,37 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
             remaining = context.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
             verdict = await self.inspect_window(inspection, deadline)
-            if self.audit is not None:  # committed before the answer is sent
-                verdict = dataclasses.replace(
-                    verdict, audit_id=await self.audit.record(inspection, verdict))
+            verdict = await self.record(inspection, verdict)  # committed before answering
             response = convert.to_response(verdict)
         except GuardrailError as err:
             code = code_for(err)
             log.info("inspection refused", extra={"request_id": request.request_id,
                                                   "status": code.name})
+            if self.metrics is not None:
+                self.metrics.refused(direction.value, code.name)
             await context.abort(code, str(err))
         except Exception as err:
             # Never echo the exception: its message may quote the inspected text.
             log.error("inspection failed", extra={"request_id": request.request_id,
                                                   "error_type": type(err).__name__,
                                                   "error_frames": error_frames(err)})
+            if self.metrics is not None:
+                self.metrics.refused(direction.value, grpc.StatusCode.INTERNAL.name)
             await context.abort(grpc.StatusCode.INTERNAL,
                                 f"internal error (request_id={request.request_id!r})")
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
+        elapsed = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.inspected(direction.value, verdict, elapsed, inspection.chars)
         log.info("inspected", extra={
             "request_id": request.request_id, "direction": direction.value,
             "policy": response.policy, "revision": response.policy_revision[:12],
             "decision": pb.Decision.Name(response.decision),
             "findings": len(response.findings),
-            "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)})
+            "stage_ms": {stage: round(seconds * 1000, 2)
+                         for stage, seconds in verdict.stage_seconds.items()},
+            "elapsed_ms": round(elapsed * 1000, 2)})
         return response

@@ -16,7 +16,6 @@ what was already shown is still audited (tagged stream=abandoned).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,13 +24,13 @@ from typing import Any
 import grpc
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
-from sidecar.auditing import AuditWriter
 from sidecar.errors import DeadlineExceeded, GuardrailError, InvalidRequest
 from sidecar.logs import error_frames
+from sidecar.metrics import Metrics
 from sidecar.streaming import CompletionStream, StreamLimits
 from sidecar.transport import convert
 from sidecar.transport.status import code_for
-from sidecar.types import Inspection, Verdict
+from sidecar.types import Direction, Inspection, Verdict
 
 log = logging.getLogger(__name__)
 Chunk = pb.CompletionChunk | None  # None: the client closed its sending side
@@ -41,10 +40,12 @@ CLOSE_GRACE = 5.0  # seconds to wait for the client's half-close after end=true
 
 class StreamService:
     def __init__(self, inspect: Callable[[Inspection, float | None], Awaitable[Verdict]],
-                 audit: AuditWriter | None, limits: StreamLimits, idle_timeout: float,
-                 rule_rank: Callable[[str, str], int]) -> None:
+                 record: Callable[[Inspection, Verdict, dict[str, str]], Awaitable[Verdict]],
+                 limits: StreamLimits, idle_timeout: float, *,
+                 rule_rank: Callable[[str, str], int], metrics: Metrics | None = None) -> None:
         self.inspect = inspect
-        self.audit = audit
+        self.record = record
+        self.metrics = metrics
         self.limits = limits
         self.idle_timeout = idle_timeout
         self.rule_rank = rule_rank
@@ -70,6 +71,8 @@ class StreamService:
         except GuardrailError as err:
             code = code_for(err)
             log.info("stream refused", extra={"status": code.name})
+            if self.metrics is not None:
+                self.metrics.refused(Direction.COMPLETION.value, code.name)
             await context.abort(code, str(err))
         except (asyncio.CancelledError, GeneratorExit):  # the client went away
             outcome = "abandoned"
@@ -153,10 +156,7 @@ class StreamService:
         return batch
 
     async def _audit(self, inspection: Inspection, verdict: Verdict, outcome: str) -> Verdict:
-        if self.audit is None:
-            return verdict
-        audit_id = await self.audit.record(inspection, verdict, {"stream": outcome})
-        return dataclasses.replace(verdict, audit_id=audit_id)
+        return await self.record(inspection, verdict, {"stream": outcome})
 
     def _close(self, stream: CompletionStream, outcome: str, started: float) -> None:
         if outcome not in ("complete", "blocked") and stream.windows:
@@ -165,6 +165,11 @@ class StreamService:
             task = asyncio.ensure_future(self._audit(inspection, verdict, outcome))
             self._background.add(task)
             task.add_done_callback(self._audited)
+        if self.metrics is not None:
+            self.metrics.streams.labels(outcome).inc()
+            if outcome in ("complete", "blocked"):
+                self.metrics.inspected(Direction.COMPLETION.value, stream.summary()[1],
+                                       time.perf_counter() - started, stream.received)
         log.info("stream inspected", extra={
             "request_id": stream.template.request_id, "outcome": outcome,
             "policy": stream.totals.policy, "windows": stream.windows,
