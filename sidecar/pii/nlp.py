@@ -17,6 +17,7 @@ regular inflections ("emails", "called") still match.
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,36 @@ NER_ENTITY_MAPPING = {
     "ORGANIZATION": "ORGANIZATION", "DATE": "DATE_TIME", "TIME": "DATE_TIME",
 }
 NER_ENTITIES = frozenset(NER_ENTITY_MAPPING.values())
+
+# What spaCy is given is a same-length copy of the text (so every offset stays valid, and
+# recognizers still see the original) with two costs taken out:
+# - the tokenizer splits a whitespace-free run by re-searching its rest after every
+#   prefix, suffix or infix it strips: quadratic in a run of punctuation, URLs or emoji
+#   (spaCy issues #1765, #4362, #5122; 16,000 emoji in a row took 36 s). A run longer
+#   than RUN (a URL, a hash, base64, minified JSON) becomes spaces: NER does not look
+#   inside it. Turning only its punctuation into spaces kept more words, but NER then
+#   took "https   si0" for a PERSON; pattern recognizers still read the original;
+# - NER costs ~0.1 ms a token and every symbol is a token: a megabyte of "!!!" took
+#   114 s. Runs of 8+ symbols (spaces between them or not) become spaces, which are no
+#   tokens at all; no entity is made of them.
+# Both rules look only at the characters around them, never at a position, so a window
+# of a streamed completion is cut as the whole text is.
+RUN = 256
+MAX_TEXT_CHARS = 64 * 1024 * 1024  # the highest max_text_bytes allows
+_LONG_RUN = re.compile(rf"\S{{{RUN + 1},}}")
+_SYMBOL_RUN = re.compile(r"[^\w\s](?:\s*[^\w\s]){7,}")
+_NOT_SPACE = re.compile(r"\S")
+
+
+def for_tokenizer(text: str) -> str:
+    """`text` as spaCy should see it: same length, without the runs that cost it most."""
+    if len(text) <= 8:
+        return text
+    text = _SYMBOL_RUN.sub(lambda run: _NOT_SPACE.sub(" ", run.group()), text)
+    if len(text) <= RUN:
+        return text
+    return _LONG_RUN.sub(lambda run: " " * len(run.group()), text)
+
 
 _cache: dict[tuple[str, bool], Any] = {}
 _cache_lock = threading.Lock()
@@ -70,9 +101,13 @@ def _load(model_name: str, with_ner: bool) -> Any:
         raise ConfigError(f"spaCy model '{model_name}' has no 'ner' component")
     keep = {"ner"} if with_ner else set()
     try:
-        return spacy.load(model_name, exclude=[c for c in components if c not in keep])
+        nlp = spacy.load(model_name, exclude=[c for c in components if c not in keep])
     except Exception as err:
         raise ConfigError(f"spaCy model '{model_name}' failed to load: {err}") from None
+    # spaCy refuses texts over 1,000,000 characters (a guard for the parser's memory, which
+    # we never load); our own limit (max_text_bytes, at most 64 MiB) is the one that holds.
+    nlp.max_length = MAX_TEXT_CHARS
+    return nlp
 
 
 class LeanSpacyEngine(SpacyNlpEngine):

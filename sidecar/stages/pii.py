@@ -150,14 +150,15 @@ class PiiStage:
 
     def _analyze(self, texts: list[str]) -> list[list[tuple[str, int, int, float]]]:
         """Presidio findings per text, above each entity's threshold."""
-        from sidecar.pii.nlp import NLP_LOCK
+        from sidecar.pii.nlp import NLP_LOCK, for_tokenizer
 
         language = self.config.language
         # memory_zone frees the strings spaCy interns for these texts once we are done with
         # the Docs; without it a long-running sidecar's vocabulary grows with every request.
         with NLP_LOCK, self._nlp.memory_zone():
             artifacts = [pair[1] for pair in self._nlp_engine.process_batch(
-                texts, language, batch_size=max(1, len(texts)))]
+                [for_tokenizer(text) for text in texts], language,
+                batch_size=max(1, len(texts)))]
             out = []
             for text, nlp_artifacts in zip(texts, artifacts, strict=True):
                 raw = self._analyzer.analyze(
