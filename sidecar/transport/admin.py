@@ -27,6 +27,7 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.config import Settings
 from sidecar.errors import ConfigError
 from sidecar.keys import read_private_file
+from sidecar.transport.handlers import add_service
 from sidecar.transport.tls import bind
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ async def start_admin_server(settings: Settings) -> tuple[grpc.aio.Server, Audit
     token = read_token(settings.audit_admin_token_file)
     servicer = AuditAdminServicer(open_store(settings), token)
     server = grpc.aio.server()
-    pb_grpc.add_AuditAdminServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    add_service(server, servicer, "AuditAdmin")
     port = bind(server, listen, settings, "the audit admin service")
     await server.start()
     if listen.startswith("unix:"):

@@ -22,7 +22,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
-from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.auditing import AuditWriter
 from sidecar.config import Settings
 from sidecar.errors import ConfigError
@@ -32,6 +31,7 @@ from sidecar.policy.reload import PolicyManager
 from sidecar.pseudonyms import Pseudonymizer
 from sidecar.runner import Runner
 from sidecar.streaming import StreamLimits
+from sidecar.transport.handlers import add_service
 from sidecar.transport.servicer import GuardrailServicer
 from sidecar.transport.tls import bind
 
@@ -86,7 +86,7 @@ async def start_server(settings: Settings, runner: Runner,
         holdback=settings.stream_holdback_chars, min_release=settings.stream_min_release_chars,
         context=settings.stream_context_chars, max_bytes=settings.max_text_bytes),
         stream_idle_timeout=settings.stream_idle_timeout, metrics=metrics)
-    pb_grpc.add_GuardrailServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    add_service(server, servicer, "Guardrail")
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SERVICE_NAME):

@@ -17,6 +17,7 @@ from sidecar.auditing import AuditWriter
 from sidecar.errors import GuardrailError, NotReady
 from sidecar.logs import error_frames
 from sidecar.metrics import Metrics
+from sidecar.pipeline import MAX_ID_CHARS
 from sidecar.policy.reload import PolicyManager
 from sidecar.pseudonyms import Pseudonymizer, finish_locally
 from sidecar.runner import Runner
@@ -126,6 +127,7 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
                        context: grpc.aio.ServicerContext[Any, Any],
                        direction: Direction) -> pb.InspectResponse:
         started = time.perf_counter()
+        request_id = request.request_id[:MAX_ID_CHARS]  # an over-long one is refused below
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -141,20 +143,20 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
             response = convert.to_response(verdict)
         except GuardrailError as err:
             code = code_for(err)
-            log.info("inspection refused", extra={"request_id": request.request_id,
+            log.info("inspection refused", extra={"request_id": request_id,
                                                   "status": code.name})
             if self.metrics is not None:
                 self.metrics.refused(direction.value, code.name)
             await context.abort(code, str(err))
         except Exception as err:
             # Never echo the exception: its message may quote the inspected text.
-            log.error("inspection failed", extra={"request_id": request.request_id,
+            log.error("inspection failed", extra={"request_id": request_id,
                                                   "error_type": type(err).__name__,
                                                   "error_frames": error_frames(err)})
             if self.metrics is not None:
                 self.metrics.refused(direction.value, grpc.StatusCode.INTERNAL.name)
             await context.abort(grpc.StatusCode.INTERNAL,
-                                f"internal error (request_id={request.request_id!r})")
+                                f"internal error (request_id={request_id!r})")
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
@@ -163,7 +165,7 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
         if self.metrics is not None:
             self.metrics.inspected(direction.value, verdict, elapsed, inspection.chars)
         log.info("inspected", extra={
-            "request_id": request.request_id, "direction": direction.value,
+            "request_id": request_id, "direction": direction.value,
             "policy": response.policy, "revision": response.policy_revision[:12],
             "decision": pb.Decision.Name(response.decision),
             "findings": len(response.findings),

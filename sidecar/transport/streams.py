@@ -29,11 +29,13 @@ from sidecar.logs import error_frames
 from sidecar.metrics import Metrics
 from sidecar.streaming import CompletionStream, StreamLimits
 from sidecar.transport import convert
+from sidecar.transport.handlers import Malformed
 from sidecar.transport.status import code_for
 from sidecar.types import Direction, Inspection, Verdict
 
 log = logging.getLogger(__name__)
-Chunk = pb.CompletionChunk | None  # None: the client closed its sending side
+# None: the client closed its sending side; Malformed: a chunk that did not parse.
+Chunk = pb.CompletionChunk | Malformed | None
 Context = grpc.aio.ServicerContext[Any, Any]
 CLOSE_GRACE = 5.0  # seconds to wait for the client's half-close after end=true
 
@@ -90,6 +92,8 @@ class StreamService:
     def _open(self, first: Chunk, context: Context) -> CompletionStream:
         if first is None:
             raise InvalidRequest("the stream ended before its first CompletionChunk")
+        if isinstance(first, Malformed):
+            raise InvalidRequest(str(first))
         if not first.HasField("request"):
             raise InvalidRequest("request: the first CompletionChunk must carry the request's "
                                  "fields (tenant, app, conversation_id, ...)")
@@ -111,6 +115,8 @@ class StreamService:
                 if chunk is None:  # the client closed its side: that is the end too
                     ended = True
                     continue
+                if isinstance(chunk, Malformed):
+                    raise InvalidRequest(str(chunk))
                 if ended:
                     raise InvalidRequest("a CompletionChunk arrived after the last one "
                                          "(end=true)")
