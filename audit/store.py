@@ -19,6 +19,7 @@ returned is on disk.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
@@ -144,6 +145,7 @@ class AuditStore:
         self.checkpoint_every = checkpoint_every
         self.db = open_database(directory / "audit.db", _MIGRATIONS)
         self.keys = open_database(directory / "audit-keys.db", _KEY_MIGRATIONS)
+        self._identity = self._files()
         self._deks: dict[tuple[str, str], tuple[str, bytes]] = {}
         self._since_checkpoint = 0
         self._vault: sqlite_utils.Database | None = None
@@ -163,8 +165,24 @@ class AuditStore:
 
     # -- writing ------------------------------------------------------------------------
 
+    def _files(self) -> list[tuple[int, int]]:
+        return [(info.st_dev, info.st_ino) for info in (
+            (self.directory / name).stat() for name in ("audit.db", "audit-keys.db"))]
+
+    def _check_files(self) -> None:
+        """A database deleted or replaced under an open connection would take writes
+        into an unlinked inode and lose them at the next start: refuse instead."""
+        try:
+            same = self._files() == self._identity
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise OSError(errno.ENOENT, "the audit database was deleted or replaced while "
+                          "the sidecar ran; restart it (see README: recovery)")
+
     def append(self, records: list[NewRecord]) -> list[str]:
         """Encrypt, chain and commit `records` in one transaction; return their ids."""
+        self._check_files()
         now = time.time()
         prepared = []
         for record in records:

@@ -16,6 +16,7 @@ import errno
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections import Counter, deque
@@ -60,6 +61,9 @@ def open_store(settings: Settings) -> AuditStore:
     except OSError as err:
         raise ConfigError(f"cannot open the audit trail in {settings.data_dir}: "
                           f"{err.strerror}") from None
+    except sqlite3.DatabaseError as err:  # damaged, not a database, unopenable
+        raise ConfigError(f"cannot open the audit trail in {settings.data_dir}: {err}; "
+                          "see README, 'When the audit database is damaged'") from None
     _check_kek(store)
     return store
 
@@ -121,6 +125,7 @@ class AuditWriter:
         self._queue: deque[tuple[NewRecord, Callable[[str | BaseException], None]]] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self.failures = 0  # records that could not be written (metrics)
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -145,11 +150,11 @@ class AuditWriter:
             if policy is not None and policy.on_error == "allow":
                 log.error("audit record not written; answering anyway (on_error=allow)",
                           extra={"request_id": inspection.request_id,
-                                 "error": os.strerror(err.errno) if err.errno else "I/O"})
+                                 "error": _reason(err)})
                 return ""
             raise AuditUnavailable(
                 "the decision could not be recorded in the audit trail "
-                f"({os.strerror(err.errno) if err.errno else 'I/O error'}); "
+                f"({_reason(err)}); "
                 "the policy fails closed") from None
 
     def record_event(self, record: NewRecord, timeout: float = 30) -> str:
@@ -196,10 +201,20 @@ class AuditWriter:
             try:
                 outcomes = list(self.store.append([item[0] for item in batch]))
             except Exception as err:  # disk full, database locked or damaged, ...
-                log.error("audit batch failed", extra={"records": len(batch),
-                                                       "error_type": type(err).__name__})
-                failure = err if isinstance(err, OSError) else OSError(
-                    errno.ENOSPC if "full" in str(err) else errno.EIO, "audit write failed")
+                self.failures += len(batch)
+                log.error("audit batch failed", extra={
+                    "records": len(batch), "error_type": type(err).__name__,
+                    "error": _reason(err) if isinstance(err, OSError) else type(err).__name__})
+                code = errno.ENOSPC if "full" in str(err) else errno.EIO
+                failure = err if isinstance(err, OSError) else OSError(code,
+                                                                       os.strerror(code))
                 outcomes = [failure] * len(batch)
             for (_, hand_over), outcome in zip(batch, outcomes, strict=True):
                 hand_over(outcome)
+
+
+def _reason(err: OSError) -> str:
+    """What went wrong, in words safe to show: never a path or a value."""
+    if err.errno == errno.ENOENT and err.strerror and "audit database" in err.strerror:
+        return err.strerror  # deleted or replaced under us: say so, and what to do
+    return os.strerror(err.errno) if err.errno else "I/O error"

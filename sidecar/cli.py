@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     except GuardrailError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except sqlite3.Error as err:  # the audit database failed under a command
+        print(f"error: audit database: {err}; see README, 'When the audit database is "
+              "damaged'", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `guardrail audit export | head`: the reader has had enough

@@ -139,7 +139,7 @@ class Verdict:
     # Placeholders put back by `restore` (completions), in order of first appearance.
     restored: tuple[str, ...] = ()
     # Seconds each stage spent on this request (its share of a batched pass): metrics.
-    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
     def text(self) -> str:

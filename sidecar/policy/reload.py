@@ -174,8 +174,9 @@ class PolicyManager:
     def _scan(self) -> tuple[tuple[str, int, int, int], ...]:
         """(relative path, size, mtime, mode) of every file: cheap enough to poll."""
         entries = []
+        errors: list[OSError] = []
         try:
-            for root, dirs, files in os.walk(self.source):
+            for root, dirs, files in os.walk(self.source, onerror=errors.append):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
                     path = Path(root) / name
@@ -183,8 +184,11 @@ class PolicyManager:
                         info = path.stat()
                         entries.append((str(path.relative_to(self.source)), info.st_size,
                                         info.st_mtime_ns, info.st_mode))
-        except OSError:
-            pass
+        except OSError as err:
+            errors.append(err)
+        # An unreadable directory is an error to report, not an empty policy set.
+        entries += [(f"{UNREADABLE}{err.filename or self.source}", 0, 0, err.errno or 0)
+                    for err in errors]
         return tuple(entries)
 
     def _snapshot(self, fingerprint: tuple[tuple[str, int, int, int], ...]) -> Path:
@@ -194,6 +198,11 @@ class PolicyManager:
         if len(fingerprint) > MAX_SNAPSHOT_FILES:
             raise PolicyError([PolicyIssue(str(self.source), "",
                                            f"more than {MAX_SNAPSHOT_FILES} files")])
+        unreadable = [(name.removeprefix(UNREADABLE), code) for name, _, _, code in fingerprint
+                      if name.startswith(UNREADABLE)]
+        if unreadable:
+            raise PolicyError([PolicyIssue(name, "", f"cannot read: {os.strerror(code)}")
+                               for name, code in unreadable])
         digest = hashlib.sha256()
         contents: list[tuple[str, bytes, int]] = []
         for relative, _, _, mode in fingerprint:
@@ -241,6 +250,9 @@ class PolicyManager:
         for path in old:
             if path != self.snapshot:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+UNREADABLE = "\0unreadable:"  # marks a directory the scan could not list
 
 
 def _file_sha256(path: Path) -> str:

@@ -146,6 +146,9 @@ def _gauges(running: RunningServer,
     if running.audit is not None:
         values.append(("gauge", "guardrail_audit_queue_depth", "Audit records waiting to be "
                        "committed", running.audit.queued))
+        values.append(("counter", "guardrail_audit_write_failures", "Audit records that "
+                       "could not be written (disk full, database damaged or deleted)",
+                       running.audit.failures))
     if policies is not None:
         values += [
             ("counter", "guardrail_policy_reloads", "Policy changes applied",
