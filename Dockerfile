@@ -1,4 +1,5 @@
-# The guardrail sidecar. Same pinned dependencies and hash-pinned spaCy model as `make setup`.
+# The guardrail sidecar. Every dependency and the spaCy model come from the hash-locked
+# requirements/lock.txt (`pip --require-hashes`); the project installs without resolving.
 FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -16,8 +17,8 @@ COPY pyproject.toml README.md ./
 COPY requirements/ requirements/
 COPY sidecar/ sidecar/
 COPY audit/ audit/
-RUN pip install . \
- && pip install --no-deps --require-hashes -r requirements/model.txt
+RUN pip install --require-hashes -r requirements/lock.txt \
+ && pip install --no-deps --no-build-isolation .
 
 COPY policies/ /etc/guardrail/policies/
 RUN useradd --system --uid 10001 --home-dir /var/lib/guardrail --create-home guardrail \

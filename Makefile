@@ -4,16 +4,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup run test lint typecheck unit proto policy-schema bench bench-quick clean
+.PHONY: setup run test lint typecheck unit proto policy-schema lock fuzz faults bench bench-quick clean
 
 setup: $(STAMP)
 
 SUITE  := $(VENV)/json-schema-test-suite
 
-$(STAMP): pyproject.toml requirements/model.txt requirements/schema-test-suite.txt
+# Every dependency (and the spaCy model) comes from the hash-locked requirements/dev-lock.txt;
+# the project itself is then installed without resolving anything again.
+$(STAMP): pyproject.toml requirements/dev-lock.txt requirements/schema-test-suite.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/model.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev-lock.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	rm -rf $(SUITE) $(VENV)/downloads && mkdir -p $(SUITE)
 	$(BIN)/pip download --quiet --no-deps --no-binary :all: --require-hashes \
 		-r requirements/schema-test-suite.txt -d $(VENV)/downloads
@@ -44,6 +46,18 @@ proto: setup
 ## Regenerate policies/policy.schema.json (editor completion) from the pydantic models.
 policy-schema: setup
 	$(BIN)/python scripts/gen_policy_schema.py
+
+## Re-pin every dependency with hashes (needs pip-tools 7.6.2: PIP_COMPILE=.../pip-compile).
+lock: setup
+	$(BIN)/python scripts/lock.py
+
+## The long robustness runs (not part of `make test`): 100,000 fuzzed requests through
+## gRPC, and every fault scenario against real `guardrail serve` processes.
+fuzz: setup
+	$(BIN)/python scripts/fuzz.py
+
+faults: setup
+	$(BIN)/python scripts/faults.py
 
 ## Benchmarks: PII corpus (sidecar over gRPC vs vanilla Presidio), then deny-list scale
 ## and per-stage cost. Each prints ratios against an anchor measured in the same run.
