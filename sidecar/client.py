@@ -25,6 +25,7 @@ import grpc
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+from sidecar.types import Finding, Violation
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 # gRPC's own retries (gRFC A6): a sidecar that restarts or drains answers UNAVAILABLE.
@@ -45,28 +46,6 @@ class Tls:
     cert_file: Path | None = None
     key_file: Path | None = None
     server_name: str | None = None  # when the certificate names another host
-
-
-@dataclass(frozen=True)
-class Finding:
-    entity_type: str
-    start: int
-    end: int
-    score: float
-    action: str
-    message_index: int = 0
-    shadow: bool = False
-
-
-@dataclass(frozen=True)
-class Violation:
-    rule_id: str
-    category: str
-    message: str
-    start: int = 0
-    end: int = 0
-    message_index: int = 0
-    shadow: bool = False
 
 
 @dataclass(frozen=True)

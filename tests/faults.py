@@ -23,11 +23,11 @@ import grpc
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+from tests import conftest
+from tests.conftest import REPO, TEST_POLICIES
 
-REPO = Path(__file__).resolve().parent.parent
-POLICIES = REPO / "tests" / "policies"
-SERVE = [sys.executable, "-m", "sidecar", "serve", "--listen", "127.0.0.1:0",
-         "--metrics-listen", "127.0.0.1:0", "--workers", "1", "--policies", str(POLICIES)]
+POLICIES = TEST_POLICIES
+SERVE = [*conftest.SERVE, "--workers", "1", "--policies", str(POLICIES)]
 # Without the capabilities that let root read anything, as a sidecar's own user would run.
 UNPRIVILEGED = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
 
