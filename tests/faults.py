@@ -26,8 +26,7 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from tests import conftest
 from tests.conftest import REPO, TEST_POLICIES
 
-POLICIES = TEST_POLICIES
-SERVE = [*conftest.SERVE, "--workers", "1", "--policies", str(POLICIES)]
+SERVE = [*conftest.SERVE, "--workers", "1", "--policies", str(TEST_POLICIES)]
 # Without the capabilities that let root read anything, as a sidecar's own user would run.
 UNPRIVILEGED = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
 
@@ -160,7 +159,7 @@ def model_missing(work: Path) -> str:
 
 def policy_dir_unreadable(work: Path) -> str:
     policies = work / "policies"
-    subprocess.run(["cp", "-r", str(POLICIES), str(policies)], check=True)
+    subprocess.run(["cp", "-r", str(TEST_POLICIES), str(policies)], check=True)
     policies.chmod(0o000)
     try:
         code, output = Sidecar(work / "data", "--policies", str(policies),

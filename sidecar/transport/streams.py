@@ -66,7 +66,7 @@ class StreamService:
         try:
             batch = await self._next_chunks(chunks)
             stream = self._open(batch[0], context)
-            async for verdict in self._run(stream, batch, chunks):
+            async for verdict in self._run(stream, batch, chunks, started):
                 if verdict.final:
                     outcome = "blocked" if verdict.decision == pb.BLOCK else "complete"
                 yield verdict
@@ -107,7 +107,8 @@ class StreamService:
                                 self.limits, self.rule_rank)
 
     async def _run(self, stream: CompletionStream, batch: list[Chunk],
-                   chunks: asyncio.Queue[Chunk]) -> AsyncIterator[pb.StreamVerdict]:
+                   chunks: asyncio.Queue[Chunk],
+                   started: float) -> AsyncIterator[pb.StreamVerdict]:
         first = batch[0]
         ended = False
         while True:
@@ -130,6 +131,9 @@ class StreamService:
                     inspection, verdict = stream.summary()
                     outcome = "blocked" if release.blocked else "complete"
                     verdict = await self._audit(inspection, verdict, outcome)
+                    if self.metrics is not None:
+                        self.metrics.inspected(Direction.COMPLETION.value, verdict,
+                                               time.perf_counter() - started, stream.received)
                     yield convert.to_final_stream_verdict(release, verdict)
                     if not release.blocked and batch[-1] is not None:
                         await self._expect_close(chunks)
@@ -173,9 +177,6 @@ class StreamService:
             task.add_done_callback(self._audited)
         if self.metrics is not None:
             self.metrics.streams.labels(outcome).inc()
-            if outcome in ("complete", "blocked"):
-                self.metrics.inspected(Direction.COMPLETION.value, stream.summary()[1],
-                                       time.perf_counter() - started, stream.received)
         log.info("stream inspected", extra={
             "request_id": stream.template.request_id, "outcome": outcome,
             "policy": stream.totals.policy, "windows": stream.windows,
