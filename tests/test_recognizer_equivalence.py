@@ -91,3 +91,66 @@ def test_only_the_redundant_regions_are_dropped() -> None:
         ["US", "GB", "DE", "FR", "IL", "IN", "BR"]
     assert effective_regions(["US", "UK", "CA"]) == ["US"]  # UK is no phonenumbers region
     assert effective_regions(["UK"]) == ["UK"]  # keep one scan: "+" numbers still parse
+
+
+# Short digit groups in the forms phonenumbers sees in prose: the candidates the bound
+# declines. Non-ASCII digits (Arabic-Indic, Devanagari, fullwidth) parse as digits too.
+short_candidates = st.text(alphabet=st.sampled_from([*"0123456789+-(). x/", "\u0663",
+                                                    "\u0969", "\uff15", "\u06f5"]),
+                           min_size=1, max_size=12)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(region=st.sampled_from(sorted(__import__("phonenumbers").SUPPORTED_REGIONS)),
+       candidate=short_candidates)
+def test_declined_candidates_are_ones_phonenumbers_declines(region: str, candidate: str) -> None:
+    """The bound's soundness, for every region phonenumbers knows: a candidate with fewer
+    digit-like characters than `minimum_digits(region)` never parses as a valid number."""
+    from phonenumbers import Leniency, PhoneNumberMatcher
+
+    from sidecar.pii.recognizers import _digit_like, minimum_digits
+
+    if _digit_like(candidate) < minimum_digits(region):
+        matcher = PhoneNumberMatcher(candidate, region, leniency=Leniency.VALID)
+        assert matcher._parse_and_verify(candidate, 0) is None
+
+
+def test_the_bound_is_below_every_regions_shortest_example_number() -> None:
+    """Example numbers of every type, in every format, are long enough for the bound."""
+    import phonenumbers
+    from phonenumbers import PhoneNumberFormat, PhoneNumberType
+
+    from sidecar.pii.recognizers import _digit_like, minimum_digits
+
+    checked = 0
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        for kind in vars(PhoneNumberType).values():
+            if not isinstance(kind, int):
+                continue
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is None:
+                continue
+            for form in (PhoneNumberFormat.NATIONAL, PhoneNumberFormat.INTERNATIONAL,
+                         PhoneNumberFormat.E164):
+                text = phonenumbers.format_number(number, form)
+                assert _digit_like(text) >= minimum_digits(region), (region, kind, form)
+                checked += 1
+    assert checked > 2000
+
+
+numbers_in_prose = st.lists(st.one_of(
+    st.sampled_from([*FORMATTED, "12/05/2019", "2019-05-12", "$1,234.56", "536-90-4399",
+                                 "4111 1111 1111 1111", "90210", "10:30", "v2.3.1",
+                                 "DE89 3704 0044 0532 0130 00", "192.168.0.1", "x123",
+                                 "ext. 45", "#7", "p. 12-14"]),
+    st.from_regex(r"[+(]?\d{1,4}([ .\-/)]{1,2}\d{1,5}){0,4}", fullmatch=True),
+    st.sampled_from(["call", "tel:", "and", ",", ".", "\n", "on", "(", ")", "abc"])),
+    max_size=25)
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=numbers_in_prose)
+def test_fast_phone_recognizer_matches_presidio_on_number_heavy_prose(parts: list[str]) -> None:
+    text = " ".join(parts)
+    assert results(FastPhoneRecognizer().analyze(text, ["PHONE_NUMBER"])) == \
+        results(PhoneRecognizer().analyze(text, ["PHONE_NUMBER"]))

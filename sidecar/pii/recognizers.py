@@ -8,12 +8,14 @@ corpus); they only skip work that cannot change the result.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from typing import Any
 
 import re2
 from presidio_analyzer import (
     AnalysisExplanation,
+    EntityRecognizer,
     LocalRecognizer,
     RecognizerRegistry,
     RecognizerResult,
@@ -25,30 +27,146 @@ from sidecar.policy.model import CustomRecognizer
 from sidecar.regex import compile_re2
 
 # A phone number holds at least two digits (phonenumbers' shortest national number);
-# most prompts hold none, and the eight per-region scans are then pure cost.
+# most prompts hold none, and the per-region scans are then pure cost.
 _TWO_DIGITS = re.compile(r"\d\D*?\d", re.DOTALL)
 
 
 class FastPhoneRecognizer(PhoneRecognizer):
-    """Presidio's PhoneRecognizer, minus scans that cannot find anything new.
+    """Presidio's PhoneRecognizer, minus work that cannot change its result.
 
     Presidio scans the whole text once per region in ("US", "GB", "DE", "FR", "IL",
-    "IN", "CA", "BR"), and the phonenumbers matcher is most of its cost. A scan is
-    redundant, and skipped, when an earlier region shares its calling code ("CA" and
-    "US" are both +1: a national-form number parses to the same number under both and is
-    validated against its own region either way), or when the region is unknown to
-    phonenumbers (then only "+..." numbers parse, the same under any region). It also
-    skips texts with fewer than two digits. Tests compare it with Presidio's.
+    "IN", "CA", "BR"); phonenumbers parses every candidate it finds (dates, amounts,
+    zip codes, card numbers...) under each region, and those parses are most of its cost.
+    Skipped here:
+
+    - scans of a region that shares its calling code with an earlier one ("CA" and "US"
+      are both +1: a national-form number parses to the same number under both and is
+      validated against its own region either way), or that phonenumbers does not know
+      (then only "+..." numbers parse, the same under any region);
+    - texts with fewer than two digits;
+    - parses of candidates too short to be valid in the scanned region
+      (`bounded_matcher`).
+
+    Compiled metadata patterns are kept (phonenumbers' own pattern cache) instead of
+    being recompiled whenever they fall out of the `re` module's bounded cache.
+    Tests compare it with Presidio's.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.supported_regions = effective_regions(self.supported_regions)
+        from phonenumbers import re_util
+
+        re_util.enable_pattern_cache()
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+        """Presidio's PhoneRecognizer.analyze, with `bounded_matcher()` doing the scans."""
+        import phonenumbers
+
         if not _TWO_DIGITS.search(text):
             return []
-        return super().analyze(text, entities, nlp_artifacts)
+        results = []
+        for region in self.supported_regions:
+            for match in bounded_matcher()(text, region, leniency=self.leniency):
+                try:
+                    found_in = phonenumbers.region_code_for_number(
+                        phonenumbers.parse(text[match.start:match.end]))
+                except phonenumbers.NumberParseException:
+                    found_in = region
+                results.append(self._get_recognizer_result(  # type: ignore[no-untyped-call]
+                    match, text, found_in, nlp_artifacts))
+        return EntityRecognizer.remove_duplicates(results)
+
+
+@functools.cache
+def bounded_matcher() -> Any:
+    """PhoneNumberMatcher that declines, without parsing, a candidate with too few digits.
+
+    Built on first use so importing this module stays cheap. The matcher's own control
+    flow (where it searches next, its retry budget) depends only on whether
+    `_parse_and_verify` returns a match, and a declined candidate is one it would have
+    declined too: a number valid under region R has a national significant number of a
+    length R's (or, written internationally, its own country's) metadata allows, and
+    parsing takes those digits from the candidate, dropping (prefixes, an extension) or
+    adding (national-prefix transform rules) a known number of them. `minimum_digits`
+    turns that into the fewest digit-like characters a candidate must hold.
+    """
+    from phonenumbers.phonenumbermatcher import PhoneNumberMatcher
+
+    class BoundedMatcher(PhoneNumberMatcher):
+        def __init__(self, text: str, region: str, **kwargs: Any) -> None:
+            super().__init__(text, region, **kwargs)
+            self._minimum = minimum_digits(region)
+
+        def _parse_and_verify(self, candidate: str, offset: int) -> Any:
+            if _digit_like(candidate) < self._minimum:
+                return None
+            return super()._parse_and_verify(candidate, offset)
+
+    return BoundedMatcher
+
+
+_ASCII_NOT_DIGIT_LIKE = frozenset(chr(c) for c in range(128) if not chr(c).isalnum())
+
+
+def _digit_like(candidate: str) -> int:
+    """An upper bound on the digits parsing can read from `candidate`.
+
+    Counts ASCII letters and digits (letters become digits in vanity numbers) and every
+    non-ASCII character (whatever phonenumbers' Unicode tables call a digit).
+    """
+    return sum(1 for char in candidate if char not in _ASCII_NOT_DIGIT_LIKE)
+
+
+@functools.cache
+def minimum_digits(region: str) -> int:
+    """The fewest digit-like characters from which `region`'s parse can make a valid number.
+
+    National form: the shortest valid national number of the region's calling code, less
+    the digits a national-prefix transform rule can add (the region's own, or its calling
+    code's main region's when the code is written out). International form ("+..." or an
+    IDD prefix): the same for every calling code, plus the code's own digits; the IDD's
+    digits only raise the count, so they are not relied on.
+    """
+    from phonenumbers import (
+        COUNTRY_CODE_TO_REGION_CODE,
+        country_code_for_region,
+        region_code_for_country_code,
+    )
+
+    international = min(len(str(code)) + _shortest_valid(code)
+                        - _digits_added(region_code_for_country_code(code))
+                        for code in COUNTRY_CODE_TO_REGION_CODE)
+    code = country_code_for_region(region)
+    if not code:
+        return max(1, international)
+    national = _shortest_valid(code) - _digits_added(region) - _digits_added(
+        region_code_for_country_code(code))
+    return max(1, min(national, international))
+
+
+def _shortest_valid(code: int) -> int:
+    """The shortest national number some region of calling code `code` accepts."""
+    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
+    from phonenumbers.phonemetadata import PhoneMetadata
+    from phonenumbers.phonenumberutil import _MIN_LENGTH_FOR_NSN
+
+    shortest = []
+    for region in COUNTRY_CODE_TO_REGION_CODE[code]:
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region)
+        lengths = [n for n in (metadata.general_desc.possible_length or ())
+                   if n > 0] if metadata is not None and metadata.general_desc else []
+        shortest.append(min(lengths) if lengths else _MIN_LENGTH_FOR_NSN)
+    return max(_MIN_LENGTH_FOR_NSN, min(shortest))
+
+
+def _digits_added(region: str) -> int:
+    """Digits `region`'s national-prefix transform rule writes ("9\\1" adds one)."""
+    from phonenumbers.phonemetadata import PhoneMetadata
+
+    metadata = PhoneMetadata.metadata_for_region(region)
+    rule = metadata.national_prefix_transform_rule if metadata is not None else None
+    return len(re.sub(r"\\\d", "", rule or "").strip()) if rule else 0
 
 
 def effective_regions(regions: Any) -> list[str]:
