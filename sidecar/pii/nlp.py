@@ -104,6 +104,17 @@ def _load(model_name: str, with_ner: bool) -> Any:
         nlp = spacy.load(model_name, exclude=[c for c in components if c not in keep])
     except Exception as err:
         raise ConfigError(f"spaCy model '{model_name}' failed to load: {err}") from None
+    if not with_ner:
+        # Without a model, a token needs only what the context enhancer reads: its lower
+        # case and stop-word and punctuation flags. spaCy computes ~20 attributes for
+        # every word it has not seen (and, in a memory zone, every request's words are
+        # unseen); computing three halves the tokenizer's time on 1 KB prompts. The NER
+        # model reads other attributes (norm, prefix, suffix, shape), so it keeps them.
+        from spacy.attrs import IS_PUNCT, IS_STOP, LOWER
+
+        vocab: Any = nlp.vocab
+        vocab.lex_attr_getters = {attr: getter for attr, getter in vocab.lex_attr_getters.items()
+                                  if attr in (LOWER, IS_STOP, IS_PUNCT)}
     # spaCy refuses texts over 1,000,000 characters (a guard for the parser's memory, which
     # we never load); our own limit (max_text_bytes, at most 64 MiB) is the one that holds.
     nlp.max_length = MAX_TEXT_CHARS
@@ -134,14 +145,39 @@ class LeanSpacyEngine(SpacyNlpEngine):
         self.nlp = {self.language: pipeline}  # type: ignore[assignment]
 
     def _doc_to_nlp_artifact(self, doc: Any, language: str) -> NlpArtifacts:
+        """Presidio's artifacts, read from the Doc's arrays rather than token by token.
+
+        Presidio builds a Token object per token twice (offsets, lemmas) and looks every
+        lemma up in the vocabulary twice more (stop word? punctuation?) to pick keywords;
+        inside a memory zone each lookup of an unseen word creates a lexeme. The same
+        values come from one `Doc.to_array` call: a token's stop and punctuation flags are
+        its lower-cased form's (spaCy derives both from the lower-cased string).
+        """
+        from spacy.attrs import IDX, IS_PUNCT, IS_STOP, LOWER
+
         entities, scores = self._get_updated_entities(
             doc.ents, self._get_scores_for_entities(doc))
-        return NlpArtifacts(
+        strings = doc.vocab.strings
+        columns = doc.to_array([IDX, LOWER, IS_STOP, IS_PUNCT]).tolist() if len(doc) else []
+        lemmas = [strings[lower] for _, lower, _, _ in columns]
+        keywords = [part for (_, _, stop, punct), lemma in zip(columns, lemmas, strict=True)
+                    if not stop and not punct and lemma != "be" for part in lemma.split(":")]
+        return _Artifacts(
             entities=entities,
             tokens=doc,
-            tokens_indices=[token.idx for token in doc],
-            lemmas=[token.lower_ for token in doc],
+            tokens_indices=[column[0] for column in columns],
+            lemmas=lemmas,
             nlp_engine=self,
             language=language,
             scores=scores,
+            keywords=keywords,
         )
+
+
+class _Artifacts(NlpArtifacts):
+    """NlpArtifacts whose keywords are computed by the engine, not looked up again."""
+
+    def __init__(self, *, keywords: list[str], nlp_engine: Any, **kwargs: Any) -> None:
+        super().__init__(nlp_engine=None, **kwargs)
+        self.nlp_engine = nlp_engine
+        self.keywords = keywords
