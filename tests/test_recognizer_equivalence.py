@@ -191,3 +191,60 @@ def test_artifacts_equal_presidios(tokenizers: tuple[LeanSpacyEngine, LeanSpacyE
     assert artifacts.lemmas == lemmas
     assert artifacts.keywords == NlpArtifacts.set_keywords(reference, lemmas, "en")
     assert artifacts.nlp_engine is ours
+
+
+class _CountingNlp:
+    """spaCy's pipeline, counting the texts it is asked to tokenize."""
+
+    def __init__(self, nlp: Any) -> None:
+        self.nlp = nlp
+        self.calls = 0
+
+    def __call__(self, text: str) -> Any:
+        self.calls += 1
+        return self.nlp(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.nlp, name)
+
+
+@pytest.fixture(scope="module")
+def pattern_stage(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from sidecar.pipeline import resources_from
+    from sidecar.policy.model import PiiConfig
+    from sidecar.stages.pii import PiiStage
+    from tests.conftest import make_settings
+
+    config = PiiConfig.model_validate({"min_score": 0.5, "entities": {
+        name: {"action": "replace"} for name in
+        ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IP_ADDRESS")}})
+    stage = PiiStage(config, resources_from(make_settings(tmp_path_factory.mktemp("lazy"))))
+    stage.prepare()
+    return stage
+
+
+@settings(max_examples=150, deadline=None)
+@given(tokens=words)
+def test_pattern_only_stage_tokenizes_only_texts_with_findings(pattern_stage: Any,
+                                                               tokens: list[str]) -> None:
+    """Without NER a text is tokenized only when a finding's context is looked up, and
+    the findings (scores raised by context words included) are the eager analysis's."""
+    text = " ".join(tokens)
+    engine = pattern_stage._nlp_engine
+    counting = _CountingNlp(engine.nlp["en"])
+    engine.nlp = {"en": counting}
+    try:
+        lazy = pattern_stage._analyze([text])[0]
+    finally:
+        engine.nlp = {"en": counting.nlp}
+    eager = pattern_stage._analyzer.analyze(
+        text=text, language="en", entities=pattern_stage._entities,
+        score_threshold=pattern_stage._lowest_threshold,
+        nlp_artifacts=engine.process_text(text, "en"))
+    assert sorted(lazy) == sorted((r.entity_type, r.start, r.end, float(r.score))
+                                  for r in eager if r.score >= pattern_stage.thresholds[
+                                      r.entity_type])
+    found_anything = bool(pattern_stage._analyzer.analyze(
+        text=text, language="en", entities=pattern_stage._entities, score_threshold=0.0,
+        nlp_artifacts=engine.process_text(text, "en")))
+    assert counting.calls == (1 if found_anything else 0)

@@ -181,3 +181,27 @@ class _Artifacts(NlpArtifacts):
         super().__init__(nlp_engine=None, **kwargs)
         self.nlp_engine = nlp_engine
         self.keywords = keywords
+
+
+class LazyArtifacts(NlpArtifacts):
+    """Artifacts of a text that is tokenized only when something reads them.
+
+    Without NER, tokens serve one purpose: the context words around a finding. A text in
+    which no recognizer finds anything (most prompts) then never meets the tokenizer; a
+    text with findings is tokenized once, whole, so every value is the eager one.
+    """
+
+    def __init__(self, engine: LeanSpacyEngine, text: str, language: str) -> None:
+        # NlpArtifacts.__init__ is not called: its attributes come from the real artifacts.
+        self._engine = engine
+        self._text = text
+        self._language = language
+        self._made: NlpArtifacts | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._made is None:
+            nlp = self._engine.get_nlp(self._language)
+            self._made = self._engine._doc_to_nlp_artifact(nlp(self._text), self._language)
+        return getattr(self._made, name)

@@ -150,15 +150,20 @@ class PiiStage:
 
     def _analyze(self, texts: list[str]) -> list[list[tuple[str, int, int, float]]]:
         """Presidio findings per text, above each entity's threshold."""
-        from sidecar.pii.nlp import NLP_LOCK, for_tokenizer
+        from sidecar.pii.nlp import NLP_LOCK, LazyArtifacts, for_tokenizer
 
         language = self.config.language
         # memory_zone frees the strings spaCy interns for these texts once we are done with
         # the Docs; without it a long-running sidecar's vocabulary grows with every request.
         with NLP_LOCK, self._nlp.memory_zone():
-            artifacts = [pair[1] for pair in self._nlp_engine.process_batch(
-                [for_tokenizer(text) for text in texts], language,
-                batch_size=max(1, len(texts)))]
+            artifacts: list[Any]
+            if self.needs_ner:  # NER reads every text: one batched pass
+                artifacts = [pair[1] for pair in self._nlp_engine.process_batch(
+                    [for_tokenizer(text) for text in texts], language,
+                    batch_size=max(1, len(texts)))]
+            else:  # tokens only serve context words: tokenize a text only if a finding asks
+                artifacts = [LazyArtifacts(self._nlp_engine, for_tokenizer(text), language)
+                             for text in texts]
             out = []
             for text, nlp_artifacts in zip(texts, artifacts, strict=True):
                 raw = self._analyzer.analyze(
