@@ -306,7 +306,8 @@ def sigkill_under_load(work: Path) -> str:
     found = guardrail("audit", "export", "--data-dir", str(work / "data"))
     stored = {json.loads(line)["id"] for line in found.stdout.splitlines() if line}
     lost = [record for record in acknowledged if record not in stored]
-    assert acknowledged and not lost, f"{len(lost)} acknowledged records lost"
+    assert len(acknowledged) > 50, "too few acknowledged writes to prove anything"
+    assert not lost, f"{len(lost)} acknowledged records lost"
     verify = guardrail("audit", "verify", "--data-dir", str(work / "data"))
     assert verify.returncode == 0, verify.stdout + verify.stderr
     return f"{len(acknowledged)} acknowledged, 0 lost; {verify.stdout.strip()}"
