@@ -194,15 +194,19 @@ def test_artifacts_equal_presidios(tokenizers: tuple[LeanSpacyEngine, LeanSpacyE
 
 
 class _CountingNlp:
-    """spaCy's pipeline, counting the texts it is asked to tokenize."""
+    """spaCy's pipeline, counting the characters it is asked to tokenize."""
 
     def __init__(self, nlp: Any) -> None:
         self.nlp = nlp
-        self.calls = 0
+        self.chars = 0
 
     def __call__(self, text: str) -> Any:
-        self.calls += 1
+        self.chars += len(text)
         return self.nlp(text)
+
+    def make_doc(self, text: str) -> Any:
+        self.chars += len(text)
+        return self.nlp.make_doc(text)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.nlp, name)
@@ -224,12 +228,14 @@ def pattern_stage(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @settings(max_examples=150, deadline=None)
-@given(tokens=words)
-def test_pattern_only_stage_tokenizes_only_texts_with_findings(pattern_stage: Any,
-                                                               tokens: list[str]) -> None:
-    """Without NER a text is tokenized only when a finding's context is looked up, and
-    the findings (scores raised by context words included) are the eager analysis's."""
-    text = " ".join(tokens)
+@given(tokens=words, filler=st.integers(0, 3))
+def test_pattern_only_stage_tokenizes_only_around_findings(pattern_stage: Any,
+                                                           tokens: list[str],
+                                                           filler: int) -> None:
+    """Without NER a text is tokenized only around findings whose context is looked up,
+    never a stretch twice, and the findings (scores raised by context words included)
+    are the eager analysis's."""
+    text = " ".join(tokens + ["and so on, the rest of a long prompt"] * 8 * filler)
     engine = pattern_stage._nlp_engine
     counting = _CountingNlp(engine.nlp["en"])
     engine.nlp = {"en": counting}
@@ -247,4 +253,49 @@ def test_pattern_only_stage_tokenizes_only_texts_with_findings(pattern_stage: An
     found_anything = bool(pattern_stage._analyzer.analyze(
         text=text, language="en", entities=pattern_stage._entities, score_threshold=0.0,
         nlp_artifacts=engine.process_text(text, "en")))
-    assert counting.calls == (1 if found_anything else 0)
+    assert (counting.chars > 0) == found_anything
+    assert counting.chars <= len(text)
+
+
+# Chunks that stress the tokenizer's rules and Presidio's keyword set: stop words in any
+# case, "be", colons (a token "the:10" makes "the" a keyword everywhere), whitespace runs
+# (whitespace tokens are keywords), special cases, Unicode whose lower case changes length.
+CONTEXT_CHUNKS = ["The", "THE", "the", "be", "BE", "is", "phone", "Number:", "x:the", "the:10",
+                  "BE:1", "a:b", ":", "::", "e.g.", "a.m.", "don't", "'s", ":)", "(555)", "...",
+                  "!!", "\n", "\n\n", "\t", "  ", "42", "jane@example.com", "https://x.org/a?b=1",
+                  "\u0130stanbul", "\u03a3\u038a\u03a3", "call", "card", "my", "ssn",
+                  "4111111111111111", "536-90-4399", "x" * 40]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(st.sampled_from(CONTEXT_CHUNKS), max_size=60).map(" ".join)
+       | st.text(max_size=120),
+       spots=st.lists(st.floats(0, 1, exclude_max=True), min_size=1, max_size=6),
+       counts=st.sampled_from([(5, 0), (2, 3), (0, 1), (9, 9)]))
+def test_windowed_context_equals_the_whole_texts(
+        tokenizers: tuple[LeanSpacyEngine, LeanSpacyEngine], text: str,
+        spots: list[float], counts: tuple[int, int]) -> None:
+    """The context words read from windows are the ones Presidio's own enhancer reads
+    from the whole text's artifacts, for findings anywhere (several per text, so windows
+    overlap and reuse what was tokenized)."""
+    from sidecar.pii.nlp import LazyArtifacts
+
+    if not text:
+        return
+    ours, _ = tokenizers
+    before, after = counts
+    presidio = LemmaContextAwareEnhancer(context_prefix_count=before,
+                                         context_suffix_count=after)
+    windowed = BisectContextEnhancer(context_prefix_count=before, context_suffix_count=after)
+    whole = ours._doc_to_nlp_artifact(ours.get_nlp("en").make_doc(text), "en")
+    lazy = LazyArtifacts(ours, text, "en")
+    for spot in spots:
+        start = int(spot * len(text))
+        try:
+            expected = sorted(presidio._extract_surrounding_words(whole, text[start:], start))
+        except ValueError:  # Presidio: no token at or after `start`
+            with pytest.raises(ValueError):
+                windowed._extract_surrounding_words(lazy, text[start:], start)
+            continue
+        assert sorted(windowed._extract_surrounding_words(lazy, text[start:], start)) == \
+            expected

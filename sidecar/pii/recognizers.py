@@ -23,6 +23,7 @@ from presidio_analyzer import (
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
+from sidecar.pii.nlp import LazyArtifacts
 from sidecar.policy.model import CustomRecognizer
 from sidecar.regex import compile_re2
 
@@ -198,6 +199,17 @@ class BisectContextEnhancer(LemmaContextAwareEnhancer):
         super().__init__(*args, **kwargs)
         self._keyword_list: list[str] | None = None
         self._keyword_set: frozenset[str] = frozenset()
+
+    def _extract_surrounding_words(self, nlp_artifacts: Any, word: str,
+                                   start: int) -> list[str]:
+        """Context read from windows around `start` when the text was not tokenized whole
+        (pattern-only policies, see LazyArtifacts); from the whole text's tokens otherwise."""
+        if isinstance(nlp_artifacts, LazyArtifacts):
+            found = nlp_artifacts.context_words(start, self.context_prefix_count,
+                                                self.context_suffix_count)
+            if found is not None:
+                return found
+        return super()._extract_surrounding_words(nlp_artifacts, word, start)
 
     def _add_n_words(self, index: int, n_words: int, lemmas: list[str],  # type: ignore[override]
                      lemmatized_filtered_keywords: list[str],
