@@ -10,7 +10,8 @@
 2. Pattern-only policy (email, phone, card, IBAN, SSN, IP) on 1 KB prompts: the sidecar
    vs vanilla Presidio with the same entity list, c=1; and the sidecar's p50 against an
    empty gRPC servicer's (bench/empty_server.py), same prompts. The corpus prompts are
-   dense with PII; the same p50 ratio on 1 KB of prose without PII is printed beside it.
+   dense with PII; the same p50 ratio on 1 KB of prose without PII, and with one email
+   address, is printed beside it.
 3. Load (shipped configuration, audit on): closed loop at c=1, 8, 64 with p50/p95/p99,
    then an open loop at twice the measured capacity: refusals must be fast.
 4. Scaling: 1 KB → 10 KB → 100 KB texts, time per request.
@@ -196,6 +197,11 @@ def main() -> int:
             for prompt in clean_prompts(len(prompts)):  # most real prompts hold no PII
                 clean_times += call_times(sidecar_stub, [prompt])
                 clean_empty_times += call_times(empty_stub, [prompt])
+            one_times, one_empty_times = [], []
+            for prose in clean_prompts(len(prompts), seed=8):  # ...or a little
+                prompt = f"{prose[:500]} write to jane.doe@example.com {prose[500:990]}"
+                one_times += call_times(sidecar_stub, [prompt])
+                one_empty_times += call_times(empty_stub, [prompt])
         finally:
             process.terminate()
             empty.terminate()
@@ -209,6 +215,10 @@ def main() -> int:
         lines.append(f"   (not a target) 1 KB prompts without PII: sidecar p50 "
                      f"{statistics.median(clean_times) * 1000:.2f} ms, "
                      f"{statistics.median(clean_times) / statistics.median(clean_empty_times):.2f}"
+                     f"x the empty servicer's")
+        lines.append(f"   (not a target) the same with one email address: sidecar p50 "
+                     f"{statistics.median(one_times) * 1000:.2f} ms, "
+                     f"{statistics.median(one_times) / statistics.median(one_empty_times):.2f}"
                      f"x the empty servicer's")
 
         # 3-5. Load, scaling and memory on the shipped configuration (audit on)
