@@ -7,9 +7,10 @@ app usually holds one gRPC channel, i.e. one connection: every request would lan
 same server. The front process does only the gRPC work and hands requests on.
 
 Batching needs no timer: each worker has at most one batch in flight, and requests that
-arrive while it is busy wait in its queue and go together as its next batch (up to
-`batch_max`), where the PII stage runs them through spaCy's `nlp.pipe` in one pass. A lone
-request is sent at once; under load, batches grow by themselves.
+arrive while every worker is busy wait in one queue; the first worker to become idle takes
+them together as its next batch (up to `batch_max`), where the PII stage runs them through
+spaCy's `nlp.pipe` in one pass. A lone request is sent at once; under load, batches grow
+by themselves.
 
 A worker that dies (out of memory, a crash in native code) fails only the batch it held
 (UNAVAILABLE, retryable) and is replaced.
@@ -24,6 +25,7 @@ import multiprocessing
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -67,6 +69,12 @@ class _Reload:
 class WorkerPool:
     """Worker processes driven from the event loop: no feeder threads, no locks.
 
+    Requests wait in one queue, in arrival order, and are bound to a worker only when it
+    is idle: it then takes everything waiting (up to `batch_max`) as its next batch. So a
+    short request never waits behind one worker's long batch while another worker is
+    free (queues bound at arrival, least-loaded first, put every other request of a
+    burst behind it).
+
     Each worker's pipe is watched with `loop.add_reader`; a batch is written only when
     the worker is idle (so it is blocked reading and drains the pipe at once), and the
     answer is read when the pipe turns readable. Two thread hand-offs per request cost
@@ -79,14 +87,18 @@ class WorkerPool:
         # limits, so an oversized request is refused before it is copied to a worker.
         self.pipeline = pipeline
         self.max_queue = settings.max_queue
-        self._workers = [_Worker(settings, index) for index in range(count)]
+        self._queue: deque[_Job] = deque()
+        self._workers = [_Worker(settings, index, self._feed) for index in range(count)]
 
     @property
     def size(self) -> int:
         return len(self._workers)
 
+    def _outstanding(self) -> int:
+        return len(self._queue) + sum(worker.in_flight for worker in self._workers)
+
     def load(self) -> Load:
-        return Load(sum(worker.outstanding for worker in self._workers), len(self._workers),
+        return Load(self._outstanding(), len(self._workers),
                     sum(worker.alive for worker in self._workers),
                     sum(worker.restarts for worker in self._workers))
 
@@ -104,19 +116,21 @@ class WorkerPool:
 
     async def run(self, inspection: Inspection, deadline: float | None = None) -> Verdict:
         self.pipeline.limits.check(inspection)
-        waiting = sum(worker.outstanding for worker in self._workers)
+        waiting = self._outstanding()
         if waiting >= self.max_queue:
             raise Overloaded(f"{waiting} requests already waiting (max_queue={self.max_queue});"
                              " retry with backoff")
-        candidates = [worker for worker in self._workers if worker.alive] or self._workers
-        worker = min(candidates, key=lambda candidate: candidate.outstanding)
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded("the call's deadline passed before it could be run")
         job = _Job(inspection, asyncio.get_running_loop().create_future(), deadline)
-        worker.submit(job)
+        self._queue.append(job)
+        self._feed()
         return await job.future
 
     async def swap(self, policies: PolicySet, snapshot: Path) -> None:
         """Move every worker to a validated snapshot. Batches already sent finish on the
-        old policies; requests dispatched after this see the new ones."""
+        old policies; a worker reloads before it takes its next batch, so requests
+        dispatched after this see the new ones."""
         self.pipeline.policies = policies
         loop = asyncio.get_running_loop()
         waits = []
@@ -124,9 +138,8 @@ class WorkerPool:
             # A worker started later (a replacement) must load this snapshot, not the one
             # the pool started with (which may even have been pruned by now).
             worker.settings = worker.settings.model_copy(update={"policies": snapshot})
-            control = _Reload(str(snapshot), loop.create_future())
-            worker.submit(control)
-            waits.append(control.future)
+            waits.append(worker.reload(_Reload(str(snapshot), loop.create_future())))
+        self._feed()
         results = await asyncio.gather(*waits, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
@@ -139,26 +152,59 @@ class WorkerPool:
         await asyncio.gather(*(loop.run_in_executor(None, worker.shutdown)
                                for worker in [w for w in self._workers if w.detach()]))
 
+    def _feed(self) -> None:
+        """Give every idle worker its pending reload or the next batch from the queue."""
+        for worker in self._workers:
+            if not worker.idle or worker.send_reload():
+                continue
+            batch = self._next_batch()
+            if batch:
+                worker.send(batch)
+        if self._queue and not any(worker.alive or worker.respawning
+                                   for worker in self._workers):
+            while self._queue:  # no worker is left to run them
+                settle(self._queue.popleft().future,
+                       WorkerLost("every inspection worker is down; retry"))
+
+    def _next_batch(self) -> list[_Job]:
+        now = time.monotonic()
+        batch: list[_Job] = []
+        while self._queue and len(batch) < self.settings.batch_max:
+            job = self._queue.popleft()
+            if job.future.done():
+                continue  # the caller went away (cancelled call)
+            if job.deadline is not None and now >= job.deadline:
+                job.future.set_exception(DeadlineExceeded(
+                    "the call's deadline passed while it waited for a worker"))
+                continue
+            batch.append(job)
+        return batch
+
 
 class _Worker:
-    """One worker process, fed from the event loop of the front process."""
+    """One worker process, fed by the pool from the event loop of the front process."""
 
-    def __init__(self, settings: Settings, index: int) -> None:
+    def __init__(self, settings: Settings, index: int, on_idle: Callable[[], None]) -> None:
         self.settings = settings
         self.index = index
+        self._on_idle = on_idle
         self.process: Any = None  # multiprocessing.context.SpawnProcess
         self.conn: Connection | None = None
         self.alive = False
+        self.respawning = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: deque[_Job | _Reload] = deque()
         self._in_flight: list[_Job] | _Reload = []
+        self._reload: _Reload | None = None
         self.largest_batch = 0
         self.restarts = 0
 
     @property
-    def outstanding(self) -> int:
-        in_flight = len(self._in_flight) if isinstance(self._in_flight, list) else 1
-        return len(self._queue) + in_flight
+    def in_flight(self) -> int:
+        return len(self._in_flight) if isinstance(self._in_flight, list) else 0
+
+    @property
+    def idle(self) -> bool:
+        return self.alive and not self._in_flight
 
     # -- process life (blocking: called off the event loop) --------------------------
 
@@ -200,12 +246,27 @@ class _Worker:
 
     # -- dispatch (on the event loop) ------------------------------------------------
 
-    def submit(self, job: _Job | _Reload) -> None:
-        if self._loop is None:
-            self._attach(asyncio.get_running_loop())
-        self._queue.append(job)
-        if not self._in_flight:
-            self._dispatch()
+    def reload(self, control: _Reload) -> asyncio.Future[None]:
+        """Reload before the next batch; a newer snapshot replaces one not yet sent."""
+        if self._reload is not None:
+            settle(self._reload.future, None)  # superseded: the newer one is loaded instead
+        if self.alive or self.respawning:
+            self._reload = control
+        else:  # its restart failed; a later replacement loads `settings` anyway
+            settle(control.future, WorkerLost(f"inspection worker {self.index} is down"))
+        return control.future
+
+    def send_reload(self) -> bool:
+        """Send the pending reload, if any (the worker must be idle)."""
+        if self._reload is None:
+            return False
+        control, self._reload = self._reload, None
+        self._write(("policies", control.directory), control)
+        return True
+
+    def send(self, batch: list[_Job]) -> None:
+        self.largest_batch = max(self.largest_batch, len(batch))
+        self._write([job.inspection for job in batch], batch)
 
     def detach(self) -> bool:
         """Stop watching the pipe (on the loop); True when there is a process to shut down."""
@@ -214,52 +275,16 @@ class _Worker:
         self._loop = None
         return self.process is not None
 
-    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _write(self, message: Any, held: list[_Job] | _Reload) -> None:
         assert self.conn is not None
-        self._loop = loop
-        loop.add_reader(self.conn.fileno(), self._on_readable)
-
-    def _dispatch(self) -> None:
-        if not self.alive:
-            return  # being replaced; _on_respawned dispatches what waits
-        assert self.conn is not None
-        if self._queue and isinstance(self._queue[0], _Reload):
-            control = self._queue.popleft()
-            assert isinstance(control, _Reload)
-            try:
-                self.conn.send(("policies", control.directory))
-            except OSError:
-                settle(control.future, WorkerLost(f"worker {self.index} is down"))
-                self._lost()
-                return
-            self._in_flight = control
-            return
-        now = time.monotonic()
-        batch: list[_Job] = []
-        while self._queue and len(batch) < self.settings.batch_max:
-            if isinstance(self._queue[0], _Reload):
-                break  # requests after a reload must see the new policies
-            job = self._queue.popleft()
-            assert isinstance(job, _Job)
-            if job.future.done():
-                continue  # the caller went away (cancelled call)
-            if job.deadline is not None and now >= job.deadline:
-                job.future.set_exception(DeadlineExceeded(
-                    "the call's deadline passed while it waited for a worker"))
-                continue
-            batch.append(job)
-        if not batch:
-            if self._queue:
-                self._dispatch()  # a reload waits behind requests that were all dropped
-            return
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self.conn.fileno(), self._on_readable)
+        self._in_flight = held
         try:
-            self.conn.send([job.inspection for job in batch])
+            self.conn.send(message)
         except OSError:
-            self._in_flight = batch
             self._lost()
-            return
-        self._in_flight = batch
-        self.largest_batch = max(self.largest_batch, len(batch))
 
     def _on_readable(self) -> None:
         assert self.conn is not None
@@ -274,8 +299,7 @@ class _Worker:
         else:
             for job, outcome in zip(in_flight, answer, strict=True):
                 settle(job.future, outcome)
-        if self._queue:
-            self._dispatch()
+        self._on_idle()
 
     def _lost(self) -> None:
         """The worker died: fail what it held (retryable), start a new one off the loop."""
@@ -283,16 +307,17 @@ class _Worker:
         assert self.conn is not None
         log.error("worker exited; starting a new one",
                   extra={"worker": self.index, "exit_code": self.process.exitcode,
-                         "lost_requests": self.outstanding})
+                         "lost_requests": self.in_flight})
         self.alive = False
+        self.respawning = True
         self.restarts += 1
         self._loop.remove_reader(self.conn.fileno())
         in_flight, self._in_flight = self._in_flight, []
         for job in [in_flight] if isinstance(in_flight, _Reload) else in_flight:
             settle(job.future, WorkerLost(f"inspection worker {self.index} exited; retry"))
-        loop = self._loop
+        loop, self._loop = self._loop, None
         future = loop.run_in_executor(None, self._respawn)
-        future.add_done_callback(lambda _: self._on_respawned(loop))
+        future.add_done_callback(lambda _: self._on_respawned())
 
     def _respawn(self) -> None:
         self.terminate()
@@ -303,15 +328,12 @@ class _Worker:
             log.error("worker restart failed", extra={"worker": self.index,
                                                       "error_type": type(err).__name__})
 
-    def _on_respawned(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.alive and self._loop is loop:
-            self._attach(loop)
-            self._dispatch()
-        else:
-            for job in self._queue:
-                settle(job.future, WorkerLost(f"inspection worker {self.index} is down"))
-            self._queue.clear()
-
+    def _on_respawned(self) -> None:
+        self.respawning = False
+        if not self.alive and self._reload is not None:
+            settle(self._reload.future, WorkerLost(f"inspection worker {self.index} is down"))
+            self._reload = None
+        self._on_idle()
 
 
 def worker_main(settings: Settings, index: int, conn: Connection) -> None:

@@ -20,7 +20,7 @@ from sidecar.pipeline import Pipeline
 from sidecar.runner import available_cpus, make_runner
 from sidecar.types import Inspection
 from sidecar.workers import WorkerPool
-from tests.conftest import _ServerThread, make_settings
+from tests.conftest import Sidecar, _ServerThread, make_settings
 
 # Long enough that one inspection keeps the single worker busy for a while.
 SLOW_TEXT = "Call John Smith at 212-555-0187 about the invoice. " * 400
@@ -68,6 +68,26 @@ def test_concurrent_requests_get_their_own_answers(
         assert redacted == text.replace("Jane Roe", "<PERSON>")
     # Requests that arrived while the worker was busy went to it together.
     assert largest_batch(server) >= 2
+
+
+def test_short_requests_never_wait_behind_a_long_one(sidecar: Sidecar) -> None:
+    """Two workers, one busy with a long text: short requests sent meanwhile are all
+    answered by the other. A request is bound to a worker only when that worker is free,
+    never queued behind another worker's batch."""
+    long_text = (SLOW_TEXT * 4)[:60 * 1024]  # seconds of NER, within max_text_bytes
+    slow = sidecar.stub.InspectPrompt.future(pb.InspectRequest(text=long_text), timeout=120)
+    time.sleep(0.3)  # it has reached a worker
+
+    def short(n: int) -> str:
+        reply = sidecar.stub.InspectPrompt(pb.InspectRequest(text=f"Mail j{n}@example.com"),
+                                           timeout=60)
+        return str(reply.text)
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(short, range(6)))
+    assert not slow.done(), "a short request waited for the long one"
+    assert answers == ["Mail <EMAIL_ADDRESS>"] * 6
+    assert slow.result().text
 
 
 def test_full_queue_sheds_load_with_resource_exhausted(
