@@ -164,3 +164,20 @@ def test_worker_count_respects_the_cgroup_cpu_quota(tmp_path: Path, cpu_max: str
     expected = usable if expected_cap is None else min(usable, expected_cap)
     assert available_cpus(tmp_path) == expected
     assert available_cpus(tmp_path / "missing") == usable
+
+
+def test_with_no_worker_left_requests_and_reloads_fail_at_once(tmp_path: Path) -> None:
+    """A pool whose every worker is down (its restart failed) answers UNAVAILABLE at once
+    and lets a policy reload finish, rather than leaving either waiting forever."""
+    from sidecar.errors import WorkerLost
+
+    settings = make_settings(tmp_path, workers=1)
+    pipeline = Pipeline.from_settings(settings)
+    pool = WorkerPool(settings, pipeline, 1)  # never started: no worker is alive
+
+    async def scenario() -> None:
+        with pytest.raises(WorkerLost):
+            await asyncio.wait_for(pool.run(Inspection.of_text("Jane Roe")), timeout=5)
+        await asyncio.wait_for(pool.swap(pipeline.policies, settings.policies), timeout=5)
+
+    asyncio.run(scenario())
