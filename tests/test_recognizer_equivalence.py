@@ -138,6 +138,76 @@ def test_the_bound_is_below_every_regions_shortest_example_number() -> None:
     assert checked > 2000
 
 
+# Plain candidates (digits and separators) as they start in prose: a calling code, a
+# national or international prefix, or nothing, then digits grouped by separators.
+plain_candidates = st.builds(
+    lambda prefix, groups, separators: prefix + "".join(
+        group + separators[i % len(separators)] for i, group in enumerate(groups)).rstrip(
+            " .-/("),
+    st.sampled_from(["", "0", "00", "011", "1", "9", "90", "44", "49", "33", "55", "91",
+                     "972", "(0", "0 ", "1-"]),
+    st.lists(st.from_regex(r"[0-9]{1,5}", fullmatch=True), min_size=1, max_size=6),
+    st.lists(st.sampled_from([" ", "-", ".", "/", ") ", ""]), min_size=1, max_size=3))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(region=st.sampled_from(sorted(__import__("phonenumbers").SUPPORTED_REGIONS)),
+       candidate=plain_candidates)
+def test_national_length_bound_declines_only_what_phonenumbers_declines(
+        region: str, candidate: str) -> None:
+    """For every region phonenumbers knows: a plain candidate judged impossible (too
+    many digits left even after every prefix parsing may drop, or too few) never parses
+    as a valid number."""
+    from phonenumbers import Leniency, PhoneNumberMatcher
+
+    from sidecar.pii.recognizers import national_length_possible
+
+    if not national_length_possible(candidate, region):
+        matcher = PhoneNumberMatcher(candidate, region, leniency=Leniency.VALID)
+        assert matcher._parse_and_verify(candidate, 0) is None
+
+
+def test_national_length_bound_keeps_every_valid_example_number() -> None:
+    """Every example number of every type of every region, written the ways prose writes
+    it without "+" (national format, bare national digits, calling code then digits),
+    that phonenumbers accepts is kept by the bound; and the bound does decline numbers."""
+    import phonenumbers
+    from phonenumbers import Leniency, PhoneNumberFormat, PhoneNumberMatcher, PhoneNumberType
+
+    from sidecar.pii.recognizers import national_length_possible
+
+    kept = declined = 0
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        for kind in vars(PhoneNumberType).values():
+            if not isinstance(kind, int):
+                continue
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is None:
+                continue
+            digits = phonenumbers.national_significant_number(number)
+            written = [(region, text) for text in (
+                phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL), digits,
+                f"{number.country_code}{digits}", f"{number.country_code} {digits}",
+                f"{number.country_code} " + phonenumbers.format_number(
+                    number, PhoneNumberFormat.NATIONAL), digits + "0000")]
+            # the calling code, then the national prefix twice: both are dropped
+            prefix = phonenumbers.PhoneMetadata.metadata_for_region(region).national_prefix
+            if prefix:
+                written.append((region, f"{number.country_code}{prefix}{prefix}{digits}"))
+            # dialled from abroad: "011 49 30 ..." from the US, "00 1 ..." from Germany
+            written += [(caller, phonenumbers.format_out_of_country_calling_number(
+                number, caller)) for caller in ("US", "DE", "IL", "BR")]
+            for caller, text in written:
+                valid = PhoneNumberMatcher(text, caller, leniency=Leniency.VALID
+                                           )._parse_and_verify(text, 0) is not None
+                if valid:
+                    assert national_length_possible(text, caller), (caller, kind, text)
+                    kept += 1
+                declined += not national_length_possible(text, caller)
+    assert kept > 1000
+    assert declined > 100
+
+
 numbers_in_prose = st.lists(st.one_of(
     st.sampled_from([*FORMATTED, "12/05/2019", "2019-05-12", "$1,234.56", "536-90-4399",
                                  "4111 1111 1111 1111", "90210", "10:30", "v2.3.1",

@@ -46,7 +46,9 @@ class FastPhoneRecognizer(PhoneRecognizer):
       (then only "+..." numbers parse, the same under any region);
     - texts with fewer than two digits;
     - parses of candidates too short to be valid in the scanned region
-      (`bounded_matcher`).
+      (`bounded_matcher`), and of plain national-form candidates with too many digits
+      for any number of the region's calling code (`national_length_possible`: card
+      numbers, long IDs).
 
     Compiled metadata patterns are kept (phonenumbers' own pattern cache) instead of
     being recompiled whenever they fall out of the `re` module's bounded cache.
@@ -98,9 +100,12 @@ def bounded_matcher() -> Any:
         def __init__(self, text: str, region: str, **kwargs: Any) -> None:
             super().__init__(text, region, **kwargs)
             self._minimum = minimum_digits(region)
+            self._region = region
 
         def _parse_and_verify(self, candidate: str, offset: int) -> Any:
             if _digit_like(candidate) < self._minimum:
+                return None
+            if not national_length_possible(candidate, self._region):
                 return None
             return super()._parse_and_verify(candidate, offset)
 
@@ -144,6 +149,81 @@ def minimum_digits(region: str) -> int:
     national = _shortest_valid(code) - _digits_added(region) - _digits_added(
         region_code_for_country_code(code))
     return max(1, min(national, international))
+
+
+# Candidates of ASCII digits and separators only: no "+", no letters (vanity digits,
+# extension labels such as "x" or "ext"), no other Unicode digits, no ";" or "," or "#".
+_PLAIN_CANDIDATE = re.compile(r"[0-9 ().\-/]+")
+
+
+def national_length_possible(candidate: str, region: str) -> bool:
+    """False when parsing `candidate` under `region` cannot give a valid number.
+
+    Only plain candidates (`_PLAIN_CANDIDATE`) that do not start with the region's
+    international dialling prefix are judged: phonenumbers then reads all their digits as
+    a national number of the region's own calling code. It may drop the calling code if
+    they start with it, then the national prefix (at most twice on that path; once
+    otherwise), and nothing else. A number is valid only if what is left has a length
+    that some region of the calling code allows; when even the most it can drop leaves
+    too many digits (a card number, most IDs), or too few remain at best, it is not.
+    With a national-prefix transform rule (which writes digits back), a candidate that
+    starts with the calling code is not judged: the second strip reads what the first
+    one wrote.
+    """
+    if not _PLAIN_CANDIDATE.fullmatch(candidate):
+        return True
+    rules = _national_rules(region)
+    if rules is None:
+        return True
+    code, international, national_prefix, transforms, shortest, longest = rules
+    digits = "".join(char for char in candidate if char.isdigit())
+    if international is not None and international.match(digits):
+        return True  # international form: another calling code's lengths apply
+    if len(digits) < shortest:
+        return False
+    if longest is None:
+        return True
+
+    def strip(number: str) -> str:
+        found = national_prefix.match(number) if national_prefix is not None else None
+        return number[found.end():] if found else number
+
+    fewest = len(strip(digits))  # a transform rule only writes digits back: still fewest
+    if digits.startswith(code):
+        if transforms:  # a second strip reads the digits the first one wrote
+            return True
+        fewest = min(fewest, len(strip(strip(digits[len(code):]))))
+    return fewest <= longest
+
+
+@functools.cache
+def _national_rules(region: str) -> tuple[str, Any, Any, bool, int, int | None] | None:
+    """(calling code, IDD pattern, national-prefix pattern, has a transform rule, fewest
+    digits, most digits left in a valid national number or None when unbounded)."""
+    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
+    from phonenumbers.phonemetadata import PhoneMetadata
+    from phonenumbers.re_util import re_compile
+
+    metadata = PhoneMetadata.metadata_for_region(region)
+    if metadata is None or not metadata.country_code:
+        return None
+    code = metadata.country_code
+    shortest = _shortest_valid(code) - _digits_added(region) - _digits_added(
+        COUNTRY_CODE_TO_REGION_CODE[code][0])
+    longest: int | None = 0
+    for other in COUNTRY_CODE_TO_REGION_CODE[code]:
+        described = PhoneMetadata.metadata_for_region_or_calling_code(code, other)
+        lengths = [n for n in (described.general_desc.possible_length or ())
+                   if n > 0] if described is not None and described.general_desc else []
+        if not lengths or longest is None:
+            longest = None  # phonenumbers then checks no length at all
+            break
+        longest = max(longest, *lengths)
+    return (str(code),
+            re_compile(metadata.international_prefix) if metadata.international_prefix else None,
+            re_compile(metadata.national_prefix_for_parsing)
+            if metadata.national_prefix_for_parsing else None,
+            bool(metadata.national_prefix_transform_rule), max(1, shortest), longest)
 
 
 def _shortest_valid(code: int) -> int:
