@@ -212,7 +212,9 @@ numbers_in_prose = st.lists(st.one_of(
     st.sampled_from([*FORMATTED, "12/05/2019", "2019-05-12", "$1,234.56", "536-90-4399",
                                  "4111 1111 1111 1111", "90210", "10:30", "v2.3.1",
                                  "DE89 3704 0044 0532 0130 00", "192.168.0.1", "x123",
-                                 "ext. 45", "#7", "p. 12-14"]),
+                                 "ext. 45", "#7", "p. 12-14", "650-253-0000/ x302",
+                                 "030 901820 \\x12", "(650) 253 0000 (754) 223 3321",
+                                 "12345 - 332-445-1234", "2012-01-02 08:00:00"]),
     st.from_regex(r"[+(]?\d{1,4}([ .\-/)]{1,2}\d{1,5}){0,4}", fullmatch=True),
     st.sampled_from(["call", "tel:", "and", ",", ".", "\n", "on", "(", ")", "abc"])),
     max_size=25)
@@ -224,6 +226,47 @@ def test_fast_phone_recognizer_matches_presidio_on_number_heavy_prose(parts: lis
     text = " ".join(parts)
     assert results(FastPhoneRecognizer().analyze(text, ["PHONE_NUMBER"])) == \
         results(PhoneRecognizer().analyze(text, ["PHONE_NUMBER"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=numbers_in_prose, region=st.sampled_from(["US", "GB", "DE", "FR", "IL", "IN",
+                                                       "BR", "AR", "JP"]),
+       tries=st.integers(1, 12))
+def test_bounded_matcher_finds_what_phonenumbers_finds(parts: list[str], region: str,
+                                                       tries: int) -> None:
+    """The matcher itself, retry budget included: a small `max_tries` runs out on these
+    texts, so spending it differently from phonenumbers would show."""
+    from phonenumbers import Leniency, PhoneNumberMatcher
+
+    from sidecar.pii.recognizers import bounded_matcher
+
+    text = " ".join(parts)
+
+    def found(matcher: Any) -> list[tuple[int, int, str]]:
+        return [(m.start, m.end, str(m.number)) for m in matcher]
+
+    assert found(bounded_matcher()(text, region, leniency=Leniency.VALID, max_tries=tries)) \
+        == found(PhoneNumberMatcher(text, region, leniency=Leniency.VALID, max_tries=tries))
+
+
+@pytest.mark.parametrize("text", [
+    "tel 650-253-0000 / x302", "(650) 253-0000 /x 302", "Call 650-253-0000/ x302 now",
+    "651-234-2345/332-445-1234", "(650) 223 3345 (754) 223 3321", "12345 - 332-445-1234",
+    "on 2012-01-02 08:00:00 and 12/05/2019", "1 800 FLOWERS or 030 901820",
+    "+49 30 901820 or 0049 30 901820", "ref 4111 1111 1111 1111, 536-90-4399"])
+@pytest.mark.parametrize("region", ["US", "GB", "DE", "FR", "IL", "IN", "BR"])
+def test_bounded_matcher_on_phonenumbers_own_hard_cases(text: str, region: str) -> None:
+    """Second numbers after a slash, inner groups, dates and time stamps, vanity numbers
+    and dialling prefixes: the cases phonenumbers' matcher handles specially."""
+    from phonenumbers import Leniency, PhoneNumberMatcher
+
+    from sidecar.pii.recognizers import bounded_matcher
+
+    def found(matcher: Any) -> list[tuple[int, int, str]]:
+        return [(m.start, m.end, str(m.number)) for m in matcher]
+
+    assert found(bounded_matcher()(text, region, leniency=Leniency.VALID)) == \
+        found(PhoneNumberMatcher(text, region, leniency=Leniency.VALID))
 
 
 @pytest.fixture(scope="module")

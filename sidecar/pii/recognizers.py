@@ -69,8 +69,9 @@ class FastPhoneRecognizer(PhoneRecognizer):
         if not _TWO_DIGITS.search(text):
             return []
         results = []
+        shared = _Shared()
         for region in self.supported_regions:
-            for match in bounded_matcher()(text, region, leniency=self.leniency):
+            for match in bounded_matcher()(text, region, shared, leniency=self.leniency):
                 try:
                     found_in = phonenumbers.region_code_for_number(
                         phonenumbers.parse(text[match.start:match.end]))
@@ -83,7 +84,8 @@ class FastPhoneRecognizer(PhoneRecognizer):
 
 @functools.cache
 def bounded_matcher() -> Any:
-    """PhoneNumberMatcher that declines, without parsing, a candidate with too few digits.
+    """PhoneNumberMatcher that declines, without parsing, a candidate with too few digits,
+    and shares the work that does not depend on the region between a text's scans.
 
     Built on first use so importing this module stays cheap. The matcher's own control
     flow (where it searches next, its retry budget) depends only on whether
@@ -93,23 +95,142 @@ def bounded_matcher() -> Any:
     parsing takes those digits from the candidate, dropping (prefixes, an extension) or
     adding (national-prefix transform rules) a known number of them. `minimum_digits`
     turns that into the fewest digit-like characters a candidate must hold.
+
+    A text is scanned once per region, and most of a scan comes out the same every time:
+    how a candidate splits into inner groups (~50 regex searches per candidate) and how
+    many digits a group holds. `_Shared` computes those once per text; it lives only
+    while the text is analysed, so no number outlives its request.
     """
     from phonenumbers.phonenumbermatcher import PhoneNumberMatcher
 
     class BoundedMatcher(PhoneNumberMatcher):
-        def __init__(self, text: str, region: str, **kwargs: Any) -> None:
+        def __init__(self, text: str, region: str, shared: _Shared | None = None,
+                     **kwargs: Any) -> None:
             super().__init__(text, region, **kwargs)
             self._minimum = minimum_digits(region)
             self._region = region
+            self._shared = shared if shared is not None else _Shared()
+
+        def _find(self, index: int) -> Any:
+            """phonenumbers' search loop, with each candidate found once per text."""
+            found = self._shared.candidate_at(self.text, index)
+            while self._max_tries > 0 and found is not None:
+                start, candidate = found
+                if len(candidate) >= self._min_candidate_length:
+                    match = self._extract_match(candidate, start)
+                    if match is not None:
+                        return match
+                    self._max_tries -= 1
+                found = self._shared.candidate_at(self.text, start + len(candidate))
+            return None
+
+        def _extract_match(self, candidate: str, offset: int) -> Any:
+            """phonenumbers' date and time-stamp checks (computed once per text), then the
+            whole candidate, then its inner groups."""
+            if self._shared.not_a_number(self.text, candidate, offset):
+                return None
+            match = self._parse_and_verify(candidate, offset)
+            if match is not None:
+                return match
+            return self._extract_inner_match(candidate, offset)
+
+        def _extract_inner_match(self, candidate: str, offset: int) -> Any:
+            """phonenumbers' loop over a candidate's inner groups, with the groups
+            computed once per text: its retry budget is checked before each turn and
+            spent on each declined group, as phonenumbers does."""
+            for turn in self._shared.inner_groups(candidate):
+                if self._max_tries <= 0:
+                    return None
+                for group, start in turn:
+                    match = self._parse_and_verify(group, offset + start)
+                    if match is not None:
+                        return match
+                    self._max_tries -= 1
+            return None
 
         def _parse_and_verify(self, candidate: str, offset: int) -> Any:
-            if _digit_like(candidate) < self._minimum:
+            if self._shared.digit_like(candidate) < self._minimum:
                 return None
             if not national_length_possible(candidate, self._region):
                 return None
             return super()._parse_and_verify(candidate, offset)
 
     return BoundedMatcher
+
+
+class _Shared:
+    """What one text's scans under different regions compute alike (see bounded_matcher)."""
+
+    def __init__(self) -> None:
+        self._candidates: dict[int, tuple[int, str] | None] = {}
+        self._dates: dict[tuple[str, int], bool] = {}
+        self._groups: dict[str, list[list[tuple[str, int]]]] = {}
+        self._digits: dict[str, int] = {}
+
+    def candidate_at(self, text: str, index: int) -> tuple[int, str] | None:
+        """(start, candidate) of phonenumbers' next candidate at or after `index`, cut
+        before a second number's start as its `_find` does."""
+        if index not in self._candidates:
+            from phonenumbers.phonenumbermatcher import _PATTERN
+            from phonenumbers.phonenumberutil import _SECOND_NUMBER_START_PATTERN
+
+            found = _PATTERN.search(text, index)
+            if found is None:
+                self._candidates[index] = None
+            else:
+                candidate = found.group()
+                second = _SECOND_NUMBER_START_PATTERN.search(candidate)
+                self._candidates[index] = (found.start(),
+                                           candidate[:second.start()] if second else candidate)
+        return self._candidates[index]
+
+    def not_a_number(self, text: str, candidate: str, offset: int) -> bool:
+        """phonenumbers' `_extract_match` skips slash-separated dates and time stamps."""
+        key = (candidate, offset)
+        skip = self._dates.get(key)
+        if skip is None:
+            from phonenumbers.phonenumbermatcher import (
+                _SLASH_SEPARATED_DATES,
+                _TIME_STAMPS,
+                _TIME_STAMPS_SUFFIX,
+            )
+
+            skip = bool(_SLASH_SEPARATED_DATES.search(candidate)) or bool(
+                _TIME_STAMPS.search(candidate)
+                and _TIME_STAMPS_SUFFIX.match(text, offset + len(candidate)))
+            self._dates[key] = skip
+        return skip
+
+    def inner_groups(self, candidate: str) -> list[list[tuple[str, int]]]:
+        """The (group, offset in candidate) pairs phonenumbers' `_extract_inner_match`
+        tries, one list per turn of its loop, in its order."""
+        found = self._groups.get(candidate)
+        if found is None:
+            from phonenumbers.phonenumbermatcher import _INNER_MATCHES
+            from phonenumbers.phonenumberutil import _UNWANTED_END_CHAR_PATTERN
+
+            def trimmed(group: str) -> str:  # phonenumbers' _trim_after_first_match
+                end = _UNWANTED_END_CHAR_PATTERN.search(group)
+                return group[:end.start()] if end else group
+
+            found = []
+            for pattern in _INNER_MATCHES:
+                group_match = pattern.search(candidate)
+                first = True
+                while group_match:
+                    turn = [(trimmed(candidate[:group_match.start()]), 0)] if first else []
+                    first = False
+                    turn.append((trimmed(group_match.group(1)), group_match.start(1)))
+                    found.append(turn)
+                    group_match = pattern.search(candidate, group_match.start() + 1)
+            self._groups[candidate] = found
+        return found
+
+    def digit_like(self, candidate: str) -> int:
+        count = self._digits.get(candidate)
+        if count is None:
+            count = self._digits[candidate] = _digit_like(candidate)
+        return count
 
 
 _ASCII_NOT_DIGIT_LIKE = frozenset(chr(c) for c in range(128) if not chr(c).isalnum())
