@@ -412,3 +412,50 @@ def test_windowed_context_equals_the_whole_texts(
             continue
         assert sorted(windowed._extract_surrounding_words(lazy, text[start:], start)) == \
             expected
+
+
+PATTERN_SAMPLES = [
+    "4111 1111 1111 1111", "5555-5555-5555-4444", "378282246310005", "6011 1111 1111 1117",
+    "6820 8609 0007 0626",
+    "3530111333300000", "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432",
+    "gb82west12345698765432", "de89 3704 0044 0532 0130 00", "536-90-4399", "536904399",
+    "536 90 4399", "53690-4399", "078051120", "192.168.0.1", "10.0.0.12/24", "::1",
+    "fe80::1%eth0", "2001:db8::ff00:42:8329", "::ffff:10.0.0.1", "::", "Note:", "v2.3",
+    "4\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 "
+    "\uff11\uff11\uff11\uff11", "\u017f", "\u212a", "card", "ssn", "iban"]
+pattern_texts = st.lists(st.one_of(
+    st.sampled_from(PATTERN_SAMPLES), st.from_regex(r"[0-9A-Fa-f:. \-/]{1,30}", fullmatch=True),
+    st.text(max_size=20)), max_size=12).map(" ".join)
+
+
+def assert_prefiltered_recognizers_match_presidios(text: str) -> None:
+    from presidio_analyzer import RecognizerRegistry
+
+    from sidecar.pii.recognizers import _REQUIRED, predefined_recognizers
+
+    fresh = RecognizerRegistry(supported_languages=["en"])
+    fresh.load_predefined_recognizers(languages=["en"])
+    presidios = {type(r).__name__: r for r in fresh.recognizers}
+    checked = 0
+    for ours in predefined_recognizers("en"):
+        name = type(ours).__name__
+        if name in _REQUIRED:
+            entities = list(ours.supported_entities)
+            assert results(ours.analyze(text, entities)) == \
+                results(presidios[name].analyze(text, entities)), name
+            checked += 1
+    assert checked == len(_REQUIRED)
+
+
+@pytest.mark.parametrize("text", PATTERN_SAMPLES)
+def test_recognizers_skipped_on_texts_they_cannot_match_find_each_sample(text: str) -> None:
+    assert_prefiltered_recognizers_match_presidios(f"see {text} here")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=pattern_texts)
+def test_recognizers_skipped_on_texts_they_cannot_match_find_what_presidios_find(
+        text: str) -> None:
+    """Card, SSN, IBAN and IP recognizers skip texts without what each of their patterns
+    needs; on every text they find what Presidio's own (freshly loaded) ones find."""
+    assert_prefiltered_recognizers_match_presidios(text)

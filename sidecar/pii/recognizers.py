@@ -492,6 +492,33 @@ class Re2Recognizer(LocalRecognizer):
 _predefined: dict[str, list[Any]] = {}
 
 
+# Something every match of a recognizer's patterns contains, read off Presidio's
+# patterns: a text without it cannot match, and the recognizer's scans (the costliest
+# work on prose without PII: 0.3 ms a KB for these four) are skipped. ASCII classes
+# only, so Presidio's `regex` engine and `re` agree on them whatever the flags.
+_REQUIRED = {
+    "CreditCardRecognizer": r"[13456]",  # every card pattern starts with one of these
+    "UsSsnRecognizer": r"[0-9]{3}",  # each SSN pattern holds three digits in a row
+    "IbanRecognizer": r"[0-9]{2}",  # the check digits
+    "IpRecognizer": r"[0-9]\.[0-9]|:",  # IPv4 "1.2": an octet, a dot, an octet; IPv6 ":"
+}
+
+
+def _skip_texts_without(recognizer: Any, required: str) -> None:
+    """Make `recognizer` answer [] at once for a text without `required` (see _REQUIRED).
+
+    Its `analyze` is replaced on the instance, not subclassed: the instance keeps the
+    configuration, name and id the registry gave it (context words are looked up by id).
+    """
+    needed = re.compile(required)
+    analyze = recognizer.analyze
+
+    def analyze_if_possible(text: str, *args: Any, **kwargs: Any) -> Any:
+        return analyze(text, *args, **kwargs) if needed.search(text) else []
+
+    recognizer.analyze = analyze_if_possible
+
+
 def predefined_recognizers(language: str) -> list[Any]:
     """Presidio's predefined recognizers for `language`, built once per process.
 
@@ -505,6 +532,9 @@ def predefined_recognizers(language: str) -> list[Any]:
             if type(recognizer) is PhoneRecognizer:
                 recognizers.append(FastPhoneRecognizer(supported_language=language))
             else:
+                required = _REQUIRED.get(type(recognizer).__name__)
+                if required is not None:
+                    _skip_texts_without(recognizer, required)
                 recognizers.append(recognizer)
         _predefined[language] = recognizers
     return _predefined[language]
