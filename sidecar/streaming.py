@@ -10,7 +10,8 @@ re-inspecting the whole prefix on every piece would cost quadratic time. Instead
             └──────── one window ───────────┘
 
 - Text accumulates until `holdback + min_release` characters are unreleased (or the
-  stream ends); then one window is inspected: the unreleased text plus `context`
+  stream ends); then one window is inspected: that much unreleased text (never more, so
+  windows fall where the text puts them, not where the network cut it) plus `context`
   characters already released (so context words and NER see what came before).
 - The window's findings and edits decide a cut: `holdback` characters before its end,
   moved back to a whitespace (a token without spaces, like an email or a URL, is never
@@ -119,14 +120,37 @@ class CompletionStream:
     def ready(self) -> bool:
         """Enough unreleased text to release some after holding back (and, after a step
         that could release nothing, enough new text to make another one worth it)."""
-        return len(self._pending) >= max(self.limits.holdback + self.limits.min_release,
-                                         self._wait_until)
+        return len(self._pending) >= self._window_chars()
 
-    # -- one step ------------------------------------------------------------------------
+    def _window_chars(self) -> int:
+        return max(self.limits.holdback + self.limits.min_release, self._wait_until)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    async def advance(self, final: bool) -> list[Release]:
+        """Every step the text received so far allows (and the last one, when final).
+
+        A window never holds more than `_window_chars` of unreleased text, however much
+        has arrived: where windows fall, and so what NER sees in each, depends on the
+        text alone, not on how the network grouped its chunks. The steps come back as
+        one release; a block comes back on its own, after the release of what was
+        shown before it. No step yet: [].
+        """
+        releases: list[Release] = []
+        while not self.blocked and self.ready():
+            releases.append(await self.step(final=False))
+        if final and not self.blocked:
+            releases.append(await self.step(final=True))
+        ending = releases.pop() if releases and releases[-1].blocked else None
+        shown = [_merged(releases)] if releases else []
+        return shown + ([ending] if ending is not None else [])
 
     async def step(self, final: bool) -> Release:
         """Inspect the window and release what is safe (everything, when final)."""
         context, pending = self._context, self._pending
+        later = ""  # arrived text beyond this window (see advance)
+        if not final and len(pending) > self._window_chars():
+            pending, later = pending[:self._window_chars()], pending[self._window_chars():]
         window = context + pending
         origin = self.released - len(context)  # where the window starts in the stream
         verdict = await self.analyze(dataclasses.replace(
@@ -166,7 +190,7 @@ class CompletionStream:
             self.totals.decision = Decision.MODIFY
         self._output.append(text)
         self.released += cut - local
-        self._pending = window[cut:]
+        self._pending = window[cut:] + later
         self._context = window[max(0, cut - self.limits.context):cut]
         return Release(text, findings, violations, list(dict.fromkeys(restored)),
                        self.received, self.released)
@@ -221,6 +245,15 @@ class CompletionStream:
     @property
     def output(self) -> str:
         return "".join(self._output)
+
+
+def _merged(releases: list[Release]) -> Release:
+    last = releases[-1]
+    return Release("".join(r.text for r in releases),
+                   [f for r in releases for f in r.findings],
+                   [v for r in releases for v in r.violations],
+                   list(dict.fromkeys(x for r in releases for x in r.restored)),
+                   last.received, last.released)
 
 
 def _shift(item: Spanned, origin: int) -> Spanned:

@@ -40,9 +40,8 @@ def run_stream(pipeline: Pipeline, text: str, sizes: list[int],
             size = sizes[turn % len(sizes)]
             stream.add(text[position:position + size])
             position, turn = position + size, turn + 1
-            if stream.ready():
-                shown.append((await stream.step(final=False)).text)
-        shown.append((await stream.step(final=True)).text)
+            shown.extend(release.text for release in await stream.advance(final=False))
+        shown.extend(release.text for release in await stream.advance(final=True))
         return stream, "".join(shown)
 
     return asyncio.run(drive())
@@ -76,3 +75,18 @@ def test_total_work_is_linear_in_the_length(pipeline: Pipeline) -> None:
         # Each character is read about (context + holdback + min_release) / min_release
         # times (here ~1.8), never a number that grows with the text.
         assert stream.analysed_chars <= 2.0 * len(text) + 512, (repeats, stream.windows)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=st.lists(WORDS, min_size=50, max_size=400),
+       sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=4))
+def test_windows_fall_where_the_text_puts_them(pipeline: Pipeline, words: list[str],
+                                               sizes: list[int]) -> None:
+    """However the chunks are cut (one character at a time, or most of the text at once),
+    a stream inspects the same windows: what NER sees never depends on the network."""
+    text = " ".join(words)
+    trickle, shown = run_stream(pipeline, text, [1], StreamLimits())
+    bursts, burst_shown = run_stream(pipeline, text, sizes, StreamLimits())
+    assert (bursts.windows, bursts.analysed_chars) == (trickle.windows, trickle.analysed_chars)
+    assert burst_shown == shown

@@ -125,9 +125,9 @@ class StreamService:
                     raise InvalidRequest("request: only the first CompletionChunk may carry it")
                 stream.add(chunk.text)
                 ended = chunk.end
-            if ended or stream.ready():
-                release = await stream.step(final=ended)
-                if ended or release.blocked:
+            releases = await stream.advance(final=ended)
+            for release in releases:
+                if release.blocked or (ended and release is releases[-1]):
                     inspection, verdict = stream.summary()
                     outcome = "blocked" if release.blocked else "complete"
                     verdict = await self._audit(inspection, verdict, outcome)
@@ -139,7 +139,7 @@ class StreamService:
                         await self._expect_close(chunks)
                     return
                 yield convert.to_stream_verdict(release)
-            else:  # an acknowledgement: received, nothing more released yet
+            if not releases:  # an acknowledgement: received, nothing more released yet
                 yield pb.StreamVerdict(received_chars=stream.received,
                                        released_chars=stream.released)
             batch = await self._next_chunks(chunks)
