@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -115,26 +116,34 @@ def test_declined_candidates_are_ones_phonenumbers_declines(region: str, candida
         assert matcher._parse_and_verify(candidate, 0) is None
 
 
+def example_numbers() -> Iterator[tuple[str, int, Any]]:
+    """(region, number type, example number) for every type phonenumbers has an example
+    of, in every region it knows."""
+    import phonenumbers
+    from phonenumbers import PhoneNumberType
+
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        for kind in vars(PhoneNumberType).values():
+            if isinstance(kind, int):
+                number = phonenumbers.example_number_for_type(region, kind)
+                if number is not None:
+                    yield region, kind, number
+
+
 def test_the_bound_is_below_every_regions_shortest_example_number() -> None:
     """Example numbers of every type, in every format, are long enough for the bound."""
     import phonenumbers
-    from phonenumbers import PhoneNumberFormat, PhoneNumberType
+    from phonenumbers import PhoneNumberFormat
 
     from sidecar.pii.recognizers import _digit_like, minimum_digits
 
     checked = 0
-    for region in phonenumbers.SUPPORTED_REGIONS:
-        for kind in vars(PhoneNumberType).values():
-            if not isinstance(kind, int):
-                continue
-            number = phonenumbers.example_number_for_type(region, kind)
-            if number is None:
-                continue
-            for form in (PhoneNumberFormat.NATIONAL, PhoneNumberFormat.INTERNATIONAL,
-                         PhoneNumberFormat.E164):
-                text = phonenumbers.format_number(number, form)
-                assert _digit_like(text) >= minimum_digits(region), (region, kind, form)
-                checked += 1
+    for region, kind, number in example_numbers():
+        for form in (PhoneNumberFormat.NATIONAL, PhoneNumberFormat.INTERNATIONAL,
+                     PhoneNumberFormat.E164):
+            text = phonenumbers.format_number(number, form)
+            assert _digit_like(text) >= minimum_digits(region), (region, kind, form)
+            checked += 1
     assert checked > 2000
 
 
@@ -169,41 +178,36 @@ def test_national_length_bound_declines_only_what_phonenumbers_declines(
 
 def test_national_length_bound_keeps_every_valid_example_number() -> None:
     """Every example number of every type of every region, written the ways prose writes
-    it without "+" (national format, bare national digits, calling code then digits),
-    that phonenumbers accepts is kept by the bound; and the bound does decline numbers."""
+    it without "+" (national format, bare digits, after its calling code, with the
+    national prefix once or twice, dialled from abroad), that phonenumbers accepts is
+    kept by the bound; and the bound does decline numbers."""
     import phonenumbers
-    from phonenumbers import Leniency, PhoneNumberFormat, PhoneNumberMatcher, PhoneNumberType
+    from phonenumbers import Leniency, PhoneNumberFormat, PhoneNumberMatcher
 
     from sidecar.pii.recognizers import national_length_possible
 
     kept = declined = 0
-    for region in phonenumbers.SUPPORTED_REGIONS:
-        for kind in vars(PhoneNumberType).values():
-            if not isinstance(kind, int):
-                continue
-            number = phonenumbers.example_number_for_type(region, kind)
-            if number is None:
-                continue
-            digits = phonenumbers.national_significant_number(number)
-            written = [(region, text) for text in (
-                phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL), digits,
-                f"{number.country_code}{digits}", f"{number.country_code} {digits}",
-                f"{number.country_code} " + phonenumbers.format_number(
-                    number, PhoneNumberFormat.NATIONAL), digits + "0000")]
-            # the calling code, then the national prefix twice: both are dropped
-            prefix = phonenumbers.PhoneMetadata.metadata_for_region(region).national_prefix
-            if prefix:
-                written.append((region, f"{number.country_code}{prefix}{prefix}{digits}"))
-            # dialled from abroad: "011 49 30 ..." from the US, "00 1 ..." from Germany
-            written += [(caller, phonenumbers.format_out_of_country_calling_number(
-                number, caller)) for caller in ("US", "DE", "IL", "BR")]
-            for caller, text in written:
-                valid = PhoneNumberMatcher(text, caller, leniency=Leniency.VALID
-                                           )._parse_and_verify(text, 0) is not None
-                if valid:
-                    assert national_length_possible(text, caller), (caller, kind, text)
-                    kept += 1
-                declined += not national_length_possible(text, caller)
+    for region, kind, number in example_numbers():
+        digits = phonenumbers.national_significant_number(number)
+        written = [(region, text) for text in (
+            phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL), digits,
+            f"{number.country_code}{digits}", f"{number.country_code} {digits}",
+            f"{number.country_code} " + phonenumbers.format_number(
+                number, PhoneNumberFormat.NATIONAL), digits + "0000")]
+        # the calling code, then the national prefix twice: both are dropped
+        prefix = phonenumbers.PhoneMetadata.metadata_for_region(region).national_prefix
+        if prefix:
+            written.append((region, f"{number.country_code}{prefix}{prefix}{digits}"))
+        # dialled from abroad: "011 49 30 ..." from the US, "00 1 ..." from Germany
+        written += [(caller, phonenumbers.format_out_of_country_calling_number(
+            number, caller)) for caller in ("US", "DE", "IL", "BR")]
+        for caller, text in written:
+            valid = PhoneNumberMatcher(text, caller, leniency=Leniency.VALID
+                                       )._parse_and_verify(text, 0) is not None
+            if valid:
+                assert national_length_possible(text, caller), (caller, kind, text)
+                kept += 1
+            declined += not national_length_possible(text, caller)
     assert kept > 1000
     assert declined > 100
 
