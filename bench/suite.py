@@ -72,6 +72,23 @@ def call_times(stub: Any, texts: list[str], concurrency: int = 1) -> list[float]
         return list(pool.map(one, texts))
 
 
+def interleaved(stub: Any, anchor: Any, texts: list[str]) -> tuple[list[float], list[float]]:
+    """Call times of `stub` and of `anchor` on each text in turn: a noisy minute hits both."""
+    times: list[float] = []
+    anchor_times: list[float] = []
+    for text in texts:
+        times += call_times(stub, [text])
+        anchor_times += call_times(anchor, [text])
+    return times, anchor_times
+
+
+def versus_empty(label: str, times: list[float], empty_times: list[float]) -> str:
+    """A row that is not a target: p50, and its ratio to the empty servicer's."""
+    p50, empty_p50 = statistics.median(times), statistics.median(empty_times)
+    return (f"   (not a target) {label}: sidecar p50 {p50 * 1000:.2f} ms, "
+            f"{p50 / empty_p50:.2f}x the empty servicer's")
+
+
 def one_kb_prompts(texts: list[str], count: int) -> list[str]:
     out, current = [], ""
     for text in texts * 4:
@@ -200,23 +217,13 @@ def main() -> int:
             call_times(sidecar_stub, prompts[:5])
             call_times(empty_stub, prompts[:5])
             call_times(floor_stub, prompts[:5])
-            floor_times, floor_empty_times = [], []
-            for prompt in clean_prompts(len(prompts), seed=9):
-                floor_times += call_times(floor_stub, [prompt])
-                floor_empty_times += call_times(empty_stub, [prompt])
-            sidecar_times, empty_times = [], []
-            for prompt in prompts:  # interleaved, call by call
-                sidecar_times += call_times(sidecar_stub, [prompt])
-                empty_times += call_times(empty_stub, [prompt])
-            clean_times, clean_empty_times = [], []
-            for prompt in clean_prompts(len(prompts)):  # most real prompts hold no PII
-                clean_times += call_times(sidecar_stub, [prompt])
-                clean_empty_times += call_times(empty_stub, [prompt])
-            one_times, one_empty_times = [], []
-            for prose in clean_prompts(len(prompts), seed=8):  # ...or a little
-                prompt = f"{prose[:500]} write to jane.doe@example.com {prose[500:990]}"
-                one_times += call_times(sidecar_stub, [prompt])
-                one_empty_times += call_times(empty_stub, [prompt])
+            prose = clean_prompts(len(prompts))  # most real prompts hold no PII...
+            with_email = [f"{text[:500]} write to jane.doe@example.com {text[500:990]}"
+                          for text in prose]  # ...or a little
+            sidecar_times, empty_times = interleaved(sidecar_stub, empty_stub, prompts)
+            clean_pair = interleaved(sidecar_stub, empty_stub, prose)
+            floor_pair = interleaved(floor_stub, empty_stub, prose)
+            email_pair = interleaved(sidecar_stub, empty_stub, with_email)
         finally:
             process.terminate()
             floor.terminate()
@@ -228,18 +235,10 @@ def main() -> int:
         lines.append(f"2. pattern-only 1 KB: vanilla {vanilla_pattern_s / len(prompts) * 1000:.2f}"
                      f" ms, sidecar p50 {statistics.median(sidecar_times) * 1000:.2f} ms, "
                      f"empty servicer p50 {statistics.median(empty_times) * 1000:.2f} ms")
-        lines.append(f"   (not a target) 1 KB prompts without PII: sidecar p50 "
-                     f"{statistics.median(clean_times) * 1000:.2f} ms, "
-                     f"{statistics.median(clean_times) / statistics.median(clean_empty_times):.2f}"
-                     f"x the empty servicer's")
-        lines.append(f"   (not a target) a policy with no stage at all, same 1 KB prose: "
-                     f"p50 {statistics.median(floor_times) * 1000:.2f} ms, "
-                     f"{statistics.median(floor_times) / statistics.median(floor_empty_times):.2f}"
-                     f"x the empty servicer's: the front, the hop to a worker, the log line")
-        lines.append(f"   (not a target) the same with one email address: sidecar p50 "
-                     f"{statistics.median(one_times) * 1000:.2f} ms, "
-                     f"{statistics.median(one_times) / statistics.median(one_empty_times):.2f}"
-                     f"x the empty servicer's")
+        lines.append(versus_empty("1 KB prompts without PII", *clean_pair))
+        lines.append(versus_empty("the same prose, a policy with no stage at all (the front, "
+                                  "the hop to a worker, the log line)", *floor_pair))
+        lines.append(versus_empty("the same prose with one email address", *email_pair))
 
         # 3-5. Load, scaling and memory on the shipped configuration (audit on)
         process, address = start(["--policies", str(ROOT / "policies"),

@@ -151,27 +151,21 @@ class LeanSpacyEngine(SpacyNlpEngine):
         Presidio builds a Token object per token twice (offsets, lemmas) and looks every
         lemma up in the vocabulary twice more (stop word? punctuation?) to pick keywords;
         inside a memory zone each lookup of an unseen word creates a lexeme. The same
-        values come from one `Doc.to_array` call: a token's stop and punctuation flags are
-        its lower-cased form's (spaCy derives both from the lower-cased string).
+        values come from one `Doc.to_array` call (`_rows_of`, which windows use too).
         """
-        from spacy.attrs import IDX, IS_PUNCT, IS_STOP, LOWER
-
         entities, scores = self._get_updated_entities(
             doc.ents, self._get_scores_for_entities(doc))
-        strings = doc.vocab.strings
-        columns = doc.to_array([IDX, LOWER, IS_STOP, IS_PUNCT]).tolist() if len(doc) else []
-        lemmas = [strings[lower] for _, lower, _, _ in columns]
-        keywords = [part for (_, _, stop, punct), lemma in zip(columns, lemmas, strict=True)
-                    if not stop and not punct and lemma != "be" for part in lemma.split(":")]
+        rows = _rows_of(doc)
         return _Artifacts(
             entities=entities,
             tokens=doc,
-            tokens_indices=[column[0] for column in columns],
-            lemmas=lemmas,
+            tokens_indices=[offset for offset, _, _, _ in rows],
+            lemmas=[lemma for _, lemma, _, _ in rows],
             nlp_engine=self,
             language=language,
             scores=scores,
-            keywords=keywords,
+            keywords=[part for _, lemma, _, keyword in rows if keyword
+                      for part in lemma.split(":")],
         )
 
 
@@ -308,22 +302,32 @@ class LazyArtifacts(NlpArtifacts):
         return rows[bisect.bisect_left(starts, low):bisect.bisect_left(starts, high)]
 
     def _tokenize(self, low: int, high: int) -> list[_Row]:
-        from spacy.attrs import IDX, IS_PUNCT, IS_STOP, LENGTH, LOWER
-
         doc = self._engine.get_nlp(self._language).make_doc(self._text[low:high])
-        if not len(doc):
-            return []
-        strings = doc.vocab.strings
-        rows = []
-        for idx, lower, length, stop, punct in doc.to_array(
-                [IDX, LOWER, LENGTH, IS_STOP, IS_PUNCT]).tolist():
-            lemma = strings[lower]
-            rows.append((idx + low, lemma, length, not stop and not punct and lemma != "be"))
-        return rows
+        return _rows_of(doc, low)
 
 
-# A token as windows see it: (offset, lemma, length, keyword by its own flags?).
+# A token as artifacts see it: (offset, lemma, length, keyword by its own flags?).
 _Row = tuple[int, str, int, bool]
+
+
+def _rows_of(doc: Any, offset: int = 0) -> list[_Row]:
+    """Every token's row, from one `Doc.to_array` call; offsets shifted by `offset`.
+
+    Presidio's keyword rule: a token is one unless it is a stop word, punctuation or
+    "be" (an "a:b" keyword contributes "a" and "b"). Its stop and punctuation flags are
+    its lower-cased form's: spaCy derives both from the lower-cased string.
+    """
+    from spacy.attrs import IDX, IS_PUNCT, IS_STOP, LENGTH, LOWER
+
+    if not len(doc):
+        return []
+    strings = doc.vocab.strings
+    rows = []
+    for idx, lower, length, stop, punct in doc.to_array(
+            [IDX, LOWER, LENGTH, IS_STOP, IS_PUNCT]).tolist():
+        lemma = strings[lower]
+        rows.append((idx + offset, lemma, length, not stop and not punct and lemma != "be"))
+    return rows
 
 # Characters tokenized before a finding at first (a quarter of it after); a window
 # doubles until it holds the context Presidio reads (6 keywords back, 1 forward).

@@ -255,21 +255,29 @@ def minimum_digits(region: str) -> int:
     IDD prefix): the same for every calling code, plus the code's own digits; the IDD's
     digits only raise the count, so they are not relied on.
     """
-    from phonenumbers import (
-        COUNTRY_CODE_TO_REGION_CODE,
-        country_code_for_region,
-        region_code_for_country_code,
-    )
+    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, region_code_for_country_code
 
     international = min(len(str(code)) + _shortest_valid(code)
                         - _digits_added(region_code_for_country_code(code))
                         for code in COUNTRY_CODE_TO_REGION_CODE)
+    national = _national_minimum(region)
+    if national is None:
+        return max(1, international)
+    return max(1, min(national, international))
+
+
+def _national_minimum(region: str) -> int | None:
+    """The fewest digits of a valid number of `region`'s calling code written nationally:
+    its shortest valid national number, less the digits a national-prefix transform rule
+    can add (the region's own, or its calling code's main region's). None for a region
+    without a calling code."""
+    from phonenumbers import country_code_for_region, region_code_for_country_code
+
     code = country_code_for_region(region)
     if not code:
-        return max(1, international)
-    national = _shortest_valid(code) - _digits_added(region) - _digits_added(
+        return None
+    return _shortest_valid(code) - _digits_added(region) - _digits_added(
         region_code_for_country_code(code))
-    return max(1, min(national, international))
 
 
 # Candidates of ASCII digits and separators only: no "+", no letters (vanity digits,
@@ -329,8 +337,7 @@ def _national_rules(region: str) -> tuple[str, Any, Any, bool, int, int | None] 
     if metadata is None or not metadata.country_code:
         return None
     code = metadata.country_code
-    shortest = _shortest_valid(code) - _digits_added(region) - _digits_added(
-        COUNTRY_CODE_TO_REGION_CODE[code][0])
+    shortest = _national_minimum(region) or 0
     longest: int | None = 0
     for other in COUNTRY_CODE_TO_REGION_CODE[code]:
         described = PhoneMetadata.metadata_for_region_or_calling_code(code, other)
