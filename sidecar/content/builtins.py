@@ -52,7 +52,7 @@ from typing import Any, Literal
 from sidecar.content.normalize import skeleton_of
 from sidecar.regex import compile_re2
 
-ViewName = Literal["original", "clean", "skeleton"]
+ViewName = Literal["original", "visible", "clean", "skeleton"]
 BUILTINS = ("secrets", "prompt_injection")
 
 

@@ -36,6 +36,9 @@ _SPACED = re.compile(r"(?<![^\W_])[^\W_](?:[ .\-_*·•/|+~:,'\"](?=[^\W_])[^\W_
 _SEPARATORS = frozenset(" .-_*·•/|+~:,'\"")
 _LEET = str.maketrans({"0": "o", "1": "i", "l": "i", "3": "e", "4": "a", "5": "s",
                        "7": "t", "8": "b", "9": "g"})
+# Marks that render as nothing (variation selectors, the combining grapheme joiner).
+_INVISIBLE_MARKS = frozenset(["\u034f", *map(chr, range(0xFE00, 0xFE10)),
+                              *map(chr, range(0xE0100, 0xE01F0))])
 _LEET_SYMBOLS = {"!": "i", "|": "i", "@": "a", "$": "s", "+": "t"}
 
 
@@ -70,6 +73,27 @@ class View:
 def original(text: str) -> View:
     """The text itself, as a view (for detectors of case-sensitive formats)."""
     return View(text, range(len(text)), text)
+
+
+def visible(text: str) -> View:
+    """The text with invisible characters removed and nothing else changed.
+
+    For detectors of case-sensitive formats (API keys, tokens): a zero-width space or a
+    tag character inside `AKIA…` must not hide it, but folding case or look-alikes would
+    make such formats match where they should not. Removed: format characters (Unicode
+    category Cf: zero-width spaces and joiners, bidi controls, tag characters) and
+    variation selectors / the combining grapheme joiner, which render as nothing.
+    """
+    if text.isascii():
+        return original(text)
+    kept = [index for index, char in enumerate(text) if not _invisible(char)]
+    if len(kept) == len(text):
+        return original(text)
+    return View("".join(text[index] for index in kept), tuple(kept), text)
+
+
+def _invisible(char: str) -> bool:
+    return unicodedata.category(char) == "Cf" or char in _INVISIBLE_MARKS
 
 
 def clean(text: str) -> View:

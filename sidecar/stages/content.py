@@ -91,7 +91,7 @@ class ContentStage:
 
     def _scan(self, text: str, applies: list[bool]) -> list[Hit]:
         from sidecar.content.builtins import shannon_entropy
-        from sidecar.content.normalize import View, clean, original, skeleton
+        from sidecar.content.normalize import View, clean, original, skeleton, visible
 
         views: dict[str, View] = {}
 
@@ -99,6 +99,8 @@ class ContentStage:
             if name not in views:
                 if name == "original":
                     views[name] = original(text)  # a range: no per-character copy
+                elif name == "visible":
+                    views[name] = visible(text)
                 elif name == "clean":
                     views[name] = clean(text)
                 else:
