@@ -38,8 +38,39 @@ def record_hash(prev_hash: str, metadata: dict[str, Any], payload_digest: str) -
     return digest.hexdigest()
 
 
-def checkpoint_message(seq: int, hash_: str, time: float, extra: str = "") -> bytes:
-    return f"guardrail-checkpoint-v1\n{seq}\n{hash_}\n{time!r}\n{extra}".encode()
+def checkpoint_message(seq: int, hash_: str, time: float, extra: str = "", *,
+                       n: int | None = None, prev: str = "") -> bytes:
+    """The bytes a checkpoint signs.
+
+    v2 (every checkpoint since the anchor was introduced) also signs its own number `n`
+    and `prev`, the SHA-256 of the previous checkpoint's signature, so checkpoints form
+    a chain of their own: deleting one, or keeping an old one as the newest, breaks it.
+    v1 rows (n is None) come from trails written before; they are still checked.
+    """
+    if n is None:
+        return f"guardrail-checkpoint-v1\n{seq}\n{hash_}\n{time!r}\n{extra}".encode()
+    return (f"guardrail-checkpoint-v2\n{n}\n{seq}\n{hash_}\n{time!r}\n{prev}\n"
+            f"{extra}").encode()
+
+
+def signature_digest(signature_hex: str) -> str:
+    """What the next checkpoint's `prev` names: SHA-256 of this one's signature."""
+    return hashlib.sha256(signature_hex.encode()).hexdigest()
+
+
+def public_key_of(private_path: Path) -> str:
+    """The hex public half of a signing key file, without creating one."""
+    raw = private_path.read_bytes()
+    return Signer(Ed25519PrivateKey.from_private_bytes(raw)).public_hex()
+
+
+def normalize_public_key(text: str) -> str:
+    """A pinned key as 64 lower-case hex digits; ValueError with a clear reason if not."""
+    key = text.strip().lower()
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise ValueError("an Ed25519 public key is 64 hex digits "
+                         "(print it with `guardrail audit public-key`)")
+    return key
 
 
 class Signer:

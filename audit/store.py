@@ -19,23 +19,31 @@ returned is on disk.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from audit import anchor as anchor_file
 from audit import chain, crypto
+from audit.anchor import Anchor
 from audit.vault import MIGRATIONS as VAULT_MIGRATIONS
 from audit.vault import purge_expired, purge_subject, vault_path
+from audit.verify import MAX_PROBLEMS, Problem, Verification, verify_trail
+
+__all__ = ["MAX_PROBLEMS", "Problem", "Verification"]
+log = logging.getLogger(__name__)
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -68,9 +76,22 @@ _MIGRATIONS[2] = [
     """CREATE TABLE holds (id INTEGER PRIMARY KEY, scope TEXT NOT NULL, ref TEXT NOT NULL,
         reason TEXT NOT NULL, created REAL NOT NULL, released REAL)""",
 ]
-# Events (erasures, sweeps) document what happened to other records: kept for good.
+_MIGRATIONS[3] = [
+    # Checkpoints chain among themselves (number, digest of the previous signature).
+    "ALTER TABLE checkpoints ADD COLUMN n INTEGER",
+    "ALTER TABLE checkpoints ADD COLUMN prev TEXT NOT NULL DEFAULT ''",
+    "CREATE UNIQUE INDEX checkpoints_n ON checkpoints(n)",
+    # Who did it. `chained` marks holds whose add/release are events in the chain
+    # (every hold since this migration); older rows predate that and are reported.
+    "ALTER TABLE holds ADD COLUMN actor TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE holds ADD COLUMN chained INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE erasures ADD COLUMN actor TEXT NOT NULL DEFAULT ''",
+]
+# Events (erasures, sweeps, holds, key rotations) document what happened to other
+# records: kept for good.
 FOREVER = 253402300799.0  # 9999-12-31
 MAX_CACHED_KEYS = 100_000
+SYSTEM_ACTOR = "sidecar"  # the server itself (timed sweeps, policy reloads)
 _KEY_MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE data_keys (
@@ -107,15 +128,6 @@ class NewRecord:
 
 
 @dataclass(frozen=True)
-class Verification:
-    ok: bool
-    checked: int
-    first_bad_seq: int | None = None
-    first_bad_id: str = ""
-    reason: str = ""
-
-
-@dataclass(frozen=True)
 class SweepReport:
     removed: int
     held: int  # expired but kept because a legal hold covers them
@@ -132,17 +144,42 @@ class ErasureReceipt:
     checkpoint_seq: int
     checkpoint_hash: str
     conversations: int = 0  # pseudonym-vault mappings deleted
+    actor: str = ""
+    reason: str = ""
+    overrode_holds: list[int] = field(default_factory=list)
+
+
+class LegalHoldError(Exception):
+    """An erasure refused because active legal holds cover the subject. Safe to show:
+    names the holds (id, scope, reason), never the subject id."""
+
+    def __init__(self, holds: list[dict[str, Any]]) -> None:
+        self.holds = holds
+        named = "; ".join(
+            f"hold {h['id']} ({h['scope']}{' ' + h['ref'] if h['scope'] == 'tenant' else ''}"
+            f", reason {h['reason']!r}{', by ' + h['actor'] if h['actor'] else ''})"
+            for h in holds)
+        super().__init__(f"the subject is under legal hold: {named}. Erasure refused; to "
+                         "erase anyway, override the hold with a reason (it is recorded)")
+
+
+class TamperedError(Exception):
+    """The chain since the last checkpoint does not verify: nothing is signed over it."""
 
 
 class AuditStore:
     def __init__(self, directory: Path, kek: crypto.Kek, signer: chain.Signer,
-                 index_key: bytes, checkpoint_every: int = 1000) -> None:
+                 index_key: bytes, *, checkpoint_every: int = 1000,
+                 anchor_path: Path | None = None) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory = directory
         self.kek = kek
         self.signer = signer
         self.index_key = index_key
         self.checkpoint_every = checkpoint_every
+        # The head anchor (see audit.anchor): None keeps none (tests of the store alone).
+        self.anchor_path = anchor_path
+        self.anchor_problem = ""  # why the anchor could not advance, last time it could not
         self.db = open_database(directory / "audit.db", _MIGRATIONS)
         self.keys = open_database(directory / "audit-keys.db", _KEY_MIGRATIONS)
         self._identity = self._files()
@@ -151,11 +188,21 @@ class AuditStore:
         self._vault: sqlite_utils.Database | None = None
 
     def close(self) -> None:
-        self.checkpoint()
-        self.db.close()
-        self.keys.close()
-        if self._vault is not None:
-            self._vault.close()
+        """Sign the head one last time (unless the chain is broken: then say so), close."""
+        try:
+            self.checkpoint()
+        except TamperedError as err:
+            log.error("audit checkpoint refused at close: %s", err)
+        finally:
+            self.db.close()
+            self.keys.close()
+            if self._vault is not None:
+                self._vault.close()
+
+    @property
+    def records_since_checkpoint(self) -> int:
+        """Records this store appended since it last signed (the unsigned tail it made)."""
+        return self._since_checkpoint
 
     def subject_ref(self, subject_id: str) -> str:
         """HMAC of the subject id: lets compliance find a person's records, reveals nothing."""
@@ -180,10 +227,8 @@ class AuditStore:
             raise OSError(errno.ENOENT, "the audit database was deleted or replaced while "
                           "the sidecar ran; restart it (see README: recovery)")
 
-    def append(self, records: list[NewRecord]) -> list[str]:
-        """Encrypt, chain and commit `records` in one transaction; return their ids."""
-        self._check_files()
-        now = time.time()
+    def _prepare(self, records: list[NewRecord], now: float
+                 ) -> list[tuple[dict[str, Any], tuple[str, str], bytes | None]]:
         prepared = []
         for record in records:
             subject_ref = self.subject_ref(record.subject_id)
@@ -200,46 +245,136 @@ class AuditStore:
                 "dek_id": "",
             }
             prepared.append((metadata, scope, record.payload))
+        return prepared
+
+    def _insert(self, conn: sqlite3.Connection,
+                prepared: list[tuple[dict[str, Any], tuple[str, str], bytes | None]]
+                ) -> list[tuple[Any, ...]]:
+        """Seal, chain and insert, inside the caller's open transaction (the tip is read
+        in it, so two writers never fork the chain)."""
+        seq, prev = _tip(conn)  # may be a pruned record's stub: never reuse a number
+        rows = []
+        for metadata, scope, payload in prepared:
+            sealed, digest = None, ""
+            if payload is not None:
+                dek_id, dek = self._deks[scope]
+                metadata["dek_id"] = dek_id
+                sealed = crypto.seal(dek, payload, _associated(metadata))
+                digest = hashlib.sha256(sealed).hexdigest()
+            seq += 1
+            hash_ = chain.record_hash(prev, metadata, digest)
+            rows.append((seq, *[metadata[k] for k in _METADATA], sealed, digest, prev, hash_))
+            prev = hash_
+        conn.executemany(_INSERT, rows)
+        return rows
+
+    def _event(self, conn: sqlite3.Connection, kind: str, decision: str,
+               tags: dict[str, str], rule_ids: list[str] | None = None) -> int:
+        """Chain an event (no payload) inside the caller's transaction; its seq."""
+        record = NewRecord(kind=kind, decision=decision, retain_until=FOREVER,
+                           rule_ids=rule_ids or [], tags=tags)
+        rows = self._insert(conn, self._prepare([record], time.time()))
+        self._since_checkpoint += 1
+        return int(rows[0][0])
+
+    def append(self, records: list[NewRecord]) -> list[str]:
+        """Encrypt, chain and commit `records` in one transaction; return their ids."""
+        self._check_files()
+        prepared = self._prepare(records, time.time())
         self._forget_destroyed()  # one query per batch, not one per record
         self._load_keys({scope for _, scope, payload in prepared if payload is not None})
-        conn = self.db.conn
-        with immediate(conn):
-            # The tip may be a pruned record (its stub): never reuse a sequence number.
-            tips = [conn.execute(f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"  # noqa: S608
-                                 ).fetchone() for table in ("records", "pruned")]
-            seq, prev = max((t for t in tips if t), default=(0, chain.GENESIS))
-            rows = []
-            for metadata, scope, payload in prepared:
-                sealed, digest = None, ""
-                if payload is not None:
-                    dek_id, dek = self._deks[scope]
-                    metadata["dek_id"] = dek_id
-                    associated = _associated(metadata)
-                    sealed = crypto.seal(dek, payload, associated)
-                    digest = hashlib.sha256(sealed).hexdigest()
-                seq += 1
-                hash_ = chain.record_hash(prev, metadata, digest)
-                rows.append((seq, *[metadata[k] for k in _METADATA], sealed, digest, prev,
-                             hash_))
-                prev = hash_
-            conn.executemany(_INSERT, rows)
+        with immediate(self.db.conn) as conn:
+            rows = self._insert(conn, prepared)
         self._since_checkpoint += len(rows)
         if self._since_checkpoint >= self.checkpoint_every:
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except TamperedError as err:  # the records are committed: do not fail them
+                log.error("audit checkpoint refused: %s", err)
         return [str(row[1]) for row in rows]
 
-    def checkpoint(self, extra: str = "") -> tuple[int, str]:
-        """Sign the chain's current tip (and `extra`, e.g. a pruned-list digest)."""
+    def checkpoint(self, extra: str = "", *, reset_anchor: bool = False) -> tuple[int, str]:
+        """Sign the chain's current tip (and `extra`, e.g. a pruned-list digest), then
+        advance the head anchor.
+
+        Nothing is signed over a chain that does not verify since the previous
+        checkpoint (TamperedError): a signature must vouch for what it covers. With no
+        new record and no `extra` the newest checkpoint stands and no new one is made.
+        """
+        self._check_files()
         conn = self.db.conn
         with immediate(conn):
-            tip = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1"
-                               ).fetchone() or (0, chain.GENESIS)
-            now = time.time()
-            signature = self.signer.sign(chain.checkpoint_message(tip[0], tip[1], now, extra))
-            conn.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
-                         (tip[0], tip[1], now, extra, signature, self.signer.public_hex()))
+            seq, hash_ = _tip(conn)
+            last = conn.execute(
+                "SELECT n, seq, hash, time, extra, signature, public_key, prev "
+                "FROM checkpoints WHERE n IS NOT NULL ORDER BY n DESC LIMIT 1").fetchone()
+            if last is not None and not extra and not reset_anchor and \
+                    (last[1], last[2]) == (seq, hash_):
+                newest = _anchor_of(last)
+            else:
+                problem = _check_since(conn, last)
+                if problem:
+                    raise TamperedError(problem)
+                n = last[0] + 1 if last is not None else 1
+                prev = chain.signature_digest(last[5]) if last is not None else ""
+                now = time.time()
+                signature = self.signer.sign(chain.checkpoint_message(
+                    seq, hash_, now, extra, n=n, prev=prev))
+                conn.execute("INSERT INTO checkpoints (seq, hash, time, extra, signature, "
+                             "public_key, n, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (seq, hash_, now, extra, signature, self.signer.public_hex(),
+                              n, prev))
+                newest = Anchor(n, seq, hash_, now, prev, extra, signature,
+                                self.signer.public_hex())
         self._since_checkpoint = 0
-        return int(tip[0]), str(tip[1])
+        self._advance_anchor(newest, reset=reset_anchor)
+        return int(seq), str(hash_)
+
+    def _advance_anchor(self, newest: Anchor, *, reset: bool = False) -> None:
+        """Move the head anchor to `newest` if it is newer and over the same trail."""
+        if self.anchor_path is None:
+            return
+        with anchor_file.locked(self.anchor_path):
+            try:
+                current = anchor_file.read(self.anchor_path)
+            except anchor_file.AnchorError as err:
+                if not reset:
+                    self.anchor_problem = str(err)
+                    log.error("audit head anchor not advanced: %s", err)
+                    return
+                current = None
+            if current is not None and not reset:
+                row = self.db.conn.execute("SELECT signature FROM checkpoints WHERE n = ?",
+                                           (current.n,)).fetchone()
+                if row is None or row[0] != current.signature:
+                    self.anchor_problem = (
+                        f"audit.db does not hold checkpoint #{current.n} (seq {current.seq}) "
+                        "that the head anchor names: the trail was rolled back, truncated or "
+                        "replaced. Run `guardrail audit verify`; `guardrail audit "
+                        "reset-anchor` records that you accept it")
+                    log.error("audit head anchor not advanced: %s", self.anchor_problem)
+                    return
+                if current.n >= newest.n:
+                    return  # another writer got there first: never move it back
+            anchor_file.write(self.anchor_path, newest)
+            self.anchor_problem = ""
+
+    def reset_anchor(self, actor: str, reason: str) -> tuple[int, str]:
+        """Accept the trail as it is now: chain an event naming the anchor it replaces
+        (who, why), sign, and anchor the new head. For a restored backup or a new trail
+        after a loss; `verify` reports every reset."""
+        if not reason.strip():
+            raise ValueError("resetting the head anchor needs a reason")
+        previous = None
+        with contextlib.suppress(anchor_file.AnchorError):
+            previous = anchor_file.read(self.anchor_path) if self.anchor_path else None
+        with immediate(self.db.conn) as conn:
+            self._event(conn, "anchor", "RESET", {
+                "actor": actor, "reason": reason,
+                "previous_n": str(previous.n) if previous else "",
+                "previous_seq": str(previous.seq) if previous else "",
+                "previous_hash": previous.hash if previous else ""})
+        return self.checkpoint(extra="anchor-reset", reset_anchor=True)
 
     def _forget_destroyed(self) -> None:
         """Drop cached keys an erasure destroyed since (maybe in another process)."""
@@ -324,9 +459,30 @@ class AuditStore:
 
     # -- erasure ------------------------------------------------------------------------
 
-    def erase(self, subject_id: str) -> ErasureReceipt:
-        """Crypto-shred a data subject: destroy their keys, purge their payload bytes."""
+    def holds_covering(self, subject_ref: str) -> list[dict[str, Any]]:
+        """Active holds on the subject, or on a tenant any of their records belong to."""
+        return list(self.db.query(
+            "SELECT id, scope, ref, reason, created, actor FROM holds WHERE released IS NULL "
+            "AND ((scope = 'subject' AND ref = ?) OR (scope = 'tenant' AND ref IN "
+            "(SELECT DISTINCT tenant FROM records WHERE subject_ref = ?))) ORDER BY id",
+            (subject_ref, subject_ref)))
+
+    def erase(self, subject_id: str, *, actor: str = SYSTEM_ACTOR, reason: str = "",
+              override_hold: bool = False) -> ErasureReceipt:
+        """Crypto-shred a data subject: destroy their keys, purge their payload bytes.
+
+        A legal hold wins: with an active hold on the subject (or on a tenant of theirs)
+        this raises LegalHoldError and changes nothing, unless `override_hold` is set
+        with a reason; the override, who made it and why are then in the erasure event.
+        """
+        if not subject_id:
+            raise ValueError("an erasure needs a subject id")
         subject_ref = self.subject_ref(subject_id)
+        held = self.holds_covering(subject_ref)
+        if held and not override_hold:
+            raise LegalHoldError(held)
+        if held and not reason.strip():
+            raise ValueError("overriding a legal hold needs a reason (it is recorded)")
         now = time.time()
         with immediate(self.keys.conn):
             keys = self.keys.conn.execute(
@@ -342,23 +498,28 @@ class AuditStore:
         with immediate(vault.conn):
             conversations = purge_subject(vault.conn, subject_ref)
         vault.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        with immediate(self.db.conn):
-            affected = self.db.conn.execute(
+        fingerprints = [k[1] for k in keys]
+        # The payloads go, the erasure row and the chained event come, in one transaction:
+        # a NULL payload never exists without the event that explains it.
+        with immediate(self.db.conn) as conn:
+            affected = conn.execute(
                 "UPDATE records SET payload = NULL WHERE subject_ref = ? AND payload IS NOT NULL",
                 (subject_ref,)).rowcount
-            self.db.conn.execute("INSERT INTO erasures VALUES (?, ?, ?, ?)",
-                                 (subject_ref, now, fence,
-                                  json.dumps([k[1] for k in keys])))
-        self.append([NewRecord(kind="erasure", decision="ERASED", retain_until=FOREVER,
-                               rule_ids=[f"erasure:{len(keys)}-keys"],
-                               tags={"subject_ref": subject_ref, "records": str(affected),
-                                     "conversations": str(conversations)})])
+            conn.execute("INSERT INTO erasures (subject_ref, time, fence_version, "
+                         "keys_destroyed, actor) VALUES (?, ?, ?, ?, ?)",
+                         (subject_ref, now, fence, json.dumps(fingerprints), actor))
+            tags = {"subject_ref": subject_ref, "records": str(affected),
+                    "conversations": str(conversations), "keys": ",".join(fingerprints),
+                    "actor": actor, "reason": reason}
+            if held:
+                tags["overrode_holds"] = ",".join(str(h["id"]) for h in held)
+            self._event(conn, "erasure", "ERASED", tags, [f"erasure:{len(keys)}-keys"])
         seq, hash_ = self.checkpoint(extra=f"erasure:{subject_ref}")
         # Old page images in the write-ahead logs still hold the bytes: fold them back in.
         for database in (self.keys, self.db):
             database.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return ErasureReceipt(subject_ref, affected, [k[1] for k in keys], now, seq, hash_,
-                              conversations)
+        return ErasureReceipt(subject_ref, affected, fingerprints, now, seq, hash_,
+                              conversations, actor, reason, [int(h["id"]) for h in held])
 
     def _vault_db(self) -> sqlite_utils.Database:
         """The pseudonym vault's file (audit.vault), opened on first use."""
@@ -369,12 +530,14 @@ class AuditStore:
 
     # -- key rotation -------------------------------------------------------------------
 
-    def rotate_kek(self, new: crypto.Kek, old: crypto.Kek | None = None) -> int:
+    def rotate_kek(self, new: crypto.Kek, old: crypto.Kek | None = None, *,
+                   actor: str = SYSTEM_ACTOR, reason: str = "") -> int:
         """Re-wrap every live data key under `new`; returns how many were re-wrapped.
 
         Keys already under `new` are left alone, so rerunning after a crash or after a
         server wrote keys under the old KEK finishes the job. Afterwards destroy the old
-        KEK: copies of audit-keys.db made before cannot be opened without it.
+        KEK: copies of audit-keys.db made before cannot be opened without it. The
+        rotation (KEK ids, never keys; who, why) is a chained event.
         """
         old = old or self.kek
         count = 0
@@ -389,44 +552,66 @@ class AuditStore:
         self.kek = new
         self._deks.clear()
         self.keys.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with immediate(self.db.conn) as conn:
+            self._event(conn, "key", "ROTATED", {"from_kek": old.id, "to_kek": new.id,
+                                                 "rewrapped": str(count), "actor": actor,
+                                                 "reason": reason})
+        self.checkpoint()
         return count
 
     # -- retention ----------------------------------------------------------------------
 
-    def hold(self, scope: str, ref: str, reason: str) -> int:
-        """Keep every record of a subject (ref = subject id) or tenant past retention."""
+    def hold(self, scope: str, ref: str, reason: str, actor: str = SYSTEM_ACTOR) -> int:
+        """Keep every record of a subject (ref = subject id) or tenant past retention,
+        and out of reach of erasure. The hold is a chained event (who, why)."""
         if scope not in ("subject", "tenant"):
             raise ValueError("a hold covers a 'subject' or a 'tenant'")
+        if not ref:
+            raise ValueError(f"a {scope} hold needs a {scope} id")
+        if not reason.strip():
+            raise ValueError("a hold needs a reason (a case number)")
         key = self.subject_ref(ref) if scope == "subject" else ref
         with immediate(self.db.conn) as conn:
             cursor = conn.execute(
-                "INSERT INTO holds (scope, ref, reason, created) VALUES (?, ?, ?, ?)",
-                (scope, key, reason, time.time()))
-        return int(cursor.lastrowid or 0)
+                "INSERT INTO holds (scope, ref, reason, created, actor, chained) "
+                "VALUES (?, ?, ?, ?, ?, 1)", (scope, key, reason, time.time(), actor))
+            hold_id = int(cursor.lastrowid or 0)
+            self._event(conn, "hold", "ADDED", {"hold": str(hold_id), "scope": scope,
+                                                "ref": key, "reason": reason,
+                                                "actor": actor})
+        self.checkpoint()
+        return hold_id
 
-    def release(self, hold_id: int) -> bool:
+    def release(self, hold_id: int, actor: str = SYSTEM_ACTOR, reason: str = "") -> bool:
+        """End an active hold (a chained event); False when there is no such hold."""
         with immediate(self.db.conn) as conn:
-            return conn.execute("UPDATE holds SET released = ? WHERE id = ? AND released IS "
-                                "NULL", (time.time(), hold_id)).rowcount == 1
+            changed = conn.execute("UPDATE holds SET released = ? WHERE id = ? AND released "
+                                   "IS NULL", (time.time(), hold_id)).rowcount == 1
+            if changed:
+                self._event(conn, "hold", "RELEASED", {"hold": str(hold_id), "actor": actor,
+                                                       "reason": reason})
+        if changed:
+            self.checkpoint()
+        return changed
 
     def holds(self) -> list[dict[str, Any]]:
         return list(self.db.query("SELECT * FROM holds ORDER BY id"))
 
-    def sweep(self, now: float | None = None) -> SweepReport:
+    def sweep(self, now: float | None = None, actor: str = SYSTEM_ACTOR) -> SweepReport:
         """Delete expired records not under a legal hold, leaving signed stubs behind.
 
         Each removed record leaves (seq, hash, prev_hash) in `pruned`, so `verify` can
-        bridge the gap; the stubs of one sweep are covered by a signed checkpoint over
-        their digest, so nobody can delete a record and pass it off as pruned.
+        bridge the gap. The stubs, the deletion and the retention event that names their
+        digest and count are one transaction, and a signed checkpoint covers the digest
+        too, so nobody can delete a record and pass it off as pruned.
         """
         now = time.time() if now is None else now
-        conn = self.db.conn
         sweep_id = secrets.token_hex(8)
         held_clause = ("EXISTS (SELECT 1 FROM holds h WHERE h.released IS NULL AND "
                        "((h.scope = 'subject' AND h.ref = records.subject_ref AND "
                        "records.subject_ref != '') OR (h.scope = 'tenant' AND "
                        "h.ref = records.tenant)))")
-        with immediate(conn):
+        with immediate(self.db.conn) as conn:
             # held_clause is fixed text above; the only value is bound.
             held = conn.execute(f"SELECT COUNT(*) FROM records WHERE retain_until < ? AND "  # noqa: S608
                                 f"{held_clause}", (now,)).fetchone()[0]
@@ -436,10 +621,10 @@ class AuditStore:
             conn.executemany("INSERT INTO pruned (seq, hash, prev_hash, sweep) "
                              "VALUES (?, ?, ?, ?)", [(*row, sweep_id) for row in expired])
             conn.executemany("DELETE FROM records WHERE seq = ?", [(row[0],) for row in expired])
-        if expired:
-            self.append([NewRecord(kind="retention", decision="PRUNED", retain_until=FOREVER,
-                                   tags={"removed": str(len(expired)), "held": str(held),
-                                         "sweep": sweep_id})])
+            if expired:
+                self._event(conn, "retention", "PRUNED", {
+                    "removed": str(len(expired)), "held": str(held), "sweep": sweep_id,
+                    "stubs_sha256": _stub_digest(expired), "actor": actor})
         seq, _ = self.checkpoint(extra=f"prune:{sweep_id}:{_stub_digest(expired)}"
                                  if expired else "")
         vault = self._vault_db()
@@ -451,58 +636,59 @@ class AuditStore:
 
     # -- verification -------------------------------------------------------------------
 
-    def verify(self) -> Verification:
-        """Walk the whole chain; name the first record that does not verify."""
-        conn = self.db.conn
-        for seq, hash_, time_, extra, signature, public in conn.execute(
-                "SELECT seq, hash, time, extra, signature, public_key FROM checkpoints"):
-            if not chain.verify_signature(public, chain.checkpoint_message(
-                    seq, hash_, time_, extra), signature):
-                return Verification(False, 0, seq, "", "a checkpoint signature is invalid")
-        stubs = {row[0]: (row[1], row[2]) for row in conn.execute(
-            "SELECT seq, hash, prev_hash FROM pruned")}
-        signed_sweeps = {extra.split(":")[1]: extra.split(":")[2] for (extra,) in conn.execute(
-            "SELECT extra FROM checkpoints WHERE extra LIKE 'prune:%'")}
-        by_sweep: dict[str, list[tuple[int, str, str]]] = {}
-        for seq, hash_, prev_hash, sweep in conn.execute(
-                "SELECT seq, hash, prev_hash, sweep FROM pruned ORDER BY seq"):
-            by_sweep.setdefault(sweep, []).append((seq, hash_, prev_hash))
-        for sweep, rows in by_sweep.items():
-            if signed_sweeps.get(sweep) != _stub_digest(rows):
-                return Verification(False, 0, rows[0][0], "",
-                                    "a retention stub is not covered by a signed checkpoint")
-        checkpoints = {row[0]: row[1] for row in conn.execute(
-            "SELECT seq, hash FROM checkpoints")}
-        prev = chain.GENESIS
-        expected_seq = 1
-        checked = 0
-        for record in self.db.query("SELECT * FROM records ORDER BY seq"):
-            seq = record["seq"]
-            while expected_seq < seq:  # a gap: pruned by retention, bridged by its stub
-                stub = stubs.get(expected_seq)
-                if stub is None or stub[1] != prev:
-                    return Verification(False, checked, expected_seq, "",
-                                        "record missing (deleted without a retention stub)")
-                prev = stub[0]
-                expected_seq += 1
-            metadata = {k: record[k] for k in _METADATA}
-            if record["prev_hash"] != prev:
-                return Verification(False, checked, seq, record["id"],
-                                    "does not link to the previous record")
-            payload_ok = record["payload"] is None or hashlib.sha256(
-                record["payload"]).hexdigest() == record["payload_digest"]
-            if not payload_ok:
-                return Verification(False, checked, seq, record["id"],
-                                    "encrypted payload altered")
-            if chain.record_hash(prev, metadata, record["payload_digest"]) != record["hash"]:
-                return Verification(False, checked, seq, record["id"], "metadata altered")
-            if seq in checkpoints and checkpoints[seq] != record["hash"]:
-                return Verification(False, checked, seq, record["id"],
-                                    "differs from its signed checkpoint")
-            prev = record["hash"]
-            expected_seq = seq + 1
-            checked += 1
-        return Verification(True, checked)
+    def verify(self, trusted_keys: Collection[str] | None = None, *,
+               anchor_path: Path | None = None) -> Verification:
+        """Check the whole trail (see audit.verify); every problem found, first first.
+
+        `trusted_keys`: the pinned checkpoint public keys (hex). None accepts any key a
+        checkpoint names, which proves nothing against someone who can write the
+        database: `authenticated` is then False. `anchor_path`: the head anchor to check
+        against (default: the store's own).
+        """
+        return verify_trail(self.db.conn, self.keys.conn, _METADATA, trusted_keys,
+                            anchor_path or self.anchor_path)
+
+
+def _tip(conn: sqlite3.Connection) -> tuple[int, str]:
+    """The newest (seq, hash), a record or a pruned record's stub."""
+    tips = [conn.execute(f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"  # noqa: S608 - fixed table names
+                         ).fetchone() for table in ("records", "pruned")]
+    seq, hash_ = max((t for t in tips if t), default=(0, chain.GENESIS))
+    return int(seq), str(hash_)
+
+
+def _anchor_of(row: tuple[Any, ...]) -> Anchor:
+    n, seq, hash_, time_, extra, signature, public_key, prev = row
+    return Anchor(n, seq, hash_, time_, prev, extra, signature, public_key)
+
+
+def _check_since(conn: sqlite3.Connection, last: tuple[Any, ...] | None) -> str:
+    """'' when the records after the newest checkpoint chain onto it; else what is wrong.
+
+    Bounded work: only what was written since that checkpoint is read.
+    """
+    start, prev = (0, chain.GENESIS) if last is None else (int(last[1]), str(last[2]))
+    if start > 0:
+        row = conn.execute("SELECT hash FROM records WHERE seq = ? UNION ALL "
+                           "SELECT hash FROM pruned WHERE seq = ?", (start, start)).fetchone()
+        if row is None or row[0] != prev:
+            return (f"seq {start}, signed by checkpoint #{last[0] if last else 0}, is "
+                    f"{'missing' if row is None else 'altered'}")
+    stubs = dict(conn.execute("SELECT seq, hash FROM pruned WHERE seq > ?", (start,)).fetchall())
+    expected = start + 1
+    for row in conn.execute(f"SELECT seq, {', '.join(_METADATA)}, payload_digest, "  # noqa: S608 - fixed column names
+                            "prev_hash, hash FROM records WHERE seq > ? ORDER BY seq", (start,)):
+        seq = row[0]
+        while expected < seq:
+            if expected not in stubs:
+                return f"record {expected} is missing"
+            prev, expected = stubs[expected], expected + 1
+        metadata = dict(zip(_METADATA, row[1:-3], strict=True))
+        digest, prev_hash, hash_ = row[-3:]
+        if prev_hash != prev or chain.record_hash(prev, metadata, digest) != hash_:
+            return f"record {seq} does not verify"
+        prev, expected = hash_, seq + 1
+    return ""
 
 
 def _stub_digest(rows: list[tuple[int, str, str]]) -> str:
