@@ -264,10 +264,14 @@ class AuditVerifyResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., checked: _Optional[int] = ..., first_bad_seq: _Optional[int] = ..., first_bad_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class AuditEraseRequest(_message.Message):
-    __slots__ = ("subject_id",)
+    __slots__ = ("subject_id", "override_hold", "reason")
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_HOLD_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     subject_id: str
-    def __init__(self, subject_id: _Optional[str] = ...) -> None: ...
+    override_hold: bool
+    reason: str
+    def __init__(self, subject_id: _Optional[str] = ..., override_hold: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class AuditEraseResponse(_message.Message):
     __slots__ = ("subject_ref", "records_affected", "keys_destroyed", "time_unix_ms", "checkpoint_seq", "checkpoint_hash", "conversations_erased")
