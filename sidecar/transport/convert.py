@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
@@ -29,7 +30,8 @@ def to_inspection(request: pb.InspectRequest, direction: Direction) -> Inspectio
         direction=direction,
         messages=messages,
         chat=kind == "messages",
-        request_id=request.request_id,
+        # None given: one is made, so routing-tag signatures never repeat (issue 17).
+        request_id=request.request_id or uuid.uuid4().hex,
         tenant=request.tenant,
         app=request.app,
         subject_id=request.subject_id,

@@ -136,6 +136,7 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
             if not self.ready:
                 raise NotReady("the sidecar is still loading its models; retry shortly")
             inspection = convert.to_inspection(request, direction)
+            request_id = inspection.request_id  # made here when the app sent none
             remaining = context.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
             verdict = await self.inspect_window(inspection, deadline)
