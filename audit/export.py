@@ -8,10 +8,11 @@ the public key.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,11 @@ def rows(store: AuditStore, *, tenant: str = "", app: str = "", decision: str = 
          policy: str = "", subject_id: str = "", since: float | None = None,
          until: float | None = None, include_payload: bool = False,
          ) -> Iterator[dict[str, Any]]:
-    """Records matching every given filter, oldest first, as export rows."""
+    """Records matching every given filter, oldest first, as export rows. Times are
+    RFC 3339 UTC strings; `decision` matches in any case."""
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value in (("tenant", tenant), ("app", app), ("decision", decision),
+    for column, value in (("tenant", tenant), ("app", app), ("decision", decision.upper()),
                           ("policy", policy)):
         if value:
             clauses.append(f"{column} = ?")
@@ -48,6 +50,8 @@ def rows(store: AuditStore, *, tenant: str = "", app: str = "", decision: str = 
         row = {column: record[column] for column in COLUMNS}
         for column in ("entities", "rule_ids", "tags"):
             row[column] = json.loads(row[column])
+        for column in ("time", "retain_until"):
+            row[column] = rfc3339(row[column])
         if include_payload:
             payload = store.payload(record)
             row["payload"] = json.loads(payload) if payload else None
@@ -59,18 +63,32 @@ def manifest_for(path: Path, filters: dict[str, Any], count: int, checkpoint: tu
     body = {
         "version": VERSION, "file": path.name, "sha256": _sha256(path), "records": count,
         "filters": filters, "checkpoint": {"seq": checkpoint[0], "hash": checkpoint[1]},
-        "created": time.time(), "public_key": signer.public_hex(),
+        "created": rfc3339(time.time()), "public_key": signer.public_hex(),
     }
     return {**body, "signature": signer.sign(chain.canonical(body))}
 
 
-def verify_export(path: Path, manifest: dict[str, Any], public_key: str | None = None) -> str:
-    """"" when `path` is what the manifest signed; otherwise what is wrong."""
+def rfc3339(instant: float) -> str:
+    """Unix seconds as an RFC 3339 UTC time with microseconds: 2026-11-22T08:01:12.5Z."""
+    moment = datetime.datetime.fromtimestamp(instant, datetime.UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def verify_export(path: Path, manifest: dict[str, Any],
+                  trusted: Collection[str] | str | None = None) -> str:
+    """"" when `path` is what the manifest signed; otherwise what is wrong.
+
+    `trusted`: the pinned public keys (hex). None accepts the key the manifest names,
+    which proves nothing against a forger: callers must say so (the CLI does).
+    """
     body = {k: v for k, v in manifest.items() if k != "signature"}
     if manifest.get("version") != VERSION:
         return f"not a {VERSION} manifest"
-    if public_key is not None and manifest.get("public_key") != public_key:
-        return "signed by another key than the one given"
+    pinned = {trusted} if isinstance(trusted, str) else trusted
+    if pinned is not None and str(manifest.get("public_key", "")).lower() not in \
+            {key.lower() for key in pinned}:
+        return (f"signed by key {str(manifest.get('public_key', ''))[:16]}…, which is not "
+                "the pinned key (signed by another key)")
     if not chain.verify_signature(str(manifest.get("public_key", "")), chain.canonical(body),
                                   str(manifest.get("signature", ""))):
         return "the manifest's signature is invalid"

@@ -289,8 +289,9 @@ class AuditStore:
         if self._since_checkpoint >= self.checkpoint_every:
             try:
                 self.checkpoint()
-            except TamperedError as err:  # the records are committed: do not fail them
-                log.error("audit checkpoint refused: %s", err)
+            except (TamperedError, OSError, sqlite3.Error) as err:
+                # The records are committed: they must not be reported as failed.
+                log.error("audit checkpoint failed: %s: %s", type(err).__name__, err)
         return [str(row[1]) for row in rows]
 
     def checkpoint(self, extra: str = "", *, reset_anchor: bool = False) -> tuple[int, str]:

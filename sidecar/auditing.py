@@ -5,6 +5,10 @@ that queued up while it was committing and appends it in one transaction, so und
 the fsync is shared by many requests and a lone request pays one commit. The record
 holds metadata in plain columns and, as the policy's `audit.payload` says, nothing, the
 redacted text or the original text, encrypted (see `audit/`).
+
+The same thread signs a checkpoint (and advances the head anchor, `keys/audit-anchor.json`)
+every `CHECKPOINT_INTERVAL` seconds when records came in, every 1,000 records, and on
+shutdown: the unsigned tail `verify` cannot vouch for stays a few seconds long.
 """
 
 from __future__ import annotations
@@ -35,6 +39,14 @@ from sidecar.types import Inspection, Verdict
 log = logging.getLogger(__name__)
 MAX_BATCH = 1024
 DAY = 86400.0
+CHECKPOINT_INTERVAL = 5.0  # seconds: the longest a written record stays unsigned
+ANCHOR_FILE = "audit-anchor.json"
+SIGNING_KEY_FILE = "audit-signing.key"
+
+
+def anchor_path(data_dir: Path) -> Path:
+    """Where the head anchor lives: next to the keys, outside the audit database."""
+    return Path(data_dir) / "keys" / ANCHOR_FILE
 
 
 def open_store(settings: Settings) -> AuditStore:
@@ -53,9 +65,10 @@ def open_store(settings: Settings) -> AuditStore:
                         "read it can read the audit payloads. Mount a managed KEK "
                         "(GUARDRAIL_AUDIT_KEK_FILE or GUARDRAIL_AUDIT_KEK) in production",
                         extra={"path": str(keys / "audit.kek"), "kek_id": kek.id})
-        signer = chain.Signer.load_or_create(keys / "audit-signing.key")
+        signer = chain.Signer.load_or_create(keys / SIGNING_KEY_FILE)
         index_key = load_or_create_key(keys / "audit-index.key")
-        store = AuditStore(Path(settings.data_dir) / "audit", kek, signer, index_key)
+        store = AuditStore(Path(settings.data_dir) / "audit", kek, signer, index_key,
+                           anchor_path=anchor_path(Path(settings.data_dir)))
     except crypto.AuditKeyError as err:
         raise ConfigError(str(err)) from None
     except OSError as err:
@@ -100,6 +113,7 @@ def build_record(inspection: Inspection, verdict: Verdict, config: AuditConfig,
     if verdict.would_block or verdict.would_modify:
         tags["would"] = "block" if verdict.would_block else "modify"
     tags.update(extra_tags or {})
+    tags["request_id"] = inspection.request_id  # the sidecar makes one when the app did not
     return NewRecord(
         tenant=inspection.tenant, app=inspection.app, direction=inspection.direction.value,
         decision=verdict.decision.name, policy=verdict.policy, revision=verdict.policy_revision,
@@ -114,13 +128,16 @@ def policy_change_record(name: str, old: str, new: str, file_hash: str) -> NewRe
 
     return NewRecord(kind="policy", decision="APPLIED" if new else "REMOVED", policy=name,
                      revision=new, retain_until=FOREVER,
-                     tags={"previous_revision": old, "file_sha256": file_hash})
+                     tags={"previous_revision": old, "file_sha256": file_hash,
+                           "actor": "policy-reload", "reason": "policy files changed"})
 
 
 class AuditWriter:
-    def __init__(self, store: AuditStore, policy_of: Callable[[str], Policy | None]) -> None:
+    def __init__(self, store: AuditStore, policy_of: Callable[[str], Policy | None], *,
+                 checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
         self.store = store
         self.policy_of = policy_of
+        self.checkpoint_interval = checkpoint_interval
         # Each entry: the record, and how to hand its id (or the failure) to whoever waits.
         self._queue: deque[tuple[NewRecord, Callable[[str | BaseException], None]]] = deque()
         self._cond = threading.Condition()
@@ -190,27 +207,48 @@ class AuditWriter:
             self.store.close()  # writes a final signed checkpoint
 
     def _run(self) -> None:
+        due = time.monotonic() + self.checkpoint_interval
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
+                    if time.monotonic() >= due:
+                        break
+                    self._cond.wait(max(0.0, due - time.monotonic()))
+                if not self._queue and self._closing:
                     return
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
-            outcomes: list[str | BaseException]
-            try:
-                outcomes = list(self.store.append([item[0] for item in batch]))
-            except Exception as err:  # disk full, database locked or damaged, ...
-                self.failures += len(batch)
-                log.error("audit batch failed", extra={
-                    "records": len(batch), "error_type": type(err).__name__,
-                    "error": _reason(err) if isinstance(err, OSError) else type(err).__name__})
-                code = errno.ENOSPC if "full" in str(err) else errno.EIO
-                failure = err if isinstance(err, OSError) else OSError(code,
-                                                                       os.strerror(code))
-                outcomes = [failure] * len(batch)
-            for (_, hand_over), outcome in zip(batch, outcomes, strict=True):
-                hand_over(outcome)
+            if time.monotonic() >= due:
+                self._checkpoint()
+                due = time.monotonic() + self.checkpoint_interval
+            if not batch:
+                continue
+            self._write(batch)
+
+    def _checkpoint(self) -> None:
+        """Sign the head if records came in since the last signature (timer)."""
+        if not self.store.records_since_checkpoint:
+            return
+        try:
+            self.store.checkpoint()
+        except Exception as err:  # a broken chain or disk: the next write will say too
+            log.error("audit checkpoint failed", extra={"error_type": type(err).__name__})
+
+    def _write(self, batch: list[tuple[NewRecord, Callable[[str | BaseException], None]]]
+               ) -> None:
+        outcomes: list[str | BaseException]
+        try:
+            outcomes = list(self.store.append([item[0] for item in batch]))
+        except Exception as err:  # disk full, database locked or damaged, ...
+            self.failures += len(batch)
+            log.error("audit batch failed", extra={
+                "records": len(batch), "error_type": type(err).__name__,
+                "error": _reason(err) if isinstance(err, OSError) else type(err).__name__})
+            code = errno.ENOSPC if "full" in str(err) else errno.EIO
+            failure = err if isinstance(err, OSError) else OSError(code,
+                                                                   os.strerror(code))
+            outcomes = [failure] * len(batch)
+        for (_, hand_over), outcome in zip(batch, outcomes, strict=True):
+            hand_over(outcome)
 
 
 def _reason(err: OSError) -> str:

@@ -5,12 +5,13 @@
     guardrail policy check [DIR]                                          validate policy files
     guardrail policy test [DIR]                                           run *.tests.yaml cases
     guardrail policy status [--listen ADDR]                               what a sidecar serves
-    guardrail audit verify | erase | export | sweep | hold                 the audit trail
+    guardrail audit verify | erase | export | sweep | hold | public-key    the audit trail
     guardrail health [--listen ADDR]                                      probe a running sidecar
 
 Every flag also reads from the environment (GUARDRAIL_LISTEN, GUARDRAIL_POLICIES, ...).
-Exit codes: 0 success, 1 a check failed (invalid policy, not serving), 2 bad usage or
-configuration. Errors are one line each, never a traceback.
+Exit codes: 0 success, 1 a check failed (invalid policy, not serving, a tampered trail,
+an erasure under legal hold), 2 bad usage or configuration, 3 an audit check that passed
+but is unauthenticated (no pinned public key). Errors are one line each, never a traceback.
 """
 
 from __future__ import annotations
@@ -135,17 +136,21 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _policy_check(args: argparse.Namespace) -> int:
+    from sidecar.policy.files import located
     from sidecar.policy.store import compile_directory
     from sidecar.types import StageResources
 
     settings = _settings(args)
     directory = Path(args.directory) if args.directory else settings.policies
     # Checking needs no real key and loads no model: it never touches the data directory.
-    policies = compile_directory(directory, StageResources(settings.spacy_model, b"\0" * 32,
-                                                                  b"\0" * 32))
+    try:
+        policies = compile_directory(directory, StageResources(
+            settings.spacy_model, b"\0" * 32, b"\0" * 32))
+    except PolicyError as err:  # files named as the user gave the directory
+        raise PolicyError(located(err.issues, directory)) from None
     for compiled in policies.policies:
         scope = "default" if compiled.policy.is_default else "match"
-        print(f"ok: {compiled.source}: {compiled.name} ({scope}) revision "
+        print(f"ok: {directory / compiled.file}: {compiled.name} ({scope}) revision "
               f"{compiled.revision[:12]}")
     return EXIT_OK
 
@@ -153,34 +158,38 @@ def _policy_check(args: argparse.Namespace) -> int:
 def _policy_test(args: argparse.Namespace) -> int:
     from sidecar import logs
     from sidecar.pipeline import Limits, Pipeline
+    from sidecar.policy.files import located
     from sidecar.policy.store import compile_directory
-    from sidecar.policy.testing import case_files, load_cases, run_case
+    from sidecar.policy.testing import load_case_files, run_case
     from sidecar.types import StageResources
 
     settings = _settings(args)
     logs.configure("WARNING")
     directory = Path(args.directory) if args.directory else settings.policies
     zero = b"\0" * 32  # fixed keys: hash outputs and tag signatures are reproducible
-    pipeline = Pipeline(compile_directory(directory, StageResources(settings.spacy_model,
-                                                                    zero, zero)),
-                        Limits.from_settings(settings))
-    files = case_files(directory)
+    try:
+        pipeline = Pipeline(compile_directory(directory, StageResources(settings.spacy_model,
+                                                                        zero, zero)),
+                            Limits.from_settings(settings))
+        files = load_case_files(directory)
+    except PolicyError as err:  # files named as the user gave the directory
+        raise PolicyError(located(err.issues, directory)) from None
     if not files:
         print(f"error: no *.tests.yaml files in {directory}", file=sys.stderr)
         return EXIT_FAILED
     passed = failed = 0
-    for path in files:
-        for case in load_cases(path).tests:
+    for name, cases in files:
+        for case in cases.tests:
             problems = run_case(pipeline, case)
             if problems:
                 failed += 1
-                print(f"FAIL {path.name}: {case.name}")
+                print(f"FAIL {name}: {case.name}")
                 for problem in problems:
                     print("  " + problem.replace("\n", "\n  "))
             else:
                 passed += 1
                 if args.verbose:
-                    print(f"PASS {path.name}: {case.name}")
+                    print(f"PASS {name}: {case.name}")
     print(f"{passed} passed, {failed} failed")
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -237,42 +246,176 @@ def _audit_store(args: argparse.Namespace) -> Any:
     return open_store(settings)
 
 
+EXIT_UNAUTHENTICATED = 3  # the trail is consistent, but nothing pinned says whose it is
+
+
+def _actor(args: argparse.Namespace) -> str:
+    """Who does it: --actor, or the OS user (said on stderr, so nobody is named silently)."""
+    if getattr(args, "actor", None):
+        return str(args.actor)
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a uid without a passwd entry (containers)
+        user = f"uid:{os.getuid()}"
+    print(f"actor: {user} (the OS user; --actor NAME to record someone else)",
+          file=sys.stderr)
+    return user
+
+
+def _pinned_keys(args: argparse.Namespace) -> list[str] | None:
+    """The trusted checkpoint/manifest keys: --public-key (repeatable), --public-key-file,
+    GUARDRAIL_AUDIT_PUBLIC_KEY (hex, comma-separated), GUARDRAIL_AUDIT_PUBLIC_KEY_FILE."""
+    from audit.chain import normalize_public_key
+
+    given: list[tuple[str, str]] = [("--public-key", key) for key in args.public_key or []]
+    files = [("--public-key-file", path) for path in args.public_key_file or []]
+    if not given and not files:
+        env = os.environ.get("GUARDRAIL_AUDIT_PUBLIC_KEY", "")
+        given = [("GUARDRAIL_AUDIT_PUBLIC_KEY", key) for key in env.split(",") if key.strip()]
+        if os.environ.get("GUARDRAIL_AUDIT_PUBLIC_KEY_FILE"):
+            files = [("GUARDRAIL_AUDIT_PUBLIC_KEY_FILE",
+                      os.environ["GUARDRAIL_AUDIT_PUBLIC_KEY_FILE"])]
+    for where, path in files:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ConfigError(f"{where}: cannot read {path}: {err.strerror}") from None
+        given += [(f"{where} {path}", line) for line in text.split() if line]
+    keys = []
+    for where, key in given:
+        try:
+            keys.append(normalize_public_key(key))
+        except ValueError as err:
+            raise ConfigError(f"{where}: {err}") from None
+    return keys or None
+
+
+def _unauthenticated(args: argparse.Namespace, what: str) -> int:
+    """No pinned key: say so loudly; fail unless --insecure-any-key."""
+    print(f"UNAUTHENTICATED: no pinned public key, so {what} proves only that the file is "
+          "consistent with itself: anyone who can write it can re-sign it with a key of "
+          "their own. Pin the trail's key (`guardrail audit public-key`, kept where the "
+          "sidecar cannot change it): --public-key HEX, --public-key-file FILE or "
+          "GUARDRAIL_AUDIT_PUBLIC_KEY.", file=sys.stderr)
+    return EXIT_OK if args.insecure_any_key else EXIT_UNAUTHENTICATED
+
+
+def _audit_public_key(args: argparse.Namespace) -> int:
+    from audit.chain import public_key_of
+    from sidecar.auditing import SIGNING_KEY_FILE
+
+    settings = _settings(args)
+    path = Path(settings.data_dir) / "keys" / SIGNING_KEY_FILE
+    try:
+        print(public_key_of(path))
+    except FileNotFoundError:
+        raise ConfigError(f"no audit signing key at {path} (nothing was served there)"
+                          ) from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read the audit signing key {path}: "
+                          f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
+    return EXIT_OK
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
+    pinned = _pinned_keys(args)
     store = _audit_store(args)
-    result = store.verify()
-    if result.ok:
-        print(f"ok: {result.checked} records verify")
-        return EXIT_OK
-    print(f"FAILED at record seq={result.first_bad_seq} id={result.first_bad_id or '-'}: "
-          f"{result.reason} ({result.checked} records before it verify)", file=sys.stderr)
-    return EXIT_FAILED
+    result = store.verify(pinned, anchor_path=Path(args.anchor) if args.anchor else None)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not result.ok:
+        seq = "-" if result.first_bad_seq is None else result.first_bad_seq
+        print(f"FAILED at record seq={seq} id={result.first_bad_id or '-'}: "
+              f"{result.reason} ({result.checked} records checked)", file=sys.stderr)
+        for problem in result.problems[1:10]:
+            print(f"  also {problem.describe()}", file=sys.stderr)
+        if len(result.problems) > 10:
+            print(f"  ... {len(result.problems) - 10} more", file=sys.stderr)
+        return EXIT_FAILED
+    anchored = "anchored" if result.anchored else "NOT anchored (no head anchor)"
+    print(f"ok: {result.checked} records verify; head seq {result.head_seq}, signed through "
+          f"seq {result.signed_seq}; {anchored}")
+    if result.unsigned and args.strict:
+        print(f"FAILED: {result.unsigned} record(s) after the newest signed checkpoint "
+              "(--strict)", file=sys.stderr)
+        return EXIT_FAILED
+    if pinned is None:
+        return _unauthenticated(args, "this verification")
+    return EXIT_OK
 
 
 def _audit_erase(args: argparse.Namespace) -> int:
+    from audit.store import LegalHoldError
+
     store = _audit_store(args)
-    receipt = store.erase(args.subject)
+    if args.override_hold and not (args.reason or "").strip():
+        raise ConfigError("--override-hold needs --reason (it is recorded in the trail)")
+    try:
+        receipt = store.erase(args.subject, actor=_actor(args), reason=args.reason or "",
+                              override_hold=args.override_hold)
+    except LegalHoldError as err:
+        print(f"error: {err} (--override-hold --reason TEXT)", file=sys.stderr)
+        return EXIT_FAILED
     json.dump(dataclasses.asdict(receipt), sys.stdout, indent=2)
     print()
     return EXIT_OK
 
 
+# Decisions the trail holds: inspections', then events'.
+DECISIONS = ("ALLOW", "MODIFY", "BLOCK", "ERASED", "PRUNED", "APPLIED", "REMOVED", "ADDED",
+             "RELEASED", "ROTATED", "RESET")
+
+
+def _decision(value: str) -> str:
+    if value.upper() not in DECISIONS:
+        raise argparse.ArgumentTypeError(
+            f"{value[:40]!r} is not a decision: one of {', '.join(DECISIONS)} (any case)")
+    return value.upper()
+
+
+def _instant(value: str) -> float:
+    """An RFC 3339 time with a zone (Z or an offset); a zone-less time is refused, not
+    guessed as local time."""
+    import datetime
+
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value[:40]!r} is not an RFC 3339 time such as 2026-11-22T08:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{value[:40]!r} has no time zone: add Z for UTC or an offset such as +01:00")
+    return parsed.timestamp()
+
+
+def _private_output(path: str) -> Any:
+    """A file only its owner can read (exports may hold decrypted payloads): created
+    0600 by open(2) itself; an existing file is made 0600 before a byte is written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    except OSError as err:
+        raise ConfigError(f"cannot write {path}: {err.strerror}") from None
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "w", newline="", encoding="utf-8")
+
+
 def _audit_export(args: argparse.Namespace) -> int:
     import csv
-    import datetime
 
     from audit.export import COLUMNS, rows
 
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        raise ConfigError("--since must be before --until")
     store = _audit_store(args)
     checkpoint = store.checkpoint(extra="export")
-
-    def instant(value: str | None) -> float | None:
-        return datetime.datetime.fromisoformat(value).timestamp() if value else None
-
     selected = rows(store, tenant=args.tenant or "", app=args.app or "",
                     decision=args.decision or "", policy=args.policy or "",
-                    subject_id=args.subject or "", since=instant(args.since),
-                    until=instant(args.until), include_payload=args.include_payload)
-    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+                    subject_id=args.subject or "", since=args.since,
+                    until=args.until, include_payload=args.include_payload)
+    out = _private_output(args.output) if args.output else sys.stdout
     writer = csv.writer(out) if args.format == "csv" else None
     if writer is not None:
         writer.writerow([*COLUMNS, *(["payload"] if args.include_payload else [])])
@@ -289,12 +432,16 @@ def _audit_export(args: argparse.Namespace) -> int:
         from audit.export import manifest_for
 
         filters = {k: v for k, v in vars(args).items()
-                   if k in ("tenant", "app", "decision", "policy", "since", "until",
-                            "format", "include_payload") and v}
+                   if k in ("tenant", "app", "decision", "policy", "format",
+                            "include_payload") and v}
+        for name in ("since", "until"):
+            if getattr(args, name) is not None:
+                filters[name] = _rfc3339(getattr(args, name))
         if args.subject:
             filters["subject_ref"] = store.subject_ref(args.subject)
         manifest = manifest_for(Path(args.output), filters, count, checkpoint, store.signer)
-        Path(args.output + ".manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        with _private_output(args.output + ".manifest.json") as handle:
+            handle.write(json.dumps(manifest, indent=2) + "\n")
         print(f"exported {count} records to {args.output}, manifest "
               f"{args.output}.manifest.json", file=sys.stderr)
     else:
@@ -302,21 +449,35 @@ def _audit_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _rfc3339(instant: float) -> str:
+    from audit.export import rfc3339
+
+    return rfc3339(instant)
+
+
 def _audit_verify_export(args: argparse.Namespace) -> int:
     from audit.export import verify_export
 
+    pinned = _pinned_keys(args)
     path = Path(args.file)
     manifest_path = Path(args.manifest) if args.manifest else Path(args.file + ".manifest.json")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot read manifest {manifest_path}: {err}") from None
-    problem = verify_export(path, manifest, args.public_key)
+    except OSError as err:
+        raise ConfigError(f"cannot read manifest {manifest_path}: {err.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"manifest {manifest_path} is not JSON") from None
+    try:
+        problem = verify_export(path, manifest, pinned)
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror}") from None
     if problem:
         print(f"FAILED: {path}: {problem}", file=sys.stderr)
         return EXIT_FAILED
     print(f"ok: {path}: {manifest['records']} records, signed by {manifest['public_key'][:16]}…"
           f" against checkpoint seq {manifest['checkpoint']['seq']}")
+    if pinned is None:
+        return _unauthenticated(args, "this check")
     return EXIT_OK
 
 
@@ -329,7 +490,7 @@ def _audit_rotate_kek(args: argparse.Namespace) -> int:
     except AuditKeyError as err:
         raise ConfigError(str(err)) from None
     old_id = store.kek.id
-    count = store.rotate_kek(new)
+    count = store.rotate_kek(new, actor=_actor(args), reason=args.reason or "")
     print(f"re-wrapped {count} data keys from KEK {old_id} to KEK {new.id}. Point "
           "GUARDRAIL_AUDIT_KEK_FILE at the new file and restart the sidecar (rerun this if it "
           "wrote keys meanwhile), then destroy the old KEK: copies of audit-keys.db made "
@@ -338,9 +499,16 @@ def _audit_rotate_kek(args: argparse.Namespace) -> int:
 
 
 def _audit_sweep(args: argparse.Namespace) -> int:
-    report = _audit_store(args).sweep()
+    report = _audit_store(args).sweep(actor=_actor(args))
     print(f"removed {report.removed} expired records; kept {report.held} under legal hold; "
           f"checkpoint at seq {report.checkpoint_seq}")
+    return EXIT_OK
+
+
+def _audit_reset_anchor(args: argparse.Namespace) -> int:
+    store = _audit_store(args)
+    seq, _ = store.reset_anchor(_actor(args), args.reason)
+    print(f"head anchor reset to seq {seq}; the reset is recorded in the trail")
     return EXIT_OK
 
 
@@ -349,10 +517,12 @@ def _audit_hold(args: argparse.Namespace) -> int:
     if args.hold_action == "add":
         if bool(args.subject) == bool(args.tenant):
             raise ConfigError("hold add: give exactly one of --subject or --tenant")
+        if not args.reason.strip():
+            raise ConfigError("hold add: --reason must not be empty")
         scope, ref = ("subject", args.subject) if args.subject else ("tenant", args.tenant)
-        print(f"hold {store.hold(scope, ref, args.reason or '')} added")
+        print(f"hold {store.hold(scope, ref, args.reason, _actor(args))} added")
     elif args.hold_action == "release":
-        if not store.release(args.id):
+        if not store.release(args.id, _actor(args), args.reason or ""):
             print(f"error: no active hold {args.id}", file=sys.stderr)
             return EXIT_FAILED
         print(f"hold {args.id} released")
@@ -360,7 +530,7 @@ def _audit_hold(args: argparse.Namespace) -> int:
         for hold in store.holds():
             state = "released" if hold["released"] else "active"
             print(f"{hold['id']:5d} {state:9s} {hold['scope']:8s} {hold['ref'][:24]:24s} "
-                  f"{hold['reason']}")
+                  f"{hold['actor'] or '-':12s} {hold['reason']}")
     return EXIT_OK
 
 
@@ -479,50 +649,100 @@ def _add_audit_commands(commands: Any) -> None:
     audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
         metavar="ACTION")
 
-    def audit_common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", type=Path, help="keys and data (GUARDRAIL_DATA_DIR)")
+    def audit_common(p: argparse.ArgumentParser, *, actor: bool = False) -> None:
+        p.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
+                       help="keys and data (GUARDRAIL_DATA_DIR)")
+        if actor:
+            p.add_argument("--actor", default=argparse.SUPPRESS,
+                           help="who does this, recorded in the trail (default: the OS user)")
 
-    verify = audit.add_parser("verify", help="check the hash chain and signed checkpoints")
+    def pinning(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--public-key", action="append", metavar="HEX",
+                       help="pinned Ed25519 public key (repeatable; GUARDRAIL_AUDIT_PUBLIC_KEY)")
+        p.add_argument("--public-key-file", action="append", metavar="FILE",
+                       help="a file holding pinned keys (GUARDRAIL_AUDIT_PUBLIC_KEY_FILE)")
+        p.add_argument("--insecure-any-key", action="store_true",
+                       help="exit 0 without a pinned key (the result is unauthenticated)")
+
+    public_key = audit.add_parser("public-key", help="print the checkpoint signing public key "
+                                                     "(pin it where the sidecar cannot write)")
+    audit_common(public_key)
+    public_key.set_defaults(handler=_audit_public_key)
+    verify = audit.add_parser("verify", help="check the chain, the signed checkpoints and the "
+                                             "head anchor; exit 1 naming the first problem")
     audit_common(verify)
+    pinning(verify)
+    verify.add_argument("--anchor", help="the head anchor file (default: "
+                                         "DATA_DIR/keys/audit-anchor.json)")
+    verify.add_argument("--strict", action="store_true",
+                        help="fail when records after the newest checkpoint are unsigned")
     verify.set_defaults(handler=_audit_verify)
-    erase = audit.add_parser("erase", help="GDPR erasure: crypto-shred a data subject")
-    audit_common(erase)
+    erase = audit.add_parser("erase", help="GDPR erasure: crypto-shred a data subject "
+                                           "(refused under a legal hold)")
+    audit_common(erase, actor=True)
     erase.add_argument("--subject", required=True, help="the subject id the app sent")
+    erase.add_argument("--reason", help="why (a request number); recorded")
+    erase.add_argument("--override-hold", action="store_true",
+                       help="erase despite a legal hold (needs --reason; recorded)")
     erase.set_defaults(handler=_audit_erase)
+    _add_audit_export_commands(audit, audit_common, pinning)
+    rotate = audit.add_parser("rotate-kek", help="re-wrap every data key under a new KEK")
+    audit_common(rotate, actor=True)
+    rotate.add_argument("--new-kek-file", required=True, help="0600 file, 32 base64 bytes")
+    rotate.add_argument("--reason", help="why; recorded")
+    rotate.set_defaults(handler=_audit_rotate_kek)
+
+    sweep = audit.add_parser("sweep", help="delete expired records not under a legal hold")
+    audit_common(sweep, actor=True)
+    sweep.set_defaults(handler=_audit_sweep)
+    reset = audit.add_parser("reset-anchor", help="accept the trail as it is (after a "
+                                                  "restore or a loss); recorded")
+    audit_common(reset, actor=True)
+    reset.add_argument("--reason", required=True, help="why; recorded")
+    reset.set_defaults(handler=_audit_reset_anchor)
+
+    _add_audit_hold_commands(audit, audit_common)
+
+
+def _add_audit_export_commands(audit: Any, audit_common: Any, pinning: Any) -> None:
     export = audit.add_parser("export", help="records as JSON lines or CSV (metadata only "
                                              "unless --include-payload)")
     audit_common(export)
-    for name in ("tenant", "app", "decision", "policy", "subject"):
+    for name in ("tenant", "app", "policy", "subject"):
         export.add_argument(f"--{name}")
-    export.add_argument("--since", help="ISO time, inclusive")
-    export.add_argument("--until", help="ISO time, exclusive")
+    export.add_argument("--decision", type=_decision,
+                        help=f"one of {', '.join(DECISIONS)} (any case)")
+    export.add_argument("--since", type=_instant, help="RFC 3339 time with a zone "
+                                                       "(2026-11-22T08:00:00Z), inclusive")
+    export.add_argument("--until", type=_instant, help="RFC 3339 time with a zone, exclusive")
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--include-payload", action="store_true",
                         help="decrypt payloads (needs the KEK); with --subject: a GDPR "
                              "Art. 15 access export")
-    export.add_argument("-o", "--output", help="file (default stdout)")
+    export.add_argument("-o", "--output", help="file, created 0600 (default stdout)")
     export.set_defaults(handler=_audit_export)
 
     verify_export = audit.add_parser("verify-export", help="check an export file against its "
                                                            "signed manifest, offline")
     verify_export.add_argument("file")
     verify_export.add_argument("--manifest", help="default FILE.manifest.json")
-    verify_export.add_argument("--public-key", help="the Ed25519 public key (hex) it must be "
-                                                    "signed with")
+    pinning(verify_export)
     verify_export.set_defaults(handler=_audit_verify_export)
-    rotate = audit.add_parser("rotate-kek", help="re-wrap every data key under a new KEK")
-    audit_common(rotate)
-    rotate.add_argument("--new-kek-file", required=True, help="0600 file, 32 base64 bytes")
-    rotate.set_defaults(handler=_audit_rotate_kek)
 
-    sweep = audit.add_parser("sweep", help="delete expired records not under a legal hold")
-    audit_common(sweep)
-    sweep.set_defaults(handler=_audit_sweep)
+
+def _add_audit_hold_commands(audit: Any, audit_common: Any) -> None:
     hold = audit.add_parser("hold", help="legal holds: add, release, list")
-    audit_common(hold)
-    hold.add_argument("hold_action", choices=["add", "release", "list"])
-    hold.add_argument("id", nargs="?", type=int, help="hold id (release)")
-    hold.add_argument("--subject", help="hold everything about this subject id")
-    hold.add_argument("--tenant", help="hold everything of this tenant")
-    hold.add_argument("--reason", help="why (a case number); stored with the hold")
+    audit_common(hold, actor=True)
+    actions = hold.add_subparsers(dest="hold_action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="hold a subject's or a tenant's records")
+    audit_common(add, actor=True)
+    add.add_argument("--subject", help="hold everything about this subject id")
+    add.add_argument("--tenant", help="hold everything of this tenant")
+    add.add_argument("--reason", required=True, help="why (a case number); recorded")
+    release = actions.add_parser("release", help="end a hold")
+    audit_common(release, actor=True)
+    release.add_argument("id", type=int, help="the hold's id (see hold list)")
+    release.add_argument("--reason", help="why; recorded")
+    listing = actions.add_parser("list", help="every hold, active or released")
+    audit_common(listing)
     hold.set_defaults(handler=_audit_hold)

@@ -5,6 +5,11 @@ sidecar process, on its own socket or port, with its own connection to the audit
 (store work runs on one dedicated thread, never on the event loop). Every call must
 carry `authorization: Bearer <token>`; the token is compared in constant time and a
 failure is logged without it.
+
+The token file holds one token per line, `NAME TOKEN` or just `TOKEN` (then named after
+the file): the name is the actor recorded in the chain for every hold and erasure made
+with it. A legal hold refuses `Erase` with FAILED_PRECONDITION naming the hold, unless
+the request sets `override_hold` with a `reason` (both recorded).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, TypeVar
 import grpc
 
 from audit.export import rows
-from audit.store import AuditStore
+from audit.store import AuditStore, LegalHoldError
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.config import Settings
@@ -35,30 +40,57 @@ T = TypeVar("T")
 MIN_TOKEN_CHARS = 32
 
 
-def read_token(path: Path | None) -> str:
+def read_tokens(path: Path | None) -> dict[str, str]:
+    """{name: token} from the token file (`NAME TOKEN` or `TOKEN` per line)."""
     if path is None:
         raise ConfigError("the audit admin service needs GUARDRAIL_AUDIT_ADMIN_TOKEN_FILE")
-    token = read_private_file(path, "audit admin token").decode("utf-8", "replace").strip()
-    if len(token) < MIN_TOKEN_CHARS:
+    text = read_private_file(path, "audit admin token").decode("utf-8", "replace")
+    tokens: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) > 2:
+            raise ConfigError(f"{path}:{number}: expected `NAME TOKEN` or `TOKEN`")
+        name, token = (fields[0], fields[1]) if len(fields) == 2 else (path.stem, fields[0])
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"the audit admin token must be at least {MIN_TOKEN_CHARS} "
+                              f"characters ({path}:{number})")
+        if name in tokens:
+            raise ConfigError(f"{path}:{number}: a second token named {name!r}")
+        tokens[name] = token
+    if not tokens:
         raise ConfigError(f"the audit admin token must be at least {MIN_TOKEN_CHARS} "
-                          "characters")
-    return token
+                          f"characters ({path} holds none)")
+    return tokens
+
+
+def read_token(path: Path | None) -> str:
+    """The first token of the file (a single-token deployment)."""
+    return next(iter(read_tokens(path).values()))
 
 
 class AuditAdminServicer(pb_grpc.AuditAdminServicer):
-    def __init__(self, store: AuditStore, token: str) -> None:
+    def __init__(self, store: AuditStore, tokens: dict[str, str] | str) -> None:
         self.store = store
-        self._expected = f"Bearer {token}".encode()
+        named = tokens if isinstance(tokens, dict) else {"admin": tokens}
+        self._expected = {name: f"Bearer {token}".encode() for name, token in named.items()}
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-admin")
 
-    async def _authorize(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        given = dict(context.invocation_metadata() or ()).get("authorization", "")
-        if not hmac.compare_digest(str(given).encode(), self._expected):
+    async def _authorize(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        """The name of the caller's token (the actor), or abort UNAUTHENTICATED."""
+        given = str(dict(context.invocation_metadata() or ()).get("authorization", "")).encode()
+        actor = ""
+        for name, expected in self._expected.items():  # every one compared: no early exit
+            if hmac.compare_digest(given, expected):
+                actor = name
+        if not actor:
             log.warning("audit admin call refused", extra={
                 "reason": "missing token" if not given else "wrong token",
                 "peer": context.peer()})
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 "a valid 'authorization: Bearer <token>' is required")
+        return f"token:{actor}"
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
@@ -66,19 +98,34 @@ class AuditAdminServicer(pb_grpc.AuditAdminServicer):
     async def Verify(self, request: pb.AuditVerifyRequest,
                      context: grpc.aio.ServicerContext[Any, Any]) -> pb.AuditVerifyResponse:
         await self._authorize(context)
-        result = await self._run(self.store.verify)
+        # Checked against the key this sidecar signs with and its head anchor.
+        result = await self._run(lambda: self.store.verify([self.store.signer.public_hex()]))
         return pb.AuditVerifyResponse(ok=result.ok, checked=result.checked,
                                       first_bad_seq=result.first_bad_seq or 0,
                                       first_bad_id=result.first_bad_id, reason=result.reason)
 
     async def Erase(self, request: pb.AuditEraseRequest,
                     context: grpc.aio.ServicerContext[Any, Any]) -> pb.AuditEraseResponse:
-        await self._authorize(context)
+        actor = await self._authorize(context)
         if not request.subject_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "subject_id: required")
-        receipt = await self._run(self.store.erase, request.subject_id)
+        if request.override_hold and not request.reason.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "reason: required with override_hold (it is recorded)")
+        try:
+            receipt = await self._run(lambda: self.store.erase(
+                request.subject_id, actor=actor, reason=request.reason,
+                override_hold=request.override_hold))
+        except LegalHoldError as err:
+            log.info("audit erasure refused: legal hold",
+                     extra={"holds": [h["id"] for h in err.holds]})
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"{err} (set override_hold and reason)")
+            raise AssertionError from None  # abort raises
         log.info("audit erasure", extra={"subject_ref": receipt.subject_ref[:16],
-                                         "records": receipt.records_affected})
+                                         "records": receipt.records_affected,
+                                         "actor": actor,
+                                         "overrode_holds": receipt.overrode_holds})
         return pb.AuditEraseResponse(
             subject_ref=receipt.subject_ref, records_affected=receipt.records_affected,
             keys_destroyed=receipt.keys_destroyed, time_unix_ms=int(receipt.time * 1000),
@@ -103,17 +150,21 @@ class AuditAdminServicer(pb_grpc.AuditAdminServicer):
 
     async def Hold(self, request: pb.AuditHoldRequest,
                    context: grpc.aio.ServicerContext[Any, Any]) -> pb.AuditHoldResponse:
-        await self._authorize(context)
+        actor = await self._authorize(context)
         if request.action == "add":
             if bool(request.subject_id) == bool(request.tenant):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     "add: set exactly one of subject_id or tenant")
+            if not request.reason.strip():
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "reason: required (a case number); it is recorded")
             scope, ref = ("subject", request.subject_id) if request.subject_id else \
                 ("tenant", request.tenant)
-            hold_id = await self._run(self.store.hold, scope, ref, request.reason)
+            hold_id = await self._run(self.store.hold, scope, ref, request.reason, actor)
             return pb.AuditHoldResponse(hold_id=hold_id, changed=True)
         if request.action == "release":
-            changed = await self._run(self.store.release, int(request.hold_id))
+            changed = await self._run(self.store.release, int(request.hold_id), actor,
+                                      request.reason)
             return pb.AuditHoldResponse(hold_id=request.hold_id, changed=changed)
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                             "action: 'add' or 'release'")
@@ -131,8 +182,8 @@ async def start_admin_server(settings: Settings) -> tuple[grpc.aio.Server, Audit
 
     assert settings.audit_admin_listen is not None
     listen = settings.audit_admin_listen
-    token = read_token(settings.audit_admin_token_file)
-    servicer = AuditAdminServicer(open_store(settings), token)
+    tokens = read_tokens(settings.audit_admin_token_file)
+    servicer = AuditAdminServicer(open_store(settings), tokens)
     server = grpc.aio.server()
     add_service(server, servicer, "AuditAdmin")
     port = bind(server, listen, settings, "the audit admin service")
