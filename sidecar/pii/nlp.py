@@ -18,8 +18,10 @@ regular inflections ("emails", "called") still match.
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 import threading
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,51 @@ def _load(model_name: str, with_ner: bool) -> Any:
     return nlp
 
 
+# NER's scratch memory grows with the characters one pass holds, about 2.8 KB each (the
+# tok2vec and state arrays of every token in the batch at once): one 1 MiB prompt took a
+# worker from 170 MiB to 3 GiB, and a batch of requests adds up the same way. So NER sees
+# a long text in segments of NER_SEGMENT_CHARS, each read with NER_OVERLAP_CHARS of the
+# text around it (an entity at a seam is found whole, with its context), and one
+# `nlp.pipe` call holds at most NER_PASS_CHARS (~90 MB of scratch). An entity belongs to
+# the segment it starts in. The model's view is local (a 4-token CNN window, a greedy
+# left-to-right state that forgets at every "O"), so 256 characters (~50 tokens) of
+# overlap give the whole text's entities (checked in tests/test_nlp_segments.py).
+# Cuts fall where whitespace-delimited chunks start, as `for_tokenizer` looks only at
+# the characters around it: the same text is cut the same way wherever it came from.
+NER_SEGMENT_CHARS = 8192
+NER_OVERLAP_CHARS = 256
+NER_PASS_CHARS = 32768
+
+
+def ner_segments(text: str, size: int = NER_SEGMENT_CHARS,
+                 overlap: int = NER_OVERLAP_CHARS) -> list[tuple[int, int, int, int]]:
+    """(start, core_start, core_end, end) of each segment NER reads `text` in.
+
+    The cores tile the text; a segment is its core widened by about `overlap` on each
+    side. Every boundary is a chunk start (or the text's ends), so a segment's tokens
+    are the whole text's tokens there; a run without whitespace longer than `size` is
+    cut inside it (`for_tokenizer` never leaves such a run). No segment is longer than
+    3 * `size` + `size` // 4 + 2 * `overlap` characters.
+    """
+    if len(text) <= size + 2 * overlap:
+        return [(0, 0, len(text), len(text))]
+    cores = [0]
+    while cores[-1] < len(text):
+        cut = _chunk_start_from(text, cores[-1] + size)
+        if cut - cores[-1] > 2 * size:
+            cut = cores[-1] + size
+        if len(text) - cut < size // 4:  # no sliver of a last segment
+            cut = len(text)
+        cores.append(cut)
+    segments = []
+    for low, high in itertools.pairwise(cores):
+        start = low if low == 0 else _chunk_start_from(text, low - overlap)
+        end = high if high == len(text) else min(_chunk_start_from(text, high + overlap),
+                                                 high + overlap + size)
+        segments.append((min(start, low), low, high, max(end, high)))
+    return segments
+
+
 class LeanSpacyEngine(SpacyNlpEngine):
     """Presidio NLP engine over a lean pipeline from `load_pipeline`."""
 
@@ -134,6 +181,10 @@ class LeanSpacyEngine(SpacyNlpEngine):
         self.model_name = model_name
         self.with_ner = with_ner
         self.language = language
+        # How NER reads long texts (see NER_SEGMENT_CHARS); tests make seams frequent.
+        self.segment_chars = NER_SEGMENT_CHARS
+        self.overlap_chars = NER_OVERLAP_CHARS
+        self.pass_chars = NER_PASS_CHARS
 
     def load(self) -> None:
         pipeline = load_pipeline(self.model_name, self.with_ner)
@@ -144,6 +195,45 @@ class LeanSpacyEngine(SpacyNlpEngine):
                 label for label in pipeline.get_pipe("ner").labels
                 if label not in NER_ENTITY_MAPPING]
         self.nlp = {self.language: pipeline}  # type: ignore[assignment]
+
+    def process_text(self, text: str, language: str) -> NlpArtifacts:
+        artifacts: NlpArtifacts = next(self.process_batch([text], language))[1]
+        return artifacts
+
+    def process_batch(self, texts: Any, language: str, batch_size: int = 1,
+                      n_process: int = 1, as_tuples: bool = False,
+                      **kwargs: Any) -> Generator[Any, Any, None]:
+        """(text, artifacts) per text, in order, in bounded memory (see NER_SEGMENT_CHARS).
+
+        A text up to one segment long goes through the pipeline as it is, batched with
+        others (nothing changes for ordinary prompts). A longer one is tokenized whole
+        (cheap: the tokenizer keeps no scratch) and gets the entities NER finds in its
+        segments. `batch_size`, `n_process` and `as_tuples` are Presidio's; only the
+        defaults are supported (one process, plain texts).
+        """
+        if as_tuples or n_process != 1 or kwargs:
+            raise ValueError("LeanSpacyEngine.process_batch takes plain texts, one process")
+        nlp = self.get_nlp(language)
+        texts = [str(text) for text in texts]
+        # One piece per segment: (text index, start, core start, core end, end).
+        pieces = [(index, *segment) for index, text in enumerate(texts)
+                  for segment in ner_segments(text, self.segment_chars, self.overlap_chars)]
+        docs: list[Any] = [None] * len(texts)
+        spans: dict[int, list[tuple[int, int, str]]] = {}
+        for group in _passes(pieces, self.pass_chars):
+            parts = [texts[index][start:end] for index, start, _, _, end in group]
+            for (index, start, low, high, end), doc in zip(
+                    group, nlp.pipe(parts, batch_size=len(parts)), strict=True):
+                if start == 0 and end == len(texts[index]):
+                    docs[index] = doc  # the whole text in one piece
+                    continue
+                spans.setdefault(index, []).extend(
+                    (ent.start_char + start, ent.end_char + start, ent.label_)
+                    for ent in doc.ents if low <= ent.start_char + start < high)
+        for index, found in spans.items():
+            docs[index] = _with_entities(nlp.make_doc(texts[index]), found)
+        for text, doc in zip(texts, docs, strict=True):
+            yield text, self._doc_to_nlp_artifact(doc, language)
 
     def _doc_to_nlp_artifact(self, doc: Any, language: str) -> NlpArtifacts:
         """Presidio's artifacts, read from the Doc's arrays rather than token by token.
@@ -167,6 +257,35 @@ class LeanSpacyEngine(SpacyNlpEngine):
             keywords=[part for _, lemma, _, keyword in rows if keyword
                       for part in lemma.split(":")],
         )
+
+
+def _passes(pieces: list[tuple[int, int, int, int, int]], most: int
+            ) -> Iterator[list[tuple[int, int, int, int, int]]]:
+    """The pieces in order, grouped so that one pass reads at most `most` characters (a
+    piece longer than that goes alone)."""
+    group: list[tuple[int, int, int, int, int]] = []
+    chars = 0
+    for piece in pieces:
+        length = piece[4] - piece[1]
+        if group and chars + length > most:
+            yield group
+            group, chars = [], 0
+        group.append(piece)
+        chars += length
+    if group:
+        yield group
+
+
+def _with_entities(doc: Any, found: list[tuple[int, int, str]]) -> Any:
+    """`doc` (a whole text, tokens only) with the entities its segments found; where two
+    segments' entities overlap (one reached past its core), the earlier one stays."""
+    ents: list[Any] = []
+    for start, end, label in sorted(found):
+        span = doc.char_span(start, end, label=label, alignment_mode="expand")
+        if span is not None and (not ents or span.start >= ents[-1].end):
+            ents.append(span)
+    doc.ents = ents
+    return doc
 
 
 class _Artifacts(NlpArtifacts):
