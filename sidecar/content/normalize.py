@@ -33,6 +33,7 @@ from importlib import resources
 
 # Characters that may separate the single letters of a spaced-out word.
 _SPACED = re.compile(r"(?<![^\W_])[^\W_](?:[ .\-_*·•/|+~:,'\"](?=[^\W_])[^\W_]){2,}(?![^\W_])")
+_WHITESPACE_RUNS = re.compile(r"\s+")
 _SEPARATORS = frozenset(" .-_*·•/|+~:,'\"")
 _LEET = str.maketrans({"0": "o", "1": "i", "l": "i", "3": "e", "4": "a", "5": "s",
                        "7": "t", "8": "b", "9": "g"})
@@ -92,6 +93,43 @@ def visible(text: str) -> View:
     return View("".join(text[index] for index in kept), tuple(kept), text)
 
 
+def weigh(text: str, after_space: bool = False,
+          limit: int | None = None) -> tuple[int, int, bool]:
+    """How much of `text` counts towards the length of its clean view.
+
+    A character weighs 1 unless the clean view drops it: invisible characters and
+    combining marks weigh 0, and so does whitespace right after whitespace (a run of
+    spaces reads as one). Streaming measures its hold-back with this, so that padding a
+    word with a thousand zero-width or space characters cannot stretch it past the
+    window that must see it whole. The weight of a character depends only on the text
+    before it (`after_space`: whether that text ended in whitespace), so weighing a
+    stream piece by piece gives the same total as weighing it at once.
+
+    Returns (index, weight, after_space): with `limit`, `index` is where the prefix of
+    weight `limit` ends (or len(text) if the text weighs less); otherwise len(text).
+    """
+    if limit is None and text.isascii():
+        runs = _WHITESPACE_RUNS.findall(text)
+        weight = len(text) - sum(len(run) - 1 for run in runs)
+        if after_space and text[:1].isspace():
+            weight -= 1
+        return len(text), weight, (text[-1].isspace() if text else after_space)
+    weight = 0
+    for index, char in enumerate(text):
+        if limit is not None and weight >= limit:
+            return index, weight, after_space
+        if char.isascii():
+            space = char.isspace()
+        elif _invisible(char) or unicodedata.category(char) in ("Mn", "Me"):
+            continue
+        else:
+            space = char.isspace()
+        if not (space and after_space):
+            weight += 1
+        after_space = space
+    return len(text), weight, after_space
+
+
 def _invisible(char: str) -> bool:
     return unicodedata.category(char) == "Cf" or char in _INVISIBLE_MARKS
 
@@ -135,14 +173,33 @@ def skeleton_of(term: str) -> str:
 
 
 def _fold_char(char: str) -> str:
-    if unicodedata.category(char) == "Cf":
+    """The clean form of one character of a text that is not all ASCII.
+
+    Invariant (tests/redteam/test_evasion.py checks it for every character and in any
+    text): an ASCII character folds to its lower case and nothing else, so what the rest
+    of the text holds can never change how a plain word reads. The look-alike table only
+    ever applies to non-ASCII characters: once it was consulted after case folding, `ſ`
+    (which folds to `s`) put `s → f` into the table and every ASCII `s` of a text with one
+    accent in it read as `f`.
+    """
+    if char.isascii():
+        return char.lower()
+    if _invisible(char):
         return ""
+    homoglyphs = _homoglyphs()
     out = []
     for part in unicodedata.normalize("NFKD", char):
         if unicodedata.category(part) in ("Mn", "Me"):
             continue
+        if part.isascii():
+            out.append(part.lower())
+            continue
+        target = homoglyphs.get(part)  # the look-alike of this very character (`Η` → h)
+        if target is not None:
+            out.append(target)
+            continue
         for folded in part.casefold():
-            out.append(_homoglyphs().get(folded, folded))
+            out.append(folded if folded.isascii() else homoglyphs.get(folded, folded))
     return "".join(out)
 
 
@@ -188,12 +245,12 @@ def _char_table() -> dict[str, str]:
 
 @functools.cache
 def _homoglyphs() -> dict[str, str]:
-    """Lower-case character → the ASCII letter or digit it imitates.
+    """Non-ASCII character → the lower-case ASCII letter or digit it imitates.
 
     confusables.json maps a character to the characters it can be confused with; we keep,
     for each non-ASCII character, a confusable that is a single ASCII letter (preferred) or
     digit, following one intermediate character where the data goes through one
-    (Greek `α` → Latin `ɑ` → `a`).
+    (Greek `α` → Latin `ɑ` → `a`). Keys are never ASCII (see `_fold_char`).
     """
     data = json.loads(resources.files("confusable_homoglyphs")
                       .joinpath("confusables.json").read_text(encoding="utf-8"))
@@ -217,6 +274,5 @@ def _homoglyphs() -> dict[str, str]:
                     if target:
                         break
         if target:
-            table.setdefault(char.casefold() if len(char.casefold()) == 1 else char, target)
-            table.setdefault(char, target)
+            table[char] = target
     return table

@@ -13,11 +13,14 @@ matched characters are replaced) and `flag` (reported only).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sidecar.errors import PolicyError, PolicyIssue
 from sidecar.policy.model import ContentConfig, ContentRule
 from sidecar.types import Edit, Inspection, Prior, StageResult, Violation
+
+if TYPE_CHECKING:
+    from sidecar.content.normalize import View
 
 DEFAULT_REPLACEMENT = "[REDACTED]"
 # A text that matches thousands of times gets this many violations and a summary.
@@ -30,6 +33,30 @@ class Hit:
     detector: str  # builtin detector id, or "" for lists and patterns
     start: int
     end: int
+
+
+def _add_key(automaton: Any, key: str, spaces: frozenset[int], rule_index: int) -> None:
+    """Map `key` to (its length, {the positions of its removed spaces: [rule indices]})."""
+    entry = automaton.get(key, None)
+    if entry is None:
+        automaton.add_word(key, (len(key), {spaces: [rule_index]}))
+        return
+    rules = entry[1].setdefault(spaces, [])
+    if rule_index not in rules:
+        rules.append(rule_index)
+
+
+def _spaceless(key: str) -> tuple[str, frozenset[int]]:
+    """`build a bomb` → (`buildabomb`, {5, 6}): the key without spaces, and the positions
+    of the characters that a space preceded."""
+    chars: list[str] = []
+    spaces: set[int] = set()
+    for char in key:
+        if char == " ":
+            spaces.add(len(chars))
+        else:
+            chars.append(char)
+    return "".join(chars), frozenset(spaces)
 
 
 class ContentStage:
@@ -47,6 +74,7 @@ class ContentStage:
         self.rules: tuple[ContentRule, ...] = tuple(config.rules)
         issues: list[PolicyIssue] = []
         automaton: Any = ahocorasick.Automaton()
+        phrases: Any = ahocorasick.Automaton()
         for rule_index, rule in enumerate(self.rules):
             for field in ("words", "phrases"):
                 for term_index, term in enumerate(getattr(rule, field)):
@@ -57,16 +85,18 @@ class ContentStage:
                             "nothing is left of this entry once invisible characters are "
                             "removed"))
                         continue
-                    rules = automaton.get(key, None)
-                    if rules is None:
-                        automaton.add_word(key, (len(key), [rule_index]))
-                    elif rule_index not in rules[1]:
-                        rules[1].append(rule_index)
+                    _add_key(automaton, key, frozenset(), rule_index)
+                    if " " in key:
+                        _add_key(phrases, *_spaceless(key), rule_index)
         if issues:
             raise PolicyError(issues)
         self._automaton = automaton if len(automaton) else None
         if self._automaton is not None:
             self._automaton.make_automaton()
+        # Phrases again, spaces taken out, for texts with spaced-out letters (see _joined).
+        self._phrases = phrases if len(phrases) else None
+        if self._phrases is not None:
+            self._phrases.make_automaton()
         self._patterns = [(rule_index, compile_re2(pattern))
                           for rule_index, rule in enumerate(self.rules)
                           for pattern in rule.patterns]
@@ -91,7 +121,7 @@ class ContentStage:
 
     def _scan(self, text: str, applies: list[bool]) -> list[Hit]:
         from sidecar.content.builtins import shannon_entropy
-        from sidecar.content.normalize import View, clean, original, skeleton, visible
+        from sidecar.content.normalize import clean, original, skeleton, visible
 
         views: dict[str, View] = {}
 
@@ -111,12 +141,15 @@ class ContentStage:
         if self._automaton is not None:
             skeleton_view = view("skeleton")
             folded = skeleton_view.text
-            for end, (length, rules) in self._automaton.iter(folded):
+            for end, (length, by_spaces) in self._automaton.iter(folded):
                 start = end - length + 1
                 if not (skeleton_view.is_boundary(start) and skeleton_view.is_boundary(end + 1)):
                     continue  # inside a longer word: whole words only
                 span = skeleton_view.span(start, end + 1)
-                hits.update(Hit(rule, "", *span) for rule in rules if applies[rule])
+                hits.update(Hit(rule, "", *span) for rule in by_spaces[frozenset()]
+                            if applies[rule])
+            if self._phrases is not None and skeleton_view.joins:
+                hits.update(self._joined(skeleton_view, applies))
         for rule, regex in self._patterns:
             if applies[rule]:
                 clean_view = view("clean")
@@ -134,6 +167,32 @@ class ContentStage:
                     continue
                 hits.add(Hit(rule, detector.id, *target.span(match.start(), match.end())))
         return sorted(hits, key=lambda hit: (hit.start, hit.end, hit.rule, hit.detector))
+
+    def _joined(self, skeleton_view: View, applies: list[bool]) -> set[Hit]:
+        """Phrases whose words were spaced out letter by letter, in a text that has some.
+
+        Joining `b u i l d a bomb` cannot know where one word ended, so it gives
+        `builda bomb`, and the phrase `build a bomb` is not in it. Here the view is read
+        with its spaces taken out and each phrase without its spaces; a hit counts where
+        every space of the phrase falls on a space or a join of the view (a place where
+        spaced-out letters were glued), no other space of the view lies inside it, and
+        it starts and ends on word boundaries.
+        """
+        text = skeleton_view.text
+        kept = [index for index, char in enumerate(text) if char != " "]
+        found: set[Hit] = set()
+        assert self._phrases is not None
+        for end, (length, by_spaces) in self._phrases.iter(text.replace(" ", "")):
+            where = kept[end - length + 1:end + 1]  # skeleton positions of the hit
+            if not (skeleton_view.is_boundary(where[0])
+                    and skeleton_view.is_boundary(where[-1] + 1)):
+                continue
+            for spaces, rules in by_spaces.items():
+                if all((skeleton_view.is_boundary(where[i]) if i in spaces
+                        else where[i] == where[i - 1] + 1) for i in range(1, length)):
+                    span = skeleton_view.span(where[0], where[-1] + 1)
+                    found.update(Hit(rule, "", *span) for rule in rules if applies[rule])
+        return found
 
     def _report(self, index: int, hits: list[Hit], result: StageResult) -> None:
         for count, hit in enumerate(hits):
