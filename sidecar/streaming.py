@@ -9,14 +9,22 @@ re-inspecting the whole prefix on every piece would cost quadratic time. Instead
     context │ released now│ held back        │
             └──────── one window ───────────┘
 
+- Lengths are measured as the content rules see the text (`normalize.weigh`, the
+  length of the clean view): invisible characters and combining marks count for
+  nothing and a run of whitespace for one, so padding a word with zero-width or space
+  characters cannot stretch it past the hold-back.
 - Text accumulates until `holdback + min_release` characters are unreleased (or the
   stream ends); then one window is inspected: that much unreleased text (never more, so
   windows fall where the text puts them, not where the network cut it) plus `context`
   characters already released (so context words and NER see what came before).
-- The window's findings and edits decide a cut: `holdback` characters before its end,
-  moved back to a whitespace (a token without spaces, like an email or a URL, is never
-  cut) and before any finding, violation or edit that crosses it. Everything before
-  the cut is released, redacted/restored; the rest waits for more text.
+- The window's findings and edits decide a cut: `holdback` characters of its clean
+  view before its end, moved back to a whitespace (a token without spaces, like an
+  email or a URL, is never cut) and before any finding, violation or edit that crosses
+  it. Everything before the cut is released, redacted/restored; the rest waits for
+  more text. A match no longer than `holdback` characters of the clean view therefore
+  never straddles a cut: it either lies wholly in a window's held-back part or was seen
+  whole by the window that moved the cut before it. Streamed and buffered inspection
+  agree on every such match, whatever the chunking (tests/redteam/test_evasion.py).
 - Each character is inspected about (context + holdback + min_release) / min_release
   times (1.3 with the defaults): constant, so the work is linear in the length.
 - At the end the rest is inspected and released; a BLOCK anywhere ends the stream.
@@ -27,11 +35,13 @@ StreamVerdicts; `analyze` is the runner plus the pseudonym vault.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from sidecar.content.normalize import clean, weigh
 from sidecar.edits import apply_resolved
 from sidecar.errors import RequestTooLarge
 from sidecar.types import Decision, Edit, Finding, Inspection, Message, Verdict, Violation
@@ -93,6 +103,9 @@ class CompletionStream:
         self.rule_rank = rule_rank
         self._received: list[str] = []  # every chunk, for the audit record
         self._pending = ""  # text[released:received]
+        self._pending_weight = 0  # weigh(self._pending): its length as rules see it
+        self._received_space = False  # whether the received text ends in whitespace
+        self._released_space = False  # whether the released text ends in whitespace
         self._context = ""  # the last `context` characters released (as sent)
         self._output: list[str] = []  # what was released, as shown
         self.received = 0
@@ -116,11 +129,13 @@ class CompletionStream:
         self._received.append(text)
         self._pending += text
         self.received += len(text)
+        _, weight, self._received_space = weigh(text, self._received_space)
+        self._pending_weight += weight
 
     def ready(self) -> bool:
         """Enough unreleased text to release some after holding back (and, after a step
         that could release nothing, enough new text to make another one worth it)."""
-        return len(self._pending) >= self._window_chars()
+        return self._pending_weight >= self._window_chars()
 
     def _window_chars(self) -> int:
         return max(self.limits.holdback + self.limits.min_release, self._wait_until)
@@ -149,8 +164,9 @@ class CompletionStream:
         """Inspect the window and release what is safe (everything, when final)."""
         context, pending = self._context, self._pending
         later = ""  # arrived text beyond this window (see advance)
-        if not final and len(pending) > self._window_chars():
-            pending, later = pending[:self._window_chars()], pending[self._window_chars():]
+        if not final and self._pending_weight > self._window_chars():
+            end, _, _ = weigh(pending, self._released_space, limit=self._window_chars())
+            pending, later = pending[:end], pending[end:]
         window = context + pending
         origin = self.released - len(context)  # where the window starts in the stream
         verdict = await self.analyze(dataclasses.replace(
@@ -171,7 +187,7 @@ class CompletionStream:
         edits = verdict.edits.get(0, ())
         cut = len(window) if final else self._cut(window, local, verdict, edits)
         if cut <= local:  # a long token or a span across the cut: wait for more
-            self._wait_until = len(pending) + self.limits.min_release
+            self._wait_until = weigh(pending, self._released_space)[1] + self.limits.min_release
             return Release("", [], [], [], self.received, self.released)
         self._wait_until = 0
         released_edits = [_clip(e, local) for e in edits if e.end > local and e.start < cut]
@@ -190,6 +206,8 @@ class CompletionStream:
             self.totals.decision = Decision.MODIFY
         self._output.append(text)
         self.released += cut - local
+        _, weight, self._released_space = weigh(window[local:cut], self._released_space)
+        self._pending_weight -= weight
         self._pending = window[cut:] + later
         self._context = window[max(0, cut - self.limits.context):cut]
         return Release(text, findings, violations, list(dict.fromkeys(restored)),
@@ -198,12 +216,16 @@ class CompletionStream:
     def _cut(self, window: str, local: int, verdict: Verdict,
              edits: tuple[Edit, ...]) -> int:
         """The latest safe place to stop releasing, in window coordinates."""
-        cut = len(window) - self.limits.holdback
+        view = clean(window)
+        held = len(view.text) - self.limits.holdback  # the first held-back view character
+        if held <= 0:
+            return local
+        cut = view.origin[held]
         space = max(window.rfind(" ", local, cut), window.rfind("\n", local, cut),
                     window.rfind("\t", local, cut))
         if space >= local:
             cut = space + 1
-        elif cut - local < self.limits.max_token:
+        elif held - bisect.bisect_left(view.origin, local) < self.limits.max_token:
             return local  # one long token so far: wait for its end
         spans = [(f.start, f.end) for f in verdict.findings]
         spans += [(v.start, v.end) for v in verdict.violations]  # spanless ones never cross
