@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup run test lint typecheck unit proto policy-schema lock fuzz faults bench bench-quick clean
+.PHONY: setup run test lint typecheck unit proto policy-schema lock fuzz faults redteam bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,10 @@ fuzz: setup
 
 faults: setup
 	$(BIN)/python scripts/faults.py
+
+## The red-team suite (tests/redteam, also part of `make test`) with 20x the examples.
+redteam: setup
+	GUARDRAIL_REDTEAM_SCALE=20 $(BIN)/pytest -q tests/redteam
 
 ## Benchmarks: PII corpus (sidecar over gRPC vs vanilla Presidio), then deny-list scale
 ## and per-stage cost. Each prints ratios against an anchor measured in the same run.

@@ -1,0 +1,1 @@
+"""The red-team suite: every guarantee attacked as an attacker would (issue 16, 17)."""
