@@ -1,27 +1,70 @@
 """Built-in detectors a policy can switch on with `builtin: secrets | prompt_injection`.
 
-Every detector is an RE2 pattern (linear time) run on one of three views of the text:
-the original (secrets have case-sensitive formats), the `clean` view (structure such as
-chat-template markers) or the `skeleton` view (wording, so leetspeak and homoglyphs do
-not evade it; see `sidecar.content.normalize`). Skeleton patterns are written in plain
-words and put through the same folding at compile time.
+Every detector is an RE2 pattern (linear time) run on one of four views of the text:
+the original, the `visible` view (invisible characters removed, case kept), the `clean`
+view (structure such as chat-template markers) or the `skeleton` view (wording, so
+leetspeak and homoglyphs do not evade it; see `sidecar.content.normalize`). Skeleton
+patterns are written in plain words and put through the same folding at compile time.
 
-secrets — catches:
-  aws_access_key_id   AKIA/ASIA/ABIA/ACCA + 16 upper-case alphanumerics
-  aws_secret_key      a 40-character key next to `aws_secret_access_key` (or similar)
-  github_token        ghp_/gho_/ghu_/ghs_/ghr_ tokens and github_pat_ fine-grained tokens
-  gitlab_token        glpat-, gldt-, glrt-, glptt- tokens
-  slack_token         xoxb-/xoxp-/xoxa-/xoxr-/xoxs- tokens and hooks.slack.com webhooks
-  google_api_key      AIza + 35 characters
-  stripe_key          sk_live_/rk_live_ keys
-  private_key         PEM private-key blocks (RSA, EC, DSA, OpenSSH, PKCS#8, PGP), from
-                      BEGIN to END (or to the end of the text when END is missing)
-  jwt                 three base64url segments whose first two start with `eyJ`
-  generic_api_key     `api_key=`, `secret:`, `token =`, `password=`… assignments whose
-                      value is 16+ characters with Shannon entropy >= 3.5 bits/character
-secrets — deliberately does not catch: test keys (sk_test_), public keys and
-  certificates, short or low-entropy assignments (`password=changeme` is a bad
-  password, not a leaked credential), secrets split across messages.
+secrets — every detector runs twice: on the visible view, case-sensitive as the format
+is, so a zero-width, bidi or tag character inside `AKIA…` or `ghp_…` does not hide it;
+and, case-insensitively, on the clean view, so neither do compatibility forms (NFKD:
+fullwidth `ＡＫＩＡ…`, math alphabets, circled letters), Latin look-alikes (Cyrillic `А`)
+or combining marks. A disguised key is not usable as written, but it is one decoding
+step from usable, which is how a prompt asks a model to smuggle one out. Spans map back
+to the text as sent, over the disguised characters. Catches:
+  aws_access_key_id    AKIA/ASIA/ABIA/ACCA + 16 upper-case alphanumerics
+  aws_secret_key       a 40+-character key after `aws_secret_access_key`, `SecretAccessKey`…
+  github_token         ghp_/gho_/ghu_/ghs_/ghr_ tokens and github_pat_ fine-grained tokens
+  gitlab_token         glpat-, gldt-, glrt-, glptt- tokens
+  slack_token          xoxb-/xoxp-/xoxa-/xoxr-/xoxs- tokens and hooks.slack.com webhooks
+  google_api_key       AIza + 35 characters
+  stripe_key           sk_live_/rk_live_ keys
+  private_key          PEM private-key blocks (RSA, EC, DSA, OpenSSH, PKCS#8, PGP), from
+                       BEGIN to END (or to the end of the text when END is missing)
+  jwt                  three base64url segments whose first two start with `eyJ`
+  openai_api_key       sk-proj-/sk-svcacct-/sk-admin-/sk-None- + 40+ base64url characters,
+                       and sk- + 32+ alphanumerics (legacy keys, OpenAI-compatible hosts)
+  anthropic_api_key    sk-ant-api03-…, sk-ant-admin01-… (sk-ant-<kind><NN>- + 32+)
+  huggingface_token    hf_ (and api_org_) + 34+ alphanumerics
+  npm_token            npm_ + 36 alphanumerics
+  pypi_token           pypi-AgEIcHlwaS5vcmc… (and the test.pypi.org prefix) + 50+
+  twilio_key           SK + 32 hex (API key SID); an auth token (32 hex) on the same line
+                       after the account SID (AC + 32 hex); a 32-character value assigned
+                       to a name containing `twilio`
+  sendgrid_key         SG.<22>.<43>
+  azure_storage_key    AccountKey=/SharedAccessKey= in connection strings
+  azure_sas_token      a SAS query string: sv=<date>…&sig=… (either order)
+  gcp_service_account  "type": "service_account" and a "private_key"/"private_key_id"
+                       field of the same JSON object, in either order, quotes escaped or not
+                       (the PEM itself is also caught by private_key)
+  url_password         scheme://user:password@host (also an empty user: redis://:pw@host)
+  generic_api_key      a name containing api_key/apikey/secret/token/password/passwd/
+                       passphrase or ending in _pwd (`DB_PASSWORD`, `FOO_API_KEY`,
+                       `x-api-key`, `dbPassword`, `SECRET_KEY_BASE`…), written `=`, `:`,
+                       `:=`, `=>`, quoted or not (env, `export`, JSON, YAML, PHP, Go, HTTP
+                       headers) or as an XML element (`<password>…`), with a value of 16+
+                       characters that holds a digit or a symbol and has >= 3.0
+                       bits/character of entropy; a quoted value runs to its quote (any
+                       printable ASCII but whitespace, quotes, braces, `<>` and `\\`), an
+                       unquoted one to the first character outside [A-Za-z0-9_-/.+=~!@#$%^&*]
+  authorization_header `Authorization: Bearer|Token|Basic <value>`, same value rule
+  Provider tokens must also have >= 2.0 bits/character in their random part.
+secrets — deliberately does not catch:
+  - placeholders and weak demo values: `sk-xxxx…`, `ghp_XXXX…` (one or two repeated
+    symbols), `password=changeme` (short: a bad password, not a leaked credential),
+    values with no digit and none of `+=~!@#$%^&*` (`your-secret-key-here`, and code that
+    reads a secret instead of holding it: `config.database.password`,
+    `settings.SECRET_KEY`, `process.env.OPENAI_API_KEY`, `getenv(...)`); the price is a
+    letters-only password such as `CorrectHorseBatteryStaple`, and passphrases with spaces;
+  - `PWD=`/`OLDPWD=` (shell working directories), URL templates whose password is
+    `${VAR}`, `{{var}}` or `<password>`, `user@host` and `host:port` without a password;
+  - a Twilio account SID alone (an identifier), test keys (sk_test_), public keys and
+    certificates;
+  - a short-prefix token glued to a preceding letter or digit (`xhf_…`, `xsk-…`, `xSK…`:
+    the word boundary keeps these prefixes from matching inside longer identifiers);
+  - secrets split across messages, spaced out letter by letter, in leetspeak, or
+    re-encoded (base64, hex, reversed): those need a decoder, not a pattern.
 
 prompt_injection — catches:
   instruction_override   "ignore/disregard/forget/override all previous instructions",
@@ -64,6 +107,10 @@ class Detector:
     # When set, a match counts only if this group's value has at least this entropy.
     min_entropy: float = 0.0
     group: int = 0
+    # The clean-view twin of a visible-view secrets detector: on a text that is all
+    # ASCII it can only add case changes and spaced-out letters, which no key survives,
+    # so the stage may skip it there (and the clean view with it).
+    skip_ascii: bool = False
 
 
 def _words(*phrases: str) -> str:
@@ -86,32 +133,105 @@ def detectors(name: str) -> tuple[Detector, ...]:
     raise KeyError(name)
 
 
-def _secrets() -> tuple[Detector, ...]:
-    def original(id_: str, pattern: str, **kw: Any) -> Detector:
-        return Detector(id_, "original", compile_re2(pattern), **kw)
+# Bits per character a generated token's body must reach: random keys sit far above it
+# (the lowest of 100,000 random 16-character AWS bodies measured 2.48), placeholders made
+# of one or two repeated symbols (`ghp_xxxx…`, `sk-0000…`) far below.
+ISSUED_ENTROPY = 2.0
+# For values people choose (`password=…`): 3.0 keeps all but about 2 in 100,000 random
+# 16-character passwords (measured), while repeated filler stays out.
+CHOSEN_ENTROPY = 3.0
+# An assigned secret's value: characters that read as a name (`_PLAIN`) and characters
+# that make it look generated rather than named (`_MARKED`, of which it needs one).
+# Unquoted, it ends at the first character that code or prose would put after it (`(`,
+# `,`, `;`...); quoted, it runs to the quote, so `(`, `[`, `:`, `?`, `|`... count too.
+# Neither takes whitespace, braces, angle brackets or backslashes: those are templates
+# (`${VAR}`, `{{ var }}`, `<your-key>`) and escapes, not values.
+_PLAIN = r"A-Za-z_\-/."
+_MARKED = r"0-9+=~!@#$%^&*"
+_MARKED_QUOTED = r"0-9!#$%&()*+,:;=?@\[\]^|~"
 
+
+def _value(marked: str, minimum: int = 16) -> str:
+    """A group matching a run of `_PLAIN` and `marked` characters, at least `minimum`
+    long, holding at least one `marked` character. RE2 has no lookahead, so it is written
+    out by the position of the first marked character: exactly one branch can match a
+    given run, and it takes the whole run."""
+    run = f"[{_PLAIN}{marked}]"
+    branches = [f"[{_PLAIN}]{{{before}}}[{marked}]{run}{{{minimum - 1 - before},}}"
+                for before in range(minimum - 1)]
+    branches.append(f"[{_PLAIN}]{{{minimum - 1},}}[{marked}]{run}*")
+    return "(" + "|".join(branches) + ")"
+
+
+def _secrets() -> tuple[Detector, ...]:
+    """Each detector twice: on the visible view, exactly as written (case matters to
+    these formats), and on the clean view, case-insensitively, so that compatibility
+    forms, look-alikes and combining marks inside a token do not hide it either. For an
+    undisguised token both find the same span, and the stage keeps one hit."""
+    def both(id_: str, pattern: str, **kw: Any) -> tuple[Detector, ...]:
+        return (Detector(id_, "visible", compile_re2(pattern), **kw),
+                Detector(id_, "clean", compile_re2(pattern, ignore_case=True),
+                         skip_ascii=True, **kw))
+
+    def issued(id_: str, pattern: str) -> tuple[Detector, ...]:
+        """A provider's token whose random body is group 1."""
+        return both(id_, pattern, group=1, min_entropy=ISSUED_ENTROPY)
+
+    quote = r"\\?[\"']"  # a JSON quote, possibly escaped (JSON pasted inside a string)
+    marker = rf"{quote}type{quote}\s*:\s*{quote}service_account{quote}"
+    private = rf"{quote}private_key(?:_id)?{quote}\s*:\s*{quote}[^\"']{{8,}}"
+    names = (r"(?i:(?:api[_-]?key|apikey|secrets?|tokens?|passwords?|passwd|passphrase|"
+             r"[_-]pwd)(?:[_.-][A-Za-z0-9_]{1,30})?)")
+    # `=`, `:`, `:=` or `=>`, the name quoted or not; the value quoted (or in an XML
+    # element) or not.
+    assign = r"[\"']?\s*(?::=|=>|[:=])\s*"
+    opened = rf"(?:{assign}[\"'`]|>)"
     return (
-        original("aws_access_key_id", r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
-        original("aws_secret_key",
-                 r"(?i:aws_?secret_?(?:access_?)?key|secret_?access_?key)[\"']?\s*[:=]\s*"
-                 r"[\"']?([A-Za-z0-9/+=]{40})\b", group=1),
-        original("github_token",
-                 r"\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{60,255})\b"),
-        original("gitlab_token", r"\b(?:glpat|gldt|glrt|glptt)-[A-Za-z0-9_\-]{20,}"),
-        original("slack_token",
-                 r"\bxox[abprs]-[A-Za-z0-9-]{10,}|https://hooks\.slack\.com/services/"
-                 r"T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+"),
-        original("google_api_key", r"\bAIza[0-9A-Za-z_\-]{35}"),
-        original("stripe_key", r"\b[rs]k_live_[0-9A-Za-z]{20,}"),
-        original("private_key",
-                 r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY"
-                 r"(?: BLOCK)?-----(?s:.*?)(?:-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\z)"),
-        original("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-        original("generic_api_key",
-                 r"(?i:\b(?:api[_-]?key|apikey|secret[_-]?key|client[_-]?secret|secret|"
-                 r"access[_-]?token|auth[_-]?token|token|password|passwd|pwd))[\"']?\s*"
-                 r"[:=]\s*[\"']?([A-Za-z0-9_\-+/=.~!@#$%^&*]{16,})",
-                 group=1, min_entropy=3.5),
+        *issued("aws_access_key_id", r"\b(?:AKIA|ASIA|ABIA|ACCA)([0-9A-Z]{16})\b"),
+        *both("aws_secret_key",
+              r"(?i:aws[_-]?secret[_-]?(?:access[_-]?)?key|secret[_-]?access[_-]?key)"
+              rf"{assign}[\"'`]?([A-Za-z0-9/+]{{40,}}={{0,2}})", group=1,
+              min_entropy=ISSUED_ENTROPY),
+        *issued("github_token",
+                r"(gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{60,255})"),
+        *issued("gitlab_token", r"(?:glpat|gldt|glrt|glptt)-([A-Za-z0-9_\-]{20,})"),
+        *issued("slack_token", r"(xox[abprs]-[A-Za-z0-9-]{10,}|https://hooks\.slack\.com/"
+                               r"services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+)"),
+        *issued("google_api_key", r"AIza([0-9A-Za-z_\-]{35})"),
+        *issued("stripe_key", r"[rs]k_live_([0-9A-Za-z]{20,})"),
+        *both("private_key",
+              r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY"
+              r"(?: BLOCK)?-----(?s:.*?)(?:-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\z)"),
+        *both("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+        *both("generic_api_key", rf"{names}{assign}{_value(_MARKED)}",
+              group=1, min_entropy=CHOSEN_ENTROPY),
+        *both("generic_api_key", rf"{names}{opened}{_value(_MARKED_QUOTED)}",
+              group=1, min_entropy=CHOSEN_ENTROPY),
+        *both("authorization_header",
+              rf"(?i:\bauthorization){assign}[\"'`]?(?i:bearer|token|basic)\s+"
+              rf"{_value(_MARKED)}", group=1, min_entropy=CHOSEN_ENTROPY),
+        *issued("openai_api_key",
+                r"\bsk-((?:proj|svcacct|admin|None)-[A-Za-z0-9_-]{40,}|[A-Za-z0-9]{32,})"),
+        *issued("anthropic_api_key", r"sk-ant-[a-z]{2,10}[0-9]{2}-([A-Za-z0-9_-]{32,})"),
+        *issued("huggingface_token", r"\b(?:hf_|api_org_)([A-Za-z0-9]{34,})"),
+        *issued("npm_token", r"npm_([A-Za-z0-9]{36,})"),
+        *both("pypi_token",
+              r"pypi-(?:AgEIcHlwaS5vcmc|AgENdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,}"),
+        *issued("twilio_key", r"\bSK([0-9a-fA-F]{32})\b"),
+        *issued("twilio_key", r"\bAC[0-9a-f]{32}\b[^\n]{1,100}?\b([0-9a-f]{32})\b"),
+        *issued("twilio_key", rf"(?i:twilio[A-Za-z0-9_.-]{{0,30}}){assign}[\"'`]?"
+                              r"([0-9A-Za-z]{32})\b"),
+        *issued("sendgrid_key", r"SG\.([A-Za-z0-9_-]{20,24}\.[A-Za-z0-9_-]{40,50})"),
+        *issued("azure_storage_key",
+                r"(?i:\b(?:Account|SharedAccess)Key)\s*=\s*([A-Za-z0-9+/]{30,}={0,2})"),
+        *both("azure_sas_token",
+              r"\bsv=[0-9]{4}-[0-9]{2}-[0-9]{2}&[^\s\"'<>]*?\bsig=[A-Za-z0-9%+/]{30,}=*|"
+              r"\bsig=[A-Za-z0-9%+/]{30,}=*&[^\s\"'<>]*?\bsv=[0-9]{4}-[0-9]{2}-[0-9]{2}"),
+        *both("gcp_service_account",
+              rf"{marker}[^{{}}]*?{private}|{private}[^{{}}]*?{marker}"),
+        *both("url_password",
+              r"\b[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s/?#@:\[\]\"'<>{}]*:"
+              r"[^\s/?#\[\]\"'<>{}]+@[A-Za-z0-9._~%\[\]:-]+"),
     )
 
 
