@@ -163,8 +163,11 @@ class LegalHoldError(Exception):
                          "erase anyway, override the hold with a reason (it is recorded)")
 
 
-class TamperedError(Exception):
-    """The chain since the last checkpoint does not verify: nothing is signed over it."""
+class TamperedError(sqlite3.DatabaseError):
+    """The chain since the last checkpoint does not verify: nothing is signed over it.
+
+    A DatabaseError, so every caller that handles a damaged database (the CLI's one-line
+    error, the writer's failure path) handles this too."""
 
 
 class AuditStore:
@@ -191,8 +194,8 @@ class AuditStore:
         """Sign the head one last time (unless the chain is broken: then say so), close."""
         try:
             self.checkpoint()
-        except TamperedError as err:
-            log.error("audit checkpoint refused at close: %s", err)
+        except (OSError, sqlite3.Error) as err:  # tampered, deleted, full: never raise here
+            log.error("audit checkpoint at close failed: %s: %s", type(err).__name__, err)
         finally:
             self.db.close()
             self.keys.close()
@@ -315,7 +318,9 @@ class AuditStore:
             else:
                 problem = _check_since(conn, last)
                 if problem:
-                    raise TamperedError(problem)
+                    raise TamperedError(f"the trail does not verify since its last "
+                                        f"checkpoint ({problem}): nothing was signed; run "
+                                        "`guardrail audit verify`")
                 n = last[0] + 1 if last is not None else 1
                 prev = chain.signature_digest(last[5]) if last is not None else ""
                 now = time.time()

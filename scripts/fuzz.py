@@ -97,8 +97,11 @@ def report(tally: Counter[str], failures: list[str], elapsed: float, *, exit_cod
            log: Path, work: Path, wanted: int) -> int:
     """Print what happened; 0 when every check passed."""
     problems = [line for line in log.read_text().splitlines() if _problem(line)]
+    key = subprocess.run([sys.executable, "-m", "sidecar", "audit", "public-key",
+                          "--data-dir", str(work / "data")],
+                         capture_output=True, text=True, cwd=ROOT, check=False).stdout.strip()
     verify = subprocess.run([sys.executable, "-m", "sidecar", "audit", "verify",
-                             "--data-dir", str(work / "data")],
+                             "--data-dir", str(work / "data"), "--public-key", key],
                             capture_output=True, text=True, cwd=ROOT, check=False)
     total = sum(tally.values())
     print(f"\n{total} inputs in {elapsed:.0f} s ({total / elapsed:.0f}/s), "
