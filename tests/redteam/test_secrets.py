@@ -60,9 +60,9 @@ from sidecar.stages.content import ContentStage
 from sidecar.streaming import CompletionStream, StreamLimits
 from sidecar.types import Decision, Direction, Inspection, Verdict
 from tests.conftest import Sidecar, make_settings
-from tests.redteam.conftest import TALLY
+from tests.redteam.conftest import SCALE, TALLY
 
-EXAMPLES = settings(max_examples=300, deadline=None,
+EXAMPLES = settings(max_examples=300 * SCALE, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 
@@ -502,7 +502,7 @@ def benign(r: random.Random) -> str:
     return r.choice(makers)()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), before=context, after=context, left=gap, right=gap)
 def test_benign_look_alikes_are_not_flagged(seed: int, before: str, after: str, left: str,
                                             right: str) -> None:
@@ -513,7 +513,7 @@ def test_benign_look_alikes_are_not_flagged(seed: int, before: str, after: str, 
     assert not flagged, (text, flagged)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200 * SCALE, deadline=None)
 @given(text=st.text(max_size=300))
 def test_arbitrary_text_is_not_flagged(text: str) -> None:
     TALLY["secrets/benign"]["benign"] += 1
@@ -562,7 +562,7 @@ def streamed(pipeline: Pipeline, text: str, sizes: list[int]) -> tuple[Decision,
     return asyncio.run(drive())
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=40 * SCALE, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(kind=st.sampled_from(sorted(KINDS)), how=st.sampled_from(["plain", "invisible"]),
        seed=st.integers(0, 2**32 - 1), before=st.text(string.printable, max_size=300),
