@@ -85,12 +85,46 @@ def test_verify_export_hold_and_erase(admin: pb_grpc.AuditAdminStub) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         admin.Hold(pb.AuditHoldRequest(action="add"), metadata=AUTH, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # A hold on the subject wins: FAILED_PRECONDITION naming it, until overridden.
+    held = admin.Hold(pb.AuditHoldRequest(action="add", subject_id="ada", reason="case 8"),
+                      metadata=AUTH, timeout=10)
+    with pytest.raises(grpc.RpcError) as caught:
+        admin.Erase(pb.AuditEraseRequest(subject_id="ada"), metadata=AUTH, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"hold {held.hold_id}" in caught.value.details() and "case 8" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        admin.Erase(pb.AuditEraseRequest(subject_id="ada", override_hold=True), metadata=AUTH,
+                    timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as caught:
+        admin.Hold(pb.AuditHoldRequest(action="add", tenant="x"), metadata=AUTH, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # a hold needs a reason
+    assert admin.Hold(pb.AuditHoldRequest(action="release", hold_id=held.hold_id,
+                                          reason="settled"), metadata=AUTH, timeout=10).changed
     receipt = admin.Erase(pb.AuditEraseRequest(subject_id="ada"), metadata=AUTH, timeout=10)
     assert receipt.records_affected == 3 and len(receipt.keys_destroyed) == 1
     after = [json.loads(r.json) for r in admin.Export(pb.AuditExportRequest(
         subject_id="ada", include_payload=True), metadata=AUTH, timeout=10)]
     assert all(r["payload"] is None for r in after)
     assert admin.Verify(pb.AuditVerifyRequest(), metadata=AUTH, timeout=10).ok
+    # Each hold and the erasure name the token that made them (the token file's name).
+    actors = {(r["kind"], r["decision"], r["tags"].get("actor")) for r in (
+        json.loads(x.json) for x in admin.Export(pb.AuditExportRequest(), metadata=AUTH,
+                                                 timeout=10)) if r["kind"] != "inspection"}
+    assert {("hold", "ADDED", "token:admin"), ("hold", "RELEASED", "token:admin"),
+            ("erasure", "ERASED", "token:admin")} <= actors
+
+
+def test_named_tokens_are_the_actors(tmp_path: Path) -> None:
+    from sidecar.transport.admin import read_tokens
+
+    path = tmp_path / "tokens"
+    path.write_text(f"# who may call\nalice {TOKEN}\nbob {TOKEN[::-1]}\n")
+    path.chmod(0o600)
+    assert read_tokens(path) == {"alice": TOKEN, "bob": TOKEN[::-1]}
+    path.write_text(f"alice {TOKEN}\nalice {TOKEN}\n")
+    with pytest.raises(ConfigError, match="second token named 'alice'"):
+        read_tokens(path)
 
 
 @pytest.mark.parametrize(("content", "mode", "message"), [

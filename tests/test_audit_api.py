@@ -127,7 +127,8 @@ def test_cli_exports_erases_and_verifies(sidecar: Sidecar, tmp_path: Path) -> No
     code, out, _ = cli("audit", "export", "--data-dir", data, "--subject", "cli-subject",
                        "--include-payload", "--format", "csv")
     assert code == 0 and out.count("\n") == 4 and "ann.lee" not in out
-    code, out, _ = cli("audit", "verify", "--data-dir", data)
+    key = cli("audit", "public-key", "--data-dir", data)[1].strip()
+    code, out, _ = cli("audit", "verify", "--data-dir", data, "--public-key", key)
     assert code == 0 and out.startswith("ok: ")
     # A signed export, checked offline; any change to the file or manifest is caught.
     exported = str(tmp_path / "export.jsonl")
@@ -141,7 +142,7 @@ def test_cli_exports_erases_and_verifies(sidecar: Sidecar, tmp_path: Path) -> No
                        manifest["public_key"])
     assert code == 0 and out.startswith("ok: ")
     Path(exported).write_text(Path(exported).read_text().replace("MODIFY", "ALLOW", 1))
-    code, _, err = cli("audit", "verify-export", exported)
+    code, _, err = cli("audit", "verify-export", exported, "--public-key", key)
     assert code == 1 and "SHA-256" in err
     code, _, err = cli("audit", "verify-export", exported, "--public-key", "00" * 32)
     assert code == 1 and "another key" in err
@@ -150,5 +151,82 @@ def test_cli_exports_erases_and_verifies(sidecar: Sidecar, tmp_path: Path) -> No
     copy_tree(data, copy)
     with sqlite3.connect(copy / "audit" / "audit.db") as conn:
         conn.execute("UPDATE records SET decision = 'ALLOW' WHERE seq = 2")
-    code, _, err = cli("audit", "verify", "--data-dir", str(copy))
+    code, _, err = cli("audit", "verify", "--data-dir", str(copy), "--public-key", key)
     assert code == 1 and "seq=2" in err and "metadata altered" in err
+
+
+def test_a_forged_export_fails_against_the_pinned_key(sidecar: Sidecar, tmp_path: Path) -> None:
+    """An edited CSV, its SHA-256 recomputed, the manifest re-signed with a fresh key:
+    verify-export with the pinned key fails; without one it says UNAUTHENTICATED and
+    exits non-zero (on main it said ok)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from audit import chain
+
+    sidecar.prompt("Mail ann.lee@example.com", subject_id="forged-export")
+    data = str(data_dir_of(sidecar))
+    exported = tmp_path / "export.csv"
+    code, _, _ = cli("audit", "export", "--data-dir", data, "--format", "csv",
+                     "-o", str(exported))
+    assert code == 0 and exported.stat().st_mode & 0o777 == 0o600
+    exported.write_text(exported.read_text().replace("MODIFY", "ALLOW"))
+    manifest_path = Path(f"{exported}.manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    forger = chain.Signer(Ed25519PrivateKey.generate())
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    body.update(sha256=hashlib.sha256(exported.read_bytes()).hexdigest(),
+                public_key=forger.public_hex())
+    manifest_path.write_text(json.dumps({**body, "signature": forger.sign(
+        chain.canonical(body))}))
+    key = cli("audit", "public-key", "--data-dir", data)[1].strip()
+    code, _, err = cli("audit", "verify-export", str(exported), "--public-key", key)
+    assert code == 1 and "not the pinned key" in err
+    code, _, err = cli("audit", "verify-export", str(exported))
+    assert code == 3 and "UNAUTHENTICATED" in err
+
+
+def test_requests_without_an_id_get_one_returned_audited_and_signed(sidecar: Sidecar) -> None:
+    from sidecar import tags
+    from tests.test_residency import tag_key
+
+    first = sidecar.prompt("Hi, I am John Smith", tenant="eu-shop", user_region="eu-west-3")
+    second = sidecar.prompt("Hi, I am John Smith", tenant="eu-shop", user_region="eu-west-3")
+    assert first.request_id and second.request_id and first.request_id != second.request_id
+    row = record_of(sidecar, first.audit_id)
+    assert json.loads(str(row["tags"]))["request_id"] == first.request_id
+    one, two = dict(first.routing_tags), dict(second.routing_tags)
+    assert one["signature"] != two["signature"]  # never the same signature twice
+    key = tag_key(sidecar)
+    assert tags.verify(key, first.request_id, one, max_age=60)
+    assert not tags.verify(key, second.request_id, one)  # not replayable onto another
+    issued = int(one["issued_at"])
+    assert not tags.verify(key, first.request_id, one, max_age=60, now=issued + 61)
+
+
+def test_the_writer_signs_and_anchors_new_records_on_a_timer(tmp_path: Path) -> None:
+    """The unsigned tail stays short without waiting for 1,000 records or a shutdown."""
+    import time
+
+    from audit.store import NewRecord
+    from sidecar.auditing import anchor_path
+
+    settings = make_settings(tmp_path)
+    store = open_store(settings)
+    assert store.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    writer = AuditWriter(store, lambda name: None, checkpoint_interval=0.2)
+    try:
+        writer.record_event(NewRecord(kind="policy", decision="APPLIED"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and store.records_since_checkpoint:
+            time.sleep(0.05)
+        key = store.signer.public_hex()
+        check = open_store(settings)
+        result = check.verify([key])
+        check.db.close()
+        check.keys.close()
+        assert result.ok and result.unsigned == 0 and result.anchored, result
+        assert anchor_path(settings.data_dir).stat().st_mode & 0o777 == 0o600
+    finally:
+        writer.close()

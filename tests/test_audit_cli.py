@@ -1,0 +1,179 @@
+"""The `guardrail audit` commands as a compliance officer uses them, in real subprocesses:
+legal holds against erase and sweep, actors, exports (permissions, times, filters), and
+every bad input with its message and exit code (never a traceback)."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from audit.store import NewRecord
+from sidecar.auditing import open_store
+from tests.conftest import REPO, make_settings
+
+FUTURE = time.time() + 86400
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    done = subprocess.run([sys.executable, "-m", "sidecar", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "USER": "compliance-bot"})
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("cli")
+    store = open_store(make_settings(tmp))
+    store.append([NewRecord(tenant="acme", decision=decision, subject_id="bob-42",
+                            payload=b'{"messages": []}', retain_until=FUTURE)
+                  for decision in ("ALLOW", "MODIFY", "BLOCK")])
+    store.append([NewRecord(tenant="acme", decision="MODIFY", subject_id="ann",
+                            payload=b"{}", retain_until=time.time() - 60)])
+    store.close()
+    return tmp / "data"
+
+
+@pytest.fixture
+def data(base: Path, tmp_path: Path) -> str:
+    shutil.copytree(base, tmp_path / "data")
+    return str(tmp_path / "data")
+
+
+def events(data: str, kind: str) -> list[dict[str, str]]:
+    store = open_store(make_settings(Path(data).parent))
+    try:
+        return [{**json.loads(r["tags"]), "decision": r["decision"]}
+                for r in store.records("kind = ?", (kind,))]
+    finally:
+        store.close()
+
+
+def test_a_legal_hold_stops_erasure_until_overridden_with_a_reason(data: str) -> None:
+    code, out, err = cli("audit", "hold", "add", "--data-dir", data, "--subject", "bob-42",
+                         "--reason", "litigation")
+    assert code == 0 and out.strip() == "hold 1 added"
+    assert "actor: compliance-bot (the OS user" in err  # the default actor is stated
+    code, out, err = cli("audit", "erase", "--data-dir", data, "--subject", "bob-42")
+    assert code == 1 and "hold 1" in err and "litigation" in err and "refused" in err
+    assert not events(data, "erasure")  # nothing happened
+    code, _, err = cli("audit", "erase", "--data-dir", data, "--subject", "bob-42",
+                       "--override-hold")
+    assert code == 2 and "--override-hold needs --reason" in err
+    code, out, _ = cli("audit", "erase", "--data-dir", data, "--subject", "bob-42",
+                       "--override-hold", "--reason", "court order 12", "--actor", "dpo")
+    receipt = json.loads(out)
+    assert code == 0 and receipt["overrode_holds"] == [1] and receipt["actor"] == "dpo"
+    [erasure] = events(data, "erasure")
+    assert (erasure["actor"], erasure["reason"], erasure["overrode_holds"]) == \
+        ("dpo", "court order 12", "1")
+    [added] = events(data, "hold")
+    assert (added["decision"], added["actor"], added["reason"]) == \
+        ("ADDED", "compliance-bot", "litigation")
+
+
+def test_a_tenant_hold_covers_the_subjects_of_that_tenant(data: str) -> None:
+    assert cli("audit", "hold", "add", "--tenant", "acme", "--reason", "audit 2026",
+               "--data-dir", data)[0] == 0
+    code, _, err = cli("audit", "erase", "--subject", "ann", "--data-dir", data)
+    assert code == 1 and "hold 1 (tenant acme" in err
+
+
+def test_a_hold_keeps_expired_records_from_the_sweep_and_release_is_recorded(
+        data: str) -> None:
+    assert cli("audit", "hold", "add", "--subject", "ann", "--reason", "case 9",
+               "--data-dir", data)[0] == 0
+    code, out, _ = cli("audit", "sweep", "--data-dir", data, "--actor", "ops")
+    assert code == 0 and out.startswith("removed 0 expired records; kept 1 under legal hold")
+    code, out, _ = cli("audit", "hold", "release", "--data-dir", data, "1",
+                       "--reason", "case closed")  # options before the id work too
+    assert code == 0 and out.strip() == "hold 1 released"
+    code, out, _ = cli("audit", "sweep", "--data-dir", data, "--actor", "ops")
+    assert code == 0 and out.startswith("removed 1 expired records")
+    released = [e for e in events(data, "hold") if e["decision"] == "RELEASED"]
+    assert released == [{"hold": "1", "actor": "compliance-bot", "reason": "case closed",
+                         "decision": "RELEASED"}]
+    assert events(data, "retention")[0]["actor"] == "ops"
+    code, out, _ = cli("audit", "hold", "list", "--data-dir", data)
+    assert code == 0 and "released" in out and "case 9" in out
+
+
+def test_exports_are_private_files_with_rfc3339_utc_times(data: str, tmp_path: Path) -> None:
+    jsonl, table = tmp_path / "out.jsonl", tmp_path / "out.csv"
+    table.write_text("old")
+    table.chmod(0o644)  # an existing, readable file is made private before it is written
+    old_umask = os.umask(0)
+    try:
+        assert cli("audit", "export", "--data-dir", data, "--include-payload",
+                   "-o", str(jsonl))[0] == 0
+        assert cli("audit", "export", "--data-dir", data, "--format", "csv",
+                   "-o", str(table))[0] == 0
+    finally:
+        os.umask(old_umask)
+    for path in (jsonl, table, Path(f"{jsonl}.manifest.json"), Path(f"{table}.manifest.json")):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    rows += list(csv.DictReader(io.StringIO(table.read_text())))
+    for row in rows:
+        for column in ("time", "retain_until"):
+            value = str(row[column])
+            assert value.endswith("Z"), value
+            parsed = datetime.datetime.fromisoformat(value)
+            assert parsed.utcoffset() == datetime.timedelta(0)
+
+
+def test_filters_are_strict_and_case_insensitive(data: str) -> None:
+    code, out, _ = cli("audit", "export", "--data-dir", data, "--decision", "modify")
+    assert code == 0 and [json.loads(line)["decision"] for line in out.splitlines()] == \
+        ["MODIFY", "MODIFY"]
+    now = datetime.datetime.now(datetime.UTC)
+    since = (now - datetime.timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    later = (now + datetime.timedelta(hours=1)).astimezone(
+        datetime.timezone(datetime.timedelta(hours=2))).isoformat()
+    code, out, _ = cli("audit", "export", "--data-dir", data, "--since", since,
+                       "--until", later)
+    assert code == 0 and len(out.splitlines()) == 4
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (("export", "--since", "yesterday"), 2, "'yesterday' is not an RFC 3339 time"),
+    (("export", "--since", "2026-01-01T00:00:00"), 2, "has no time zone: add Z"),
+    (("export", "--until", "2026-01-01"), 2, "has no time zone"),
+    (("export", "--decision", "maybe"), 2, "'maybe' is not a decision"),
+    (("export", "--since", "2026-02-01T00:00:00Z", "--until", "2026-01-01T00:00:00Z"), 2,
+     "--since must be before --until"),
+    (("export", "--format", "xml"), 2, "invalid choice: 'xml'"),
+    (("verify", "--public-key", "not-hex"), 2, "64 hex digits"),
+    (("verify", "--public-key-file", "/nonexistent/key"), 2, "cannot read /nonexistent/key"),
+    (("hold", "add", "--subject", "x"), 2, "the following arguments are required: --reason"),
+    (("hold", "add", "--subject", "x", "--tenant", "y", "--reason", "r"), 2,
+     "exactly one of --subject or --tenant"),
+    (("hold", "add", "--subject", "x", "--reason", " "), 2, "--reason must not be empty"),
+    (("hold", "release", "99"), 1, "no active hold 99"),
+    (("hold", "release", "one"), 2, "invalid int value: 'one'"),
+    (("reset-anchor",), 2, "the following arguments are required: --reason"),
+    (("erase", "--subject", "x", "--override-hold"), 2, "needs --reason"),
+])
+def test_bad_input_gets_a_message_and_an_exit_code(data: str, args: tuple[str, ...],
+                                                    code: int, message: str) -> None:
+    got, _, err = cli("audit", *args, "--data-dir", data)
+    assert (got, message in err) == (code, True), err
+
+
+def test_commands_on_a_directory_without_a_trail(tmp_path: Path) -> None:
+    for args in (("public-key",), ("verify",), ("export",), ("hold", "list")):
+        code, _, err = cli("audit", *args, "--data-dir", str(tmp_path / "none"))
+        assert code == 2 and "nothing was served there" in err, (args, err)
+    code, _, err = cli("audit", "verify-export", str(tmp_path / "missing.jsonl"))
+    assert code == 2 and "cannot read manifest" in err
