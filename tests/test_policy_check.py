@@ -46,7 +46,8 @@ BROKEN = {
                        "bad.yaml:5: pii.entities.EMAIL_ADRESS:", "unknown entity type"),
     "unknown action": ("name: bad\nmatch: {tenants: [x]}\npii:\n  entities:\n"
                        "    EMAIL_ADDRESS: {action: smash}\n",
-                       "bad.yaml:5: pii.entities.EMAIL_ADDRESS.action:", "'smash'"),
+                       "bad.yaml:5: pii.entities.EMAIL_ADDRESS.action:",
+                       "Input should be 'replace'"),  # the allowed values, never the file's
     "duplicate key": ("name: bad\nmatch: {tenants: [x]}\npii:\n  entities:\n"
                       "    EMAIL_ADDRESS: {action: block}\n    EMAIL_ADDRESS: {action: allow}\n",
                       "bad.yaml:6: pii.entities.EMAIL_ADDRESS:", "appears twice"),

@@ -10,26 +10,57 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
+from sidecar.jsontext import MAX_DEPTH
 from sidecar.regex import compile_re2
 
 ENTITY_NAME = r"^[A-Z][A-Z0-9_]{0,63}$"
 POLICY_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 Action = Literal["replace", "redact", "mask", "hash", "pseudonymize", "block", "allow"]
 MAX_LIST = 10_000
+# One list entry (a word, phrase, deny-list term, allowed value, context word).
+MAX_ENTRY_CHARS = 256
+Entry = Annotated[str, StringConstraints(max_length=MAX_ENTRY_CHARS)]
 
 
 def _re2_patterns(patterns: list[str]) -> list[str]:
-    """Every pattern compiles with RE2 (linear time), or a message naming which does not."""
+    """Every pattern compiles with RE2 (linear time), or a message naming which does not.
+
+    RE2's own message quotes the offending part of the pattern; only its kind is kept
+    ("missing )", "invalid escape sequence"), since errors never echo file content."""
     for index, pattern in enumerate(patterns):
         try:
             compile_re2(pattern)
         except ValueError as err:
-            raise ValueError(f"patterns[{index}]: {err}") from None
+            reason = str(err)
+            kind = re.match(r"not a valid RE2 pattern \((.+?): ", reason)
+            if kind:
+                reason = (f"not a valid RE2 pattern ({kind.group(1)}); RE2 has no "
+                          "lookaround or backreferences")
+            raise ValueError(f"patterns[{index}]: {reason}") from None
     return patterns
+
+
+def _where(bad: list[int]) -> str:
+    """Which entries are wrong, by position: errors never quote what a file says."""
+    shown = ", ".join(f"[{index}]" for index in bad[:5])
+    return shown + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+
+
+# Tenant and app globs: matched case-insensitively (sidecar.policy.matching); blanks and
+# control characters would only ever make a rule silently match nothing.
+GLOB = r"^[^\s\x00-\x1f\x7f]{1,128}$"
+Glob = Annotated[str, StringConstraints(pattern=GLOB)]
 
 
 class _Strict(BaseModel):
@@ -66,9 +97,9 @@ class CustomRecognizer(_Strict):
 
     entity: str = Field(pattern=ENTITY_NAME)
     patterns: list[str] = Field(default_factory=list, max_length=100)
-    deny_list: list[str] = Field(default_factory=list, max_length=MAX_LIST)
+    deny_list: list[Entry] = Field(default_factory=list, max_length=MAX_LIST)
     # Words near a match that raise its score (as Presidio's context enhancement does).
-    context: list[str] = Field(default_factory=list, max_length=100)
+    context: list[Entry] = Field(default_factory=list, max_length=100)
     score: float = Field(default=0.6, gt=0.0, le=1.0)
 
     @field_validator("patterns")
@@ -106,23 +137,27 @@ class PiiConfig(_Strict):
     entities: dict[str, EntityRule] = Field(default_factory=dict, max_length=500)
     recognizers: list[CustomRecognizer] = Field(default_factory=list, max_length=100)
     # Exact values that are never treated as PII (e.g. the company's support address).
-    allow: list[str] = Field(default_factory=list, max_length=MAX_LIST)
+    allow: list[Entry] = Field(default_factory=list, max_length=MAX_LIST)
     pseudonyms: Pseudonyms = Field(default_factory=Pseudonyms)
 
     @field_validator("entities")
     @classmethod
     def _entity_names(cls, entities: dict[str, EntityRule]) -> dict[str, EntityRule]:
-        bad = [name for name in entities if not re.fullmatch(ENTITY_NAME, name)]
+        names = list(entities)
+        bad = [i for i, name in enumerate(names) if not re.fullmatch(ENTITY_NAME, name)]
         if bad:
-            raise ValueError(f"entity names must be UPPER_SNAKE_CASE: {', '.join(bad)}")
+            raise ValueError(f"entity names must be UPPER_SNAKE_CASE (the entities at "
+                             f"positions {_where(bad)} are not)")
         return entities
 
 
 RULE_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 Direction = Literal["prompt", "completion"]
 DIRECTIONS: tuple[Direction, ...] = ("prompt", "completion")
-# Security teams paste in long lists; matching cost does not grow with their size.
-MAX_TERMS = 1_000_000
+# Security teams paste in long lists; matching cost does not grow with their size, but
+# compiling them does (about 15 µs a term), so lists are bounded here and all the lists
+# of a directory together by sidecar.policy.loader.MAX_TOTAL_NODES.
+MAX_TERMS = 100_000
 
 
 class ContentRule(_Strict):
@@ -134,8 +169,8 @@ class ContentRule(_Strict):
     action: Literal["block", "redact", "flag"]
     on: list[Direction] = Field(default_factory=lambda: list(DIRECTIONS), min_length=1)
     # Whole-word, case-insensitive, matched on the normalised view (see README).
-    words: list[str] = Field(default_factory=list, max_length=MAX_TERMS)
-    phrases: list[str] = Field(default_factory=list, max_length=MAX_TERMS)
+    words: list[Entry] = Field(default_factory=list, max_length=MAX_TERMS)
+    phrases: list[Entry] = Field(default_factory=list, max_length=MAX_TERMS)
     # RE2 only; matched on the normalised (lower-case) view.
     patterns: list[str] = Field(default_factory=list, max_length=1000)
     builtin: Literal["secrets", "prompt_injection"] | None = None
@@ -203,6 +238,11 @@ class OutputSchema(_Strict):
 
     # Path relative to the policy file, e.g. schemas/ticket.schema.json.
     file: str = Field(min_length=1, max_length=512)
+
+    @field_validator("file")
+    @classmethod
+    def _inside(cls, file: str) -> str:
+        return _relative_path(file)
     # What an invalid completion gets: refused, or reported and let through.
     on_invalid: Literal["block", "flag"] = "block"
 
@@ -213,31 +253,55 @@ class StructuredOutput(_Strict):
     # $ref URLs are never fetched: a prefix listed here is read from a local directory
     # (relative to the policy file) instead, e.g. "https://schemas.acme.example/": "schemas/".
     ref_mirrors: dict[str, str] = Field(default_factory=dict, max_length=100)
-    # Deeper JSON is invalid output (Python's parser recurses; 10,000 levels would crash it).
-    max_depth: int = Field(default=128, ge=1, le=1000)
+    # Deeper JSON is invalid output. A policy may lower the limit, never raise it: the
+    # parser and the validator recurse, and MAX_DEPTH (128) is what they can take.
+    max_depth: int = Field(default=MAX_DEPTH, ge=1, le=MAX_DEPTH)
 
     @field_validator("schemas")
     @classmethod
     def _schema_ids(cls, schemas: dict[str, OutputSchema]) -> dict[str, OutputSchema]:
-        bad = [name for name in schemas if not re.fullmatch(RULE_ID, name)]
+        names = list(schemas)
+        bad = [i for i, name in enumerate(names) if not re.fullmatch(RULE_ID, name)]
         if bad:
-            raise ValueError(f"schema ids must be lower-case words: {', '.join(bad)}")
+            raise ValueError(f"schema ids must be lower-case words (the schemas at "
+                             f"positions {_where(bad)} are not)")
         return schemas
+
+    @field_validator("ref_mirrors")
+    @classmethod
+    def _mirrors_inside(cls, mirrors: dict[str, str]) -> dict[str, str]:
+        for directory in mirrors.values():
+            _relative_path(directory)
+        return mirrors
+
+
+def _relative_path(path: str) -> str:
+    """A path inside the policy directory, by its look alone (the schema stage checks
+    where it resolves, and reads only the validated copy): relative, no `..`."""
+    parts = path.replace("\\", "/").split("/")
+    if path.startswith("/") or ".." in parts or "\0" in path:
+        raise ValueError("must be a path inside the policy directory (relative, "
+                         "without '..')")
+    return path
 
 
 NAME = r"^[A-Za-z0-9*?][A-Za-z0-9_.*?-]{0,63}$"
 
 
 class ResidencyCondition(_Strict):
-    """Facts a residency rule requires; every listed fact must hold (globs allowed)."""
+    """Facts a residency rule requires; every listed fact must hold (globs allowed).
 
-    tenants: list[str] = Field(default_factory=list, max_length=1000)
-    apps: list[str] = Field(default_factory=list, max_length=1000)
-    user_regions: list[str] = Field(default_factory=list, max_length=1000)
+    Tenants, apps, regions and attributes (names and values) match case-insensitively;
+    region globs are plain ASCII region names (`eu-*`, `eu-west-1`)."""
+
+    tenants: list[Glob] = Field(default_factory=list, max_length=1000)
+    apps: list[Glob] = Field(default_factory=list, max_length=1000)
+    user_regions: list[Annotated[str, StringConstraints(pattern=NAME)]] = Field(
+        default_factory=list, max_length=1000)
     # Any of these data classes found in the request (see `data_classes`).
     data_classes: list[str] = Field(default_factory=list, max_length=100)
     # Request attribute → accepted values (globs).
-    attributes: dict[str, list[str]] = Field(default_factory=dict, max_length=64)
+    attributes: dict[Glob, list[Glob]] = Field(default_factory=dict, max_length=64)
 
 
 class ResidencyRule(_Strict):
@@ -253,9 +317,10 @@ class ResidencyRule(_Strict):
     @field_validator("allowed_regions")
     @classmethod
     def _region_names(cls, regions: list[str]) -> list[str]:
-        bad = [r for r in regions if not re.fullmatch(NAME, r)]
+        bad = [i for i, r in enumerate(regions) if not re.fullmatch(NAME, r)]
         if bad:
-            raise ValueError(f"region names are letters, digits and - _ . * ?: {bad[:3]}")
+            raise ValueError(f"region names are letters, digits and - _ . * ? (the regions "
+                             f"at positions {_where(bad)} are not)")
         return regions
 
 
@@ -277,9 +342,10 @@ class ResidencyConfig(_Strict):
         ids = [rule.id for rule in self.rules]
         if len(set(ids)) != len(ids):
             raise ValueError("rules: rule ids must be unique")
-        for name, value in self.data_classes.items():
+        for position, value in enumerate(self.data_classes.values()):
             if not re.fullmatch(RULE_ID, value):
-                raise ValueError(f"data_classes.{name}: class names are lower-case words")
+                raise ValueError(f"data_classes: class names are lower-case words (the "
+                                 f"class at position [{position}] is not)")
         return self
 
 
@@ -299,10 +365,11 @@ class AuditConfig(_Strict):
 
 
 class Match(_Strict):
-    """Which requests a policy applies to. Shell-style globs: `support-*`."""
+    """Which requests a policy applies to. Shell-style globs: `support-*`. Case does not
+    matter (`ACME` is `acme`; see sidecar.policy.matching)."""
 
-    tenants: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=1000)
-    apps: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=1000)
+    tenants: list[Glob] = Field(default_factory=lambda: ["*"], min_length=1, max_length=1000)
+    apps: list[Glob] = Field(default_factory=lambda: ["*"], min_length=1, max_length=1000)
 
 
 class Policy(_Strict):

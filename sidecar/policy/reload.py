@@ -1,15 +1,23 @@
 """Live policy reload: watch the directory, validate a change, swap it in or keep the old.
 
-A change is never compiled from the live directory: the files are first copied into an
-immutable snapshot (`<data-dir>/policy-snapshots/<content hash>/`, file modes kept so the
-world-writable check still bites), the snapshot is compiled, and only a snapshot that
-compiles completely is handed to the runner. Every worker then compiles exactly those
-bytes, so an editor saving a file half-way through a reload cannot make two workers
-disagree, and a schema `$ref` read lazily later still reads the validated version.
+A change is never compiled from the live directory: the files are first read safely
+(sidecar.policy.files: no link out of the directory, no FIFO, bounded sizes) and written
+as plain files into an immutable snapshot (`<data-dir>/policy-snapshots/<content hash>/`,
+file modes kept so the world-writable check still bites), the snapshot is compiled, and
+only a snapshot that compiles completely is handed to the runner. Every worker then
+compiles exactly those bytes, so an editor saving a file half-way through a reload
+cannot make two workers disagree, and a schema `$ref` read lazily later still reads the
+validated version.
 
-If anything fails, the last good set keeps serving and the issues (file, line, field
-path, reason) are logged and kept for `PolicyStatus`. Deleting a file is just another
-change: it applies only if the remaining set is valid (a default policy must exist).
+If anything fails — a bad edit, a hostile file, or a bug of ours raising something
+unexpected — the last good set keeps serving, the failure is counted
+(`guardrail_policy_reload_failures_total`), logged (file, line, field, reason; never
+content) and kept for `PolicyStatus`, and the watch goes on: the next edit is looked at
+as usual. Deleting a file is just another change: it applies only if the remaining set
+is valid (a default policy must exist).
+
+Files are always named as the operator knows them: relative to the policy directory,
+never by their path inside a snapshot.
 """
 
 from __future__ import annotations
@@ -27,11 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.errors import PolicyError, PolicyIssue
+from sidecar.policy import files
 from sidecar.policy.store import PolicySet, compile_directory
 from sidecar.types import StageResources
 
 log = logging.getLogger(__name__)
-MAX_SNAPSHOT_FILES = 2000
 KEEP_SNAPSHOTS = 3
 
 
@@ -55,6 +63,9 @@ class Status:
     last_applied: float = 0.0
 
 
+Fingerprint = tuple[files.ScanEntry, ...]
+
+
 class PolicyManager:
     """Owns the serving policy set of one sidecar process tree."""
 
@@ -68,12 +79,16 @@ class PolicyManager:
         self.resources = resources
         self.on_swap = on_swap
         self._lock = threading.Lock()  # one reload at a time
-        self._fingerprint: tuple[tuple[str, int, int, int], ...] = ()
+        self._closed = False  # set on shutdown: a reload still running swaps nothing
+        self._fingerprint: Fingerprint = ()
         self._loaded_at: dict[str, tuple[str, float]] = {}
         self._errors: list[PolicyIssue] = []
         self._last_attempt = self._last_applied = 0.0
         self.applied = self.rejected = 0  # reloads since start (metrics)
-        self.current, self.snapshot = self._build()  # a bad start fails loudly
+        try:  # a bad start fails loudly, naming files under the directory given
+            self.current, self.snapshot = self._build(files.scan(source))
+        except PolicyError as err:
+            raise PolicyError(files.located(err.issues, source)) from None
         self._record(self.current)
 
     # -- reloading --------------------------------------------------------------------
@@ -81,150 +96,168 @@ class PolicyManager:
     def reload(self, *, force: bool = False) -> bool:
         """Apply the directory's current content if it changed and is valid.
 
-        Returns True when a new set was swapped in. Never raises for a bad edit.
+        Returns True when a new set was swapped in. Never raises: whatever goes wrong
+        is counted, logged and shown by `status`, and the previous set keeps serving.
         """
         with self._lock:
-            fingerprint = self._scan()
+            if self._closed:
+                return False
+            try:
+                fingerprint = files.scan(self.source)
+            except Exception as err:  # see the docstring
+                fingerprint = (("\0scan", type(err).__name__),)
             if fingerprint == self._fingerprint and not force:
                 return False
             self._last_attempt = time.time()
             try:
                 policies, snapshot = self._build(fingerprint)
             except PolicyError as err:
-                self._fingerprint = fingerprint  # do not retry the same bad content
-                self._errors = err.issues
-                self.rejected += 1
-                for issue in err.issues:
-                    log.error("policy change rejected; the previous revision keeps serving",
-                              extra={"file": _relative(issue.file, self.snapshots),
-                                     "line": issue.line, "field": issue.path,
-                                     "reason": issue.reason})
+                self._reject(fingerprint, err.issues)
+                return False
+            except Exception as err:  # a bug must not end live reload
+                log.error("policy reload failed unexpectedly; the previous revision keeps "
+                          "serving", exc_info=True, extra={"error_type": type(err).__name__})
+                self._reject(fingerprint, [PolicyIssue(".", "", (
+                    f"internal error while loading the policies ({type(err).__name__}); "
+                    "the previous revision keeps serving"))])
+                return False
+            if self._closed:
                 return False
             previous = {p.name: p.revision for p in self.current.policies}
             if self.on_swap is not None:
-                self.on_swap(policies, snapshot)
+                try:
+                    self.on_swap(policies, snapshot)
+                except Exception as err:  # e.g. shutting down meanwhile
+                    log.error("policy swap failed; it is tried again on the next change",
+                              extra={"error_type": type(err).__name__})
+                    self._fingerprint = ()
+                    self.rejected += 1
+                    return False
             self.current, self.snapshot = policies, snapshot
             self.applied += 1
             self._errors = []
             self._last_applied = self._last_attempt
             self._record(policies)
             self._prune()
-            changes = [(c.name, previous.get(c.name, ""), c.revision, _file_sha256(c.source))
-                       for c in policies.policies if previous.get(c.name) != c.revision]
-            changes += [(name, previous[name], "", "")
-                        for name in set(previous) - {p.name for p in policies.policies}]
-            for name, old, new, file_hash in changes:
-                log.info("policy applied" if new else "policy removed", extra={
-                    "policy": name, "revision": new[:12], "previous_revision": old[:12]})
-                if self.on_change is not None:
-                    try:
-                        self.on_change(name, old, new, file_hash)
-                    except Exception as err:  # the change is live; say it was not recorded
-                        log.error("policy change not recorded in the audit trail",
-                                  extra={"policy": name, "error_type": type(err).__name__})
+            self._announce(previous, policies)
             return True
 
+    def close(self) -> None:
+        """No swap after this (shutdown): a reload running meanwhile just ends."""
+        self._closed = True
+
     async def watch(self, stop: asyncio.Event, poll_interval: float = 0.5) -> None:
-        """Reload on file events; poll as well, and only poll when events are unavailable."""
-        loop = asyncio.get_running_loop()
+        """Reload on file events; poll as well, and only poll when events are unavailable.
+
+        Never raises, and returns as soon as `stop` is set, even while a reload runs
+        (that reload then swaps nothing)."""
+        try:
+            await self._watch(stop, poll_interval)
+        except Exception as err:  # the server must still drain
+            log.error("policy watch stopped unexpectedly; polling instead",
+                      extra={"error_type": type(err).__name__})
+            with contextlib.suppress(Exception):
+                await self._poll(stop, poll_interval)
+        finally:
+            self.close()
+
+    async def _watch(self, stop: asyncio.Event, poll_interval: float) -> None:
         try:
             from watchfiles import awatch
 
             async for _ in awatch(self.source, stop_event=stop, debounce=200, step=50,
                                   rust_timeout=2000, yield_on_timeout=True,
                                   ignore_permission_denied=True):
-                await loop.run_in_executor(None, self.reload)
+                if not await self._reload_until(stop):
+                    return
             return
         except Exception as err:  # no inotify here (or the directory vanished): poll
+            if stop.is_set():
+                return
             log.warning("file events unavailable; polling the policy directory",
                         extra={"error_type": type(err).__name__, "interval_s": poll_interval})
+        await self._poll(stop, poll_interval)
+
+    async def _poll(self, stop: asyncio.Event, poll_interval: float) -> None:
         while not stop.is_set():
-            await loop.run_in_executor(None, self.reload)
+            if not await self._reload_until(stop):
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), poll_interval)
+
+    async def _reload_until(self, stop: asyncio.Event) -> bool:
+        """One reload in a thread (the event loop keeps answering); False once `stop`."""
+        loop = asyncio.get_running_loop()
+        reloading: asyncio.Future[bool] = loop.run_in_executor(None, self.reload)
+        stopping: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({reloading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not reloading.done():
+            self.close()
+            return False
+        with contextlib.suppress(Exception):
+            reloading.result()
+        return not stop.is_set()
 
     # -- status -----------------------------------------------------------------------
 
     def status(self) -> Status:
         by_file: dict[str, list[str]] = {}
         for issue in self._errors:
-            by_file.setdefault(_relative(issue.file, self.snapshots), []).append(str(issue))
+            by_file.setdefault(issue.file, []).append(str(issue))
         infos = []
         for compiled in self.current.policies:
-            source = compiled.source.name
+            source = compiled.file
             infos.append(PolicyInfo(
                 name=compiled.name, revision=compiled.revision, source=source,
                 loaded_at=self._loaded_at[compiled.name][1],
                 last_error="; ".join(by_file.get(source, [])),
                 is_default=compiled.policy.is_default, mode=compiled.policy.mode))
-        errors = [PolicyIssue(_relative(i.file, self.snapshots), i.path, i.reason, i.line)
-                  for i in self._errors]
-        return Status(infos, errors, self._last_attempt, self._last_applied)
+        return Status(infos, list(self._errors), self._last_attempt, self._last_applied)
 
     # -- internals --------------------------------------------------------------------
 
-    def _build(self, fingerprint: tuple[tuple[str, int, int, int], ...] | None = None,
-               ) -> tuple[PolicySet, Path]:
-        fingerprint = self._scan() if fingerprint is None else fingerprint
-        snapshot = self._snapshot(fingerprint)
+    def _reject(self, fingerprint: Fingerprint, issues: list[PolicyIssue]) -> None:
+        self._fingerprint = fingerprint  # do not retry the same bad content
+        self._errors = issues
+        self.rejected += 1
+        for issue in issues:
+            log.error("policy change rejected; the previous revision keeps serving",
+                      extra={"file": issue.file, "line": issue.line, "field": issue.path,
+                             "reason": issue.reason})
+
+    def _announce(self, previous: dict[str, str], policies: PolicySet) -> None:
+        changes = [(c.name, previous.get(c.name, ""), c.revision, _file_sha256(c.source))
+                   for c in policies.policies if previous.get(c.name) != c.revision]
+        changes += [(name, previous[name], "", "")
+                    for name in set(previous) - {p.name for p in policies.policies}]
+        for name, old, new, file_hash in changes:
+            log.info("policy applied" if new else "policy removed", extra={
+                "policy": name, "revision": new[:12], "previous_revision": old[:12]})
+            if self.on_change is not None:
+                try:
+                    self.on_change(name, old, new, file_hash)
+                except Exception as err:  # the change is live; say it was not recorded
+                    log.error("policy change not recorded in the audit trail",
+                              extra={"policy": name, "error_type": type(err).__name__})
+
+    def _build(self, fingerprint: Fingerprint) -> tuple[PolicySet, Path]:
+        snapshot = self._snapshot()
         policies = compile_directory(snapshot, self.resources)
         self._fingerprint = fingerprint
         return policies, snapshot
 
-    def _scan(self) -> tuple[tuple[str, int, int, int], ...]:
-        """(relative path, size, mtime, mode) of every file: cheap enough to poll."""
-        entries = []
-        errors: list[OSError] = []
-        try:
-            for root, dirs, files in os.walk(self.source, onerror=errors.append):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    path = Path(root) / name
-                    with contextlib.suppress(OSError):
-                        info = path.stat()
-                        entries.append((str(path.relative_to(self.source)), info.st_size,
-                                        info.st_mtime_ns, info.st_mode))
-        except OSError as err:
-            errors.append(err)
-        # An unreadable directory is an error to report, not an empty policy set.
-        entries += [(f"{UNREADABLE}{err.filename or self.source}", 0, 0, err.errno or 0)
-                    for err in errors]
-        return tuple(entries)
-
-    def _snapshot(self, fingerprint: tuple[tuple[str, int, int, int], ...]) -> Path:
-        if not self.source.is_dir():
-            raise PolicyError([PolicyIssue(str(self.source), "",
-                                           "policy directory does not exist")])
-        if len(fingerprint) > MAX_SNAPSHOT_FILES:
-            raise PolicyError([PolicyIssue(str(self.source), "",
-                                           f"more than {MAX_SNAPSHOT_FILES} files")])
-        unreadable = [(name.removeprefix(UNREADABLE), code) for name, _, _, code in fingerprint
-                      if name.startswith(UNREADABLE)]
-        if unreadable:
-            raise PolicyError([PolicyIssue(name, "", f"cannot read: {os.strerror(code)}")
-                               for name, code in unreadable])
-        digest = hashlib.sha256()
-        contents: list[tuple[str, bytes, int]] = []
-        for relative, _, _, mode in fingerprint:
-            try:
-                data = (self.source / relative).read_bytes()
-            except OSError as err:
-                raise PolicyError([PolicyIssue(relative, "", f"cannot read: {err.strerror}")
-                                   ]) from None
-            contents.append((relative, data, mode))
-            digest.update(f"{relative}\0{mode}\0{len(data)}\0".encode())
-            digest.update(data)
-        target = self.snapshots / digest.hexdigest()[:32]
+    def _snapshot(self) -> Path:
+        """Read the directory safely and write it as plain files into a snapshot."""
+        tree = files.read_tree(self.source)
+        target = self.snapshots / tree.digest()[:32]
         if not target.is_dir():
             staging = self.snapshots / f".staging-{os.getpid()}-{threading.get_ident()}"
             shutil.rmtree(staging, ignore_errors=True)
-            for relative, data, mode in contents:
-                path = staging / relative
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                os.chmod(path, mode & 0o777)
+            tree.write(staging)
             self.snapshots.mkdir(parents=True, exist_ok=True)
-            staging.mkdir(parents=True, exist_ok=True)
             try:
                 staging.rename(target)
             except OSError:  # another process made the same snapshot first
@@ -252,19 +285,8 @@ class PolicyManager:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-UNREADABLE = "\0unreadable:"  # marks a directory the scan could not list
-
-
 def _file_sha256(path: Path) -> str:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return ""
-
-
-def _relative(file: str, snapshots: Path) -> str:
-    """Issues name files inside a snapshot; show them as the operator knows them."""
-    path = Path(file)
-    with contextlib.suppress(ValueError):
-        return str(Path(*path.relative_to(snapshots).parts[1:]))
-    return file

@@ -7,14 +7,17 @@ reference assignment, so an in-flight request keeps the revision it started with
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import hashlib
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sidecar.errors import PolicyError, PolicyIssue
-from sidecar.policy.loader import LoadedPolicy, load_directory
+from sidecar.policy.files import read_tree
+from sidecar.policy.loader import LoadedPolicy, load_tree
+from sidecar.policy.matching import GLOB_CHARS, fold, fold_glob, glob_matches
 from sidecar.policy.model import Match, Policy
 from sidecar.stages.content import ContentStage
 from sidecar.stages.pii import PiiStage
@@ -22,16 +25,15 @@ from sidecar.stages.residency import ResidencyStage
 from sidecar.stages.schema import SchemaStage
 from sidecar.types import Stage, StageResources
 
-_GLOB_CHARS = re.compile(r"[*?\[]")
-
 
 @dataclass(frozen=True)
 class CompiledPolicy:
     policy: Policy
     revision: str
-    source: Path
+    source: Path  # where it was compiled from (a snapshot, or the directory checked)
     stages: tuple[Stage, ...]
     schema: SchemaStage | None = None
+    file: str = ""  # the file as the operator knows it: relative to the policy directory
 
     @property
     def name(self) -> str:
@@ -56,14 +58,14 @@ def compile_policy(loaded: LoadedPolicy, resources: StageResources) -> CompiledP
             stage for stage in (schema, content, pii, residency) if stage.active) or (pii,)
     except PolicyError as err:
         raise PolicyError([
-            dataclasses.replace(issue, file=str(loaded.source),
+            dataclasses.replace(issue, file=loaded.file,
                                 line=loaded.line_of(_split_path(issue.path)))
             for issue in err.issues]) from None
     revision = policy.revision_hash()
     if schema.digest:  # the schema files' content decides too
         revision = hashlib.sha256(f"{revision}:{schema.digest}".encode()).hexdigest()
     return CompiledPolicy(policy, revision, loaded.source, stages,
-                          schema if schema.active else None)
+                          schema if schema.active else None, loaded.file)
 
 
 class PolicySet:
@@ -75,17 +77,24 @@ class PolicySet:
             raise ValueError("a policy set needs exactly one default policy")
         self.default = defaults[0]
         self.policies = tuple(policies)
-        self._matching = [p for p in policies if not p.policy.is_default]
+        # Globs folded once here; tenants and apps are folded per request (matching.fold).
+        self._matching = [(p, _folded(p.policy.match)) for p in policies
+                          if p.policy.match is not None]
         self.by_name = {p.name: p for p in policies}
+        # A temporary copy the policies were compiled from, kept as long as they are
+        # (schema $refs are read lazily); None when compiled in place.
+        self.keep: Any = None
 
     def select(self, tenant: str, app: str) -> CompiledPolicy:
-        """The most specific matching policy: exact beats glob beats '*', tenant before app."""
+        """The most specific matching policy: exact beats glob beats '*', tenant before app.
+
+        Tenant and app compare case-insensitively (NFKC case-folded, outer whitespace
+        ignored), so `ACME` is never a way round the policy written for `acme`."""
         best: tuple[int, int, str] | None = None
         chosen = self.default
-        for compiled in self._matching:
-            match = compiled.policy.match
-            assert match is not None
-            score = _specificity(match, tenant, app)
+        tenant, app = fold(tenant), fold(app)
+        for compiled, (tenants, apps) in self._matching:
+            score = _specificity(tenants, apps, tenant, app)
             if score is None:
                 continue
             key = (score[0], score[1], compiled.name)
@@ -100,8 +109,19 @@ class PolicySet:
 
 
 def compile_directory(directory: Path, resources: StageResources) -> PolicySet:
-    """Load, validate and compile every policy; PolicyError lists every problem found."""
-    loaded = load_directory(directory)
+    """Load, validate and compile every policy; PolicyError lists every problem found.
+
+    The directory is read once, safely (sidecar.policy.files). When that followed a link
+    (a ConfigMap volume), what was read is compiled from a private temporary copy, so
+    the schema stage, which reads schema files by path, only ever sees plain files."""
+    tree = read_tree(directory)
+    keep: Any = None
+    base = directory
+    if not tree.plain:
+        keep = tempfile.TemporaryDirectory(prefix="guardrail-policies-")
+        base = Path(keep.name)
+        tree.write(base)
+    loaded = load_tree(tree, base)
     compiled: list[CompiledPolicy] = []
     issues: list[PolicyIssue] = []
     for item in loaded:
@@ -111,26 +131,34 @@ def compile_directory(directory: Path, resources: StageResources) -> PolicySet:
             issues.extend(err.issues)
     if issues:
         raise PolicyError(issues)
-    return PolicySet(compiled)
+    policies = PolicySet(compiled)
+    policies.keep = keep
+    return policies
 
 
-def _specificity(match: Match, tenant: str, app: str) -> tuple[int, int] | None:
-    tenant_score = _best(match.tenants, tenant)
-    app_score = _best(match.apps, app)
+def _folded(match: Match | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    assert match is not None
+    return tuple(map(fold_glob, match.tenants)), tuple(map(fold_glob, match.apps))
+
+
+def _specificity(tenants: tuple[str, ...], apps: tuple[str, ...], tenant: str,
+                 app: str) -> tuple[int, int] | None:
+    tenant_score = _best(tenants, tenant)
+    app_score = _best(apps, app)
     if tenant_score is None or app_score is None:
         return None
     return tenant_score, app_score
 
 
-def _best(patterns: list[str], value: str) -> int | None:
+def _best(patterns: tuple[str, ...], value: str) -> int | None:
     best = None
     for pattern in patterns:
         if pattern == "*":
             score = 0
-        elif not _GLOB_CHARS.search(pattern):
+        elif not GLOB_CHARS.search(pattern):
             score = 2 if pattern == value else -1
         else:
-            score = 1 if fnmatch.fnmatchcase(value, pattern) else -1
+            score = 1 if glob_matches(value, pattern) else -1
         if score >= 0 and (best is None or score > best):
             best = score
     return best

@@ -33,7 +33,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sidecar.errors import GuardrailError, PolicyError, PolicyIssue
-from sidecar.policy.loader import TEST_SUFFIXES, _dotted, _PolicyYamlLoader, line_of
+from sidecar.policy.files import read_tree
+from sidecar.policy.loader import TEST_SUFFIXES, _dotted, line_of, parse_yaml
 from sidecar.types import Direction, Inspection, Message, Verdict
 
 
@@ -92,28 +93,34 @@ class Outcome:
         return not self.problems
 
 
-def case_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir()
-                  if p.is_file() and p.name.endswith(TEST_SUFFIXES))
+def load_case_files(directory: Path) -> list[tuple[str, CaseFile]]:
+    """Every `*.tests.yaml` next to the policies, read as safely as the policies are
+    (sidecar.policy.files); PolicyError lists every problem, files named relative to
+    `directory`."""
+    tree = read_tree(directory)
+    issues: list[PolicyIssue] = []
+    loaded: list[tuple[str, CaseFile]] = []
+    for item in tree.files:
+        if "/" in item.name or not item.name.endswith(TEST_SUFFIXES):
+            continue
+        try:
+            loaded.append((item.name, load_cases(item.data, item.name)))
+        except PolicyError as err:
+            issues.extend(err.issues)
+    if issues:
+        raise PolicyError(issues)
+    return loaded
 
 
-def load_cases(path: Path) -> CaseFile:
-    text = path.read_text(encoding="utf-8")
-    loader = _PolicyYamlLoader(text)
+def load_cases(data: bytes, name: str) -> CaseFile:
+    parsed = parse_yaml(data, name)
     try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.YAMLError as err:
-        raise PolicyError([PolicyIssue(str(path), "", f"invalid YAML: {err}")]) from None
-    finally:
-        loader.dispose()
-    try:
-        return CaseFile.model_validate(data)
+        return CaseFile.model_validate(parsed.data)
     except ValidationError as err:
         raise PolicyError([PolicyIssue(
-            str(path), _dotted(tuple(e["loc"])),
+            name, _dotted(tuple(e["loc"])),
             "unknown field" if e["type"] == "extra_forbidden" else e["msg"],
-            line_of(root, tuple(e["loc"])) if root is not None else None)
+            line_of(parsed.lines, tuple(e["loc"])))
             for e in err.errors()]) from None
 
 

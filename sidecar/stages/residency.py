@@ -5,13 +5,20 @@ holds. Rules map facts (tenant, app, user region, request attributes, data class
 found) to tags; the first rule that matches wins and a default rule always exists. The
 tags are signed (sidecar.tags) so a gateway can route on them without trusting the app.
 A request that names a `target_region` outside the allowed regions is blocked.
+
+Tenants, apps, regions and attributes match case-insensitively (sidecar.policy.
+matching.fold): `EU-WEST-1` meets `eu-*`. A region that is still not a plain ASCII
+region name once folded (a Cyrillic letter, a space inside) matches no rule as
+written, so it could only fall through to a more permissive one: it is blocked instead
+(`residency.region_name`).
 """
 
 from __future__ import annotations
 
-import fnmatch
+from dataclasses import dataclass
 
 from sidecar import tags
+from sidecar.policy.matching import REGION_NAME, any_glob, fold
 from sidecar.policy.model import ResidencyCondition, ResidencyConfig, ResidencyRule
 from sidecar.types import Finding, Inspection, Prior, StageResult, Violation
 
@@ -27,11 +34,35 @@ DEFAULT_DATA_CLASSES = {
 }
 
 
+@dataclass(frozen=True)
+class _When:
+    """A rule's condition with every glob folded once, at compile time."""
+
+    tenants: tuple[str, ...]
+    apps: tuple[str, ...]
+    user_regions: tuple[str, ...]
+    data_classes: frozenset[str]
+    attributes: tuple[tuple[str, tuple[str, ...]], ...]
+
+    @classmethod
+    def of(cls, when: ResidencyCondition) -> _When:
+        def folded(values: list[str]) -> tuple[str, ...]:
+            return tuple(fold(value) for value in values)
+
+        return cls(folded(when.tenants), folded(when.apps), folded(when.user_regions),
+                   frozenset(when.data_classes),
+                   tuple((fold(key), folded(values)) for key, values in when.attributes.items()))
+
+
 class ResidencyStage:
     name = "residency"
 
     def __init__(self, config: ResidencyConfig, tag_key: bytes) -> None:
         self.rules: tuple[ResidencyRule, ...] = tuple(config.rules)
+        self._when = tuple(_When.of(rule.when) if rule.when is not None else None
+                           for rule in self.rules)
+        self._allowed = tuple(tuple(fold(r) for r in rule.allowed_regions)
+                              for rule in self.rules)
         self.classes = {**DEFAULT_DATA_CLASSES, **config.data_classes}
         self._key = tag_key
 
@@ -43,7 +74,10 @@ class ResidencyStage:
         kinds = {item.entity_type if isinstance(item, Finding) else item.category
                  for item in prior}
         found = sorted({self.classes[kind] for kind in kinds if kind in self.classes})
-        rule = next(r for r in self.rules if r.when is None or _holds(r.when, inspection, found))
+        facts = _Facts.of(inspection, found)
+        index = next(i for i, when in enumerate(self._when)
+                     if when is None or _holds(when, facts))
+        rule = self.rules[index]
         result = StageResult()
         result.routing_tags = tags.sign(self._key, inspection.request_id, {
             "residency": rule.residency,
@@ -51,9 +85,18 @@ class ResidencyStage:
             "data_classes": ",".join(found),
             "residency_rule": rule.id,
         })
+        unnamed = [name for name, value in (("user_region", facts.user_region),
+                                            ("target_region", facts.target_region))
+                   if value and not REGION_NAME.fullmatch(value)]
+        if unnamed:
+            result.blocked = True
+            result.violations.append(Violation(
+                "residency.region_name", "residency",
+                f"{' and '.join(unnamed)} is not a region name (ASCII letters, digits, "
+                "'-', '_', '.'; case does not matter): refused rather than matched against "
+                "no rule"))
         target = inspection.target_region
-        if target and not any(fnmatch.fnmatchcase(target, allowed)
-                              for allowed in rule.allowed_regions):
+        if target and not unnamed and not any_glob(facts.target_region, self._allowed[index]):
             if rule.shadow:
                 result.would_block = True
             else:
@@ -66,14 +109,30 @@ class ResidencyStage:
         return result
 
 
-def _holds(when: ResidencyCondition, inspection: Inspection, found: list[str]) -> bool:
-    def any_glob(value: str, patterns: list[str]) -> bool:
-        return any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns)
+@dataclass(frozen=True)
+class _Facts:
+    """What the request says, folded as the rules are."""
 
-    attributes = dict(inspection.attributes)
-    return ((not when.tenants or any_glob(inspection.tenant, when.tenants))
-            and (not when.apps or any_glob(inspection.app, when.apps))
-            and (not when.user_regions or any_glob(inspection.user_region, when.user_regions))
-            and (not when.data_classes or bool(set(when.data_classes) & set(found)))
+    tenant: str
+    app: str
+    user_region: str
+    target_region: str
+    attributes: dict[str, str]
+    found: frozenset[str]
+
+    @classmethod
+    def of(cls, inspection: Inspection, found: list[str]) -> _Facts:
+        return cls(fold(inspection.tenant), fold(inspection.app), fold(inspection.user_region),
+                   fold(inspection.target_region),
+                   {fold(key): fold(value) for key, value in inspection.attributes},
+                   frozenset(found))
+
+
+def _holds(when: _When, facts: _Facts) -> bool:
+    attributes = facts.attributes
+    return ((not when.tenants or any_glob(facts.tenant, when.tenants))
+            and (not when.apps or any_glob(facts.app, when.apps))
+            and (not when.user_regions or any_glob(facts.user_region, when.user_regions))
+            and (not when.data_classes or bool(when.data_classes & facts.found))
             and all(key in attributes and any_glob(attributes[key], accepted)
-                    for key, accepted in when.attributes.items()))
+                    for key, accepted in when.attributes))
