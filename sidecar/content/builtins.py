@@ -107,10 +107,12 @@ class Detector:
     # When set, a match counts only if this group's value has at least this entropy.
     min_entropy: float = 0.0
     group: int = 0
-    # The clean-view twin of a visible-view secrets detector: on a text that is all
-    # ASCII it can only add case changes and spaced-out letters, which no key survives,
-    # so the stage may skip it there (and the clean view with it).
-    skip_ascii: bool = False
+    # The clean-view twin of a visible-view secrets detector counts only matches whose
+    # text holds a non-ASCII character (a disguise: fullwidth, look-alike, accent). An
+    # all-ASCII match is the visible twin's to judge, case and all, so whether a span is
+    # a secret never depends on what else the text holds, and an ASCII text skips the
+    # twin (and the clean view) altogether.
+    disguise_only: bool = False
 
 
 def _words(*phrases: str) -> str:
@@ -171,7 +173,7 @@ def _secrets() -> tuple[Detector, ...]:
     def both(id_: str, pattern: str, **kw: Any) -> tuple[Detector, ...]:
         return (Detector(id_, "visible", compile_re2(pattern), **kw),
                 Detector(id_, "clean", compile_re2(pattern, ignore_case=True),
-                         skip_ascii=True, **kw))
+                         disguise_only=True, **kw))
 
     def issued(id_: str, pattern: str) -> tuple[Detector, ...]:
         """A provider's token whose random body is group 1."""

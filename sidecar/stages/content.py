@@ -12,6 +12,7 @@ matched characters are replaced) and `flag` (reported only).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,47 @@ class Hit:
     detector: str  # builtin detector id, or "" for lists and patterns
     start: int
     end: int
+
+
+def longest_match(config: ContentConfig) -> int:
+    """How long, in characters of the clean view, a match of these rules can be.
+
+    Streaming holds back at least this much (sidecar.streaming), so that no match is
+    cut in two between releases. Words and phrases count their length; patterns and
+    builtin detectors their longest match where the pattern bounds it. An unbounded
+    pattern (`a.*b`, `[a-z]{32,}`) adds nothing: its matches longer than the configured
+    hold-back may be split when streamed (README, "Streaming completions").
+    """
+    from sidecar.content.builtins import detectors
+    from sidecar.content.normalize import skeleton_of
+
+    longest = 0
+    for rule in config.rules:
+        for term in (*rule.words, *rule.phrases):
+            # An ASCII term's view is never longer than the term: skip the fold.
+            longest = max(longest, len(term) if term.isascii() else len(skeleton_of(term)))
+        patterns = list(rule.patterns)
+        if rule.builtin:
+            patterns += [detector.regex.pattern for detector in detectors(rule.builtin)]
+        for pattern in patterns:
+            longest = max(longest, _widest(pattern) or 0)
+    return longest
+
+
+def _widest(pattern: str) -> int | None:
+    """The longest match of a pattern, or None when it is unbounded or not parseable.
+
+    Read with Python's own regex parser (RE2's syntax is close enough for a bound; a
+    pattern it cannot parse counts as unbounded).
+    """
+    import importlib
+
+    parser: Any = importlib.import_module("re._parser")  # stdlib, untyped by typeshed
+    try:
+        widest = parser.parse(pattern).getwidth()[1]
+    except (re.error, OverflowError, RecursionError, ValueError):
+        return None
+    return None if widest >= parser.MAXREPEAT else int(widest)
 
 
 def _add_key(automaton: Any, key: str, spaces: frozenset[int], rule_index: int) -> None:
@@ -155,12 +197,16 @@ class ContentStage:
                 clean_view = view("clean")
                 hits.update(Hit(rule, "", *clean_view.span(m.start(), m.end()))
                             for m in regex.finditer(clean_view.text) if m.end() > m.start())
+        ascii_text = text.isascii()
         for rule, detector in self._detectors:
-            if not applies[rule]:
+            if not applies[rule] or (detector.disguise_only and ascii_text):
                 continue
             target = view(detector.view)
             for match in detector.regex.finditer(target.text):
                 if match.end() <= match.start():
+                    continue
+                if detector.disguise_only and text[slice(*target.span(
+                        match.start(), match.end()))].isascii():
                     continue
                 if detector.min_entropy and shannon_entropy(
                         match.group(detector.group)) < detector.min_entropy:

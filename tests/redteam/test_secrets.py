@@ -600,3 +600,22 @@ def test_each_kind_is_blocked_over_grpc(sidecar: Sidecar, kind: str) -> None:
         # Messages name the detector, never the text (GCP's marker is in its id).
         assert all(secret.token not in v.message.replace(secret.detector, "")
                    for v in reply.violations)
+
+
+@PER_KIND
+@given(token=st.from_regex(r"(?i:akia[a-z0-9]{16}|ghp_[a-z0-9]{36}|hf_[a-z]{34}|"
+                           r"sk-ant-api03-[a-z0-9]{40}|aiza[a-z0-9]{35})", fullmatch=True),
+       before=st.text(max_size=20), after=st.text(max_size=20))
+def test_whether_an_ascii_span_is_a_secret_never_depends_on_the_text_around_it(
+        token: str, before: str, after: str) -> None:
+    """The clean-view twins count only disguised (non-ASCII) matches, so an ASCII span
+    is judged by the case-sensitive visible detectors alone, emoji or accents nearby or
+    not: a lower-case `akia…` is not an AWS key in any text."""
+    def secret_spans(text: str, offset: int) -> set[tuple[int, int]]:
+        result = stage().run(Inspection.of_text(text, Direction.PROMPT))
+        return {(v.start - offset, v.end - offset) for v in result.violations
+                if offset <= v.start and v.end <= offset + len(token)}
+
+    alone = secret_spans(f" {token} ", 1)
+    assert secret_spans(f"{before} {token} {after}", len(before) + 1) == alone
+    assert secret_spans(f"é🙂 {token} ’", 3) == alone
