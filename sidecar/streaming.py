@@ -26,7 +26,9 @@ re-inspecting the whole prefix on every piece would cost quadratic time. Instead
   whole by the window that moved the cut before it. Streamed and buffered inspection
   agree on every such match, whatever the chunking (tests/redteam/test_evasion.py).
 - Each character is inspected about (context + holdback + min_release) / min_release
-  times (1.3 with the defaults): constant, so the work is linear in the length.
+  times (1.3 with the defaults): constant, so the work is linear in the length. A step
+  that can release nothing (a span still open at the window's end) waits for the
+  unreleased text to double before the next, so that stays linear too.
 - At the end the rest is inspected and released; a BLOCK anywhere ends the stream.
 
 Pure asyncio and domain types: the servicer feeds chunks in and turns releases into
@@ -47,6 +49,10 @@ from sidecar.errors import RequestTooLarge
 from sidecar.types import Decision, Edit, Finding, Inspection, Message, Verdict, Violation
 
 Spanned = TypeVar("Spanned", Finding, Violation)
+
+
+# The most a policy's longest match may raise the hold-back to (characters).
+MAX_HOLDBACK = 65536
 
 
 @dataclass(frozen=True)
@@ -94,13 +100,19 @@ class CompletionStream:
     def __init__(self, template: Inspection,
                  analyze: Callable[[Inspection], Awaitable[Verdict]],
                  limits: StreamLimits,
-                 rule_rank: Callable[[str, str], int] = lambda policy, rule: 0) -> None:
+                 rule_rank: Callable[[str, str], int] = lambda policy, rule: 0,
+                 longest_match: Callable[[str, str], int] = lambda policy, revision: 0) -> None:
         self.template = template
         self.analyze = analyze
         self.limits = limits
         # Orders residency rules (first match wins): a stream keeps the tags of the
         # earliest rule any window matched, which is the rule the whole text matches.
         self.rule_rank = rule_rank
+        # The longest match the policy's content rules can make (policy, revision →
+        # characters of the clean view): the hold-back grows to it once the first window
+        # has said which policy applies, so a long phrase or bounded pattern is never cut.
+        self.longest_match = longest_match
+        self.holdback = limits.holdback
         self._received: list[str] = []  # every chunk, for the audit record
         self._pending = ""  # text[released:received]
         self._pending_weight = 0  # weigh(self._pending): its length as rules see it
@@ -138,7 +150,7 @@ class CompletionStream:
         return self._pending_weight >= self._window_chars()
 
     def _window_chars(self) -> int:
-        return max(self.limits.holdback + self.limits.min_release, self._wait_until)
+        return max(self.holdback + self.limits.min_release, self._wait_until)
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -187,7 +199,11 @@ class CompletionStream:
         edits = verdict.edits.get(0, ())
         cut = len(window) if final else self._cut(window, local, verdict, edits)
         if cut <= local:  # a long token or a span across the cut: wait for more
-            self._wait_until = weigh(pending, self._released_space)[1] + self.limits.min_release
+            # Twice as much before the next try: a span that stays open (a PEM header
+            # without its END, a long token) is re-read in windows that double, so the
+            # work stays linear in the stream's length instead of growing with its square.
+            weight = weigh(pending, self._released_space)[1]
+            self._wait_until = max(weight + self.limits.min_release, 2 * weight)
             return Release("", [], [], [], self.received, self.released)
         self._wait_until = 0
         released_edits = [_clip(e, local) for e in edits if e.end > local and e.start < cut]
@@ -217,7 +233,7 @@ class CompletionStream:
              edits: tuple[Edit, ...]) -> int:
         """The latest safe place to stop releasing, in window coordinates."""
         view = clean(window)
-        held = len(view.text) - self.limits.holdback  # the first held-back view character
+        held = len(view.text) - self.holdback  # the first held-back view character
         if held <= 0:
             return local
         cut = view.origin[held]
@@ -241,6 +257,8 @@ class CompletionStream:
     def _absorb(self, verdict: Verdict) -> None:
         totals = self.totals
         totals.policy, totals.revision = verdict.policy, verdict.policy_revision
+        self.holdback = max(self.limits.holdback, min(
+            MAX_HOLDBACK, self.longest_match(verdict.policy, verdict.policy_revision)))
         totals.would_block |= verdict.would_block
         totals.would_modify |= verdict.would_modify
         rank = self.rule_rank(verdict.policy, verdict.routing_tags.get("residency_rule", ""))

@@ -454,3 +454,35 @@ def test_a_stream_of_invisible_padding_costs_linear_work(pipeline: Pipeline) -> 
         return completion.analysed_chars
 
     assert asyncio.run(count()) <= 2.0 * len(text) + 4096
+
+
+@pytest.mark.parametrize("opening", ["-----BEGIN PRIVATE KEY-----\n", "x" * 3000])
+def test_a_span_left_open_costs_linear_work(tmp_path_factory: pytest.TempPathFactory,
+                                            opening: str) -> None:
+    """An unclosed PEM header matches to the end of every window, and a token with no
+    space is never cut: each step releases nothing. Re-reading all that is held every
+    few hundred characters was quadratic (40,000 characters took over 30 s); the
+    windows now double."""
+    policies = tmp_path_factory.mktemp("open-span")
+    (policies / "default.yaml").write_text(
+        "name: default\ncontent:\n  rules:\n    - {id: secrets, action: flag, builtin: secrets}\n")
+    pipeline = Pipeline.from_settings(make_settings(tmp_path_factory.mktemp("open"),
+                                                    policies=Path(policies)))
+    text = opening + "the quick brown fox jumps over the lazy dog. " * 1500
+
+    async def count() -> CompletionStream:
+        template = Inspection.of_text("", Direction.COMPLETION)
+
+        async def analyze(window: Inspection) -> Verdict:
+            return finish_locally(window, pipeline.run(window))
+
+        completion = CompletionStream(template, analyze, StreamLimits())
+        for start in range(0, len(text), 50):
+            completion.add(text[start:start + 50])
+            await completion.advance(final=False)
+        await completion.advance(final=True)
+        return completion
+
+    completion = asyncio.run(count())
+    assert completion.output == text
+    assert completion.analysed_chars <= 4 * len(text), completion.windows
