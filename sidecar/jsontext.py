@@ -2,13 +2,17 @@
 
 Models answer with plain JSON or with prose around a fenced ```json block. We parse the
 whole text, else the first such block, refusing what would hurt us or mislead a
-validator: nesting deeper than a limit (Python's parser recurses), duplicate keys (which
-value did the app see?), non-finite and absurdly long numbers.
+validator: nesting deeper than a limit (checked on the raw text before parsing: Python's
+parser and the validator recurse), duplicate keys (which value did the app see?), numbers
+that are not finite, have more than MAX_NUMBER_CHARS characters or lie outside the range
+of a double (a schema's `multipleOf` divides by floats).
 
 For each string value we keep its decoded text and, per decoded character, its offset
 in the raw completion, so stages can inspect the values and their findings and edits
-land on the right characters of what the model sent. Replacement text is JSON-escaped
-when it is put back, so the document stays valid JSON.
+land on the right characters of what the model sent. A lone surrogate escape
+(`\\ud800`) decodes to U+FFFD in those values, one character for one, so no stage is
+handed text that UTF-8 cannot encode. Replacement text is JSON-escaped when it is put
+back, surrogates included, so the document stays valid JSON.
 """
 
 from __future__ import annotations
@@ -16,10 +20,22 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.wellformed import REPLACEMENT
+
 MAX_NUMBER_CHARS = 400
+# The one nesting limit, for completions and schema files alike (a policy may only lower
+# it). json.loads and the JSON Schema validator both recurse, and Python stops at 1000
+# frames: a recursive schema (`anyOf` + `$ref: "#"`) costs the validator about 6 frames
+# per level, so 128 levels (~770 frames) leave room for the caller. Deeper JSON is refused
+# before it is parsed, with this number in the message.
+MAX_DEPTH = 128
+# The largest magnitude a double holds: integers beyond it make `multipleOf` raise
+# OverflowError in the validator, and no app decodes them the same way anyway.
+_LARGEST = int(sys.float_info.max)
 _FENCE = re.compile(r"```(?:json|JSON)[ \t]*\r?\n(.*?)```", re.DOTALL)
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
             "t": "\t"}
@@ -55,8 +71,9 @@ class ParsedJson:
     strings: tuple[StringValue, ...]
 
 
-def parse(completion: str, max_depth: int) -> ParsedJson:
-    """The completion's JSON document, or JsonProblem."""
+def parse(completion: str, max_depth: int = MAX_DEPTH) -> ParsedJson:
+    """The completion's JSON document, or JsonProblem. `max_depth` is capped at MAX_DEPTH."""
+    max_depth = min(max_depth, MAX_DEPTH)
     stripped = completion.strip()
     if stripped[:1] in ("{", "[", '"', "-") or stripped[:1].isdigit() \
             or stripped in ("true", "false", "null"):
@@ -78,6 +95,7 @@ def _parse_at(text: str, start: int, end: int, max_depth: int) -> ParsedJson:
     depth = _max_depth(source)
     if depth > max_depth:
         raise JsonProblem(f"JSON nests deeper than {max_depth} levels")
+    # Within MAX_DEPTH, json.loads cannot run out of stack: no RecursionError to catch.
     try:
         data = json.loads(source, object_pairs_hook=_no_duplicates, parse_int=_int,
                           parse_float=_float, parse_constant=_constant)
@@ -85,8 +103,6 @@ def _parse_at(text: str, start: int, end: int, max_depth: int) -> ParsedJson:
         # err.msg and position only: never the document itself.
         raise JsonProblem(f"not valid JSON: {err.msg} at line {err.lineno} column "
                           f"{err.colno}") from None
-    except RecursionError:
-        raise JsonProblem(f"JSON nests deeper than {max_depth} levels") from None
     return ParsedJson(data, start, tuple(_strings(text, start, end)))
 
 
@@ -101,9 +117,13 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _int(token: str) -> int:
+    # Checked before int(): Python refuses to convert more than 4300 digits (ValueError).
     if len(token) > MAX_NUMBER_CHARS:
         raise JsonProblem(f"a number is longer than {MAX_NUMBER_CHARS} digits")
-    return int(token)
+    value = int(token)
+    if abs(value) > _LARGEST:
+        raise JsonProblem("a number is too large to represent")
+    return value
 
 
 def _float(token: str) -> float:
@@ -222,7 +242,7 @@ def _decode(text: str, quote: int) -> tuple[str, tuple[int, ...], int]:
         if char == '"':
             return "".join(chars), tuple(origin), position + 1
         if char != "\\":
-            chars.append(char)
+            chars.append(char if char < "\ud800" or char > "\udfff" else REPLACEMENT)
             origin.append(position)
             position += 1
             continue
@@ -239,11 +259,23 @@ def _decode(text: str, quote: int) -> tuple[str, tuple[int, ...], int]:
             if 0xDC00 <= low <= 0xDFFF:
                 code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
                 width = 12
-        chars.append(chr(code))
+        # A surrogate left unpaired (lone, reversed, followed by a non-low escape).
+        chars.append(REPLACEMENT if 0xD800 <= code <= 0xDFFF else chr(code))
         origin.append(position)
         position += width
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def escape_for_json_string(value: str) -> str:
-    """`value` as it must appear between the quotes of a JSON string."""
-    return json.dumps(value, ensure_ascii=False)[1:-1]
+    """`value` as it must appear between the quotes of a JSON string.
+
+    Non-ASCII characters stay as they are, except surrogates: json.dumps would write
+    them raw, and a raw surrogate makes the whole response unencodable (UTF-8, protobuf).
+    They are written as `\\uXXXX` escapes, which any JSON parser reads back.
+    """
+    escaped = json.dumps(value, ensure_ascii=False)[1:-1]
+    if escaped.isascii():
+        return escaped
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", escaped)

@@ -12,15 +12,25 @@ from typing import Any
 
 import re2
 
+from sidecar.wellformed import has_surrogates
+
 MAX_PATTERN_LENGTH = 4096
 # Memory RE2 may use per compiled program; larger patterns are refused, not truncated.
 MAX_PROGRAM_MEMORY = 64 * 1024 * 1024
 
 
-def compile_re2(pattern: str, *, ignore_case: bool = False) -> Any:
-    """Compile `pattern` with RE2 or raise ValueError with a message fit for a policy author."""
-    if len(pattern) > MAX_PATTERN_LENGTH:
-        raise ValueError(f"pattern is longer than {MAX_PATTERN_LENGTH} characters")
+def compile_re2(pattern: str, *, ignore_case: bool = False,
+                max_length: int = MAX_PATTERN_LENGTH) -> Any:
+    """Compile `pattern` with RE2 or raise ValueError with a message fit for a policy author.
+
+    `max_length` is raised only for patterns we assemble from checked ones (the
+    alternation of a schema's `patternProperties`), never for what an author wrote.
+    """
+    if len(pattern) > max_length:
+        raise ValueError(f"pattern is longer than {max_length} characters")
+    if has_surrogates(pattern):  # RE2 takes UTF-8: it would raise UnicodeEncodeError
+        raise ValueError("pattern contains a lone surrogate (\\uD800-\\uDFFF), which RE2 "
+                         "cannot match")
     options = re2.Options()
     options.log_errors = False
     options.case_sensitive = not ignore_case

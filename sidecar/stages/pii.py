@@ -30,6 +30,7 @@ from sidecar.types import (
     StageResult,
     Violation,
 )
+from sidecar.wellformed import well_formed
 
 PROTECTIVE = frozenset({"replace", "redact", "mask", "hash", "pseudonymize", "block"})
 # What the vault issues: <ENTITY_TYPE_N>. Anything of this shape in a completion is a
@@ -137,7 +138,10 @@ class PiiStage:
         if not self.active:
             return results
         self.prepare()
-        texts = [(item, index, message.content)
+        # spaCy, RE2 and the hash operator encode to UTF-8, which a lone surrogate makes
+        # raise (a JSON completion can carry `"\\ud800"`): analyse and edit a copy with
+        # U+FFFD in their place. Same length, so every offset holds for the original.
+        texts = [(item, index, well_formed(message.content))
                  for item, (inspection, _) in enumerate(items)
                  for index, message in enumerate(inspection.messages) if message.content]
         restoring = [self.config.pseudonyms.restore
