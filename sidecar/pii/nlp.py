@@ -22,6 +22,7 @@ import itertools
 import re
 import threading
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,9 @@ def _load(model_name: str, with_ner: bool) -> Any:
 NER_SEGMENT_CHARS = 8192
 NER_OVERLAP_CHARS = 256
 NER_PASS_CHARS = 32768
+# Docs one pass may hold, however short: each costs a few KB whatever its length (16,000
+# one-word JSON leaves in one pass held 400 MB).
+NER_PASS_DOCS = 256
 
 
 def ner_segments(text: str, size: int = NER_SEGMENT_CHARS,
@@ -205,11 +209,13 @@ class LeanSpacyEngine(SpacyNlpEngine):
                       **kwargs: Any) -> Generator[Any, Any, None]:
         """(text, artifacts) per text, in order, in bounded memory (see NER_SEGMENT_CHARS).
 
-        A text up to one segment long goes through the pipeline as it is, batched with
-        others (nothing changes for ordinary prompts). A longer one is tokenized whole
-        (cheap: the tokenizer keeps no scratch) and gets the entities NER finds in its
-        segments. `batch_size`, `n_process` and `as_tuples` are Presidio's; only the
-        defaults are supported (one process, plain texts).
+        NER reads the texts in passes of at most `pass_chars` (a text up to one segment
+        long whole, batched with others; a longer one in segments), and each pass's Docs
+        are dropped once their entities are read. The artifacts are `LazyArtifacts`
+        holding those entities: tokens come, as for pattern-only policies, from windows
+        around findings. A Doc kept per text cost ~5 KB even for one word, so a JSON
+        completion's 110,000 string leaves held 550 MB of Docs. `batch_size`,
+        `n_process` and `as_tuples` are Presidio's; only the defaults are supported.
         """
         if as_tuples or n_process != 1 or kwargs:
             raise ValueError("LeanSpacyEngine.process_batch takes plain texts, one process")
@@ -218,22 +224,21 @@ class LeanSpacyEngine(SpacyNlpEngine):
         # One piece per segment: (text index, start, core start, core end, end).
         pieces = [(index, *segment) for index, text in enumerate(texts)
                   for segment in ner_segments(text, self.segment_chars, self.overlap_chars)]
-        docs: list[Any] = [None] * len(texts)
-        spans: dict[int, list[tuple[int, int, str]]] = {}
+        found: list[list[Entity]] = [[] for _ in texts]
         for group in _passes(pieces, self.pass_chars):
             parts = [texts[index][start:end] for index, start, _, _, end in group]
-            for (index, start, low, high, end), doc in zip(
+            for (index, start, low, high, _), doc in zip(
                     group, nlp.pipe(parts, batch_size=len(parts)), strict=True):
-                if start == 0 and end == len(texts[index]):
-                    docs[index] = doc  # the whole text in one piece
-                    continue
-                spans.setdefault(index, []).extend(
-                    (ent.start_char + start, ent.end_char + start, ent.label_)
+                found[index].extend(
+                    Entity(ent.start_char + start, ent.end_char + start, ent.label_)
                     for ent in doc.ents if low <= ent.start_char + start < high)
-        for index, found in spans.items():
-            docs[index] = _with_entities(nlp.make_doc(texts[index]), found)
-        for text, doc in zip(texts, docs, strict=True):
-            yield text, self._doc_to_nlp_artifact(doc, language)
+        default = self.ner_model_configuration.default_score
+        score = 0.85 if default is None else float(default)
+        for text, entities in zip(texts, found, strict=True):
+            ordered: list[Any] = _disjoint(entities)
+            kept, scores = self._get_updated_entities(  # Presidio's label mapping
+                ordered, [score] * len(ordered))
+            yield text, LazyArtifacts(self, text, language, entities=kept, scores=scores)
 
     def _doc_to_nlp_artifact(self, doc: Any, language: str) -> NlpArtifacts:
         """Presidio's artifacts, read from the Doc's arrays rather than token by token.
@@ -262,12 +267,12 @@ class LeanSpacyEngine(SpacyNlpEngine):
 def _passes(pieces: list[tuple[int, int, int, int, int]], most: int
             ) -> Iterator[list[tuple[int, int, int, int, int]]]:
     """The pieces in order, grouped so that one pass reads at most `most` characters (a
-    piece longer than that goes alone)."""
+    piece longer than that goes alone) and NER_PASS_DOCS pieces."""
     group: list[tuple[int, int, int, int, int]] = []
     chars = 0
     for piece in pieces:
         length = piece[4] - piece[1]
-        if group and chars + length > most:
+        if group and (chars + length > most or len(group) >= NER_PASS_DOCS):
             yield group
             group, chars = [], 0
         group.append(piece)
@@ -276,16 +281,23 @@ def _passes(pieces: list[tuple[int, int, int, int, int]], most: int
         yield group
 
 
-def _with_entities(doc: Any, found: list[tuple[int, int, str]]) -> Any:
-    """`doc` (a whole text, tokens only) with the entities its segments found; where two
-    segments' entities overlap (one reached past its core), the earlier one stays."""
-    ents: list[Any] = []
-    for start, end, label in sorted(found):
-        span = doc.char_span(start, end, label=label, alignment_mode="expand")
-        if span is not None and (not ents or span.start >= ents[-1].end):
-            ents.append(span)
-    doc.ents = ents
-    return doc
+@dataclass(slots=True)
+class Entity:
+    """What Presidio's SpacyRecognizer reads of an entity (a Span would keep its Doc)."""
+
+    start_char: int
+    end_char: int
+    label_: str
+
+
+def _disjoint(entities: list[Entity]) -> list[Entity]:
+    """In order; where two segments' entities overlap (one reached past its core), the
+    earlier one stays."""
+    kept: list[Entity] = []
+    for entity in sorted(entities, key=lambda e: (e.start_char, e.end_char)):
+        if not kept or entity.start_char >= kept[-1].end_char:
+            kept.append(entity)
+    return kept
 
 
 class _Artifacts(NlpArtifacts):
@@ -310,11 +322,16 @@ class LazyArtifacts(NlpArtifacts):
     starts and ends where chunks start holds exactly the whole text's tokens there.
     """
 
-    def __init__(self, engine: LeanSpacyEngine, text: str, language: str) -> None:
+    def __init__(self, engine: LeanSpacyEngine, text: str, language: str, *,
+                 entities: list[Any] | None = None,
+                 scores: list[float] | None = None) -> None:
         # NlpArtifacts.__init__ is not called: its attributes come from the real artifacts.
         self._engine = engine
         self._text = text
         self._language = language
+        if entities is not None:  # found by NER already (LeanSpacyEngine.process_batch)
+            self.entities: list[Any] = entities
+            self.scores = scores if scores is not None else [0.85] * len(entities)
         self._made: NlpArtifacts | None = None
         self._colon_parts: frozenset[str] | None = None
         # Tokenized stretches: row offsets (sorted), rows, and the stretches covered.
@@ -325,9 +342,10 @@ class LazyArtifacts(NlpArtifacts):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        if self._made is None:
+        if self._made is None:  # tokens only: entities, if any, are set already
             nlp = self._engine.get_nlp(self._language)
-            self._made = self._engine._doc_to_nlp_artifact(nlp(self._text), self._language)
+            self._made = self._engine._doc_to_nlp_artifact(nlp.make_doc(self._text),
+                                                           self._language)
         return getattr(self._made, name)
 
     def context_words(self, start: int, before: int, after: int) -> list[str] | None:
