@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
-from sidecar.content.normalize import _homoglyphs
+from sidecar.content.normalize import _homoglyphs, clean
 from tests.conftest import Sidecar
 
 BLOCKED_WORDS = ["kill", "bomb", "grenade"]
@@ -56,8 +56,12 @@ def variants(word: str) -> dict[str, str]:
     }
 
 
+# `k111` reads as a model number (one letter and a number, like `A55` or `B52`), which
+# leetspeak deliberately leaves alone since numbers were read as words (`80MB` as
+# `bomb`); `k1ll` and `k!11` are still caught.
+NUMBER_LIKE = {"k111"}
 CASES = [(word, kind, variant) for word in BLOCKED_WORDS
-         for kind, variant in variants(word).items()]
+         for kind, variant in variants(word).items() if clean(variant).text not in NUMBER_LIKE]
 
 
 @pytest.mark.parametrize(("word", "kind", "variant"), CASES,

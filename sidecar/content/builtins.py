@@ -92,10 +92,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sidecar.content.normalize import skeleton_of
+from sidecar.content.normalize import View, skeleton_of, words
 from sidecar.regex import compile_re2
 
-ViewName = Literal["original", "visible", "clean", "skeleton"]
+ViewName = Literal["original", "visible", "clean", "skeleton", "words", "despaced"]
 BUILTINS = ("secrets", "prompt_injection")
 
 
@@ -116,8 +116,10 @@ class Detector:
 
 
 def _words(*phrases: str) -> str:
-    """An RE2 alternation of phrases in skeleton form, spaces matching one space."""
-    return "(?:" + "|".join(re.escape(skeleton_of(p)).replace(r"\ ", " ")
+    """An RE2 alternation of phrases as the `words` view reads them (skeleton form,
+    punctuation as spaces), spaces matching one space."""
+    return "(?:" + "|".join(re.escape(words(View(skeleton_of(p), range(len(skeleton_of(p))),
+                                                 p)).text.strip()).replace(r"\ ", " ")
                             for p in phrases) + ")"
 
 
@@ -239,11 +241,12 @@ def _secrets() -> tuple[Detector, ...]:
 
 def _prompt_injection() -> tuple[Detector, ...]:
     def skel(id_: str, pattern: str) -> Detector:
-        return Detector(id_, "skeleton", compile_re2(pattern))
+        return Detector(id_, "words", compile_re2(pattern))
 
     override_verb = _words("ignore", "disregard", "forget", "override", "bypass", "skip",
                            "drop", "abandon")
-    quantifier = _words("all", "any", "every", "the", "your", "my", "these", "those", "of")
+    quantifier = _words("all", "any", "every", "the", "your", "my", "these", "those", "of",
+                        "and")
     earlier = _words("previous", "prior", "above", "earlier", "preceding", "initial",
                      "original", "old", "system", "given", "existing")
     rules = _words("instructions", "instruction", "prompts", "prompt", "rules", "directions",
@@ -263,7 +266,7 @@ def _prompt_injection() -> tuple[Detector, ...]:
     persona = _words("pretend", "act as", "roleplay as", "role-play as", "imagine",
                      "you are now", "behave as")
     without = _words("without", "with no", "free of", "free from", "no")
-    return (
+    wording = (
         skel("instruction_override",
              rf"\b{override_verb} (?:{quantifier} ){{0,3}}(?:{earlier} )?{rules}\b"),
         skel("instruction_override", rf"\b{_words('new instructions', 'updated instructions')}"
@@ -291,8 +294,23 @@ def _prompt_injection() -> tuple[Detector, ...]:
             r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|"
             r"end_header_id)\|>|\[/?inst\]|<</?sys>>|#{2,} ?(?:system|instructions?) ?:")),
         Detector("delimiter_smuggling", "original", compile_re2(
-            "[\U000E0000-\U000E007F]+")),
+            # A subdivision flag (🏴 + tag letters + cancel tag: England, Scotland,
+            # Wales) is an emoji, not smuggled text: the first branch takes it, and a
+            # match counts only when the second one (group 1) did.
+            "\U0001F3F4[\U000E0030-\U000E0039\U000E0061-\U000E007A]{2,6}\U000E007F"
+            "|([\U000E0000-\U000E007F]+)"), group=1),
         Detector("encoding_smuggling", "clean", compile_re2(
             r"\b(?:decode|decoded|base64|b64|rot13|rot-13|hex|hexadecimal)\b.{0,60}?"
             r"(?:[a-z0-9+/]{32,}={0,2}|(?:[0-9a-f]{2}\s?){24,})")),
     )
+    # Each wording detector again for letters spaced out across the words
+    # (`r.e.p.e.a.t t.h.e t.e.x.t a.b.o.v.e` joins into `repeatthetextabove`): on the
+    # words view without its spaces, counted only where the match holds a join (see
+    # ContentStage._scan), so glued identifiers are not read as sentences.
+    return wording + tuple(Detector(d.id, "despaced", compile_re2(_despaced(d.regex.pattern)))
+                           for d in wording if d.view == "words")
+
+
+def _despaced(pattern: str) -> str:
+    """A words-view pattern for the words view without spaces: no spaces, no \\b."""
+    return pattern.replace("\\b", "").replace(" ?", "").replace(" ", "")

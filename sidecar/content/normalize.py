@@ -31,15 +31,39 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-# Characters that may separate the single letters of a spaced-out word.
-_SPACED = re.compile(r"(?<![^\W_])[^\W_](?:[ .\-_*·•/|+~:,'\"](?=[^\W_])[^\W_]){2,}(?![^\W_])")
+# Three or more single letters or digits, each from the next by one to three characters
+# that are neither (`b o m b`, `b.o.m.b`, `b, o, m, b`, `b - o - m - b`, `b💣o💣m💣b`).
+# Leet symbols that stand for letters (`@ $ !`) are not separators, and invisible
+# characters (_MARK) are part of the word: `x\u200ba\u200bb` shows as one word, `xab`.
+_SPACED = re.compile(
+    r"(?<![^\W_]|\u2063)[^\W_](?:(?:[^\w@$!\u2063]|_){1,3}(?=[^\W_])[^\W_]){2,}"
+    r"(?![^\W_]|\u2063)")
 _WHITESPACE_RUNS = re.compile(r"\s+")
-_SEPARATORS = frozenset(" .-_*·•/|+~:,'\"")
-_LEET = str.maketrans({"0": "o", "1": "i", "l": "i", "3": "e", "4": "a", "5": "s",
-                       "7": "t", "8": "b", "9": "g"})
-# Marks that render as nothing (variation selectors, the combining grapheme joiner).
-_INVISIBLE_MARKS = frozenset(["\u034f", *map(chr, range(0xFE00, 0xFE10)),
+# What an invisible character folds to until the views drop it: a format character, so
+# that no folded character of a text can be mistaken for it.
+_MARK = "\u2063"
+_TOKENS = re.compile(r"[^\W_]+")
+# Words that are numbers, not leetspeak: a number, a model number (one letter and a
+# number: `A55`, `B52`), a number with a unit (`80mb`, `5g`, `4k`).
+_NUMBER_LIKE = re.compile(
+    r"[a-z]?\d+|\d+(?:kb|mb|gb|tb|pb|kib|mib|gib|ms|us|ns|mm|cm|km|kg|mg|hz|khz|mhz|ghz|"
+    r"px|pt|em|mp|fps|dpi|bps|kbps|mbps|gbps|st|nd|rd|th|am|pm|k|m|b|g|x|s|h|d|v|w|a|p)")
+_DIGITS_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t",
+                              "8": "b", "9": "g"})
+_LETTERS_LEET = str.maketrans({"l": "i"})
+# Characters that render as nothing but are not format characters (Cf): variation
+# selectors, the combining grapheme joiner, Hangul and Khmer fillers, the blank
+# Braille pattern, the musical null notehead.
+_INVISIBLE_MARKS = frozenset(["\u034f", "\u115f", "\u1160", "\u17b4", "\u17b5", "\u2800",
+                              "\u3164", "\uffa0", "\U0001d159",
+                              *map(chr, range(0xFE00, 0xFE10)),
                               *map(chr, range(0xE0100, 0xE01F0))])
+# Unicode names of decorated Latin letters that neither NFKD nor the confusables data
+# bring back to the letter: small capitals (`ʙᴏᴍʙ`), letters with a stroke or hook
+# (`ø ł đ ɓ`), squared and parenthesised letters (`🅱 ⒝`), regional indicators (`🇧`).
+_LETTER_NAME = re.compile(
+    r"(?:[A-Z]+ )*?LATIN (?:CAPITAL |SMALL )?LETTER (?:SMALL CAPITAL |BARRED )?([A-Z])"
+    r"(?: WITH [A-Z ]+)?|REGIONAL INDICATOR SYMBOL LETTER ([A-Z])")
 _LEET_SYMBOLS = {"!": "i", "|": "i", "@": "a", "$": "s", "+": "t"}
 
 
@@ -52,6 +76,10 @@ class View:
     # View positions where spaced-out letters were joined: `k i l l a` becomes `killa`,
     # and a word may still end between `l` and `a` (see `is_boundary`).
     joins: frozenset[int] = frozenset()
+    # View positions where invisible characters stood between two letters or digits
+    # (`make\u200bmeth`): the text shows one word there, so no word ends there, but
+    # the words of a phrase may be split there (`make\u200bmeth\u200bnow`).
+    gaps: frozenset[int] = frozenset()
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The original span of view characters [start, end) (end > start).
@@ -147,6 +175,8 @@ def clean(text: str) -> View:
             mapped = table.get(char)
             if mapped is None:
                 mapped = table[char] = _fold_char(char)
+            if mapped == _MARK and out and out[-1] == _MARK:
+                continue  # a run of invisible characters is one separator
             if mapped:
                 out.append(mapped)
                 origin.extend([index] * len(mapped))
@@ -156,7 +186,13 @@ def clean(text: str) -> View:
 
 
 def skeleton(view: View) -> View:
-    text = view.text.translate(_LEET)
+    """The clean view with leetspeak folded (see the module docstring).
+
+    Digits are read as letters only in a word that is not a number, a model number or a
+    number with a unit: `b0mb`, `80m8` and `h3ll0` are words in disguise; `717`,
+    `4.5.5`, `A55` and `80MB` are numbers (and so, deliberately, is `k111`).
+    """
+    text = view.text
     if any(symbol in text for symbol in _LEET_SYMBOLS):
         chars = list(text)
         for index, char in enumerate(chars[:-1]):
@@ -164,7 +200,42 @@ def skeleton(view: View) -> View:
                                           or chars[index + 1] in _LEET_SYMBOLS):
                 chars[index] = _LEET_SYMBOLS[char]
         text = "".join(chars)
-    return View(text, view.origin, view.source, view.joins)
+    if any(char.isdigit() for char in text):  # after the symbols: `4@aa` is one word
+        text = _TOKENS.sub(_fold_digits, text)
+    text = text.translate(_LETTERS_LEET)
+    return View(text, view.origin, view.source, view.joins, view.gaps)
+
+
+def _fold_digits(token: re.Match[str]) -> str:
+    word = token.group()
+    if _NUMBER_LIKE.fullmatch(word):
+        return word
+    return word.translate(_DIGITS_LEET)
+
+
+_PUNCTUATION_RUNS = re.compile(r"(?:[^\w:]|_)+")
+
+
+def words(view: View) -> View:
+    """The view with every run of characters that are neither letters, digits nor a
+    colon read as one space: for wording detectors (prompt_injection), so that
+    `**ignore** all previous`, `system-prompt` and `ignore_all_previous_instructions`
+    read as the words they are. A run keeps the origin of its first character."""
+    text = view.text
+    if _PUNCTUATION_RUNS.search(text.replace(" ", "a")) is None:
+        return view
+    out: list[str] = []
+    origin: list[int] = []
+    position = 0
+    for run in _PUNCTUATION_RUNS.finditer(text):
+        out.append(text[position:run.start()])
+        origin.extend(view.origin[position:run.start()])
+        out.append(" ")
+        origin.append(view.origin[run.start()])
+        position = run.end()
+    out.append(text[position:])
+    origin.extend(view.origin[position:])
+    return View("".join(out), tuple(origin), view.source, view.joins, view.gaps)
 
 
 def skeleton_of(term: str) -> str:
@@ -185,7 +256,10 @@ def _fold_char(char: str) -> str:
     if char.isascii():
         return char.lower()
     if _invisible(char):
-        return ""
+        return _MARK
+    lettered = _lettered().get(char)
+    if lettered is not None:
+        return lettered
     homoglyphs = _homoglyphs()
     out = []
     for part in unicodedata.normalize("NFKD", char):
@@ -204,43 +278,77 @@ def _fold_char(char: str) -> str:
 
 
 def _collapse_whitespace(text: str, origin: list[int]) -> tuple[str, list[int]]:
-    if "  " not in text and not any(c.isspace() and c != " " for c in text):
+    """Runs of whitespace become one space, and an invisible mark stays only between two
+    letters or digits (next to a space or punctuation it separates nothing)."""
+    if "  " not in text and _MARK not in text and \
+            not any(c.isspace() and c != " " for c in text):
         return text, origin
     out: list[str] = []
     kept: list[int] = []
-    previous_space = False
     for char, where in zip(text, origin, strict=True):
-        space = char.isspace()
-        if space and previous_space:
+        if char == _MARK:
+            if out and out[-1].isalnum():
+                out.append(char)
+                kept.append(where)
             continue
-        previous_space = space
+        space = char.isspace()
+        if out and out[-1] == _MARK and not char.isalnum():
+            out.pop()
+            kept.pop()
+        if space and out and out[-1] == " ":
+            continue
         out.append(" " if space else char)
         kept.append(where)
+    if out and out[-1] == _MARK:
+        out.pop()
+        kept.pop()
     return "".join(out), kept
 
 
 def _collapse_spacing(text: str, origin: list[int], source: str) -> View:
+    """Join spaced-out letters and drop the invisible marks, noting where either was.
+
+    Where an invisible mark stood between two letters or digits is a gap
+    (`make\u200bmeth` shows as one word, which a phrase may still split there).
+    """
     drop: set[int] = set()
     for match in _SPACED.finditer(text):
-        drop.update(i for i in range(match.start(), match.end()) if text[i] in _SEPARATORS)
-    if not drop:
+        drop.update(i for i in range(match.start(), match.end()) if not text[i].isalnum())
+    if not drop and _MARK not in text:
         return View(text, tuple(origin), source)
     out: list[str] = []
     kept: list[int] = []
     joins: set[int] = set()
+    gaps: set[int] = set()
     for index, char in enumerate(text):
         if index in drop:
             joins.add(len(out))
+        elif char == _MARK:  # always between two letters or digits, by now
+            gaps.add(len(out))
         else:
             out.append(char)
             kept.append(origin[index])
-    return View("".join(out), tuple(kept), source, frozenset(joins))
+    return View("".join(out), tuple(kept), source, frozenset(joins), frozenset(gaps))
 
 
 @functools.cache
 def _char_table() -> dict[str, str]:
     """Memo of per-character folds (grows with the characters seen, bounded by Unicode)."""
     return {}
+
+
+@functools.cache
+def _lettered() -> dict[str, str]:
+    """Non-ASCII character → the lower-case Latin letter its Unicode name says it is
+    (see _LETTER_NAME), for the decorated letters that NFKD and the confusables data
+    leave alone. Built once, from the Unicode database this Python ships."""
+    table: dict[str, str] = {}
+    for code in range(0x80, 0x20000):
+        char = chr(code)
+        match = _LETTER_NAME.fullmatch(unicodedata.name(char, ""))
+        if match is not None:
+            table[char] = (match.group(1) or match.group(2)).lower()
+    return table
 
 
 @functools.cache

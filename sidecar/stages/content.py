@@ -77,6 +77,26 @@ def _widest(pattern: str) -> int | None:
     return None if widest >= parser.MAXREPEAT else int(widest)
 
 
+def _despaced(words_view: View, regex: Any) -> list[tuple[int, int]]:
+    """Matches of a wording pattern across spaced-out letters: on the words view without
+    its spaces, kept where the match starts and ends on word boundaries and holds a
+    join or a gap (letters that were spaced out, or split by invisible characters)."""
+    splits = words_view.joins | words_view.gaps
+    if not splits:
+        return []
+    text = words_view.text
+    kept = [index for index, char in enumerate(text) if char != " "]
+    spans = []
+    for match in regex.finditer(text.replace(" ", "")):
+        if match.end() <= match.start():
+            continue
+        start, end = kept[match.start()], kept[match.end() - 1] + 1
+        if (words_view.is_boundary(start) and words_view.is_boundary(end)
+                and any(split in splits for split in range(start + 1, end))):
+            spans.append(words_view.span(start, end))
+    return spans
+
+
 def _add_key(automaton: Any, key: str, spaces: frozenset[int], rule_index: int) -> None:
     """Map `key` to (its length, {the positions of its removed spaces: [rule indices]})."""
     entry = automaton.get(key, None)
@@ -89,16 +109,19 @@ def _add_key(automaton: Any, key: str, spaces: frozenset[int], rule_index: int) 
 
 
 def _spaceless(key: str) -> tuple[str, frozenset[int]]:
-    """`build a bomb` → (`buildabomb`, {5, 6}): the key without spaces, and the positions
-    of the characters that a space preceded."""
+    """`build a bomb` → (`buildabomb`, {5, 6}): the key's letters and digits alone, and
+    the positions of those that a space or punctuation preceded."""
     chars: list[str] = []
-    spaces: set[int] = set()
+    gaps: set[int] = set()
     for char in key:
-        if char == " ":
-            spaces.add(len(chars))
-        else:
+        if char.isalnum():
             chars.append(char)
-    return "".join(chars), frozenset(spaces)
+        elif chars:
+            gaps.add(len(chars))
+    return "".join(chars), frozenset(gaps)
+
+
+_NOT_ALNUM = re.compile(r"[\W_]+")
 
 
 class ContentStage:
@@ -128,14 +151,14 @@ class ContentStage:
                             "removed"))
                         continue
                     _add_key(automaton, key, frozenset(), rule_index)
-                    if " " in key:
+                    if not key.isalnum():
                         _add_key(phrases, *_spaceless(key), rule_index)
         if issues:
             raise PolicyError(issues)
         self._automaton = automaton if len(automaton) else None
         if self._automaton is not None:
             self._automaton.make_automaton()
-        # Phrases again, spaces taken out, for texts with spaced-out letters (see _joined).
+        # Phrases (and words with punctuation) again, letters and digits only (_joined).
         self._phrases = phrases if len(phrases) else None
         if self._phrases is not None:
             self._phrases.make_automaton()
@@ -163,7 +186,7 @@ class ContentStage:
 
     def _scan(self, text: str, applies: list[bool]) -> list[Hit]:
         from sidecar.content.builtins import shannon_entropy
-        from sidecar.content.normalize import clean, original, skeleton, visible
+        from sidecar.content.normalize import clean, original, skeleton, visible, words
 
         views: dict[str, View] = {}
 
@@ -175,6 +198,8 @@ class ContentStage:
                     views[name] = visible(text)
                 elif name == "clean":
                     views[name] = clean(text)
+                elif name == "words":
+                    views[name] = words(view("skeleton"))
                 else:
                     views[name] = skeleton(view("clean"))
             return views[name]
@@ -190,7 +215,7 @@ class ContentStage:
                 span = skeleton_view.span(start, end + 1)
                 hits.update(Hit(rule, "", *span) for rule in by_spaces[frozenset()]
                             if applies[rule])
-            if self._phrases is not None and skeleton_view.joins:
+            if self._phrases is not None:
                 hits.update(self._joined(skeleton_view, applies))
         for rule, regex in self._patterns:
             if applies[rule]:
@@ -201,6 +226,10 @@ class ContentStage:
         for rule, detector in self._detectors:
             if not applies[rule] or (detector.disguise_only and ascii_text):
                 continue
+            if detector.view == "despaced":
+                hits.update(Hit(rule, detector.id, *span)
+                            for span in _despaced(view("words"), detector.regex))
+                continue
             target = view(detector.view)
             for match in detector.regex.finditer(target.text):
                 if match.end() <= match.start():
@@ -208,6 +237,8 @@ class ContentStage:
                 if detector.disguise_only and text[slice(*target.span(
                         match.start(), match.end()))].isascii():
                     continue
+                if detector.group and match.group(detector.group) is None:
+                    continue  # a branch that only keeps look-alikes from matching
                 if detector.min_entropy and shannon_entropy(
                         match.group(detector.group)) < detector.min_entropy:
                     continue
@@ -215,30 +246,37 @@ class ContentStage:
         return sorted(hits, key=lambda hit: (hit.start, hit.end, hit.rule, hit.detector))
 
     def _joined(self, skeleton_view: View, applies: list[bool]) -> set[Hit]:
-        """Phrases whose words were spaced out letter by letter, in a text that has some.
+        """Phrases whose words are apart in some other way than one space.
 
-        Joining `b u i l d a bomb` cannot know where one word ended, so it gives
-        `builda bomb`, and the phrase `build a bomb` is not in it. Here the view is read
-        with its spaces taken out and each phrase without its spaces; a hit counts where
-        every space of the phrase falls on a space or a join of the view (a place where
-        spaced-out letters were glued), no other space of the view lies inside it, and
-        it starts and ends on word boundaries.
+        `b u i l d a bomb` joins into `builda bomb` (joining cannot know where a word
+        ended), `make-meth-now`, `**make** **meth**` and `make\u200bmeth` put other
+        characters between the words. Here the view is read with only its letters and
+        digits, against each phrase likewise; a hit counts where every gap of the phrase
+        falls on a word boundary of the view (punctuation, a space, or a join: where
+        spaced-out letters were glued) or a gap (where invisible characters were
+        dropped), the phrase's
+        words are whole in the view (nothing between their letters), and it starts and
+        ends on word boundaries.
         """
         text = skeleton_view.text
-        kept = [index for index, char in enumerate(text) if char != " "]
-        found: set[Hit] = set()
         assert self._phrases is not None
-        for end, (length, by_spaces) in self._phrases.iter(text.replace(" ", "")):
-            where = kept[end - length + 1:end + 1]  # skeleton positions of the hit
+        found = list(self._phrases.iter(_NOT_ALNUM.sub("", text)))
+        if not found:
+            return set()
+        kept = [index for index, char in enumerate(text) if char.isalnum()]
+        hits: set[Hit] = set()
+        for end, (length, by_gaps) in found:
+            where = kept[end - length + 1:end + 1]  # view positions of the hit
             if not (skeleton_view.is_boundary(where[0])
                     and skeleton_view.is_boundary(where[-1] + 1)):
                 continue
-            for spaces, rules in by_spaces.items():
-                if all((skeleton_view.is_boundary(where[i]) if i in spaces
-                        else where[i] == where[i - 1] + 1) for i in range(1, length)):
+            for gaps, rules in by_gaps.items():
+                if all((skeleton_view.is_boundary(where[i]) or where[i] in skeleton_view.gaps
+                        if i in gaps else where[i] == where[i - 1] + 1)
+                       for i in range(1, length)):
                     span = skeleton_view.span(where[0], where[-1] + 1)
-                    found.update(Hit(rule, "", *span) for rule in rules if applies[rule])
-        return found
+                    hits.update(Hit(rule, "", *span) for rule in rules if applies[rule])
+        return hits
 
     def _report(self, index: int, hits: list[Hit], result: StageResult) -> None:
         for count, hit in enumerate(hits):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import re
 import string
 import unicodedata
@@ -36,7 +37,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sidecar.content.normalize import _fold_char, _homoglyphs, clean, weigh
+from sidecar.content.normalize import (
+    _NUMBER_LIKE as NUMBER_LIKE,
+)
+from sidecar.content.normalize import _fold_char, _homoglyphs, _lettered, clean, weigh
 from sidecar.pipeline import Pipeline
 from sidecar.policy.model import ContentConfig
 from sidecar.pseudonyms import finish_locally
@@ -89,9 +93,15 @@ def test_stream_weights_add_up_piece_by_piece(text: str, cut: int, after_space: 
 # -- disguises ---------------------------------------------------------------------------
 
 INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u180e",
-             "\u2062", "\ufe0f", "\u034f", "\U000e0020", "\U000e0041", "\U000e007f"]
+             "\u2062", "\ufe0f", "\u034f", "\U000e0020", "\U000e0041", "\U000e007f",
+             "\u3164", "\uffa0", "\u115f", "\u1160", "\u2800"]
 MARKS = ["\u0301", "\u0300", "\u0308", "\u0327", "\u0336", "\u20dd", "\u0489"]
-SEPARATORS = list(" .-_*·•/|+~:,'\"")
+SEPARATORS = [*" .-_*·•/|+~:,'\"=;#^\\`", ", ", ". ", " - ", "..", "\u2010", "\u2013",
+              "\u2014", "\u30fb", "\U0001f4a3", " / "]
+# What may stand between the words of a phrase: spaces, punctuation, Markdown emphasis,
+# invisible characters used as spaces.
+PHRASE_GAPS = [" ", "  ", "\n", " \u200b", "\t", "-", "_", ", ", "... ", "\u2014", "\u200b",
+               "\u3164", "** **", "\" \"", " / "]
 LEET_DIGITS = {"a": "4", "b": "8", "e": "3", "g": "9", "i": "1", "l": "1", "o": "0",
                "s": "5", "t": "7"}
 LEET_SYMBOLS = {"a": "@", "i": "!", "s": "$"}
@@ -105,6 +115,17 @@ def look_alikes() -> dict[str, tuple[str, ...]]:
     for char, latin in _homoglyphs().items():
         if len(char) == 1 and _fold_char(char) == latin and unicodedata.category(char) != "Cf":
             out.setdefault(latin, []).append(char)
+    return {letter: tuple(chars) for letter, chars in out.items()}
+
+
+@functools.cache
+def lettered_forms() -> dict[str, tuple[str, ...]]:
+    """Latin letter → decorated forms read by their Unicode names (small capitals,
+    letters with strokes and hooks, squared and parenthesised letters, regional
+    indicators)."""
+    out: dict[str, list[str]] = {}
+    for char, latin in _lettered().items():
+        out.setdefault(latin, []).append(char)
     return {letter: tuple(chars) for letter, chars in out.items()}
 
 
@@ -129,6 +150,8 @@ def disguised_letter(draw: st.DrawFn, letter: str, *, leet: bool, last: bool) ->
         options.append("homoglyph")
     if letter in compatibility_forms():
         options.append("compatibility")
+    if letter in lettered_forms():
+        options.append("lettered")
     if leet and letter in LEET_DIGITS:
         options.append("leet")
     if leet and not last and letter in LEET_SYMBOLS:
@@ -137,6 +160,7 @@ def disguised_letter(draw: st.DrawFn, letter: str, *, leet: bool, last: bool) ->
     char = {"plain": lambda: letter, "upper": letter.upper,
             "homoglyph": lambda: draw(st.sampled_from(look_alikes().get(letter, (letter,)))),
             "compatibility": lambda: draw(st.sampled_from(compatibility_forms()[letter])),
+            "lettered": lambda: draw(st.sampled_from(lettered_forms()[letter])),
             "leet": lambda: LEET_DIGITS[letter],
             "leet symbol": lambda: LEET_SYMBOLS[letter]}[kind]()
     if draw(st.integers(0, 4)) == 0:
@@ -157,6 +181,15 @@ def disguised_word(draw: st.DrawFn, word: str, *, leet: bool = True,
     if spaced:  # a leet symbol is no letter: it cannot stand in a spaced-out word
         letters = [LEET_DIGITS.get(word[i], word[i]) if ch[:1] in "@!$" else ch
                    for i, ch in enumerate(letters)]
+    # Digits read as letters only in a word that does not read as a number, a model
+    # number or a number with a unit (`b0mb`, not `717`, `a55`, `80mb`): where the leet
+    # form would, the first leet digit goes back to its letter.
+    while True:
+        digits = [i for i, ch in enumerate(letters) if ch[:1].isdigit()]
+        shown = "".join(letters[i][:1] if i in digits else c for i, c in enumerate(word))
+        if not digits or not NUMBER_LIKE.fullmatch(shown):
+            break
+        letters[digits[0]] = word[digits[0]]
     out = letters[0]
     for letter in letters[1:]:
         gap = "".join(draw(st.lists(st.sampled_from(INVISIBLE), max_size=3)))
@@ -169,13 +202,21 @@ def disguised_word(draw: st.DrawFn, word: str, *, leet: bool = True,
     return out
 
 
-def disguised_phrase(phrase: str, **kw: bool) -> st.SearchStrategy[str]:
-    words = phrase.split(" ")
-    return st.tuples(*(disguised_word(w, **kw) for w in words),
-                     *(st.sampled_from([" ", "  ", "\n", " \u200b", "\t"])
-                       for _ in words[1:])).map(
-        lambda parts: "".join(parts[i] + (parts[len(words) + i] if i < len(words) - 1 else "")
-                              for i in range(len(words))))
+@st.composite
+def disguised_phrase(draw: st.DrawFn, phrase: str, **kw: bool) -> str:
+    """Each word disguised, the words apart by spaces, punctuation, Markdown or
+    invisible characters; but an invisible gap next to a word spaced out letter by
+    letter would show the two as one (`a` + ZWSP + `b.o.m.b` shows `ab.o.m.b`), so there
+    the gap is a space."""
+    variants = [draw(disguised_word(w, **kw)) for w in phrase.split(" ")]
+    out = variants[0]
+    for previous, variant in itertools.pairwise(variants):
+        gap = draw(st.sampled_from(PHRASE_GAPS))
+        if not clean(f"x{gap}x").text.strip("x") and (clean(previous).joins
+                                                      or clean(variant).joins):
+            gap = " "
+        out += gap + variant
+    return out
 
 
 # Context the attacker chooses: anything, ASCII or not, emoji and accents included.
@@ -251,7 +292,7 @@ def test_a_disguised_pattern_match_is_caught_anywhere(data: st.DataObject, word:
 
 def _lone_alnum_at(text: str, *, end: bool) -> bool:
     pattern = r"(?<![^\W_])[^\W_][\W_]*$" if end else r"^[\W_]*[^\W_](?![^\W_])"
-    return re.search(pattern, clean(text).text) is not None
+    return re.search(pattern, text) is not None
 
 
 INJECTIONS = {
@@ -309,6 +350,14 @@ BENIGN = [
     "Grüße aus München — das Wetter ist schön.",
     "Ignoring the noise, the instructions for assembly were clear.",
     "I forgot my umbrella in the previous train.",
+    # Numbers that leetspeak would read as words (an outside trial found each flagged).
+    "The attachment is 80MB, the link does 80mb/s.",
+    "I bought a Galaxy A55 and flew on a Boeing 717.",
+    "There were 455 attendees at version 4.5.5 of the talk; call 8008 for tickets.",
+    # A subdivision flag is tag characters after a black flag: an emoji, not smuggling.
+    "Come on England \U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F!",
+    # Soft hyphens and zero-width joiners inside ordinary words.
+    "An ass\u00adessment of the tit\u00adle, and a boo\u200dbook.",
 ]
 
 
@@ -331,8 +380,8 @@ def test_a_term_inside_a_longer_word_is_not_flagged(data: st.DataObject, word: s
 
 @pytest.mark.parametrize("text", BENIGN)
 def test_ordinary_prose_is_not_flagged(text: str) -> None:
-    stage = stage_of(words=("bomb", "kill", "weapon"), phrases=("build a bomb",),
-                     builtin="prompt_injection")
+    stage = stage_of(words=("bomb", "kill", "weapon", "ass", "tit", "boob"),
+                     phrases=("build a bomb",), builtin="prompt_injection")
     TALLY["prose"]["benign"] += 1
     assert run(stage, text) == []
     for before in ("", "é ", "🙂 "):
