@@ -77,6 +77,13 @@ class Settings(BaseSettings):
                                           le=1024 * 1024)
     stream_context_chars: int = Field(default=StreamLimits.context, ge=0, le=65536)
     stream_idle_timeout: float = Field(default=60.0, gt=0)
+    # The most seconds one stream may stay open, progress or not (a client trickling a
+    # byte a minute would otherwise hold its buffers for days).
+    stream_max_seconds: float = Field(default=3600.0, gt=0)
+    # Streams open at once, and the text they may hold together (each holds at most
+    # max_text_bytes; None: 32 x max_text_bytes). Past either: RESOURCE_EXHAUSTED.
+    max_streams: int = Field(default=256, ge=1)
+    streams_max_bytes: int | None = Field(default=None, ge=1)
     # Chat requests re-send the whole conversation: results per message (by content hash
     # and policy revision) are kept in an LRU of this many entries per worker (0: off).
     message_cache_entries: int = Field(default=20_000, ge=0)
@@ -102,6 +109,13 @@ class Settings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
         return self
+
+    @property
+    def stream_held_bytes(self) -> int:
+        """Text all open streams may hold together (`streams_max_bytes` or its default)."""
+        if self.streams_max_bytes is not None:
+            return self.streams_max_bytes
+        return 32 * self.max_text_bytes
 
     @property
     def tls(self) -> bool:

@@ -167,17 +167,28 @@ class WorkerPool:
                        WorkerLost("every inspection worker is down; retry"))
 
     def _next_batch(self) -> list[_Job]:
+        """What waits, in order, up to `batch_max` requests and `max_text_bytes` characters
+        in all (at least one request): a worker's peak memory is that of the largest
+        request it may get, not of 32 of them at once."""
         now = time.monotonic()
         batch: list[_Job] = []
+        chars = 0
         while self._queue and len(batch) < self.settings.batch_max:
-            job = self._queue.popleft()
+            job = self._queue[0]
             if job.future.done():
+                self._queue.popleft()
                 continue  # the caller went away (cancelled call)
             if job.deadline is not None and now >= job.deadline:
+                self._queue.popleft()
                 job.future.set_exception(DeadlineExceeded(
                     "the call's deadline passed while it waited for a worker"))
                 continue
+            size = job.inspection.chars
+            if batch and chars + size > self.settings.max_text_bytes:
+                break  # the next batch starts with it
+            self._queue.popleft()
             batch.append(job)
+            chars += size
         return batch
 
 
@@ -196,6 +207,7 @@ class _Worker:
         self._in_flight: list[_Job] | _Reload = []
         self._reload: _Reload | None = None
         self.largest_batch = 0
+        self.largest_batch_chars = 0
         self.restarts = 0
 
     @property
@@ -266,6 +278,8 @@ class _Worker:
 
     def send(self, batch: list[_Job]) -> None:
         self.largest_batch = max(self.largest_batch, len(batch))
+        self.largest_batch_chars = max(self.largest_batch_chars,
+                                       sum(job.inspection.chars for job in batch))
         self._write([job.inspection for job in batch], batch)
 
     def detach(self) -> bool:

@@ -86,7 +86,11 @@ async def start_server(settings: Settings, runner: Runner,
         holdback=settings.stream_holdback_chars, min_release=settings.stream_min_release_chars,
         context=settings.stream_context_chars, max_bytes=settings.max_text_bytes),
         stream_idle_timeout=settings.stream_idle_timeout, metrics=metrics)
-    add_service(server, servicer, "Guardrail")
+    streams = servicer.streams  # what bounds a stream beyond StreamLimits
+    streams.max_seconds = settings.stream_max_seconds
+    streams.max_streams = settings.max_streams
+    streams.max_held_bytes = settings.stream_held_bytes
+    add_service(server, servicer, "Guardrail", max_bytes=settings.max_text_bytes)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SERVICE_NAME):
