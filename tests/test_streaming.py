@@ -119,6 +119,21 @@ def test_a_blocked_phrase_split_at_every_boundary_blocks(sidecar: Sidecar) -> No
         assert final.violations[0].start == start  # offsets in the whole completion
 
 
+LONG_PHRASE = ("the quarterly acquisition plan for the northern division that the board has "
+               "not yet approved and must not leave this building under any circumstances")
+
+
+@pytest.mark.parametrize("size", [1, 17, 100])
+def test_a_phrase_longer_than_the_hold_back_is_never_cut(sidecar: Sidecar, size: int) -> None:
+    """The hold-back grows to the policy's longest match (here a 149-character phrase
+    against the default 128), so no release shows the start of it before it is seen whole."""
+    assert len(LONG_PHRASE) > LIMITS.holdback
+    text = FILLER + "Note: " + LONG_PHRASE + "." + TAIL * 4
+    shown, verdicts = stream(sidecar, chunks(text, size))
+    assert verdicts[-1].final and verdicts[-1].decision == pb.BLOCK
+    assert "the quarterly acquisition" not in shown
+
+
 def test_a_block_mid_stream_says_what_was_already_released(sidecar: Sidecar) -> None:
     text = FILLER * 3 + "Now the top secret project. " + TAIL
     shown, verdicts = stream(sidecar, chunks(text, 16))

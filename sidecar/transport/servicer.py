@@ -21,6 +21,7 @@ from sidecar.pipeline import MAX_ID_CHARS
 from sidecar.policy.reload import PolicyManager
 from sidecar.pseudonyms import Pseudonymizer, finish_locally
 from sidecar.runner import Runner
+from sidecar.stages.content import longest_match
 from sidecar.streaming import StreamLimits
 from sidecar.transport import convert
 from sidecar.transport.status import code_for
@@ -44,7 +45,9 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
         self.metrics = metrics
         self.streams = StreamService(self.inspect_window, self.record, stream_limits or
                                      StreamLimits(), stream_idle_timeout,
-                                     rule_rank=self._rule_rank, metrics=metrics)
+                                     rule_rank=self._rule_rank, metrics=metrics,
+                                     longest_match=self._longest_match)
+        self._longest: dict[tuple[str, str], int] = {}
         self.ready = False
         self.draining = False
         self.in_flight = 0
@@ -117,6 +120,17 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
         found = self.pseudonyms.policy_of(policy) if self.pseudonyms is not None else None
         ids = [rule.id for rule in found.residency.rules] if found is not None else []
         return ids.index(rule_id) if rule_id in ids else len(ids)
+
+    def _longest_match(self, policy: str, revision: str) -> int:
+        """The longest match a policy's content rules can make, for a stream's hold-back
+        (computed once per policy revision)."""
+        key = (policy, revision)
+        if key not in self._longest:
+            found = self.pseudonyms.policy_of(policy) if self.pseudonyms is not None else None
+            if len(self._longest) > 64:  # revisions come and go with reloads
+                self._longest.clear()
+            self._longest[key] = longest_match(found.content) if found is not None else 0
+        return self._longest[key]
 
     async def _finish_pseudonyms(self, inspection: Inspection, verdict: Verdict) -> Verdict:
         if self.pseudonyms is None:

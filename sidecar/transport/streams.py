@@ -123,6 +123,7 @@ class StreamService:
                  record: Callable[[Inspection, Verdict, dict[str, str]], Awaitable[Verdict]],
                  limits: StreamLimits, idle_timeout: float, *,
                  rule_rank: Callable[[str, str], int], metrics: Metrics | None = None,
+                 longest_match: Callable[[str, str], int] = lambda policy, revision: 0,
                  max_seconds: float = 3600.0, max_streams: int = 256,
                  max_held_bytes: int | None = None) -> None:
         self.inspect = inspect
@@ -136,6 +137,7 @@ class StreamService:
             32 * limits.max_bytes
         self.held_bytes = 0  # text read by every open stream, queued or in its window
         self.rule_rank = rule_rank
+        self.longest_match = longest_match
         self.open_streams = 0
         # Audit writes of interrupted streams, which outlive their cancelled handler.
         self._background: set[asyncio.Task[Any]] = set()
@@ -198,7 +200,7 @@ class StreamService:
                 window, None if remaining is None else time.monotonic() + remaining)
 
         return CompletionStream(convert.to_stream_template(first.request), analyze,
-                                self.limits, self.rule_rank)
+                                self.limits, self.rule_rank, self.longest_match)
 
     async def _run(self, stream: CompletionStream, batch: list[Chunk],
                    chunks: asyncio.Queue[Chunk], budget: _Budget,
