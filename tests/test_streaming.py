@@ -123,15 +123,16 @@ LONG_PHRASE = ("the quarterly acquisition plan for the northern division that th
                "not yet approved and must not leave this building under any circumstances")
 
 
-@pytest.mark.parametrize("size", [1, 17, 100])
-def test_a_phrase_longer_than_the_hold_back_is_never_cut(sidecar: Sidecar, size: int) -> None:
+def test_a_phrase_longer_than_the_hold_back_is_never_cut(sidecar: Sidecar) -> None:
     """The hold-back grows to the policy's longest match (here a 149-character phrase
-    against the default 128), so no release shows the start of it before it is seen whole."""
+    against the default 128), so no release shows the start of it before it is seen
+    whole, wherever the windows fall around it."""
     assert len(LONG_PHRASE) > LIMITS.holdback
-    text = FILLER + "Note: " + LONG_PHRASE + "." + TAIL * 4
-    shown, verdicts = stream(sidecar, chunks(text, size))
-    assert verdicts[-1].final and verdicts[-1].decision == pb.BLOCK
-    assert "the quarterly acquisition" not in shown
+    for pad in range(0, LIMITS.min_release + 40, 9):
+        text = "word " * (pad // 5) + "x" * (pad % 5) + " " + LONG_PHRASE + "." + TAIL * 4
+        shown, verdicts = stream(sidecar, chunks(text, 64))
+        assert verdicts[-1].final and verdicts[-1].decision == pb.BLOCK, pad
+        assert "the quarterly" not in shown, pad
 
 
 def test_a_block_mid_stream_says_what_was_already_released(sidecar: Sidecar) -> None:
