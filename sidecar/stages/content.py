@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sidecar.errors import PolicyError, PolicyIssue
 from sidecar.policy.model import ContentConfig, ContentRule
 from sidecar.types import Edit, Inspection, Prior, StageResult, Violation
+from sidecar.wellformed import well_formed
 
 if TYPE_CHECKING:
     from sidecar.content.normalize import View
@@ -181,7 +182,9 @@ class ContentStage:
             return result
         for index, message in enumerate(inspection.messages):
             if message.content:
-                self._report(index, self._scan(message.content, applies), result)
+                # RE2 takes UTF-8, which a lone surrogate cannot be: scan a copy with each
+                # replaced by U+FFFD (same offsets), so no text can make the stage raise.
+                self._report(index, self._scan(well_formed(message.content), applies), result)
         return result
 
     def _scan(self, text: str, applies: list[bool]) -> list[Hit]:

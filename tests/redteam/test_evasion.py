@@ -535,3 +535,17 @@ def test_a_span_left_open_costs_linear_work(tmp_path_factory: pytest.TempPathFac
     completion = asyncio.run(count())
     assert completion.output == text
     assert completion.analysed_chars <= 4 * len(text), completion.windows
+
+
+@EXAMPLES
+@given(before=st.text(max_size=20), after=st.text(max_size=20),
+       surrogate=st.sampled_from(["\ud800", "\udfff", "\udfff\ud800", "\ud83d\ude00"]))
+def test_a_lone_surrogate_cannot_switch_the_content_stage_off(before: str, after: str,
+                                                              surrogate: str) -> None:
+    """A door that takes JSON (the gateway, the CLI) can hand the stage a lone surrogate,
+    which RE2 cannot encode: the stage must still answer, and still find the word."""
+    stage = stage_of(words=("bomb",), builtin="prompt_injection")
+    text = f"{before}{surrogate} bomb {surrogate}{after}"
+    spans = [(s, e) for _, s, e in run(stage, text)]
+    start = len(before) + len(surrogate) + 1
+    assert (start, start + 4) in spans
