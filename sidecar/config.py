@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # Requests waiting or running across all workers before new ones are refused with
     # RESOURCE_EXHAUSTED: a fast "no" beats a latency that grows without bound.
     max_queue: int = Field(default=256, ge=1)
+    # Text (bytes of UTF-8, as the request limit counts) that may wait for a worker in
+    # the front process; 0: 16 x max_text_bytes.
+    max_queued_bytes: int = Field(default=0, ge=0)
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace: float = Field(default=10.0, ge=0)
     log_level: str = "INFO"

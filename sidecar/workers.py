@@ -66,6 +66,10 @@ class _Reload:
     future: asyncio.Future[None]
 
 
+# How much text may wait for a worker by default, as a multiple of the request limit.
+QUEUED_TEXT_FACTOR = 16
+
+
 class WorkerPool:
     """Worker processes driven from the event loop: no feeder threads, no locks.
 
@@ -120,6 +124,14 @@ class WorkerPool:
         if waiting >= self.max_queue:
             raise Overloaded(f"{waiting} requests already waiting (max_queue={self.max_queue});"
                              " retry with backoff")
+        # The queue holds whole texts in the front process: bound their sum, not only
+        # their count (256 queued 1 MiB prompts held ~0.5 GiB).
+        queued = sum(job.inspection.chars for job in self._queue)
+        budget = self.settings.max_queued_bytes or \
+            QUEUED_TEXT_FACTOR * self.settings.max_text_bytes
+        if self._queue and queued + inspection.chars > budget:
+            raise Overloaded(f"{queued} characters of text already waiting (at most "
+                             f"{budget}: GUARDRAIL_MAX_QUEUED_BYTES); retry with backoff")
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceeded("the call's deadline passed before it could be run")
         job = _Job(inspection, asyncio.get_running_loop().create_future(), deadline)

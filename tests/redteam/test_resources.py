@@ -59,6 +59,7 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[faults.Sidecar
         "GUARDRAIL_STREAM_IDLE_TIMEOUT": str(IDLE),
         "GUARDRAIL_STREAM_MAX_SECONDS": str(MAX_SECONDS),
         "GUARDRAIL_MAX_STREAMS": str(MAX_STREAMS),
+        "GUARDRAIL_MAX_QUEUED_BYTES": str(4 * MAX_BYTES),
         "GUARDRAIL_AUDIT": "false"}).serving()
     try:
         yield running
@@ -396,3 +397,17 @@ def test_a_killed_worker_fails_only_its_own_request(sidecar: faults.Sidecar) -> 
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert waiting.result().text == "mail <EMAIL_ADDRESS>"
     assert worker_pid(sidecar) != worker
+
+
+def test_text_waiting_for_a_worker_is_bounded(sidecar: faults.Sidecar) -> None:
+    """More prompts than GUARDRAIL_MAX_QUEUED_BYTES (here 4 x max_text_bytes) queued
+    behind a busy worker: the excess is refused with RESOURCE_EXHAUSTED (retryable), not
+    held in the front's memory; the rest is answered."""
+    text = (PROSE * (MAX_BYTES // len(PROSE) + 1))[:MAX_BYTES // 2]
+    calls = [stub(sidecar).InspectPrompt.future(pb.InspectRequest(text=text), timeout=300)
+             for _ in range(14)]
+    refused = [call.exception() for call in calls if call.exception() is not None]
+    assert all(err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+               and "characters of text already waiting" in (err.details() or "")
+               for err in refused), [err.details() for err in refused]
+    assert 0 < len(refused) < len(calls)
