@@ -69,6 +69,25 @@ class Settings(BaseSettings):
     audit_admin_token_file: Path | None = None
     # Seconds between retention sweeps in the server (0: only `guardrail audit sweep`).
     audit_sweep_interval: float = Field(default=3600.0, ge=0)
+    # The checkpoint signing key (32 raw bytes, 0600). Unset: <data_dir>/keys/
+    # audit-signing.key, generated on first start. A fleet mounts one key from a Secret
+    # into every pod, so compliance pins a single public key for all chains.
+    audit_signing_key_file: Path | None = None
+
+    # Fleet mode: "postgresql://..." keeps every pod's audit chain, data keys and
+    # pseudonym vault in one PostgreSQL store (TLS options go in the URL: sslmode,
+    # sslrootcert, sslcert, sslkey). Unset: everything stays in data_dir, as before.
+    store: str | None = Field(default=None, repr=False)
+    # Records the local outbox may hold that the store has not taken (PostgreSQL down);
+    # past it a record is refused and the policy's on_error decides.
+    store_outbox_max_records: int = Field(default=1_000_000, ge=1)
+    # Seconds a pod uses a data key fetched from the store before asking again: the
+    # longest an erasure takes to reach a pod that missed its notification.
+    store_key_cache_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # This sidecar's chain in the store. Unset: host name plus a random suffix, kept in
+    # <data_dir>/keys/instance-id (stable across container restarts on one emptyDir).
+    instance_id: str | None = Field(default=None, min_length=1, max_length=100,
+                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
     # Streamed completions (InspectCompletionStream): characters held back so an entity
     # or a phrase split across chunks is still caught (the longest one with spaces in it
@@ -104,6 +123,15 @@ class Settings(BaseSettings):
         if value.startswith("unix:"):
             raise ValueError("metrics are served over HTTP: expected HOST:PORT")
         return _address(value)
+
+    @field_validator("store")
+    @classmethod
+    def _valid_store(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected a postgresql:// URL")  # never echo it: a password
+        return value
 
     @model_validator(mode="after")
     def _tls_complete(self) -> Settings:
