@@ -7,6 +7,7 @@
     guardrail policy status [--listen ADDR]                               what a sidecar serves
     guardrail audit verify | erase | export | sweep | hold | public-key    the audit trail
     guardrail health [--listen ADDR]                                      probe a running sidecar
+    guardrail kube-inject [-f FILE] [--mode single|fleet]                 inject into manifests
 
 Every flag also reads from the environment (GUARDRAIL_LISTEN, GUARDRAIL_POLICIES, ...).
 Exit codes: 0 success, 1 a check failed (invalid policy, not serving, a tampered trail,
@@ -613,7 +614,7 @@ def _parser() -> argparse.ArgumentParser:
     _client_tls_flags(status)
     status.set_defaults(handler=_policy_status)
 
-    _add_audit_commands(commands)
+    _add_tool_commands(commands)
 
     probe = commands.add_parser("health", help="ask a running sidecar whether it serves")
     probe.add_argument("--listen", help="HOST:PORT or unix:PATH (GUARDRAIL_LISTEN)")
@@ -746,3 +747,73 @@ def _add_audit_hold_commands(audit: Any, audit_common: Any) -> None:
     listing = actions.add_parser("list", help="every hold, active or released")
     audit_common(listing)
     hold.set_defaults(handler=_audit_hold)
+
+
+def _add_tool_commands(commands: Any) -> None:
+    """Commands that need no running sidecar: the audit trail, kube-inject."""
+    _add_audit_commands(commands)
+    _add_kube_inject_command(commands)
+
+
+def _kube_inject(args: argparse.Namespace) -> int:
+    """YAML in (a file or stdin), YAML out; a refusal is one line and exit 2."""
+    from sidecar.kubeinject import MAX_INPUT_BYTES, InjectError, Options, inject_text
+
+    chosen = {name: value for name in ("mode", "image", "kek_secret", "store_secret",
+                                       "policies_configmap", "data_claim", "data_size",
+                                       "outbox_size")
+              if (value := getattr(args, name)) is not None}
+    options = Options(**chosen)
+    source = args.filename or "-"
+    try:
+        if source == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(source, "rb") as handle:
+                data = handle.read(MAX_INPUT_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"cannot read {source}: {err.strerror}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise InjectError(f"{source}: larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InjectError(f"{source}: not UTF-8 text (byte {err.start})") from None
+    output, notes = inject_text(text, options)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.output:
+        try:
+            Path(args.output).write_text(output)
+        except OSError as err:
+            raise ConfigError(f"cannot write {args.output}: {err.strerror}") from None
+    else:
+        sys.stdout.write(output)
+    return EXIT_OK
+
+
+def _add_kube_inject_command(commands: Any) -> None:
+    inject = commands.add_parser(
+        "kube-inject", help="add the sidecar to Deployment, StatefulSet and Pod manifests",
+        description="Like istioctl kube-inject: reads manifests (a file or stdin), writes "
+                    "them back with the guardrail as a native sidecar. Idempotent.")
+    inject.add_argument("-f", "--filename", help="manifest file, '-' for stdin (default)")
+    inject.add_argument("-o", "--output", help="write here instead of stdout")
+    inject.add_argument("--mode", choices=["single", "fleet"],
+                        help="single (default): SQLite on a PersistentVolumeClaim; fleet: "
+                             "GUARDRAIL_STORE from a Secret, an emptyDir outbox")
+    inject.add_argument("--image", help="the sidecar image (default guardrail-sidecar:"
+                                        f"{__version__})")
+    inject.add_argument("--kek-secret", help="Secret holding the audit KEK under key 'kek' "
+                                             "(default guardrail-audit-kek)")
+    inject.add_argument("--store-secret", help="fleet: Secret holding the postgresql:// URL "
+                                               "under key 'url' (default guardrail-store)")
+    inject.add_argument("--policies-configmap", help="ConfigMap of policy files (default "
+                                                     "guardrail-policies)")
+    inject.add_argument("--data-claim", help="single, Pod or Deployment: the claim for the "
+                                             "trail (default NAME-guardrail)")
+    inject.add_argument("--data-size", help="single, StatefulSet: each replica's claim "
+                                            "size (default 5Gi)")
+    inject.add_argument("--outbox-size", help="fleet: the emptyDir outbox's size limit "
+                                              "(default 1Gi)")
+    inject.set_defaults(handler=_kube_inject)
