@@ -14,17 +14,28 @@ import json
 import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from audit import chain
-from audit.store import AuditStore
 
 VERSION = "guardrail-export-v1"
 COLUMNS = ("id", "kind", "time", "tenant", "app", "direction", "decision", "policy",
            "revision", "entities", "rule_ids", "tags", "retain_until", "subject_ref")
 
 
-def rows(store: AuditStore, *, tenant: str = "", app: str = "", decision: str = "",
+class Trail(Protocol):
+    """What an export reads: one data directory's trail (audit.store.AuditStore) or the
+    whole fleet store (audit.pgstore.FleetStore)."""
+
+    def subject_ref(self, subject_id: str) -> str: ...
+
+    def records(self, where: str = "", params: tuple[Any, ...] = ()
+                ) -> Iterator[dict[str, Any]]: ...
+
+    def payload(self, record: dict[str, Any]) -> bytes | None: ...
+
+
+def rows(store: Trail, *, tenant: str = "", app: str = "", decision: str = "",
          policy: str = "", subject_id: str = "", since: float | None = None,
          until: float | None = None, include_payload: bool = False,
          ) -> Iterator[dict[str, Any]]:

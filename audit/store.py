@@ -27,11 +27,12 @@ import json
 import logging
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlite_utils
 
@@ -100,6 +101,9 @@ _KEY_MIGRATIONS: dict[int, list[str]] = {
             fingerprint TEXT NOT NULL, created REAL NOT NULL, destroyed_at REAL)""",
         "CREATE UNIQUE INDEX data_keys_scope ON data_keys(scope, ref, version)",
     ],
+    # Fleet mode: keys a pod made while the fleet store was unreachable wait here until
+    # the shipper registers them centrally (shipped = 1), before the records using them.
+    2: ["ALTER TABLE data_keys ADD COLUMN shipped INTEGER NOT NULL DEFAULT 0"],
 }
 _METADATA = ("id", "kind", "time", "tenant", "app", "direction", "decision", "policy",
              "revision", "entities", "rule_ids", "tags", "retain_until", "subject_ref",
@@ -163,6 +167,23 @@ class LegalHoldError(Exception):
                          "erase anyway, override the hold with a reason (it is recorded)")
 
 
+class OutboxFull(OSError):
+    """Fleet mode: the local outbox holds its bound of records the store has not taken
+    (PostgreSQL unreachable for long): the record is refused, and `on_error` decides."""
+
+
+class Keyring(Protocol):
+    """Where data keys live when not in audit-keys.db: the fleet store (audit.pgstore)
+    holds one key per subject for every pod, and the pods cache them for a bounded time."""
+
+    def load(self, scopes: Collection[tuple[str, str]]
+             ) -> dict[tuple[str, str], tuple[str, bytes]]:
+        """A live (dek_id, key) for each scope, created when it has none."""
+
+    def key_by_id(self, dek_id: str) -> bytes | None:
+        """The key, or None once an erasure destroyed it."""
+
+
 class TamperedError(sqlite3.DatabaseError):
     """The chain since the last checkpoint does not verify: nothing is signed over it.
 
@@ -173,7 +194,7 @@ class TamperedError(sqlite3.DatabaseError):
 class AuditStore:
     def __init__(self, directory: Path, kek: crypto.Kek, signer: chain.Signer,
                  index_key: bytes, *, checkpoint_every: int = 1000,
-                 anchor_path: Path | None = None) -> None:
+                 anchor_path: Path | None = None, keyring: Keyring | None = None) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory = directory
         self.kek = kek
@@ -189,6 +210,22 @@ class AuditStore:
         self._deks: dict[tuple[str, str], tuple[str, bytes]] = {}
         self._since_checkpoint = 0
         self._vault: sqlite_utils.Database | None = None
+        # Fleet mode (audit.pgstore): keys come from the store; this file is the outbox.
+        self.keyring = keyring
+        self.outbox_limit: int | None = None
+        self.outbox_records = 0
+        self._outbox_lock = threading.Lock()
+
+    def bound_outbox(self, limit: int) -> None:
+        """Refuse appends (OutboxFull) while `limit` records wait to be shipped."""
+        self.outbox_records = int(self.db.conn.execute("SELECT COUNT(*) FROM records"
+                                                       ).fetchone()[0])
+        self.outbox_limit = limit
+
+    def outbox_shipped(self, pruned: int) -> None:
+        """The shipper pruned `pruned` records it had shipped (see audit.pgstore)."""
+        with self._outbox_lock:
+            self.outbox_records = max(0, self.outbox_records - pruned)
 
     def close(self) -> None:
         """Sign the head one last time (unless the chain is broken: then say so), close."""
@@ -283,11 +320,22 @@ class AuditStore:
     def append(self, records: list[NewRecord]) -> list[str]:
         """Encrypt, chain and commit `records` in one transaction; return their ids."""
         self._check_files()
+        if self.outbox_limit is not None and \
+                self.outbox_records + len(records) > self.outbox_limit:
+            raise OutboxFull(errno.ENOSPC, f"the audit outbox holds its bound of "
+                             f"{self.outbox_limit} records the fleet store has not taken "
+                             "(is PostgreSQL reachable?)")
         prepared = self._prepare(records, time.time())
-        self._forget_destroyed()  # one query per batch, not one per record
-        self._load_keys({scope for _, scope, payload in prepared if payload is not None})
+        scopes = {scope for _, scope, payload in prepared if payload is not None}
+        if self.keyring is not None:
+            self._deks = self.keyring.load(scopes)  # its cache, its time bound
+        else:
+            self._forget_destroyed()  # one query per batch, not one per record
+            self._load_keys(scopes)
         with immediate(self.db.conn) as conn:
             rows = self._insert(conn, prepared)
+        with self._outbox_lock:
+            self.outbox_records += len(rows)
         self._since_checkpoint += len(rows)
         if self._since_checkpoint >= self.checkpoint_every:
             try:
@@ -422,8 +470,9 @@ class AuditStore:
                                 crypto.wrap(self.kek, dek, dek_id), self.kek.id,
                                 crypto.fingerprint(dek), time.time()))
                 found[scope] = (dek_id, dek)
-            conn.executemany("INSERT INTO data_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                             created)
+            conn.executemany("INSERT INTO data_keys (dek_id, scope, ref, version, wrapped, "
+                             "kek_id, fingerprint, created, destroyed_at) VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?, ?, NULL)", created)
         self._deks.update(found)  # only once committed
 
     def data_key(self, subject_id: str, tenant: str) -> tuple[str, bytes]:
@@ -431,6 +480,8 @@ class AuditStore:
         created if needed. Checks the cached key is still alive (an erasure elsewhere)."""
         subject_ref = self.subject_ref(subject_id)
         scope = ("subject", subject_ref) if subject_ref else ("tenant", tenant)
+        if self.keyring is not None:
+            return self.keyring.load({scope})[scope]
         cached = self._deks.get(scope)
         if cached is not None and self.key_by_id(cached[0]) is not None:
             return cached
@@ -440,6 +491,8 @@ class AuditStore:
 
     def key_by_id(self, dek_id: str) -> bytes | None:
         """A data key by id; None once an erasure destroyed it."""
+        if self.keyring is not None:
+            return self.keyring.key_by_id(dek_id)
         row = self.keys.conn.execute(
             "SELECT wrapped FROM data_keys WHERE dek_id = ? AND destroyed_at IS NULL",
             (dek_id,)).fetchone()
@@ -483,6 +536,9 @@ class AuditStore:
         """
         if not subject_id:
             raise ValueError("an erasure needs a subject id")
+        if self.keyring is not None:
+            raise ValueError("this sidecar is in fleet mode: erase in the store "
+                             "(`guardrail audit erase --store URL`)")
         subject_ref = self.subject_ref(subject_id)
         held = self.holds_covering(subject_ref)
         if held and not override_hold:
@@ -634,8 +690,11 @@ class AuditStore:
         seq, _ = self.checkpoint(extra=f"prune:{sweep_id}:{_stub_digest(expired)}"
                                  if expired else "")
         vault = self._vault_db()
+        active = [h for h in self.holds() if h["released"] is None]
         with immediate(vault.conn):
-            conversations = purge_expired(vault.conn, now)
+            conversations = purge_expired(
+                vault.conn, now, {h["ref"] for h in active if h["scope"] == "subject"},
+                {h["ref"] for h in active if h["scope"] == "tenant"})
         for database in (self.db, vault):
             database.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return SweepReport(len(expired), held, seq, conversations)

@@ -28,9 +28,10 @@ import hmac
 import json
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from audit import crypto
 
@@ -46,6 +47,8 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX conversations_subject ON conversations(subject_ref)",
         "CREATE INDEX conversations_expires ON conversations(expires)",
     ],
+    # The tenant, so a legal hold on a tenant keeps its conversations past their TTL.
+    2: ["ALTER TABLE conversations ADD COLUMN tenant TEXT NOT NULL DEFAULT ''"],
 }
 # A conversation that names more distinct values than this gets unnumbered placeholders
 # (`<PERSON>`) for the rest: still redacted, never restorable. Bounds a row's size.
@@ -107,6 +110,17 @@ def local_exchange(exchange: Exchange) -> Exchange:
     return exchange
 
 
+class Mappings(Protocol):
+    """A vault: this file's (Vault) or the fleet store's (audit.pgstore.CentralVault)."""
+
+    def exchange(self, tenant: str, subject_id: str, conversation_id: str,
+                 exchange: Exchange, *, ttl: float, now: float | None = None) -> Exchange:
+        """Issue or look up placeholders, restore tokens: one transaction."""
+
+    def close(self) -> None:
+        """Release what it holds."""
+
+
 class Vault:
     """The mappings of `store`'s data directory. Not thread-safe: use one per thread."""
 
@@ -130,33 +144,46 @@ class Vault:
 
         now = time.time() if now is None else now
         ref = self.conversation_ref(tenant, subject_id, conversation_id)
-        associated = b"guardrail-vault\0" + ref.encode()
         conn = self.db.conn
         with immediate(conn):
             row = conn.execute("SELECT dek_id, sealed, expires FROM conversations "
                                "WHERE ref = ?", (ref,)).fetchone()
-            mapping = _Mapping()
-            if row is not None and row[2] > now:
-                dek = self.store.key_by_id(row[0])
-                if dek is not None:  # else the subject was erased meanwhile: start afresh
-                    mapping = _Mapping.load(crypto.open_sealed(dek, row[1], associated))
-            size = len(mapping.forward)
-            for entity, value in exchange.values:
-                token = mapping.forward.get((entity, value))
-                if token is None:
-                    token = mapping.issue(entity, value, exchange.avoid) \
-                        if len(mapping.forward) < MAX_ENTRIES else f"<{entity}>"
-                exchange.placeholders.append(token)
-            exchange.restored = {token: mapping.reverse[token] for token in exchange.tokens
-                                 if token in mapping.reverse}
-            if len(mapping.forward) > size:
-                dek_id, dek = self.store.data_key(subject_id, tenant)
+            update = apply_exchange(self.store, ref, row, exchange, subject_id=subject_id,
+                                    tenant=tenant, now=now)
+            if update is not None:
                 conn.execute(
-                    "INSERT OR REPLACE INTO conversations VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (ref, self.store.subject_ref(subject_id), dek_id,
-                     crypto.seal(dek, mapping.dump(), associated), len(mapping.forward),
-                     now + ttl, now))
+                    "INSERT OR REPLACE INTO conversations (ref, subject_ref, dek_id, sealed, "
+                    "entries, expires, updated, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (ref, self.store.subject_ref(subject_id), update[0], update[1],
+                     update[2], now + ttl, now, tenant))
         return exchange
+
+
+def apply_exchange(store: AuditStore, ref: str, row: Any, exchange: Exchange, *,
+                   subject_id: str, tenant: str, now: float
+                   ) -> tuple[str, bytes, int] | None:
+    """Do `exchange` against a conversation's stored row (dek_id, sealed, expires), inside
+    the caller's transaction (SQLite here, PostgreSQL in fleet mode); what to store
+    back (dek_id, sealed mapping, entries), or None when nothing new was issued."""
+    associated = b"guardrail-vault\0" + ref.encode()
+    mapping = _Mapping()
+    if row is not None and row[2] > now:
+        dek = store.key_by_id(row[0])
+        if dek is not None:  # else the subject was erased meanwhile: start afresh
+            mapping = _Mapping.load(crypto.open_sealed(dek, bytes(row[1]), associated))
+    size = len(mapping.forward)
+    for entity, value in exchange.values:
+        token = mapping.forward.get((entity, value))
+        if token is None:
+            token = mapping.issue(entity, value, exchange.avoid) \
+                if len(mapping.forward) < MAX_ENTRIES else f"<{entity}>"
+        exchange.placeholders.append(token)
+    exchange.restored = {token: mapping.reverse[token] for token in exchange.tokens
+                         if token in mapping.reverse}
+    if len(mapping.forward) == size:
+        return None
+    dek_id, dek = store.data_key(subject_id, tenant)
+    return dek_id, crypto.seal(dek, mapping.dump(), associated), len(mapping.forward)
 
 
 def purge_subject(conn: sqlite3.Connection, subject_ref: str) -> int:
@@ -165,8 +192,18 @@ def purge_subject(conn: sqlite3.Connection, subject_ref: str) -> int:
                         (subject_ref,)).rowcount
 
 
-def purge_expired(conn: sqlite3.Connection, now: float) -> int:
-    return conn.execute("DELETE FROM conversations WHERE expires <= ?", (now,)).rowcount
+def purge_expired(conn: sqlite3.Connection, now: float,
+                  held_subjects: Collection[str] = (), held_tenants: Collection[str] = ()
+                  ) -> int:
+    """Delete mappings past their TTL, except those a legal hold covers (on their subject
+    or their tenant): a hold keeps everything about its subject, the vault included."""
+    expired = conn.execute("SELECT ref, subject_ref, tenant FROM conversations "
+                           "WHERE expires <= ?", (now,)).fetchall()
+    gone = [(ref,) for ref, subject_ref, tenant in expired
+            if not ((subject_ref and subject_ref in held_subjects)
+                    or (tenant and tenant in held_tenants))]
+    conn.executemany("DELETE FROM conversations WHERE ref = ?", gone)
+    return len(gone)
 
 
 def vault_path(directory: Path) -> Path:

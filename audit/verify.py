@@ -108,23 +108,40 @@ class _State:
             self.problems.append(Problem(seq, reason, id_, missing))
 
 
+@dataclass(frozen=True)
+class Elsewhere:
+    """What a fleet store knows outside one chain (audit.pgstore): the chain's head
+    anchor as the store registered it, subjects erased by a compliance chain (their
+    payloads may be gone from any chain), and the stub digests that verified retention
+    events of a compliance chain vouch for, per sweep id."""
+
+    anchor: anchor_file.Anchor | None
+    anchor_name: str
+    erased: frozenset[str] = frozenset()
+    sweeps: dict[str, str] = field(default_factory=dict)
+
+
 def verify_trail(db: sqlite3.Connection, keys: sqlite3.Connection,
                  columns: tuple[str, ...], trusted: Collection[str] | None,
-                 anchor_path: Path | None) -> Verification:
+                 anchor_path: Path | None, *, elsewhere: Elsewhere | None = None
+                 ) -> Verification:
     """Check everything listed in the module docstring, in one read transaction."""
     state = _State()
     pinned = None if trusted is None else {key.lower() for key in trusted}
     # The anchor first: it is written after its checkpoint commits, so the snapshot
     # below always holds what it names.
     anchor: anchor_file.Anchor | None = None
-    if anchor_path is not None:
+    if elsewhere is not None:
+        anchor = elsewhere.anchor
+    elif anchor_path is not None:
         try:
             anchor = anchor_file.read(anchor_path)
         except anchor_file.AnchorError as err:
             state.add(None, str(err))
     db.execute("BEGIN")
     try:
-        result = _verify(db, keys, columns, pinned, anchor_path, anchor=anchor, state=state)
+        result = _verify(db, keys, columns, pinned, anchor_path, anchor=anchor, state=state,
+                         elsewhere=elsewhere)
     finally:
         db.execute("COMMIT")
     return result
@@ -132,9 +149,12 @@ def verify_trail(db: sqlite3.Connection, keys: sqlite3.Connection,
 
 def _verify(db: sqlite3.Connection, keys: sqlite3.Connection, columns: tuple[str, ...],
             pinned: set[str] | None, anchor_path: Path | None, *,
-            anchor: anchor_file.Anchor | None, state: _State) -> Verification:
+            anchor: anchor_file.Anchor | None, state: _State,
+            elsewhere: Elsewhere | None = None) -> Verification:
     valid = _checkpoints(db, pinned, state)
-    if anchor_path is not None:
+    if elsewhere is not None:
+        _anchor(Path(elsewhere.anchor_name), anchor, valid, pinned, state)
+    elif anchor_path is not None:
         _anchor(anchor_path, anchor, valid, pinned, state)
     signed: dict[int, list[_Checkpoint]] = {}
     for checkpoint in valid:
@@ -143,7 +163,7 @@ def _verify(db: sqlite3.Connection, keys: sqlite3.Connection, columns: tuple[str
         signed.setdefault(anchor.seq, []).append(_Checkpoint(
             anchor.n, anchor.seq, anchor.hash, anchor.time, anchor.extra, anchor.signature,
             anchor.public_key, anchor.prev))
-    walk = _walk(db, columns, signed, valid, state)
+    walk = _walk(db, columns, signed, valid, state, elsewhere=elsewhere)
     head = walk["head"]
     # Whatever a signature names beyond the head is gone.
     beyond = [(c.seq, f"the signed {c.name()}") for c in valid if c.seq > head]
@@ -239,11 +259,13 @@ def _anchor(path: Path, anchor: anchor_file.Anchor | None, valid: list[_Checkpoi
 
 def _walk(db: sqlite3.Connection, columns: tuple[str, ...],
           signed: dict[int, list[_Checkpoint]], valid: list[_Checkpoint],
-          state: _State) -> dict[str, Any]:
+          state: _State, *, elsewhere: Elsewhere | None = None) -> dict[str, Any]:
     """Records and stubs in order, from 1 to the head."""
     stubs = {row[0]: (row[1], row[2], row[3]) for row in db.execute(
         "SELECT seq, hash, prev_hash, sweep FROM pruned")}
     erased_after: dict[str, int] = {}  # subject_ref -> seq of its latest erasure event
+    for ref in elsewhere.erased if elsewhere is not None else ():
+        erased_after[ref] = 1 << 62  # erased by the fleet's compliance chain
     for seq, tags in db.execute("SELECT seq, tags FROM records WHERE kind = 'erasure'"):
         ref = _tags(tags).get("subject_ref", "")
         erased_after[ref] = max(erased_after.get(ref, 0), seq)
@@ -299,7 +321,8 @@ def _walk(db: sqlite3.Connection, columns: tuple[str, ...],
         checked += 1
     bridge(None)
     return {"head": expected - 1, "checked": checked, "events": events, "stubs": stubs,
-            "dek_first": dek_first, "valid": valid}
+            "dek_first": dek_first, "valid": valid,
+            "sweeps": elsewhere.sweeps if elsewhere is not None else {}}
 
 
 def _check_record(seq: int, metadata: dict[str, Any], stored: tuple[Any, ...],
@@ -328,7 +351,7 @@ def _side_tables(db: sqlite3.Connection, keys: sqlite3.Connection, walk: dict[st
 def _retention(walk: dict[str, Any], state: _State) -> None:
     events: list[tuple[int, str, str, dict[str, str]]] = walk["events"]
     # Retention: each sweep's stubs match the event that made them, and a signature.
-    signed_sweeps = {}
+    signed_sweeps = dict(walk["sweeps"])  # vouched for by a fleet compliance chain
     for checkpoint in walk["valid"]:
         parts = checkpoint.extra.split(":")
         if parts[0] == "prune" and len(parts) == 3:
@@ -344,6 +367,8 @@ def _retention(walk: dict[str, Any], state: _State) -> None:
         if signed_sweeps.get(sweep) != digest:
             state.add(rows[0][0], f"retention stubs {rows[0][0]}-{rows[-1][0]} are not "
                       "covered by a signed checkpoint (fake stubs?)")
+        elif event is None and sweep in walk["sweeps"]:
+            pass  # a fleet sweep: its event is in the compliance chain that vouched for it
         elif event is None:
             state.add(rows[0][0], f"retention stubs {rows[0][0]}-{rows[-1][0]} have no "
                       "chained retention event")

@@ -9,6 +9,12 @@ redacted text or the original text, encrypted (see `audit/`).
 The same thread signs a checkpoint (and advances the head anchor, `keys/audit-anchor.json`)
 every `CHECKPOINT_INTERVAL` seconds when records came in, every 1,000 records, and on
 shutdown: the unsigned tail `verify` cannot vouch for stays a few seconds long.
+
+Fleet mode (`store` set, see audit.pgstore): the local trail is an outbox. Data keys
+come from the store through the process's `KeyRing`, and a `Shipper` thread sends
+committed records and checkpoints to the store, then prunes what the store took. The
+answer never waits for PostgreSQL; when it is down the outbox grows up to
+`store_outbox_max_records`, then records are refused and `on_error` decides.
 """
 
 from __future__ import annotations
@@ -26,15 +32,19 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from audit import chain, crypto
-from audit.store import AuditStore, NewRecord
+from audit.store import AuditStore, NewRecord, OutboxFull
 from sidecar.aio import settle
 from sidecar.config import Settings
 from sidecar.errors import AuditUnavailable, ConfigError
 from sidecar.keys import load_or_create_key
 from sidecar.policy.model import AuditConfig, Policy
 from sidecar.types import Inspection, Verdict
+
+if TYPE_CHECKING:
+    from audit.pgstore import Central, FleetStore, KeyRing
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1024
@@ -65,10 +75,20 @@ def open_store(settings: Settings) -> AuditStore:
                         "read it can read the audit payloads. Mount a managed KEK "
                         "(GUARDRAIL_AUDIT_KEK_FILE or GUARDRAIL_AUDIT_KEK) in production",
                         extra={"path": str(keys / "audit.kek"), "kek_id": kek.id})
-        signer = chain.Signer.load_or_create(keys / SIGNING_KEY_FILE)
+        signer = _signer(settings, keys)
+        if settings.store:
+            fleet = fleet_of(settings, kek, signer)
+            store = AuditStore(Path(settings.data_dir) / "audit", kek, signer,
+                               fleet.central.index_key,
+                               anchor_path=anchor_path(Path(settings.data_dir)),
+                               keyring=fleet.keyring)
+            store.bound_outbox(settings.store_outbox_max_records)
+            return store
         index_key = load_or_create_key(keys / "audit-index.key")
         store = AuditStore(Path(settings.data_dir) / "audit", kek, signer, index_key,
                            anchor_path=anchor_path(Path(settings.data_dir)))
+    except ConnectionError as err:  # audit.pgstore.StoreUnavailable
+        raise ConfigError(str(err)) from None
     except crypto.AuditKeyError as err:
         raise ConfigError(str(err)) from None
     except OSError as err:
@@ -79,6 +99,172 @@ def open_store(settings: Settings) -> AuditStore:
                           "see README, 'When the audit database is damaged'") from None
     _check_kek(store)
     return store
+
+
+def _signer(settings: Settings, keys: Path) -> chain.Signer:
+    """The checkpoint signing key: the mounted one (a fleet's Secret), else the data
+    directory's, generated on first start."""
+    if settings.audit_signing_key_file is None:
+        return chain.Signer.load_or_create(keys / SIGNING_KEY_FILE)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from sidecar.keys import read_private_file
+
+    raw = read_private_file(Path(settings.audit_signing_key_file), "audit signing key")
+    if len(raw) != 32:
+        raise ConfigError(f"audit signing key {settings.audit_signing_key_file} must hold "
+                          f"32 raw bytes, not {len(raw)}")
+    return chain.Signer(Ed25519PrivateKey.from_private_bytes(raw))
+
+
+class Fleet:
+    """This process's link to the fleet store: one pool, one key ring (and its LISTEN
+    thread), one chain id, shared by the writer, the vault and the admin service."""
+
+    def __init__(self, central: Central, keyring: KeyRing, chain_id: str) -> None:
+        self.central = central
+        self.keyring = keyring
+        self.chain_id = chain_id
+
+
+_fleets: dict[tuple[str, str], Fleet] = {}
+_fleets_lock = threading.Lock()
+
+
+def fleet_of(settings: Settings, kek: crypto.Kek, signer: chain.Signer) -> Fleet:
+    """The process's Fleet for `settings.store` (made on first use: migrate, register
+    this sidecar's chain, start listening for erasures)."""
+    from audit.pgstore import Central, KeyRing, instance_id
+    from audit.store import _KEY_MIGRATIONS, open_database
+
+    assert settings.store is not None
+    key = (settings.store, str(settings.data_dir))
+    with _fleets_lock:
+        if key in _fleets:
+            return _fleets[key]
+        central = Central(settings.store, kek)
+        directory = Path(settings.data_dir)
+        chain_id = settings.instance_id or instance_id(directory / "keys")
+        central.register_chain(chain_id, signer.public_hex())
+        (directory / "audit").mkdir(mode=0o700, parents=True, exist_ok=True)
+        local = open_database(directory / "audit" / "audit-keys.db", _KEY_MIGRATIONS)
+        keyring = KeyRing(central, local.conn, cache_seconds=settings.store_key_cache_seconds)
+        keyring.listen()
+        _fleets[key] = Fleet(central, keyring, chain_id)
+        return _fleets[key]
+
+
+def current_fleet(settings: Settings) -> Fleet:
+    """The Fleet `open_store` made for these settings."""
+    assert settings.store is not None
+    return _fleets[(settings.store, str(settings.data_dir))]
+
+
+def open_fleet_store(settings: Settings) -> FleetStore:
+    """The compliance view of the whole store (CLI `--store`, AuditAdmin in fleet mode),
+    its events signed with this data directory's (or the mounted) signing key."""
+    from audit.pgstore import Central, FleetStore
+
+    assert settings.store is not None
+    keys = Path(settings.data_dir) / "keys"
+    try:
+        kek = _kek(settings, keys, create=False)
+        return FleetStore(Central(settings.store, kek, pool_size=2), _signer(settings, keys))
+    except crypto.AuditKeyError as err:
+        raise ConfigError(str(err)) from None
+    except ConnectionError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _kek(settings: Settings, keys: Path, *, create: bool) -> crypto.Kek:
+    if settings.audit_kek:
+        return crypto.Kek.from_text(settings.audit_kek)
+    if settings.audit_kek_file is not None:
+        return crypto.Kek.from_file(Path(settings.audit_kek_file))
+    if (keys / "audit.kek").exists() or not create:
+        return crypto.Kek.from_file(keys / "audit.kek")
+    return crypto.Kek.create_file(keys / "audit.kek")
+
+
+class Shipper:
+    """Sends the outbox to the fleet store, in order, and prunes what it took (a thread).
+
+    Every `interval` seconds (at once while a full batch was shipped), one
+    `audit.pgstore.ship` transaction; then the outbox is pruned up to the newest
+    checkpoint the store holds. While PostgreSQL is unreachable it retries every
+    `retry` seconds; `up`, `problem` and the counters feed the metrics.
+    """
+
+    def __init__(self, store: AuditStore, fleet: Fleet, *, interval: float = 0.2,
+                 batch: int = 5000, retry: float = 1.0) -> None:
+        from audit.store import _KEY_MIGRATIONS, _MIGRATIONS, open_database
+
+        self.store = store
+        self.fleet = fleet
+        self.interval = interval
+        self.batch = batch
+        self.retry = retry
+        self.outbox = open_database(store.directory / "audit.db", _MIGRATIONS).conn
+        self.keys = open_database(store.directory / "audit-keys.db", _KEY_MIGRATIONS).conn
+        self.up = False
+        self.problem = ""
+        self.shipped = 0
+        self.failures = 0
+        self.acked_seq = 0
+        self._pruned_to = -1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-shipper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            wait = self.interval
+            try:
+                if self.ship_once() >= self.batch:
+                    wait = 0.0
+            except ConnectionError as err:  # StoreUnavailable: PostgreSQL down
+                if self.up or not self.failures:
+                    log.warning("fleet store unreachable; records wait in the outbox",
+                                extra={"error": str(err), "outbox": self.store.outbox_records})
+                self.up = False
+                self.failures += 1
+                wait = self.retry
+            except Exception as err:
+                log.error("audit shipping failed", extra={"error_type": type(err).__name__})
+                self.failures += 1
+                wait = self.retry
+            self._stop.wait(wait)
+
+    def ship_once(self) -> int:
+        """One shipping transaction and the pruning after it; records shipped."""
+        from audit.pgstore import prune_outbox, ship
+
+        result = ship(self.fleet.central, self.outbox, self.keys, self.fleet.chain_id,
+                      batch=self.batch)
+        if not self.up:
+            log.info("fleet store reachable; shipping", extra={"chain": self.fleet.chain_id})
+        self.up = True
+        if result.problem and result.problem != self.problem:
+            log.error("audit shipping refused", extra={"chain": self.fleet.chain_id,
+                                                       "reason": result.problem})
+        self.problem = result.problem
+        self.shipped += result.shipped
+        self.acked_seq = result.acked_seq
+        if result.acked_seq > self._pruned_to:
+            self.store.outbox_shipped(prune_outbox(self.outbox, result.acked_seq))
+            self._pruned_to = result.acked_seq
+        return result.shipped
+
+    def close(self, drain: float = 5.0) -> None:
+        """Stop; first ship what is left for up to `drain` seconds (the final checkpoint)."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+        deadline = time.monotonic() + drain
+        with contextlib.suppress(Exception):
+            while time.monotonic() < deadline and self.ship_once() > 0:
+                pass
+        self.outbox.close()
+        self.keys.close()
 
 
 def _check_kek(store: AuditStore) -> None:
@@ -143,6 +329,7 @@ class AuditWriter:
         self._cond = threading.Condition()
         self._closing = False
         self.failures = 0  # records that could not be written (metrics)
+        self.shipper: Shipper | None = None  # fleet mode: started by start_shipping
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -187,6 +374,11 @@ class AuditWriter:
         self._enqueue(record, hand_over)
         return done.result(timeout=timeout)
 
+    def start_shipping(self, fleet: Fleet) -> Shipper:
+        """Fleet mode: ship this writer's outbox to the store from now on."""
+        self.shipper = Shipper(self.store, fleet)
+        return self.shipper
+
     @property
     def queued(self) -> int:
         """Records handed over and not yet committed."""
@@ -205,6 +397,8 @@ class AuditWriter:
         self._thread.join(timeout=30)
         with contextlib.suppress(Exception):
             self.store.close()  # writes a final signed checkpoint
+        if self.shipper is not None:  # then ships it, if the store is reachable
+            self.shipper.close()
 
     def _run(self) -> None:
         due = time.monotonic() + self.checkpoint_interval
@@ -253,6 +447,8 @@ class AuditWriter:
 
 def _reason(err: OSError) -> str:
     """What went wrong, in words safe to show: never a path or a value."""
+    if isinstance(err, OutboxFull):
+        return str(err)
     if err.errno == errno.ENOENT and err.strerror and "audit database" in err.strerror:
         return err.strerror  # deleted or replaced under us: say so, and what to do
     return os.strerror(err.errno) if err.errno else "I/O error"

@@ -6,6 +6,7 @@
     guardrail policy test [DIR]                                           run *.tests.yaml cases
     guardrail policy status [--listen ADDR]                               what a sidecar serves
     guardrail audit verify | erase | export | sweep | hold | public-key    the audit trail
+    guardrail store migrate --store postgresql://...                      fleet store schema
     guardrail health [--listen ADDR]                                      probe a running sidecar
     guardrail kube-inject [-f FILE] [--mode single|fleet]                 inject into manifests
 
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: audit database: {err}; see README, 'When the audit database is "
               "damaged'", file=sys.stderr)
         return EXIT_FAILED
+    except ConnectionError as err:  # the fleet store is unreachable or failed
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `guardrail audit export | head`: the reader has had enough
@@ -66,7 +70,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         name: value for name in ("listen", "policies", "data_dir", "spacy_model", "log_level",
                                  "allow_public_bind", "workers", "metrics_listen",
-                                 "tls_cert_file", "tls_key_file", "tls_client_ca_file")
+                                 "tls_cert_file", "tls_key_file", "tls_client_ca_file",
+                                 "store")
         if (value := getattr(args, name, None)) is not None
     }
     try:
@@ -99,6 +104,10 @@ def _serve(args: argparse.Namespace) -> int:
             audit.record_event(policy_change_record(name, old, new, file_hash))
 
         manager.on_change = record_change
+        if settings.store:  # fleet mode: the local trail is an outbox, shipped from now on
+            from sidecar.auditing import current_fleet
+
+            audit.start_shipping(current_fleet(settings))
     # Workers compile the validated snapshot, never the live directory.
     runner = make_runner(settings.model_copy(update={"policies": manager.snapshot}), pipeline)
     return asyncio.run(serve(settings, runner, manager, audit))
@@ -242,6 +251,10 @@ def _audit_store(args: argparse.Namespace) -> Any:
 
     settings = _settings(args)
     logs.configure("WARNING")
+    if settings.store:  # the whole fleet's trail, in PostgreSQL
+        from sidecar.auditing import open_fleet_store
+
+        return open_fleet_store(settings)
     if not (Path(settings.data_dir) / "audit" / "audit.db").exists():
         raise ConfigError(f"no audit trail in {settings.data_dir} (nothing was served there)")
     return open_store(settings)
@@ -308,6 +321,11 @@ def _audit_public_key(args: argparse.Namespace) -> int:
     from sidecar.auditing import SIGNING_KEY_FILE
 
     settings = _settings(args)
+    if settings.store:  # every chain in the store, and the key it is registered with
+        store = _audit_store(args)
+        for chain_id, key in store.chains():
+            print(f"{key} {chain_id}")
+        return EXIT_OK
     path = Path(settings.data_dir) / "keys" / SIGNING_KEY_FILE
     try:
         print(public_key_of(path))
@@ -485,6 +503,7 @@ def _audit_verify_export(args: argparse.Namespace) -> int:
 def _audit_rotate_kek(args: argparse.Namespace) -> int:
     from audit.crypto import AuditKeyError, Kek
 
+    _local_only(args, "rotate-kek")
     store = _audit_store(args)
     try:
         new = Kek.from_file(Path(args.new_kek_file))
@@ -506,7 +525,14 @@ def _audit_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _local_only(args: argparse.Namespace, command: str) -> None:
+    if _settings(args).store:
+        raise ConfigError(f"audit {command} works on one data directory; it is not "
+                          "available with --store yet")
+
+
 def _audit_reset_anchor(args: argparse.Namespace) -> int:
+    _local_only(args, "reset-anchor")
     store = _audit_store(args)
     seq, _ = store.reset_anchor(_actor(args), args.reason)
     print(f"head anchor reset to seq {seq}; the reset is recorded in the trail")
@@ -532,6 +558,18 @@ def _audit_hold(args: argparse.Namespace) -> int:
             state = "released" if hold["released"] else "active"
             print(f"{hold['id']:5d} {state:9s} {hold['scope']:8s} {hold['ref'][:24]:24s} "
                   f"{hold['actor'] or '-':12s} {hold['reason']}")
+    return EXIT_OK
+
+
+def _store_migrate(args: argparse.Namespace) -> int:
+    from audit.pgstore import migrate, redact_url
+
+    settings = _settings(args)
+    if not settings.store:
+        raise ConfigError("store migrate: give --store postgresql://... or GUARDRAIL_STORE")
+    applied = migrate(settings.store)
+    print(f"{redact_url(settings.store)}: applied migrations {applied}" if applied else
+          f"{redact_url(settings.store)}: schema up to date")
     return EXIT_OK
 
 
@@ -562,23 +600,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", type=Path, help="keys and data (GUARDRAIL_DATA_DIR)")
         p.add_argument("--spacy-model", help="installed spaCy model (GUARDRAIL_SPACY_MODEL)")
         if server:
-            p.add_argument("--listen", help="HOST:PORT or unix:PATH (GUARDRAIL_LISTEN)")
-            p.add_argument("--allow-public-bind", action="store_true", default=None,
-                           help="permit a non-loopback listen address")
-            p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
-            p.add_argument("--tls-cert", dest="tls_cert_file", type=Path,
-                           help="PEM certificate chain: serve TLS (GUARDRAIL_TLS_CERT_FILE)")
-            p.add_argument("--tls-key", dest="tls_key_file", type=Path,
-                           help="its private key, mode 0600 (GUARDRAIL_TLS_KEY_FILE)")
-            p.add_argument("--tls-client-ca", dest="tls_client_ca_file", type=Path,
-                           help="require client certificates signed by this CA "
-                                "(GUARDRAIL_TLS_CLIENT_CA_FILE)")
-            p.add_argument("--metrics-listen",
-                           help="HOST:PORT for Prometheus metrics, '' for none "
-                                "(GUARDRAIL_METRICS_LISTEN)")
-            p.add_argument("--workers", type=int,
-                           help="worker processes; default one per usable CPU, 0 for inline "
-                                "(GUARDRAIL_WORKERS)")
+            _server_flags(p)
 
     serve = commands.add_parser("serve", help="run the sidecar")
     common(serve, server=True)
@@ -624,6 +646,38 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    """What only `serve` takes: where to listen, TLS, metrics, workers, the fleet store."""
+    p.add_argument("--listen", help="HOST:PORT or unix:PATH (GUARDRAIL_LISTEN)")
+    p.add_argument("--allow-public-bind", action="store_true", default=None,
+                   help="permit a non-loopback listen address")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument("--tls-cert", dest="tls_cert_file", type=Path,
+                   help="PEM certificate chain: serve TLS (GUARDRAIL_TLS_CERT_FILE)")
+    p.add_argument("--tls-key", dest="tls_key_file", type=Path,
+                   help="its private key, mode 0600 (GUARDRAIL_TLS_KEY_FILE)")
+    p.add_argument("--tls-client-ca", dest="tls_client_ca_file", type=Path,
+                   help="require client certificates signed by this CA "
+                        "(GUARDRAIL_TLS_CLIENT_CA_FILE)")
+    p.add_argument("--metrics-listen",
+                   help="HOST:PORT for Prometheus metrics, '' for none "
+                        "(GUARDRAIL_METRICS_LISTEN)")
+    p.add_argument("--workers", type=int,
+                   help="worker processes; default one per usable CPU, 0 for inline "
+                        "(GUARDRAIL_WORKERS)")
+    p.add_argument("--store", help="fleet mode: postgresql://... URL of the shared "
+                                   "store (GUARDRAIL_STORE)")
+
+
+def _add_store_commands(commands: Any) -> None:
+    store = commands.add_parser("store", help="the fleet store (PostgreSQL)").add_subparsers(
+        metavar="ACTION")
+    migrate = store.add_parser("migrate", help="apply the store's schema migrations (pods "
+                                               "also do at start; safe to run at once)")
+    migrate.add_argument("--store", help="postgresql://... URL (GUARDRAIL_STORE)")
+    migrate.set_defaults(handler=_store_migrate)
+
+
 def _client_tls_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-ca", type=Path, help="reach a TLS sidecar: the CA that signed "
                    "its certificate (default: GUARDRAIL_TLS_CERT_FILE, if set)")
@@ -653,6 +707,9 @@ def _add_audit_commands(commands: Any) -> None:
     def audit_common(p: argparse.ArgumentParser, *, actor: bool = False) -> None:
         p.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
                        help="keys and data (GUARDRAIL_DATA_DIR)")
+        p.add_argument("--store", default=argparse.SUPPRESS,
+                       help="the fleet store, postgresql://... (GUARDRAIL_STORE): every "
+                            "pod's chain")
         if actor:
             p.add_argument("--actor", default=argparse.SUPPRESS,
                            help="who does this, recorded in the trail (default: the OS user)")
@@ -703,6 +760,7 @@ def _add_audit_commands(commands: Any) -> None:
     reset.set_defaults(handler=_audit_reset_anchor)
 
     _add_audit_hold_commands(audit, audit_common)
+    _add_store_commands(commands)
 
 
 def _add_audit_export_commands(audit: Any, audit_common: Any, pinning: Any) -> None:
@@ -751,7 +809,7 @@ def _add_audit_hold_commands(audit: Any, audit_common: Any) -> None:
 
 def _add_tool_commands(commands: Any) -> None:
     """Commands that need no running sidecar: the audit trail, kube-inject."""
-    _add_audit_commands(commands)
+    _add_audit_commands(commands)  # and `store`, the fleet's
     _add_kube_inject_command(commands)
 
 

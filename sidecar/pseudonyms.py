@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from audit.vault import Exchange, Vault, local_exchange
+from audit.vault import Exchange, Mappings, local_exchange
 from sidecar.edits import apply_resolved
 from sidecar.jsontext import escape_for_json_string
 from sidecar.policy.model import Policy
@@ -87,7 +87,7 @@ def finish_locally(inspection: Inspection, verdict: Verdict) -> Verdict:
 class Pseudonymizer:
     """Runs vault exchanges on one dedicated thread (the vault's connection is its own)."""
 
-    def __init__(self, vault: Vault | None,
+    def __init__(self, vault: Mappings | None,
                  policy_of: Callable[[str], Policy | None]) -> None:
         self.vault = vault
         self.policy_of = policy_of

@@ -10,6 +10,10 @@ The token file holds one token per line, `NAME TOKEN` or just `TOKEN` (then name
 the file): the name is the actor recorded in the chain for every hold and erasure made
 with it. A legal hold refuses `Erase` with FAILED_PRECONDITION naming the hold, unless
 the request sets `override_hold` with a `reason` (both recorded).
+
+In fleet mode (`store` set) it works on the whole fleet store (audit.pgstore.FleetStore):
+every pod's chain, the central keys and vault; holds and erasures are events of the
+compliance chain signed with this sidecar's key.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -34,6 +38,9 @@ from sidecar.errors import ConfigError
 from sidecar.keys import read_private_file
 from sidecar.transport.handlers import add_service
 from sidecar.transport.tls import bind
+
+if TYPE_CHECKING:
+    from audit.pgstore import FleetStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,7 +78,7 @@ def read_token(path: Path | None) -> str:
 
 
 class AuditAdminServicer(pb_grpc.AuditAdminServicer):
-    def __init__(self, store: AuditStore, tokens: dict[str, str] | str) -> None:
+    def __init__(self, store: AuditStore | FleetStore, tokens: dict[str, str] | str) -> None:
         self.store = store
         named = tokens if isinstance(tokens, dict) else {"admin": tokens}
         self._expected = {name: f"Bearer {token}".encode() for name, token in named.items()}
@@ -178,12 +185,13 @@ class AuditAdminServicer(pb_grpc.AuditAdminServicer):
 async def start_admin_server(settings: Settings) -> tuple[grpc.aio.Server, AuditAdminServicer,
                                                           str]:
     """Bind and start the admin server; (server, servicer, address)."""
-    from sidecar.auditing import open_store
+    from sidecar.auditing import open_fleet_store, open_store
 
     assert settings.audit_admin_listen is not None
     listen = settings.audit_admin_listen
     tokens = read_tokens(settings.audit_admin_token_file)
-    servicer = AuditAdminServicer(open_store(settings), tokens)
+    store = open_fleet_store(settings) if settings.store else open_store(settings)
+    servicer = AuditAdminServicer(store, tokens)
     server = grpc.aio.server()
     add_service(server, servicer, "AuditAdmin")
     port = bind(server, listen, settings, "the audit admin service")

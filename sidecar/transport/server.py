@@ -153,6 +153,23 @@ def _gauges(running: RunningServer,
         values.append(("counter", "guardrail_audit_write_failures", "Audit records that "
                        "could not be written (disk full, database damaged or deleted)",
                        running.audit.failures))
+        shipper = running.audit.shipper
+        if shipper is not None:  # fleet mode
+            values += [
+                ("gauge", "guardrail_store_up", "1 when the last shipping to the fleet store "
+                 "succeeded", float(shipper.up)),
+                ("gauge", "guardrail_outbox_records", "Audit records in the local outbox "
+                 "(not yet shipped, or shipped and not yet pruned)",
+                 running.audit.store.outbox_records),
+                ("gauge", "guardrail_outbox_limit", "Outbox records past which records are "
+                 "refused (on_error decides)", running.audit.store.outbox_limit or 0),
+                ("counter", "guardrail_store_shipped_records", "Audit records shipped to the "
+                 "fleet store", shipper.shipped),
+                ("counter", "guardrail_store_ship_failures", "Shipping attempts that failed "
+                 "(store unreachable)", shipper.failures),
+                ("gauge", "guardrail_store_refused", "1 when the store refuses this chain "
+                 "(rolled back or altered outbox; see the logs)", float(bool(shipper.problem))),
+            ]
     if policies is not None:
         values += [
             ("counter", "guardrail_policy_reloads", "Policy changes applied",
@@ -204,8 +221,11 @@ async def serve(settings: Settings, runner: Runner, policies: PolicyManager,
             admin = await start_admin_server(settings)
             log.info("audit admin service listening", extra={"address": admin[2]})
         watching = asyncio.ensure_future(policies.watch(stop))
+        # In fleet mode retention is swept fleet-wide (`guardrail audit sweep --store`):
+        # a pod's outbox is pruned by its shipper, never by a sweep.
         sweeping = asyncio.ensure_future(_sweep_periodically(settings, stop)) \
-            if audit is not None and settings.audit_sweep_interval > 0 else None
+            if audit is not None and settings.audit_sweep_interval > 0 \
+            and not settings.store else None
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(
             None, lambda: policies.reload(force=True)))
         await stop.wait()
@@ -224,12 +244,17 @@ async def serve(settings: Settings, runner: Runner, policies: PolicyManager,
 def open_pseudonymizer(settings: Settings, policies: PolicyManager) -> Pseudonymizer:
     """The pseudonym vault of the data directory (its own connection to the key store)."""
     from audit.vault import Vault
-    from sidecar.auditing import open_store
+    from sidecar.auditing import current_fleet, open_store
 
     def policy_of(name: str) -> Policy | None:
         compiled = policies.current.by_name.get(name)
         return compiled.policy if compiled is not None else None
 
+    if settings.store:  # fleet mode: one vault for every pod
+        from audit.pgstore import CentralVault
+
+        store = open_store(settings)
+        return Pseudonymizer(CentralVault(current_fleet(settings).central, store), policy_of)
     return Pseudonymizer(Vault(open_store(settings)), policy_of)
 
 
