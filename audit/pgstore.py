@@ -945,8 +945,8 @@ def verify_fleet(central: Central, trusted: Collection[str] | None) -> Verificat
     pinned = None if trusted is None else {key.lower() for key in trusted}
     with central.transaction() as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        chains = conn.execute("SELECT chain_id, public_key, kind, anchor FROM chains "
-                              "ORDER BY kind, chain_id").fetchall()
+        chains = conn.execute("SELECT chain_id, public_key, kind, anchor, shipped_seq, "
+                              "shipped_hash FROM chains ORDER BY kind, chain_id").fetchall()
         keys = _memory(_KEY_MIGRATIONS)
         keys.executemany("INSERT INTO data_keys (dek_id, scope, ref, version, wrapped, "
                          "kek_id, fingerprint, created, destroyed_at) VALUES "
@@ -960,8 +960,9 @@ def verify_fleet(central: Central, trusted: Collection[str] | None) -> Verificat
         conflicts = conn.execute("SELECT chain_id, seq, reason FROM chain_conflicts "
                                  "ORDER BY chain_id, time").fetchall()
         sweeps: dict[str, dict[str, str]] = {}  # chain -> sweep id -> digest
+        shipped_problems: list[Problem] = []
         results = []
-        for chain_id, public_key, kind, anchor_json in chains:
+        for chain_id, public_key, kind, anchor_json, shipped_seq, shipped_hash in chains:
             db = _memory(_MIGRATIONS)
             _copy_chain(conn, db, chain_id)
             if kind == "admin":  # the holds and erasures this compliance chain recorded
@@ -985,11 +986,24 @@ def verify_fleet(central: Central, trusted: Collection[str] | None) -> Verificat
                     for other, digest in json.loads(tags.get("chains", "{}")).items():
                         sweeps.setdefault(other, {})[tags["sweep"]] = digest
             results.append((chain_id, public_key, result))
+            # The chain's shipped position is a second anchor: what the store took.
+            row = db.execute("SELECT hash FROM records WHERE seq = ? UNION ALL SELECT hash "
+                             "FROM pruned WHERE seq = ?", (shipped_seq, shipped_seq)).fetchone()
+            if shipped_seq > result.head_seq:
+                shipped_problems.append(Problem(result.head_seq + 1, (
+                    f"chain {chain_id}: records {result.head_seq + 1}-{shipped_seq} are "
+                    f"missing: the store took this chain up to seq {shipped_seq}, but it ends "
+                    f"at {result.head_seq} (deleted in the store)"),
+                    missing=(result.head_seq + 1, shipped_seq)))
+            elif shipped_seq and (row is None or row[0] != shipped_hash):
+                shipped_problems.append(Problem(shipped_seq, (
+                    f"chain {chain_id}: seq {shipped_seq} differs from the record the store "
+                    "took (rewritten in the store)")))
             db.close()
         keys.close()
-    problems: list[Problem] = []
+    problems: list[Problem] = list(shipped_problems)
     notes: list[str] = []
-    admins = {chain_id for chain_id, _, kind, _ in chains if kind == "admin"}
+    admins = {row[0] for row in chains if row[2] == "admin"}
     strays = {row[-1] for row in [*erasures, *holds]} - admins
     for chain_id in sorted(strays):
         problems.append(Problem(None, f"holds or erasures name compliance chain {chain_id}, "
