@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
@@ -250,6 +250,7 @@ def test_offsets_point_at_the_variant_wherever_it_sits(sidecar: Sidecar, prefix:
                                                        suffix: str, word: str,
                                                        kind: str) -> None:
     variant = variants(word)[kind]
+    assume(clean(variant).text not in NUMBER_LIKE)
     text = f"{prefix} {variant} {suffix}"
     reply = sidecar.prompt(text, tenant="content")
     assert reply.decision == pb.BLOCK

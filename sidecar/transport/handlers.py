@@ -42,9 +42,11 @@ class Malformed:
 
 
 def add_service(server: grpc.aio.Server, servicer: Any, service: str,
-                max_bytes: int | None = None) -> None:
+                max_bytes: int | None = None,
+                refused: Callable[[str, grpc.StatusCode], None] | None = None) -> None:
     """Register every method of `service` (a name in guardrail.proto) on `server`;
-    with `max_bytes`, requests over a size limit are refused before any handler runs."""
+    with `max_bytes`, requests over a size limit are refused before any handler runs,
+    and `refused(method name, status)` hears of each (for the refusal metrics)."""
     descriptor = pb.DESCRIPTOR.services_by_name[service]
     handlers = {}
     for method in descriptor.methods:
@@ -57,11 +59,12 @@ def add_service(server: grpc.aio.Server, servicer: Any, service: str,
                 behaviour, request_deserializer=parse, response_serializer=write)
         elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _unary_streaming(behaviour), request_deserializer=parse,
+                _unary_streaming(behaviour, method.name, refused), request_deserializer=parse,
                 response_serializer=write)
         elif not method.client_streaming:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(behaviour), request_deserializer=parse, response_serializer=write)
+                _unary(behaviour, method.name, refused), request_deserializer=parse,
+                response_serializer=write)
         else:  # pragma: no cover - the proto has no client-streaming-only method
             raise NotImplementedError(method.full_name)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
@@ -86,19 +89,31 @@ def _lenient(kind: Any, max_bytes: int | None) -> Callable[[bytes], Any]:
     return parse
 
 
-def _unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+Refused = Callable[[str, grpc.StatusCode], None] | None
+
+
+async def _abort(request: Malformed, name: str, refused: Refused,
+                 context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    code = code_for(request.error)
+    if refused is not None:
+        refused(name, code)
+    await context.abort(code, str(request))
+
+
+def _unary(behaviour: Callable[..., Any], name: str, refused: Refused) -> Callable[..., Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if isinstance(request, Malformed):
-            await context.abort(code_for(request.error), str(request))
+            await _abort(request, name, refused, context)
         return await behaviour(request, context)
     return handle
 
 
-def _unary_streaming(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+def _unary_streaming(behaviour: Callable[..., Any], name: str,
+                     refused: Refused) -> Callable[..., Any]:
     async def handle(request: Any,
                      context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         if isinstance(request, Malformed):
-            await context.abort(code_for(request.error), str(request))
+            await _abort(request, name, refused, context)
         async for reply in behaviour(request, context):
             yield reply
     return handle

@@ -90,7 +90,8 @@ async def start_server(settings: Settings, runner: Runner,
     streams.max_seconds = settings.stream_max_seconds
     streams.max_streams = settings.max_streams
     streams.max_held_bytes = settings.stream_held_bytes
-    add_service(server, servicer, "Guardrail", max_bytes=settings.max_text_bytes)
+    add_service(server, servicer, "Guardrail", max_bytes=settings.max_text_bytes,
+                refused=servicer.refused_unread)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SERVICE_NAME):

@@ -121,6 +121,13 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
         ids = [rule.id for rule in found.residency.rules] if found is not None else []
         return ids.index(rule_id) if rule_id in ids else len(ids)
 
+    def refused_unread(self, method: str, code: grpc.StatusCode) -> None:
+        """Count a request refused before it reached a handler (over a size limit)."""
+        direction = {"InspectPrompt": Direction.PROMPT,
+                     "InspectCompletion": Direction.COMPLETION}.get(method)
+        if self.metrics is not None and direction is not None:
+            self.metrics.refused(direction.value, code.name)
+
     def _longest_match(self, policy: str, revision: str) -> int:
         """The longest match a policy's content rules can make, for a stream's hold-back
         (computed once per policy revision)."""
