@@ -282,11 +282,9 @@ def _remove_previous(inits: list[dict[str, Any]], containers: list[dict[str, Any
     if previous is None:
         return False, None
     inits.remove(previous)
-    mounted = {m.get("name") for c in [*containers, *inits]
-               for m in (c.get("volumeMounts") or []) if isinstance(m, dict)}
-    own = {m.get("name") for m in previous.get("volumeMounts") or [] if isinstance(m, dict)}
-    data = {m.get("name") for m in previous.get("volumeMounts") or []
-            if isinstance(m, dict) and m.get("mountPath") == DATA_DIR}
+    mounted = {name for c in [*containers, *inits] for name, _ in _mounts(c)}
+    own = {name for name, _ in _mounts(previous)}
+    data = {name for name, path in _mounts(previous) if path == DATA_DIR}
     claim = None
     for volume in [v for v in volumes if v["name"] in own - mounted]:
         source = volume.get("persistentVolumeClaim")
@@ -402,10 +400,12 @@ def _sidecar(options: Options) -> dict[str, Any]:
     }
 
 
-def _data_mounts(container: dict[str, Any]) -> set[str]:
-    return {m["name"] for m in container.get("volumeMounts") or []
-            if isinstance(m, dict) and m.get("mountPath") == DATA_DIR
-            and isinstance(m.get("name"), str)}
+def _mounts(container: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(volume name, mount path) of each well-formed mount; malformed ones are for the
+    API server to reject, not for kube-inject to trip over."""
+    mounts = container.get("volumeMounts") or []
+    return [(m["name"], m.get("mountPath")) for m in mounts
+            if isinstance(m, dict) and isinstance(m.get("name"), str)]
 
 
 def _mapping(parent: dict[str, Any], key: str, where: str,
@@ -486,14 +486,28 @@ def _bounded(documents: list[Any]) -> None:
         stack.extend((child, depth + 1) for child in children)
 
 
+_PLAIN_TEXT = re.compile(r"[!-~]+( [!-~]+)*")  # printable ASCII, single inner spaces
+
+
 class _Dumper(yaml.SafeDumper):
-    """Plain YAML: no anchors even where the input shared a value, block style."""
+    """Plain YAML: no anchors even where the input shared a value, block style, and
+    strings exact: any string with other characters (line or paragraph separators,
+    control characters, runs or edges of spaces) is written double-quoted with escapes,
+    the one YAML style that neither folds nor trims, so load(dump(x)) == x."""
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
 
 
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = None if _PLAIN_TEXT.fullmatch(value) else '"'
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 def dump(documents: list[Any]) -> str:
     """Serialise documents in a stable form: dump(load(dump(x))) == dump(x)."""
     return yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False,
-                         default_flow_style=False, allow_unicode=True, width=4096)
+                         default_flow_style=False, allow_unicode=False, width=2**30)
