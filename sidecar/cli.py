@@ -818,8 +818,8 @@ def _kube_inject(args: argparse.Namespace) -> int:
     from sidecar.kubeinject import MAX_INPUT_BYTES, InjectError, Options, inject_text
 
     chosen = {name: value for name in ("mode", "image", "kek_secret", "store_secret",
-                                       "policies_configmap", "data_claim", "data_size",
-                                       "outbox_size")
+                                       "signing_key_secret", "policies_configmap",
+                                       "data_claim", "data_size", "outbox_size")
               if (value := getattr(args, name)) is not None}
     options = Options(**chosen)
     source = args.filename or "-"
@@ -866,6 +866,9 @@ def _add_kube_inject_command(commands: Any) -> None:
                                              "(default guardrail-audit-kek)")
     inject.add_argument("--store-secret", help="fleet: Secret holding the postgresql:// URL "
                                                "under key 'url' (default guardrail-store)")
+    inject.add_argument("--signing-key-secret", help="fleet: Secret holding the checkpoint "
+                        "signing key (32 raw bytes) under key 'signing-key' (default "
+                        "guardrail-audit-signing-key)")
     inject.add_argument("--policies-configmap", help="ConfigMap of policy files (default "
                                                      "guardrail-policies)")
     inject.add_argument("--data-claim", help="single, Pod or Deployment: the claim for the "
