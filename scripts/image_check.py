@@ -3,18 +3,23 @@
     python scripts/image_check.py [--image guardrail-sidecar:dev]
 
 Runs the built image with no network (`--network none`), a read-only root filesystem,
-a tmpfs on /tmp, a Docker volume for the data directory, and the gRPC API on a Unix socket
-in a directory mounted from the host. Then:
+a tmpfs on /tmp (shared by two containers, as a pod's memory-backed emptyDir is: so
+mounted on the host, which needs root), a Docker volume for the data directory, and the
+gRPC API on a Unix socket in a directory mounted from the host. The checkpoint signing
+key comes the way `kube-inject --mode fleet` brings it: a Secret-like file (root-owned,
+0440, group 10001, as the kubelet mounts it) that kube-inject's own `guardrail-keys`
+init container copies, with the image's shell, to a 0600 file on the /tmp volume. Then:
 
 1. waits for Docker's own HEALTHCHECK (the image's `guardrail health`) to say `healthy`;
 2. sends real inspections through the socket from the host (the Python client) and checks
    each verdict: personal data replaced, a leaked credential blocked, a plain text allowed;
 3. `docker stop` (SIGTERM): the sidecar drains and exits 0;
-4. `guardrail audit verify --strict`, pinned to the trail's own public key, run from the
-   image on the volume: every record verifies, one per inspection, and the newest is
-   covered by a signed checkpoint (so the final checkpoint was written on the way out).
+4. `guardrail audit verify --strict`, pinned to the public half of that key (computed on
+   the host, outside anything the container wrote), run from the image on the volume:
+   every record verifies, one per inspection, and the newest is covered by a signed
+   checkpoint (so the final checkpoint was written on the way out).
 
-Container, volume and socket directory are removed at the end, pass or fail. Exit 0 when
+Containers, volumes and host directories are removed at the end, pass or fail. Exit 0 when
 every step passed, 1 otherwise, with the step that failed and the container's log tail
 (logs never hold request text). Needs a Docker engine and the project's .venv (the client).
 """
@@ -118,21 +123,58 @@ def run_guardrail(image: str, volume: str, kek: str,
         capture_output=True, text=True, timeout=120, check=False)
 
 
+def signing_key_secret(directory: Path) -> str:
+    """A signing key as the kubelet mounts a Secret with fsGroup: root-owned, 0440, group
+    10001. Returns its public half (hex), computed here, outside the container."""
+    from audit.chain import public_key_of
+    from sidecar.kubeinject import SIGNING_KEY
+
+    path = directory / SIGNING_KEY
+    path.write_bytes(secrets.token_bytes(32))
+    os.chown(path, 0, UID)
+    path.chmod(0o440)
+    directory.chmod(0o755)
+    return public_key_of(path)
+
+
+def copy_signing_key(image: str, secret_dir: Path, tmp_dir: Path) -> None:
+    """Run kube-inject's own `guardrail-keys` init container, as rendered for a pod."""
+    from sidecar.kubeinject import SIGNING_DIR, Options, keys_container
+
+    init = keys_container(Options(image=image, mode="fleet"))
+    docker("run", "--rm", "--network", "none", "--read-only", "--user", f"{UID}:{UID}",
+           "-v", f"{secret_dir}:{SIGNING_DIR}:ro", "-v", f"{tmp_dir}:/tmp",
+           "--entrypoint", init["command"][0], image, *init["command"][1:])
+
+
 def check(image: str, health_limit: float) -> None:
+    from sidecar.kubeinject import SIGNING_KEY_FILE
+
     started = time.monotonic()
     suffix = secrets.token_hex(4)
     name, volume = f"guardrail-check-{suffix}", f"guardrail-check-{suffix}"
     # A short path: a Unix socket path has a 108-byte limit.
     host_dir = Path(tempfile.mkdtemp(prefix="grc-", dir="/tmp"))
+    secret_dir = Path(tempfile.mkdtemp(prefix="grc-secret-", dir="/tmp"))
+    tmp_dir = Path(tempfile.mkdtemp(prefix="grc-tmp-", dir="/tmp"))
     os.chown(host_dir, UID, UID)
     host_dir.chmod(0o750)
     kek = base64.b64encode(secrets.token_bytes(32)).decode()
     docker("volume", "create", volume)
     try:
+        # What the kubelet makes of an emptyDir with medium: Memory: a tmpfs on the host,
+        # shared by the pod's containers (a Docker tmpfs is private to one container).
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=1777", "tmpfs",
+                        str(tmp_dir)], check=True, capture_output=True)
+        public_key = signing_key_secret(secret_dir)
+        copy_signing_key(image, secret_dir, tmp_dir)
+        step("guardrail-keys (kube-inject's init container) copied the signing key from "
+             "a 0440 Secret-like file to a 0600 file on the tmpfs volume", started)
         docker("run", "--detach", "--name", name, "--network", "none", "--read-only",
-               "--tmpfs", "/tmp:rw,size=64m", "--stop-timeout", "30",
+               "-v", f"{tmp_dir}:/tmp", "--stop-timeout", "30",
                "-v", f"{volume}:{DATA_DIR}", "-v", f"{host_dir}:{SOCKET_DIR}",
                "-e", f"GUARDRAIL_LISTEN=unix:{SOCKET_DIR}/guardrail.sock",
+               "-e", f"GUARDRAIL_AUDIT_SIGNING_KEY_FILE={SIGNING_KEY_FILE}",
                "-e", f"GUARDRAIL_AUDIT_KEK={kek}", image)
         step(f"started {name}: --network none --read-only, tmpfs /tmp, volume {volume}, "
              f"socket in {host_dir}", started)
@@ -151,12 +193,8 @@ def check(image: str, health_limit: float) -> None:
         step(f"docker stop: drained and exited 0 in {time.monotonic() - before:.1f} s",
              started)
 
-        key = run_guardrail(image, volume, kek, "audit", "public-key")
-        if key.returncode != 0:
-            raise CheckFailed(f"audit public-key exited {key.returncode}: "
-                              f"{key.stderr.strip()[-300:]}")
         verify = run_guardrail(image, volume, kek, "audit", "verify", "--strict",
-                               "--public-key", key.stdout.strip())
+                               "--public-key", public_key)
         if verify.returncode != 0:
             raise CheckFailed(f"audit verify exited {verify.returncode}: "
                               f"{verify.stderr.strip()[-500:]}")
@@ -174,7 +212,10 @@ def check(image: str, health_limit: float) -> None:
     finally:
         docker("rm", "--force", name, check=False)
         docker("volume", "rm", "--force", volume, check=False)
+        subprocess.run(["umount", str(tmp_dir)], check=False, capture_output=True)
         shutil.rmtree(host_dir, ignore_errors=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        shutil.rmtree(secret_dir, ignore_errors=True)
     size = int(docker("image", "inspect", "--format", "{{.Size}}", image))
     step(f"image-check passed: {image}, {size / 1e6:.0f} MB", started)
 
@@ -191,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         check(args.image, args.health_timeout)
-    except (CheckFailed, subprocess.TimeoutExpired) as err:
+    except (CheckFailed, subprocess.TimeoutExpired, subprocess.CalledProcessError) as err:
         print(f"FAILED: {err}", file=sys.stderr)
         return 1
     return 0

@@ -16,6 +16,10 @@ Two modes (issue 19 describes the fleet):
   one trail). More replicas need a StatefulSet or the fleet mode; they are refused.
 - `fleet`: `GUARDRAIL_STORE` (a `postgresql://` URL) comes from a Secret, the data
   directory is an `emptyDir` outbox the shipper drains into PostgreSQL; any replica count.
+  The fleet's checkpoint signing key comes from a Secret too; the sidecar refuses a key
+  file that its group may read, which is how the kubelet mounts every Secret file
+  (root-owned, 0440 with fsGroup), so a first init container, `guardrail-keys`, copies it
+  to a 0600 file of the sidecar's own on the memory-backed /tmp volume.
 
 Injection converges: the init container named `guardrail` and the volumes only it mounts
 belong to kube-inject, and a second run replaces them with the same rendering, so injecting
@@ -41,10 +45,13 @@ from sidecar import __version__
 from sidecar.errors import ConfigError
 
 CONTAINER = "guardrail"
+KEYS_CONTAINER = "guardrail-keys"  # fleet: copies the signing key out of its Secret
+OWN_CONTAINERS = (CONTAINER, KEYS_CONTAINER)
 DATA_VOLUME = "guardrail-data"
 POLICIES_VOLUME = "guardrail-policies"
 TMP_VOLUME = "guardrail-tmp"
-OWN_VOLUMES = (DATA_VOLUME, POLICIES_VOLUME, TMP_VOLUME)
+SIGNING_VOLUME = "guardrail-signing-key"
+OWN_VOLUMES = (DATA_VOLUME, POLICIES_VOLUME, TMP_VOLUME, SIGNING_VOLUME)
 MODE_ANNOTATION = "guardrail-sidecar/mode"
 # The app's own grace period, before kube-inject added the drain: kept so that a second
 # run adds the drain to the same figure instead of to its own earlier result.
@@ -52,6 +59,8 @@ APP_GRACE_ANNOTATION = "guardrail-sidecar/app-grace-seconds"
 
 DATA_DIR = "/var/lib/guardrail"
 POLICIES_DIR = "/etc/guardrail/policies"
+SIGNING_DIR = "/etc/guardrail/signing-key"
+SIGNING_KEY_FILE = "/tmp/guardrail/audit-signing.key"  # noqa: S108 (a private tmpfs)
 LISTEN = "127.0.0.1:50051"
 METRICS_LISTEN = "127.0.0.1:9464"
 PORTS = (50051, 9464)
@@ -67,6 +76,7 @@ DEFAULT_GRACE = 30  # Kubernetes' default terminationGracePeriodSeconds
 
 KEK_KEY = "kek"  # the key inside the KEK Secret (32 random bytes, base64)
 STORE_KEY = "url"  # the key inside the store Secret (postgresql://...)
+SIGNING_KEY = "signing-key"  # the key inside the signing-key Secret (32 raw bytes)
 
 TEMPLATED = ("Deployment", "StatefulSet")
 # Workload kinds with a pod template that kube-inject does not handle: refused by name,
@@ -95,6 +105,7 @@ class Options:
     image: str = f"guardrail-sidecar:{__version__}"
     kek_secret: str = "guardrail-audit-kek"  # noqa: S105 (a Secret's name, not a secret)
     store_secret: str = "guardrail-store"  # noqa: S105
+    signing_key_secret: str = "guardrail-audit-signing-key"  # noqa: S105
     policies_configmap: str = "guardrail-policies"
     # single mode, Pod or Deployment: the claim holding the trail (default <name>-guardrail,
     # or the claim an earlier injection used).
@@ -115,6 +126,7 @@ class Options:
             raise InjectError("--image: expected an image reference without spaces")
         for flag, value in (("--kek-secret", self.kek_secret),
                             ("--store-secret", self.store_secret),
+                            ("--signing-key-secret", self.signing_key_secret),
                             ("--policies-configmap", self.policies_configmap),
                             ("--data-claim", self.data_claim)):
             if value is not None and not _NAME.match(value):
@@ -237,9 +249,9 @@ def _pod(pod: _Pod, options: Options) -> None:
     inits = _containers(spec, "initContainers", where, required=False)
     volumes = _named_list(spec, "volumes", where)
     for container in containers:
-        if container["name"] == CONTAINER:
-            raise InjectError(f"{where}.containers: a container named {CONTAINER!r} is not "
-                              "the sidecar kube-inject adds (an init container): rename it")
+        if container["name"] in OWN_CONTAINERS:
+            raise InjectError(f"{where}.containers: a container named {container['name']!r} "
+                              "is not one kube-inject adds (an init container): rename it")
     had_sidecar, claim = _remove_previous(inits, containers, volumes)
     claim = options.data_claim or claim
     for volume in volumes:
@@ -253,7 +265,8 @@ def _pod(pod: _Pod, options: Options) -> None:
                                   f"{port['containerPort']}, which the sidecar listens on "
                                   "in the pod's shared network namespace")
     spec["volumes"] = [*volumes, *_volumes(pod, options, claim)]
-    spec["initContainers"] = [_sidecar(options), *inits]
+    keys = [keys_container(options)] if options.mode == "fleet" else []
+    spec["initContainers"] = [*keys, _sidecar(options), *inits]
     for container in containers:
         env = container.get("env")
         if env is None:
@@ -264,8 +277,9 @@ def _pod(pod: _Pod, options: Options) -> None:
         if not any(e.get("name") == "GUARDRAIL_TARGET" for e in env):
             env.append({"name": "GUARDRAIL_TARGET", "value": LISTEN})
     security = _mapping(spec, "securityContext", where)
-    if options.mode == "single" and "fsGroup" not in security:
-        security["fsGroup"] = UID  # the claim's files become writable by the sidecar
+    if "fsGroup" not in security:
+        # The claim's files become writable by the sidecar, a Secret's readable by it.
+        security["fsGroup"] = UID
     if not security:
         del spec["securityContext"]
     _grace(pod, had_sidecar)
@@ -275,16 +289,16 @@ def _pod(pod: _Pod, options: Options) -> None:
 
 def _remove_previous(inits: list[dict[str, Any]], containers: list[dict[str, Any]],
                      volumes: list[dict[str, Any]]) -> tuple[bool, str | None]:
-    """Take out an earlier sidecar and the volumes only it mounted. Return whether there
-    was one, and the claim its data directory was on (a re-injection keeps the trail
-    where it was)."""
-    previous = next((c for c in inits if c["name"] == CONTAINER), None)
-    if previous is None:
-        return False, None
-    inits.remove(previous)
+    """Take out an earlier sidecar (and key copier) and the volumes only they mounted.
+    Return whether there was a sidecar, and the claim its data directory was on (a
+    re-injection keeps the trail where it was)."""
+    ours = [c for c in inits if c["name"] in OWN_CONTAINERS]
+    for container in ours:
+        inits.remove(container)
     mounted = {name for c in [*containers, *inits] for name, _ in _mounts(c)}
-    own = {name for name, _ in _mounts(previous)}
-    data = {name for name, path in _mounts(previous) if path == DATA_DIR}
+    own = {name for c in ours for name, _ in _mounts(c)}
+    data = {name for c in ours if c["name"] == CONTAINER
+            for name, path in _mounts(c) if path == DATA_DIR}
     claim = None
     for volume in [v for v in volumes if v["name"] in own - mounted]:
         source = volume.get("persistentVolumeClaim")
@@ -292,7 +306,7 @@ def _remove_previous(inits: list[dict[str, Any]], containers: list[dict[str, Any
                 isinstance(source.get("claimName"), str):
             claim = source["claimName"]
         volumes.remove(volume)
-    return True, claim
+    return any(c["name"] == CONTAINER for c in ours), claim
 
 
 def _volumes(pod: _Pod, options: Options, claim: str | None) -> list[dict[str, Any]]:
@@ -323,6 +337,10 @@ def _volumes(pod: _Pod, options: Options, claim: str | None) -> list[dict[str, A
         own.append({"name": DATA_VOLUME, "emptyDir": {"sizeLimit": options.outbox_size}})
     own.append({"name": POLICIES_VOLUME, "configMap": {"name": options.policies_configmap}})
     own.append({"name": TMP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}})
+    if options.mode == "fleet":
+        own.append({"name": SIGNING_VOLUME, "secret": {
+            "secretName": options.signing_key_secret, "defaultMode": 0o440,
+            "items": [{"key": SIGNING_KEY, "path": SIGNING_KEY}]}})
     return own
 
 
@@ -364,6 +382,7 @@ def _sidecar(options: Options) -> dict[str, Any]:
     if options.mode == "fleet":
         env.append({"name": "GUARDRAIL_STORE", "valueFrom": {"secretKeyRef": {
             "name": options.store_secret, "key": STORE_KEY}}})
+        env.append({"name": "GUARDRAIL_AUDIT_SIGNING_KEY_FILE", "value": SIGNING_KEY_FILE})
 
     def probe(timeout: str, **timing: int) -> dict[str, Any]:
         # Loopback only, so the kubelet's own gRPC probe cannot reach it: exec instead.
@@ -383,20 +402,44 @@ def _sidecar(options: Options) -> dict[str, Any]:
             "requests": {"cpu": options.cpu_request, "memory": options.memory_request},
             "limits": {"cpu": options.cpu_limit, "memory": options.memory_limit},
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": UID,
-            "runAsGroup": UID,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _security(),
         "volumeMounts": [
             {"name": DATA_VOLUME, "mountPath": DATA_DIR},
             {"name": POLICIES_VOLUME, "mountPath": POLICIES_DIR, "readOnly": True},
             {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 (a private emptyDir)
         ],
+    }
+
+
+def keys_container(options: Options) -> dict[str, Any]:
+    """Fleet: copy the signing key from its Secret (0440, root-owned: refused as it is)
+    to a 0600 file of the sidecar's user on the memory-backed /tmp, before it starts."""
+    copy_key = (f"umask 077 && mkdir -p {SIGNING_KEY_FILE.rsplit('/', 1)[0]} && "
+                f"cat {SIGNING_DIR}/{SIGNING_KEY} > {SIGNING_KEY_FILE}")
+    return {
+        "name": KEYS_CONTAINER,
+        "image": options.image,
+        "command": ["/bin/sh", "-c", copy_key],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                      "limits": {"cpu": "100m", "memory": "32Mi"}},
+        "securityContext": _security(),
+        "volumeMounts": [
+            {"name": SIGNING_VOLUME, "mountPath": SIGNING_DIR, "readOnly": True},
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 (a private emptyDir)
+        ],
+    }
+
+
+def _security() -> dict[str, Any]:
+    """The image's user, nothing writable but the volumes, no privileges."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 

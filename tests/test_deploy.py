@@ -24,9 +24,6 @@ from tests.conftest import REPO
 from tests.kube import api_checks, pod_spec, schema_valid, sidecar_of
 
 MANIFESTS = sorted((REPO / "deploy").rglob("*.yaml"))
-# Settings that the fleet issue (19) adds; until sidecar/config.py has them, they are
-# the only names allowed beyond its fields.
-FLEET_SETTINGS = {"GUARDRAIL_STORE"}
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -66,10 +63,12 @@ def test_the_sidecar_is_exactly_what_kube_inject_writes(path: Path) -> None:
                    for e in sidecar["env"] if "valueFrom" in e}
         volumes = {v["name"]: v for v in spec["volumes"]}
         claim = volumes[kubeinject.DATA_VOLUME].get("persistentVolumeClaim", {})
+        signing = volumes.get(kubeinject.SIGNING_VOLUME, {}).get("secret", {})
         options = kubeinject.Options(
             mode=doc_meta(doc)["annotations"][kubeinject.MODE_ANNOTATION],
             image=sidecar["image"], kek_secret=secrets["GUARDRAIL_AUDIT_KEK"],
             store_secret=secrets.get("GUARDRAIL_STORE", "guardrail-store"),
+            signing_key_secret=signing.get("secretName", "guardrail-audit-signing-key"),
             policies_configmap=volumes[kubeinject.POLICIES_VOLUME]["configMap"]["name"],
             data_claim=claim.get("claimName"))
         assert kubeinject.inject_object(doc, options, []) == doc
@@ -94,7 +93,9 @@ def test_native_sidecar_with_probes_volume_secret_resources_and_grace(path: Path
     for doc in workloads(path):
         spec, sidecar = pod_spec(doc), sidecar_of(doc)
         assert sidecar["restartPolicy"] == "Always"
-        assert spec["initContainers"][0] is sidecar  # up before any other init container
+        # Up before any init container of the app's (after the key copier, in a fleet).
+        names = [c["name"] for c in spec["initContainers"]]
+        assert names.index("guardrail") == (1 if "guardrail-keys" in names else 0)
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert sidecar[probe]["exec"]["command"][:2] == ["guardrail", "health"]
         env = {item["name"]: item for item in sidecar["env"]}
@@ -117,7 +118,7 @@ def test_every_setting_it_names_exists_and_validates(path: Path, monkeypatch: An
         settings = Settings()  # every value validates
         assert not settings.is_public_bind
         known = {f"GUARDRAIL_{field.upper()}" for field in Settings.model_fields}
-        assert {item["name"] for item in sidecar["env"]} <= known | FLEET_SETTINGS
+        assert {item["name"] for item in sidecar["env"]} <= known
 
 
 def test_the_dockerfile_is_what_the_manifests_assume() -> None:

@@ -116,9 +116,10 @@ def test_injected_workloads_are_valid_and_injecting_twice_changes_nothing(
 
     before, after = pod_spec(doc), pod_spec(out)
     sidecar = sidecar_of(out)
-    assert after["initContainers"][0] is sidecar
+    ours = 2 if mode == "fleet" else 1  # the fleet's key copier, then the sidecar
+    assert after["initContainers"][ours - 1] is sidecar
     assert sidecar["restartPolicy"] == "Always"
-    assert after["initContainers"][1:] == before.get("initContainers", [])
+    assert after["initContainers"][ours:] == before.get("initContainers", [])
     for old, new in zip(before["containers"], after["containers"], strict=True):
         env = old.get("env", [])
         missing = not any(e["name"] == "GUARDRAIL_TARGET" for e in env)
@@ -135,6 +136,9 @@ def test_injected_workloads_are_valid_and_injecting_twice_changes_nothing(
         assert env["GUARDRAIL_STORE"]["valueFrom"]["secretKeyRef"] == {
             "name": "guardrail-store", "key": "url"}
         assert data_volume == {"name": "guardrail-data", "emptyDir": {"sizeLimit": "1Gi"}}
+        keys = after["initContainers"][0]
+        assert keys["name"] == "guardrail-keys" and "restartPolicy" not in keys
+        assert env["GUARDRAIL_AUDIT_SIGNING_KEY_FILE"]["value"] in keys["command"][-1]
     else:
         assert "GUARDRAIL_STORE" not in env
         if doc["kind"] == "StatefulSet":
@@ -157,7 +161,11 @@ def test_reinjecting_with_other_options_replaces_the_sidecar_and_stays_valid(
     schema_valid(again)
     api_checks(again)
     assert sidecar_of(again)["image"] == f"r.example/{image}:2"
-    assert [v["name"] for v in pod_spec(again)["volumes"]].count("guardrail-policies") == 1
+    volumes = [v["name"] for v in pod_spec(again)["volumes"]]
+    assert volumes.count("guardrail-policies") == 1
+    fleet = second == "fleet"
+    assert ("guardrail-signing-key" in volumes) is fleet
+    assert ("guardrail-keys" in [c["name"] for c in pod_spec(again)["initContainers"]]) is fleet
     grace = pod_spec(doc).get("terminationGracePeriodSeconds", 30)
     assert pod_spec(again)["terminationGracePeriodSeconds"] == grace + kubeinject.DRAIN_SECONDS
 
@@ -295,7 +303,7 @@ def test_the_command_reads_stdin_writes_stdout_and_exits_2_on_bad_input(
     captured = capsys.readouterr()
     out = next(yaml.safe_load_all(captured.out))
     schema_valid(out)
-    assert sidecar_of(out)["env"][-1]["name"] == "GUARDRAIL_STORE"
+    assert "GUARDRAIL_STORE" in {e["name"] for e in sidecar_of(out)["env"]}
 
     target = tmp_path / "out.yaml"
     source = tmp_path / "in.yaml"
