@@ -53,8 +53,8 @@ ENV PATH=/opt/guardrail/bin:$PATH \
 # The data directory and /run/guardrail (for a Unix socket shared with the app) belong
 # to the sidecar's user; a fresh volume mounted there inherits that ownership. Nothing
 # else is writable: the image runs with a read-only root filesystem (tmpfs on /tmp).
-RUN groupadd --system --gid 10001 guardrail \
- && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/guardrail \
+RUN groupadd --gid 10001 guardrail \
+ && useradd --uid 10001 --gid 10001 --home-dir /var/lib/guardrail \
         --no-create-home --shell /usr/sbin/nologin guardrail \
  && install -d -o 10001 -g 10001 -m 0700 /var/lib/guardrail \
  && install -d -o 10001 -g 10001 -m 0750 /run/guardrail \
