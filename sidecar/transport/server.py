@@ -30,6 +30,7 @@ from sidecar.policy.model import Policy
 from sidecar.policy.reload import PolicyManager
 from sidecar.pseudonyms import Pseudonymizer
 from sidecar.runner import Runner
+from sidecar.service.inspector import Inspector
 from sidecar.streaming import StreamLimits
 from sidecar.transport.handlers import add_service
 from sidecar.transport.servicer import GuardrailServicer
@@ -82,10 +83,13 @@ async def start_server(settings: Settings, runner: Runner,
         ("grpc.max_send_message_length", limit),
         ("grpc.so_reuseport", 0),
     ])
-    servicer = GuardrailServicer(runner, policies, audit, pseudonyms, stream_limits=StreamLimits(
+    limits = StreamLimits(
         holdback=settings.stream_holdback_chars, min_release=settings.stream_min_release_chars,
-        context=settings.stream_context_chars, max_bytes=settings.max_text_bytes),
-        stream_idle_timeout=settings.stream_idle_timeout, metrics=metrics)
+        context=settings.stream_context_chars, max_bytes=settings.max_text_bytes)
+    inspector = Inspector(runner, audit, pseudonyms, metrics, stream_limits=limits)
+    servicer = GuardrailServicer(runner, policies, audit, pseudonyms, stream_limits=limits,
+                                 stream_idle_timeout=settings.stream_idle_timeout,
+                                 metrics=metrics, inspector=inspector)
     streams = servicer.streams  # what bounds a stream beyond StreamLimits
     streams.max_seconds = settings.stream_max_seconds
     streams.max_streams = settings.max_streams
