@@ -1,4 +1,8 @@
-"""Recognizers: Presidio's predefined set, the policy's own, and two faster equivalents.
+"""Recognizers: Presidio's predefined set, ours beyond it, the policy's own, and two
+faster equivalents.
+
+Ours: street addresses (`sidecar.pii.addresses`). Presidio's country recognizers of
+personal identifiers are selectable by policy (`COUNTRY_RECOGNIZERS`).
 
 `FastPhoneRecognizer` and `BisectContextEnhancer` return exactly what Presidio's
 `PhoneRecognizer` and `LemmaContextAwareEnhancer` return (tests compare them on a
@@ -10,6 +14,7 @@ from __future__ import annotations
 import bisect
 import functools
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import re2
@@ -543,14 +548,57 @@ def predefined_recognizers(language: str) -> list[Any]:
                 if required is not None:
                     _skip_texts_without(recognizer, required)
                 recognizers.append(recognizer)
+        from sidecar.pii.addresses import StreetAddressRecognizer
+
+        # Beyond Presidio (issue 18): each in its own module, its reasoning there.
+        recognizers.append(StreetAddressRecognizer(supported_language=language))
         _predefined[language] = recognizers
     return _predefined[language]
 
 
-def build_registry(language: str, custom: list[CustomRecognizer]) -> Any:
+# Presidio's recognizers of national personal identifiers that its default registry
+# leaves out (issue 18). A policy selects one by listing its entity; it then joins that
+# policy's registry only, built for the policy's language (Presidio declares some for
+# "es", "it", ... only because of their context words). Chosen for a checksum or a
+# distinctive shape: postcodes, vehicle plates and company numbers are not here.
+COUNTRY_RECOGNIZERS = {
+    "UK_NINO": "UkNinoRecognizer", "IT_FISCAL_CODE": "ItFiscalCodeRecognizer",
+    "ES_NIF": "EsNifRecognizer", "ES_NIE": "EsNieRecognizer", "IN_PAN": "InPanRecognizer",
+    "IN_AADHAAR": "InAadhaarRecognizer", "AU_TFN": "AuTfnRecognizer",
+    "AU_MEDICARE": "AuMedicareRecognizer", "SG_NRIC_FIN": "SgFinRecognizer",
+    "PL_PESEL": "PlPeselRecognizer", "FI_PERSONAL_IDENTITY_CODE":
+    "FiPersonalIdentityCodeRecognizer", "SE_PERSONNUMMER": "SePersonnummerRecognizer",
+    "CA_SIN": "CaSinRecognizer",
+}
+_country: dict[tuple[str, str], Any] = {}
+
+
+def country_recognizer(entity: str, language: str) -> Any:
+    """Presidio's recognizer for `entity` (a COUNTRY_RECOGNIZERS key), built once."""
+    key = (entity, language)
+    if key not in _country:
+        from presidio_analyzer import predefined_recognizers as presidio
+
+        kind = getattr(presidio, COUNTRY_RECOGNIZERS[entity])
+        # Weak patterns (score < 0.3: "any ten letters and digits" for IN_PAN) match
+        # ordinary ids and exist to be raised by context: they are left out, unless a
+        # recognizer has only weak ones (IN_AADHAAR, AU_TFN, AU_MEDICARE), whose
+        # checksum then decides (Presidio scores a failed checksum 0, a passed one 1).
+        strong = [pattern for pattern in kind.PATTERNS if pattern.score >= 0.3]
+        _country[key] = kind(patterns=strong or list(kind.PATTERNS),
+                             supported_language=language)
+    return _country[key]
+
+
+def build_registry(language: str, custom: list[CustomRecognizer],
+                   entities: Iterable[str] = ()) -> Any:
+    """Presidio's and our recognizers, the country recognizers of `entities`, and the
+    policy's own."""
     registry = RecognizerRegistry(supported_languages=[language])
     for recognizer in predefined_recognizers(language):
         registry.add_recognizer(recognizer)
+    for entity in sorted(set(entities) & set(COUNTRY_RECOGNIZERS)):
+        registry.add_recognizer(country_recognizer(entity, language))
     for index, spec in enumerate(custom):
         registry.add_recognizer(Re2Recognizer(spec, index, language))
     return registry
@@ -558,7 +606,7 @@ def build_registry(language: str, custom: list[CustomRecognizer]) -> Any:
 
 def known_entities(language: str) -> set[str]:
     """Entity types Presidio can detect for `language` without policy recognizers."""
-    found: set[str] = set()
+    found: set[str] = set(COUNTRY_RECOGNIZERS)
     for recognizer in predefined_recognizers(language):
         found.update(recognizer.supported_entities)
     return found

@@ -130,6 +130,18 @@ class Pseudonyms(_Strict):
     ttl_seconds: int = Field(default=86400, ge=1, le=90 * 86400)
 
 
+class Precision(_Strict):
+    """Rules that drop findings which are almost never personal data (sidecar.pii.precision)."""
+
+    # Rule ids to switch off: ner_shape, ner_stop_words, ip_not_host, phone_shape.
+    disable: list[Literal["ner_shape", "ner_stop_words", "ip_not_host", "phone_shape"]] = \
+        Field(default_factory=list, max_length=4)
+    # Words never taken for a person or a place (added to the built-in stop-list) ...
+    not_names: list[Entry] = Field(default_factory=list, max_length=MAX_LIST)
+    # ... and words the stop-list must not drop ("Will", if your users are called Will).
+    names: list[Entry] = Field(default_factory=list, max_length=MAX_LIST)
+
+
 class PiiConfig(_Strict):
     language: Literal["en"] = "en"
     # Default minimum score for every entity that does not set its own.
@@ -139,6 +151,7 @@ class PiiConfig(_Strict):
     # Exact values that are never treated as PII (e.g. the company's support address).
     allow: list[Entry] = Field(default_factory=list, max_length=MAX_LIST)
     pseudonyms: Pseudonyms = Field(default_factory=Pseudonyms)
+    precision: Precision = Field(default_factory=Precision)
 
     @field_validator("entities")
     @classmethod

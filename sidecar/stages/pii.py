@@ -75,6 +75,10 @@ class PiiStage:
         self._entities = list(self.rules)
         self._lowest_threshold = min(self.thresholds.values(), default=0.0)
         self._allow = list(config.allow) or None
+        from sidecar.pii.precision import PrecisionRules
+
+        self._precision = PrecisionRules(config.precision.disable, config.precision.not_names,
+                                         config.precision.names)
         self._prepare_lock = threading.Lock()
 
     @property
@@ -123,7 +127,7 @@ class PiiStage:
             self._nlp = nlp_engine.get_nlp(language)
             self._nlp_engine = nlp_engine
             self._analyzer = AnalyzerEngine(
-                registry=build_registry(language, list(self.config.recognizers)),
+                registry=build_registry(language, list(self.config.recognizers), self.rules),
                 nlp_engine=nlp_engine,
                 supported_languages=[language],
                 context_aware_enhancer=BisectContextEnhancer(),
@@ -175,6 +179,7 @@ class PiiStage:
                     score_threshold=self._lowest_threshold, nlp_artifacts=nlp_artifacts,
                     allow_list=self._allow,
                 )
+                raw = self._precision.apply(text, raw)
                 out.append([(r.entity_type, r.start, r.end, float(r.score)) for r in raw
                             if r.score >= self.thresholds[r.entity_type]])
         return out

@@ -1,0 +1,136 @@
+"""Precision rules: findings that are almost never personal data, dropped by their shape.
+
+Every rule here was prompted by a false finding a user reported (issue 18) and is written
+as a rule about the *shape* of a finding, not about the example, so it holds for the
+whole family:
+
+- `ner_shape` (PERSON, LOCATION from the NER model; organisation names do hold digits
+  and inner capitals): a name holds no digit and none of `_ = / @ < > { } [ ] |`
+  ("user4", "Outlook 16.0", "P2",
+  "shared_buffers=4GB", "Raspberry Pi 4"), and has no capital inside a word after
+  lower-case letters ("OpenAI", "CrashLoopBackOff", "iPhone", "GitHub") unless that
+  is how surnames are built (Mc, Mac, O', De, Di, Da, Du, La, Le, Van, Von, Fitz:
+  "McDonald", "DeShawn", "MacLeod" stay).
+- `ner_stop_words` (PERSON, LOCATION): a finding that is one word of `NOT_NAMES` —
+  common words a sentence starts with or a product is called ("Email", "Café",
+  "Config", "Python", "Docker") — is not a name. A policy adds its own words with
+  `pii.precision.not_names` and takes words out with `pii.precision.names`.
+- `ip_not_host` (IP_ADDRESS): `0.0.0.0`, loopback and broadcast identify no one; a
+  dotted quad with a version word within four words of it ("Version 10.2.3.4",
+  "firmware 4.2.1.17", "upgrade ... to 10.4.0.1") is a version string.
+- `phone_shape` (PHONE_NUMBER): a single-dot number ("1234567.891") is a decimal; a
+  span that another recognizer has validated as an identifier with a check digit
+  (UK_NHS, US_SSN, CREDIT_CARD, IBAN_CODE, AU_TFN, ...) is that identifier, not a
+  phone ("NHS number 706 589 4819").
+
+Each rule has an id; `pii.precision.disable: [ids]` switches it off for a policy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+RULES = ("ner_shape", "ner_stop_words", "ip_not_host", "phone_shape")
+# Organisation names do hold digits and inner capitals ("3M", "OpenAI"): only people and
+# places are judged by their shape.
+NER_TYPES = frozenset({"PERSON", "LOCATION"})
+# Identifiers whose recognizers check a checksum or a strict format.
+CHECKED_IDS = frozenset({"UK_NHS", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "AU_TFN", "AU_ABN",
+                         "AU_ACN", "AU_MEDICARE", "IN_AADHAAR", "SG_NRIC_FIN", "ES_NIF",
+                         "IT_FISCAL_CODE", "UK_NINO", "IN_PAN", "US_ITIN"})
+
+# Single words taken for a person or a place that are, in prompts, almost always
+# ordinary words or product names. Lower case; compared case-insensitively.
+NOT_NAMES = frozenset([
+    "email", "e-mail", "mail", "inbox", "subject", "re", "fwd", "hi", "hello", "hey", "dear",
+    "thanks", "thank", "regards", "cheers", "please", "kindly", "sorry", "ok", "okay", "yes",
+    "no", "note", "notes", "update", "upgrade", "version", "release", "build", "config",
+    "configuration", "settings", "format", "error", "errors", "warning", "debug", "info",
+    "log", "logs", "report", "summary", "summarise", "summarize", "translate", "rewrite",
+    "draft", "write", "explain", "compare", "list", "ticket", "issue", "bug", "feature",
+    "request", "order", "invoice", "receipt", "account", "password", "login", "café", "cafe",
+    "latte", "espresso", "cappuccino", "menu", "pizza", "sushi", "python", "java",
+    "javascript", "typescript", "rust", "golang", "kotlin", "swift", "ruby", "perl", "php",
+    "scala", "docker", "kubernetes", "helm", "terraform", "ansible", "grafana", "prometheus",
+    "kibana", "elasticsearch", "postgres", "postgresql", "mysql", "sqlite", "redis", "mongodb",
+    "kafka", "nginx", "apache", "linux", "ubuntu", "debian", "windows", "macos", "android",
+    "ios", "excel", "outlook", "word", "powerpoint", "teams", "slack", "jira", "confluence",
+    "github", "gitlab", "bitbucket", "jenkins", "shopify", "stripe", "salesforce", "zendesk",
+    "notion", "figma", "chatgpt", "openai", "anthropic", "claude", "gemini", "copilot",
+    "llama", "mistral", "udp", "tcp", "http", "https", "api", "sql", "json", "yaml", "xml",
+    "csv", "pdf", "html", "css", "url", "dns", "ssh", "ssl", "tls"
+])
+
+_NOT_IN_A_NAME = re.compile(r"[\d_=/@<>{}\[\]|]")
+_NAME_PREFIXES = frozenset({"mc", "mac", "o", "de", "di", "da", "du", "la", "le", "van",
+                            "von", "fitz", "d", "st"})
+_VERSION_WORDS = frozenset({"version", "versions", "ver", "v", "firmware", "build",
+                            "release", "upgrade", "upgraded", "update", "updated",
+                            "rollback", "downgrade", "patch", "sdk", "fw", "bios",
+                            "kernel", "semver"})
+_WORD = re.compile(r"[^\W_]+")
+_IP_NOBODY = re.compile(r"0\.0\.0\.0|127\.\d+\.\d+\.\d+|255\.255\.255\.255|::1?")
+_DECIMAL = re.compile(r"\d+\.\d+")
+
+
+def _camel(value: str) -> bool:
+    """A capital after lower-case letters inside a word, unless those letters are a
+    surname prefix: "OpenAI", "iPhone", "GitHub" -- but not "McDonald", "DeShawn"."""
+    for word in value.split():
+        for index in range(1, len(word)):
+            if word[index].isupper() and word[index - 1].islower():
+                prefix = word[:index].lower().replace("'", "").replace("\u2019", "")
+                if prefix not in _NAME_PREFIXES:
+                    return True
+    return False
+
+
+def _near_version_word(text: str, start: int, end: int) -> bool:
+    before = _WORD.findall(text[max(0, start - 64):start])[-4:]
+    after = _WORD.findall(text[end:end + 64])[:4]
+    return any(word.lower() in _VERSION_WORDS for word in before + after)
+
+
+class PrecisionRules:
+    """The rules above, as one policy configures them (`pii.precision`)."""
+
+    def __init__(self, disable: Iterable[str] = (), not_names: Iterable[str] = (),
+                 names: Iterable[str] = ()) -> None:
+        self.enabled = frozenset(RULES) - set(disable)
+        keep = {name.casefold() for name in names}
+        self.not_names = frozenset(
+            (NOT_NAMES | {word.casefold() for word in not_names}) - keep)
+
+    def keeps(self, text: str, entity: str, start: int, end: int,
+              validated: Sequence[tuple[int, int]] = ()) -> bool:
+        """False when the finding `text[start:end]` of type `entity` is not personal data
+        by one of the enabled rules. `validated`: spans of CHECKED_IDS findings."""
+        value = text[start:end]
+        enabled = self.enabled
+        if entity in NER_TYPES:
+            if "ner_shape" in enabled and (_NOT_IN_A_NAME.search(value) or _camel(value)):
+                return False
+            if "ner_stop_words" in enabled and \
+                    value.strip(" .,:;!?'\"").casefold() in self.not_names:
+                return False
+        elif entity == "IP_ADDRESS" and "ip_not_host" in enabled:
+            if _IP_NOBODY.fullmatch(value):
+                return False
+            if value.count(".") == 3 and _near_version_word(text, start, end):
+                return False
+        elif entity == "PHONE_NUMBER" and "phone_shape" in enabled:
+            if _DECIMAL.fullmatch(value.strip()):
+                return False
+            if any(low <= start and end <= high for low, high in validated):
+                return False
+        return True
+
+    def apply(self, text: str, results: list[Any]) -> list[Any]:
+        """Presidio results without those the rules drop (order kept)."""
+        if not self.enabled or not results:
+            return results
+        validated = [(r.start, r.end) for r in results if r.entity_type in CHECKED_IDS]
+        return [r for r in results
+                if self.keeps(text, r.entity_type, r.start, r.end, validated)]
