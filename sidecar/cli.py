@@ -71,9 +71,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         name: value for name in ("listen", "policies", "data_dir", "spacy_model", "log_level",
                                  "allow_public_bind", "workers", "metrics_listen",
                                  "tls_cert_file", "tls_key_file", "tls_client_ca_file",
-                                 "store")
+                                 "store", "gateway_listen", "upstream")
         if (value := getattr(args, name, None)) is not None
     }
+    if getattr(args, "upstream_region", None):
+        regions = {}
+        for item in args.upstream_region:
+            region, sep, url = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--upstream-region: expected REGION=URL, got {region!r}")
+            regions[region] = url
+        overrides["upstream_regions"] = regions
     try:
         return Settings(**overrides)
     except ValidationError as err:
@@ -338,12 +346,56 @@ def _audit_public_key(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _expected_head(args: argparse.Namespace) -> tuple[int, int, str] | None:
+    """--expect-head N:SEQ:HASH (or GUARDRAIL_AUDIT_EXPECT_HEAD), as `audit head` prints."""
+    import re
+
+    text = args.expect_head or os.environ.get("GUARDRAIL_AUDIT_EXPECT_HEAD", "")
+    if not text.strip():
+        return None
+    match = re.fullmatch(r"\s*#?(\d{1,18}):(\d{1,18}):([0-9a-fA-F]{64})\s*", text)
+    if match is None:
+        raise ConfigError("--expect-head: expected N:SEQ:HASH as `guardrail audit head` "
+                          "prints it (checkpoint number, sequence number, 64 hex digits)")
+    return int(match[1]), int(match[2]), match[3].lower()
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from audit.store import snapshot
+
     pinned = _pinned_keys(args)
-    store = _audit_store(args)
-    result = store.verify(pinned, anchor_path=Path(args.anchor) if args.anchor else None)
+    expect = _expected_head(args)
+    settings = _settings(args)
+    if settings.store:
+        if expect is not None:
+            raise ConfigError("--expect-head checks one data directory's trail; with "
+                              "--store, the store's anchors play that role")
+        result = _audit_store(args).verify(pinned)
+    else:
+        from sidecar import logs
+        from sidecar.auditing import open_store
+
+        logs.configure("WARNING")
+        directory = Path(settings.data_dir) / "audit"
+        if not (directory / "audit.db").exists():
+            raise ConfigError(f"no audit trail in {settings.data_dir} (nothing was served "
+                              "there)")
+        # A private copy: verifying never changes a byte of the evidence (README).
+        with tempfile.TemporaryDirectory(prefix="guardrail-verify-") as private:
+            snapshot(directory, Path(private) / "audit")
+            store = open_store(settings, snapshot=Path(private) / "audit")
+            try:
+                result = store.verify(pinned, expect_head=expect, anchor_path=Path(
+                    args.anchor) if args.anchor else None)
+            finally:
+                store.db.close()
+                store.keys.close()
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
     if not result.ok:
         seq = "-" if result.first_bad_seq is None else result.first_bad_seq
         print(f"FAILED at record seq={seq} id={result.first_bad_id or '-'}: "
@@ -353,24 +405,65 @@ def _audit_verify(args: argparse.Namespace) -> int:
         if len(result.problems) > 10:
             print(f"  ... {len(result.problems) - 10} more", file=sys.stderr)
         return EXIT_FAILED
-    anchored = "anchored" if result.anchored else "NOT anchored (no head anchor)"
+    anchored = "anchored" if result.anchored else "empty, nothing anchored yet"
     print(f"ok: {result.checked} records verify; head seq {result.head_seq}, signed through "
-          f"seq {result.signed_seq}; {anchored}")
+          f"seq {result.signed_seq}; {anchored}"
+          f"{'; at or beyond the recorded head' if expect is not None else ''}")
     if result.unsigned and args.strict:
         print(f"FAILED: {result.unsigned} record(s) after the newest signed checkpoint "
               "(--strict)", file=sys.stderr)
+        return EXIT_FAILED
+    if result.warnings and args.strict:
+        print("FAILED: the head anchor was reset (--strict): the trail was accepted as it "
+              "was, not proven complete", file=sys.stderr)
         return EXIT_FAILED
     if pinned is None:
         return _unauthenticated(args, "this verification")
     return EXIT_OK
 
 
+def _audit_head(args: argparse.Namespace) -> int:
+    """The newest checkpoint as N:SEQ:HASH: record it where the pod cannot write, and
+    give it back to `verify --expect-head` (a rollback below it then fails)."""
+    import tempfile
+
+    from audit.store import snapshot
+    from sidecar.auditing import open_store
+
+    settings = _settings(args)
+    if settings.store:
+        raise ConfigError("audit head works on one data directory; with --store, the "
+                          "store keeps each chain's anchor")
+    directory = Path(settings.data_dir) / "audit"
+    if not (directory / "audit.db").exists():
+        raise ConfigError(f"no audit trail in {settings.data_dir} (nothing was served there)")
+    with tempfile.TemporaryDirectory(prefix="guardrail-head-") as private:
+        snapshot(directory, Path(private) / "audit")
+        store = open_store(settings, snapshot=Path(private) / "audit")
+        try:
+            row = store.db.conn.execute(
+                "SELECT n, seq, hash FROM checkpoints WHERE n IS NOT NULL "
+                "ORDER BY n DESC LIMIT 1").fetchone()
+        finally:
+            store.db.close()
+            store.keys.close()
+    if row is None:
+        print("error: no checkpoint yet (nothing was signed)", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{row[0]}:{row[1]}:{row[2]}")
+    print("record this line outside the pod; `guardrail audit verify --expect-head "
+          "LINE` then fails on a trail rolled back below it", file=sys.stderr)
+    return EXIT_OK
+
+
 def _audit_erase(args: argparse.Namespace) -> int:
     from audit.store import LegalHoldError
 
-    store = _audit_store(args)
+    if not args.subject.strip():
+        raise ConfigError("erase: --subject must not be empty")
     if args.override_hold and not (args.reason or "").strip():
         raise ConfigError("--override-hold needs --reason (it is recorded in the trail)")
+    store = _audit_store(args)
     try:
         receipt = store.erase(args.subject, actor=_actor(args), reason=args.reason or "",
                               override_hold=args.override_hold)
@@ -382,12 +475,9 @@ def _audit_erase(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# Decisions the trail holds: inspections', then events'.
-DECISIONS = ("ALLOW", "MODIFY", "BLOCK", "ERASED", "PRUNED", "APPLIED", "REMOVED", "ADDED",
-             "RELEASED", "ROTATED", "RESET")
-
-
 def _decision(value: str) -> str:
+    from audit.export import DECISIONS
+
     if value.upper() not in DECISIONS:
         raise argparse.ArgumentTypeError(
             f"{value[:40]!r} is not a decision: one of {', '.join(DECISIONS)} (any case)")
@@ -428,6 +518,9 @@ def _audit_export(args: argparse.Namespace) -> int:
 
     if args.since is not None and args.until is not None and args.since >= args.until:
         raise ConfigError("--since must be before --until")
+    if args.subject is not None and not args.subject.strip():
+        raise ConfigError("export: --subject must not be empty")
+    actor = _actor(args) if args.include_payload else ""
     store = _audit_store(args)
     checkpoint = store.checkpoint(extra="export")
     selected = rows(store, tenant=args.tenant or "", app=args.app or "",
@@ -446,18 +539,21 @@ def _audit_export(args: argparse.Namespace) -> int:
         else:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
         count += 1
+    filters = {k: v for k, v in vars(args).items()
+               if k in ("tenant", "app", "decision", "policy", "format",
+                        "include_payload") and v}
+    for name in ("since", "until"):
+        if getattr(args, name) is not None:
+            filters[name] = _rfc3339(getattr(args, name))
+    if args.subject:
+        filters["subject_ref"] = store.subject_ref(args.subject)
+    if args.include_payload:  # who read decrypted personal data, why, and how much
+        store.record_access(actor, args.reason or "",
+                            {k: str(v) for k, v in filters.items()}, count)
     if out is not sys.stdout:
         out.close()
         from audit.export import manifest_for
 
-        filters = {k: v for k, v in vars(args).items()
-                   if k in ("tenant", "app", "decision", "policy", "format",
-                            "include_payload") and v}
-        for name in ("since", "until"):
-            if getattr(args, name) is not None:
-                filters[name] = _rfc3339(getattr(args, name))
-        if args.subject:
-            filters["subject_ref"] = store.subject_ref(args.subject)
         manifest = manifest_for(Path(args.output), filters, count, checkpoint, store.signer)
         with _private_output(args.output + ".manifest.json") as handle:
             handle.write(json.dumps(manifest, indent=2) + "\n")
@@ -533,6 +629,8 @@ def _local_only(args: argparse.Namespace, command: str) -> None:
 
 def _audit_reset_anchor(args: argparse.Namespace) -> int:
     _local_only(args, "reset-anchor")
+    if not args.reason.strip():
+        raise ConfigError("reset-anchor: --reason must not be empty (it is recorded)")
     store = _audit_store(args)
     seq, _ = store.reset_anchor(_actor(args), args.reason)
     print(f"head anchor reset to seq {seq}; the reset is recorded in the trail")
@@ -540,12 +638,18 @@ def _audit_reset_anchor(args: argparse.Namespace) -> int:
 
 
 def _audit_hold(args: argparse.Namespace) -> int:
-    store = _audit_store(args)
     if args.hold_action == "add":
         if bool(args.subject) == bool(args.tenant):
             raise ConfigError("hold add: give exactly one of --subject or --tenant")
+        if not (args.subject or args.tenant).strip():
+            raise ConfigError("hold add: the subject or tenant must not be blank")
         if not args.reason.strip():
             raise ConfigError("hold add: --reason must not be empty")
+    if args.hold_action == "release" and not (args.reason or "").strip():
+        raise ConfigError("hold release: --reason is required (ending a hold lets "
+                          "erasures and sweeps through; the reason is recorded)")
+    store = _audit_store(args)
+    if args.hold_action == "add":
         scope, ref = ("subject", args.subject) if args.subject else ("tenant", args.tenant)
         print(f"hold {store.hold(scope, ref, args.reason, _actor(args))} added")
     elif args.hold_action == "release":
@@ -667,6 +771,13 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
                         "(GUARDRAIL_WORKERS)")
     p.add_argument("--store", help="fleet mode: postgresql://... URL of the shared "
                                    "store (GUARDRAIL_STORE)")
+    p.add_argument("--gateway-listen", help="HOST:PORT for the OpenAI-compatible gateway "
+                   "and LiteLLM's guardrail API; off unless set (GUARDRAIL_GATEWAY_LISTEN)")
+    p.add_argument("--upstream", help="the gateway's model API, e.g. "
+                   "https://api.openai.com/v1 (GUARDRAIL_UPSTREAM)")
+    p.add_argument("--upstream-region", action="append", metavar="REGION=URL",
+                   help="an upstream for one region, for residency routing; repeatable "
+                        "(GUARDRAIL_UPSTREAM_REGIONS, a JSON object)")
 
 
 def _add_store_commands(commands: Any) -> None:
@@ -701,8 +812,8 @@ def _channel(settings: Settings, args: argparse.Namespace) -> Any:
 
 
 def _add_audit_commands(commands: Any) -> None:
-    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
-        metavar="ACTION")
+    audit_parser = commands.add_parser("audit", help="the audit trail")
+    audit = audit_parser.add_subparsers(metavar="ACTION")
 
     def audit_common(p: argparse.ArgumentParser, *, actor: bool = False) -> None:
         p.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
@@ -722,6 +833,7 @@ def _add_audit_commands(commands: Any) -> None:
         p.add_argument("--insecure-any-key", action="store_true",
                        help="exit 0 without a pinned key (the result is unauthenticated)")
 
+    audit_common(audit_parser, actor=True)  # `audit --data-dir D verify` works too
     public_key = audit.add_parser("public-key", help="print the checkpoint signing public key "
                                                      "(pin it where the sidecar cannot write)")
     audit_common(public_key)
@@ -733,8 +845,16 @@ def _add_audit_commands(commands: Any) -> None:
     verify.add_argument("--anchor", help="the head anchor file (default: "
                                          "DATA_DIR/keys/audit-anchor.json)")
     verify.add_argument("--strict", action="store_true",
-                        help="fail when records after the newest checkpoint are unsigned")
+                        help="fail when records after the newest checkpoint are unsigned, "
+                             "or the head anchor was ever reset")
+    verify.add_argument("--expect-head", metavar="N:SEQ:HASH",
+                        help="a head printed by `audit head` and kept outside the pod: fail "
+                             "unless the trail still holds it (GUARDRAIL_AUDIT_EXPECT_HEAD)")
     verify.set_defaults(handler=_audit_verify)
+    head = audit.add_parser("head", help="print the newest checkpoint as N:SEQ:HASH, to keep "
+                                         "outside the pod for verify --expect-head")
+    audit_common(head)
+    head.set_defaults(handler=_audit_head)
     erase = audit.add_parser("erase", help="GDPR erasure: crypto-shred a data subject "
                                            "(refused under a legal hold)")
     audit_common(erase, actor=True)
@@ -766,11 +886,14 @@ def _add_audit_commands(commands: Any) -> None:
 def _add_audit_export_commands(audit: Any, audit_common: Any, pinning: Any) -> None:
     export = audit.add_parser("export", help="records as JSON lines or CSV (metadata only "
                                              "unless --include-payload)")
-    audit_common(export)
+    audit_common(export, actor=True)
     for name in ("tenant", "app", "policy", "subject"):
         export.add_argument(f"--{name}")
+    export.add_argument("--reason", help="why (a request number); with --include-payload it "
+                                         "is recorded in the trail with the actor")
     export.add_argument("--decision", type=_decision,
-                        help=f"one of {', '.join(DECISIONS)} (any case)")
+                        help="ALLOW, MODIFY, BLOCK, or an event's (ERASED, ADDED, ...); "
+                             "any case")
     export.add_argument("--since", type=_instant, help="RFC 3339 time with a zone "
                                                        "(2026-11-22T08:00:00Z), inclusive")
     export.add_argument("--until", type=_instant, help="RFC 3339 time with a zone, exclusive")
@@ -801,7 +924,7 @@ def _add_audit_hold_commands(audit: Any, audit_common: Any) -> None:
     release = actions.add_parser("release", help="end a hold")
     audit_common(release, actor=True)
     release.add_argument("id", type=int, help="the hold's id (see hold list)")
-    release.add_argument("--reason", help="why; recorded")
+    release.add_argument("--reason", required=True, help="why; recorded")
     listing = actions.add_parser("list", help="every hold, active or released")
     audit_common(listing)
     hold.set_defaults(handler=_audit_hold)

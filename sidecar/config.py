@@ -110,6 +110,20 @@ class Settings(BaseSettings):
     # and policy revision) are kept in an LRU of this many entries per worker (0: off).
     message_cache_entries: int = Field(default=20_000, ge=0)
 
+    # The HTTP front doors (sidecar/gateway): an OpenAI-compatible gateway and LiteLLM's
+    # generic guardrail API on one port ("HOST:PORT"; off unless set; loopback unless
+    # allow_public_bind, and then only with TLS, as for gRPC).
+    gateway_listen: str | None = None
+    # The OpenAI-compatible API the gateway forwards to, with its version path
+    # ("https://api.openai.com/v1"), and one per region for residency routing
+    # ({"eu-central-1": "https://eu.example/v1"}): a request goes to an upstream in its
+    # allowed_regions tag, or is refused when none is.
+    upstream: str | None = None
+    upstream_regions: dict[str, str] = Field(default_factory=dict)
+    # Seconds the gateway waits for the upstream to connect, and between two reads of
+    # its answer (a model that stops streaming for this long fails the call: 504).
+    upstream_timeout: float = Field(default=600.0, gt=0)
+
     @field_validator("listen")
     @classmethod
     def _valid_listen(cls, value: str) -> str:
@@ -123,6 +137,29 @@ class Settings(BaseSettings):
         if value.startswith("unix:"):
             raise ValueError("metrics are served over HTTP: expected HOST:PORT")
         return _address(value)
+
+    @field_validator("gateway_listen")
+    @classmethod
+    def _valid_gateway_listen(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if value.startswith("unix:"):
+            raise ValueError("the gateway is served over TCP: expected HOST:PORT")
+        return _address(value)
+
+    @field_validator("upstream")
+    @classmethod
+    def _valid_upstream(cls, value: str | None) -> str | None:
+        return _url(value) if value else None
+
+    @field_validator("upstream_regions")
+    @classmethod
+    def _valid_upstream_regions(cls, value: dict[str, str]) -> dict[str, str]:
+        for region, url in value.items():
+            if not region or "," in region:
+                raise ValueError(f"region names are non-empty and have no comma: {region!r}")
+            _url(url)
+        return {region: url.rstrip("/") for region, url in value.items()}
 
     @field_validator("store")
     @classmethod
@@ -174,6 +211,19 @@ class Settings(BaseSettings):
     def grpc_max_message_bytes(self) -> int:
         """gRPC's own cap sits above ours so our limit answers with a precise message."""
         return self.max_text_bytes * 2 + MIB
+
+
+def _url(value: str) -> str:
+    """Check an upstream base URL (http or https, a host, no query); never echo it
+    whole in the error: it may carry credentials."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError("an upstream URL has no query or fragment")
+    return value.rstrip("/")
 
 
 def _address(value: str) -> str:

@@ -50,6 +50,7 @@ class RunningServer:
     audit: AuditWriter | None = None
     pseudonyms: Pseudonymizer | None = None
     metrics: Metrics | None = None
+    gateway: Any = None  # sidecar.gateway.app.Gateway, when gateway_listen is set
 
     async def mark_serving(self) -> None:
         self.servicer.ready = True
@@ -59,7 +60,9 @@ class RunningServer:
     async def stop(self, grace: float) -> None:
         started = time.monotonic()
         await self.health.enter_graceful_shutdown()
-        await self.servicer.drain(grace)
+        await self.servicer.drain(grace)  # every door's calls: they share the inspector
+        if self.gateway is not None:
+            await self.gateway.stop()
         await self.server.stop(max(0.0, grace - (time.monotonic() - started)))
         await self.runner.close()
         loop = asyncio.get_running_loop()
@@ -112,6 +115,14 @@ async def start_server(settings: Settings, runner: Runner,
         os.chmod(address.removeprefix("unix:").removeprefix("//"), 0o660)
     running = RunningServer(server, health_servicer, servicer, runner, address, audit,
                             pseudonyms, metrics)
+    if settings.gateway_listen:  # the HTTP doors, on the same inspector (and readiness)
+        from sidecar.gateway.app import start_gateway
+
+        try:
+            running.gateway = await start_gateway(settings, inspector)
+        except BaseException:
+            await server.stop(0)
+            raise
     if metrics is not None:
         metrics.watch(lambda: _gauges(running, policies))
     return running
@@ -195,6 +206,8 @@ async def serve(settings: Settings, runner: Runner, policies: PolicyManager,
     running = await start_server(settings, runner, policies, audit,
                                  open_pseudonymizer(settings, policies), metrics=metrics)
     log.info("listening", extra={"address": running.address})
+    if running.gateway is not None:
+        log.info("gateway listening", extra={"address": running.gateway.address})
     if metrics is not None:
         log.info("metrics listening", extra={"address": metrics.address})
     loop = asyncio.get_running_loop()

@@ -1,0 +1,155 @@
+"""HTTP shapes shared by the doors: who is calling, errors as the SDKs expect them.
+
+Errors are OpenAI-style objects, `{"error": {"message", "type", "param", "code"}}`,
+with a status the SDKs map to the right exception (and retry when it may help: 429,
+503, 504). Messages name fields, limits and rule ids, never the text sent.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from sidecar import errors
+from sidecar.errors import GuardrailError, InvalidRequest
+from sidecar.types import Decision, Direction, Inspection, Message, Verdict
+
+HEADER_PREFIX = "x-guardrail-"
+# Most characters of an id or name taken from a header or a body field; longer ones
+# are refused by the pipeline's own limit (MAX_ID_CHARS) with a precise message.
+_STATUSES: tuple[tuple[type[GuardrailError], int, str], ...] = (
+    (errors.RequestTooLarge, 413, "request_too_large"),
+    (errors.Overloaded, 429, "guardrail_overloaded"),
+    (errors.DeadlineExceeded, 504, "guardrail_timeout"),
+    (errors.InvalidRequest, 400, "invalid_request_error"),
+    (errors.NotReady, 503, "guardrail_unavailable"),
+    (errors.AuditUnavailable, 503, "guardrail_unavailable"),
+    (errors.PolicyError, 500, "guardrail_error"),
+    (errors.ConfigError, 500, "guardrail_error"),
+)
+
+
+def error(status: int, message: str, kind: str, code: str | None = None,
+          **extra: Any) -> web.Response:
+    body = {"error": {"message": message, "type": kind, "param": None,
+                      "code": code or kind, **extra}}
+    return web.json_response(body, status=status)
+
+
+def status_of(err: GuardrailError) -> tuple[int, str]:
+    for kind, status, name in _STATUSES:
+        if isinstance(err, kind):
+            return status, name
+    return 500, "guardrail_error"
+
+
+def refusal(err: GuardrailError) -> web.Response:
+    status, kind = status_of(err)
+    return error(status, str(err), kind)
+
+
+def internal(request_id: str) -> web.Response:
+    return error(500, f"internal error in the guardrail (request_id={request_id!r})",
+                 "guardrail_error")
+
+
+def blocked_error(verdict: Verdict, direction: Direction) -> dict[str, Any]:
+    """The error object of a blocked request or answer: which rules and entity types,
+    the audit record's id; never the text."""
+    rules = sorted({v.rule_id for v in verdict.violations if not v.shadow})
+    entities = sorted({f.entity_type for f in verdict.findings
+                       if f.action == "block" and not f.shadow})
+    reasons = ", ".join([*rules, *entities]) or "policy"
+    return {"message": f"the guardrail blocked this {direction.value} ({reasons}); "
+                       f"audit id {verdict.audit_id or '-'}",
+            "type": "guardrail_blocked", "param": None, "code": "guardrail_blocked",
+            "direction": direction.value, "rule_ids": rules, "entity_types": entities,
+            "audit_id": verdict.audit_id, "request_id": verdict.request_id,
+            "policy": verdict.policy}
+
+
+def blocked(verdict: Verdict, direction: Direction) -> web.Response:
+    return web.json_response({"error": blocked_error(verdict, direction)}, status=400)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; InvalidRequest (never the bytes) when it is not one."""
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("body: not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: expected a JSON object")
+    return body
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is asking, for policy selection, pseudonyms and the audit record."""
+
+    request_id: str
+    tenant: str = ""
+    app: str = ""
+    subject_id: str = ""
+    conversation_id: str = ""
+    user_region: str = ""
+    target_region: str = ""
+    # Whether the conversation id was made here (one per call) rather than given.
+    conversation_made: bool = False
+
+    def inspection(self, direction: Direction, messages: tuple[Message, ...]) -> Inspection:
+        return Inspection(direction=direction, messages=messages, chat=True,
+                          request_id=self.request_id, tenant=self.tenant, app=self.app,
+                          subject_id=self.subject_id, conversation_id=self.conversation_id,
+                          user_region=self.user_region, target_region=self.target_region)
+
+    def stream_template(self) -> Inspection:
+        return Inspection(direction=Direction.COMPLETION, messages=(), chat=False,
+                          request_id=self.request_id, tenant=self.tenant, app=self.app,
+                          subject_id=self.subject_id, conversation_id=self.conversation_id,
+                          user_region=self.user_region, target_region=self.target_region)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def identity(headers: Any, body: dict[str, Any] | None = None,
+             fallbacks: dict[str, str] | None = None) -> Identity:
+    """Identity from `x-guardrail-*` headers first, then `fallbacks` (door specific:
+    the OpenAI `user` and `metadata` fields, LiteLLM's request metadata).
+
+    Without a conversation id, one is made for this call alone, so the values a
+    prompt's pseudonyms stand for are restored in its own answer and nowhere else."""
+    more = fallbacks or {}
+
+    def pick(name: str) -> str:
+        return _text(headers.get(HEADER_PREFIX + name.replace("_", "-"))) or more.get(name, "")
+
+    request_id = pick("request_id") or _text(headers.get("x-request-id")) or uuid.uuid4().hex
+    conversation = pick("conversation_id")
+    return Identity(request_id=request_id, tenant=pick("tenant"), app=pick("app"),
+                    subject_id=pick("subject_id"),
+                    conversation_id=conversation or f"gateway-{request_id}",
+                    user_region=pick("user_region"), target_region=pick("target_region"),
+                    conversation_made=not conversation)
+
+
+def openai_fallbacks(body: dict[str, Any]) -> dict[str, str]:
+    """The OpenAI body's own identity fields: `metadata` (tenant, app, subject_id,
+    conversation_id, user_region) and, for the subject, `user` or `safety_identifier`."""
+    metadata = body.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    found = {name: _text(metadata.get(name)) for name in (
+        "tenant", "app", "subject_id", "conversation_id", "user_region", "target_region")}
+    found["subject_id"] = found["subject_id"] or _text(body.get("user")) \
+        or _text(body.get("safety_identifier"))
+    return {name: value for name, value in found.items() if value}
+
+
+def decision_name(verdict: Verdict) -> str:
+    return Decision(verdict.decision).name

@@ -1,0 +1,122 @@
+"""LiteLLM's Generic Guardrail API: LiteLLM's proxy calls us, for every model it serves.
+
+    POST /beta/litellm_basic_guardrail_api
+
+LiteLLM (`guardrail: generic_guardrail_api`, `api_base: http://127.0.0.1:8080`) sends
+
+    {"input_type": "request" | "response", "texts": [...], "tools": [...],
+     "images": [...], "structured_messages": [...], "request_data": {user_api_key_*},
+     "litellm_call_id": ..., "litellm_trace_id": ...,
+     "additional_provider_specific_params": {...}}
+
+for `pre_call` and `during_call` (input_type "request": inspected as a prompt) and
+`post_call` ("response": as a completion), and expects
+
+    {"action": "NONE"}                                   allowed as it is
+    {"action": "GUARDRAIL_INTERVENED", "texts": [...], "tools": [...]}   use these instead
+    {"action": "BLOCKED", "blocked_reason": "..."}       LiteLLM refuses the call
+
+The texts and the tools' descriptions are the inspection's messages, in that order.
+Identity: `x-guardrail-*` headers (LiteLLM's `headers:` setting), then
+`additional_provider_specific_params` (tenant, app, subject_id, conversation_id,
+user_region), then LiteLLM's metadata: team id → tenant, key alias → app, end user
+(else user) id → subject, trace id (else call id) → conversation, so the values a
+request's pseudonyms stand for are restored in its response. Images cannot be
+inspected: a request carrying any is refused (400), which LiteLLM treats as a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from sidecar.errors import GuardrailError, InvalidRequest
+from sidecar.gateway.http import identity, internal, json_body, refusal
+from sidecar.service.inspector import Inspector
+from sidecar.types import Decision, Direction, Message
+
+log = logging.getLogger(__name__)
+PATH = "/beta/litellm_basic_guardrail_api"
+_DIRECTIONS = {"request": Direction.PROMPT, "response": Direction.COMPLETION}
+
+
+def _fallbacks(body: dict[str, Any]) -> dict[str, str]:
+    params = body.get("additional_provider_specific_params")
+    params = params if isinstance(params, dict) else {}
+    meta = body.get("request_data")
+    meta = meta if isinstance(meta, dict) else {}
+
+    def first(*values: Any) -> str:
+        return next((v for v in values if isinstance(v, str) and v), "")
+
+    found = {
+        "tenant": first(params.get("tenant"), meta.get("user_api_key_team_id")),
+        "app": first(params.get("app"), meta.get("user_api_key_alias")),
+        "subject_id": first(params.get("subject_id"), meta.get("user_api_key_end_user_id"),
+                            meta.get("user_api_key_user_id")),
+        "conversation_id": first(params.get("conversation_id"), body.get("litellm_trace_id"),
+                                 body.get("litellm_call_id")),
+        "user_region": first(params.get("user_region")),
+        "target_region": first(params.get("target_region")),
+        "request_id": first(body.get("litellm_call_id")),
+    }
+    return {name: value for name, value in found.items() if value}
+
+
+class LiteLLMGuardrail:
+    def __init__(self, inspector: Inspector) -> None:
+        self.inspector = inspector
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(PATH, self.handle)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        request_id = ""
+        try:
+            body = await json_body(request)
+            direction = _DIRECTIONS.get(body.get("input_type", "request"))
+            if direction is None:
+                raise InvalidRequest("input_type: expected 'request' or 'response'")
+            if body.get("images"):
+                raise InvalidRequest("images: cannot be inspected by the guardrail")
+            texts = body.get("texts") or []
+            tools = body.get("tools") or []
+            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                raise InvalidRequest("texts: expected an array of strings")
+            if not isinstance(tools, list):
+                raise InvalidRequest("tools: expected an array")
+            described = [tool["function"] for tool in tools if isinstance(tool, dict)
+                         and isinstance(tool.get("function"), dict)
+                         and isinstance(tool["function"].get("description"), str)]
+            messages = tuple(Message("user" if direction is Direction.PROMPT else "assistant",
+                                     text) for text in texts)
+            messages += tuple(Message("tool", f["description"]) for f in described)
+            if not messages:
+                return web.json_response({"action": "NONE"})
+            ident = identity(request.headers, body, _fallbacks(body))
+            request_id = ident.request_id
+            async with self.inspector.call(direction, request_id) as call:
+                verdict = await self.inspector.inspect(
+                    ident.inspection(direction, messages), None, call)
+        except GuardrailError as err:
+            return refusal(err)
+        except Exception:
+            return internal(request_id)
+        if verdict.decision == Decision.BLOCK:
+            rules = sorted({v.rule_id for v in verdict.violations if not v.shadow})
+            entities = sorted({f.entity_type for f in verdict.findings
+                               if f.action == "block" and not f.shadow})
+            return web.json_response({"action": "BLOCKED", "blocked_reason": (
+                f"blocked by the guardrail ({', '.join([*rules, *entities]) or 'policy'}; "
+                f"audit id {verdict.audit_id or '-'})")})
+        if verdict.decision == Decision.ALLOW:
+            return web.json_response({"action": "NONE"})
+        out = [m.content for m in verdict.messages]
+        for function, message in zip(described, out[len(texts):], strict=True):
+            function["description"] = message
+        answer: dict[str, Any] = {"action": "GUARDRAIL_INTERVENED", "texts": out[:len(texts)]}
+        if described:
+            answer["tools"] = tools
+        return web.json_response(answer)

@@ -1,0 +1,401 @@
+"""The OpenAI-compatible gateway: an app changes its SDK's `base_url`, nothing else.
+
+    POST /v1/chat/completions   streaming and not
+    POST /v1/embeddings         inputs inspected as prompts
+    POST /v1/responses          the Responses API (not streaming yet: refused clearly)
+
+Every text of the request is inspected as the prompt (`sidecar.gateway.texts`), and
+only the result goes upstream; the answer's texts are inspected as the completion,
+with pseudonyms restored, before the client sees them. A block is an HTTP 400 with an
+OpenAI-style error of type `guardrail_blocked` (rule ids, entity types, audit id);
+the upstream is never called for a blocked prompt, and a blocked answer never
+reaches the client. Upstream errors pass back with their status and body; a timeout
+is 504, an unreachable upstream 502: the gateway never turns a failure into a success.
+
+With `stream: true` the upstream's SSE events go through the streaming inspection
+(the hold-back window, one `LiveStream` per choice and text field): the client gets a
+valid SSE stream of `chat.completion.chunk`s carrying only released text, then the
+finish and usage chunks, then `[DONE]`. A block mid-stream is a final
+`{"error": {...}}` event, which the SDKs raise as an APIError. `logprobs` of a
+streamed answer are dropped (they spell the unreleased text), as are those of an
+answer the guardrail modified.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from sidecar.errors import GuardrailError, InvalidRequest
+from sidecar.gateway import texts
+from sidecar.gateway.http import (
+    Identity,
+    blocked,
+    blocked_error,
+    error,
+    identity,
+    internal,
+    json_body,
+    openai_fallbacks,
+    refusal,
+    status_of,
+)
+from sidecar.gateway.upstream import NoUpstream, Upstreams, forward_headers, returned_headers
+from sidecar.service.inspector import Inspector, LiveStream
+from sidecar.streaming import Release
+from sidecar.types import Decision, Direction, Verdict
+
+log = logging.getLogger(__name__)
+Slots = Callable[[dict[str, Any]], list[texts.Slot]]
+StreamKey = tuple[int, str | int]  # (choice index, "content" | "refusal" | tool call index)
+
+
+class UpstreamBroken(Exception):
+    """The upstream answered 200 with something that is not what the API promises."""
+
+
+class OpenAIGateway:
+    def __init__(self, inspector: Inspector, upstreams: Upstreams, timeout: float) -> None:
+        self.inspector = inspector
+        self.upstreams = upstreams
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made on the running loop, at first use
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout,
+                                              sock_read=self.timeout),
+                read_bufsize=1 << 20, trust_env=False)
+        return self._session
+
+    async def close(self, app: web.Application | None = None) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/chat/completions", self.chat_completions),
+                web.post("/v1/embeddings", self.embeddings),
+                web.post("/v1/responses", self.responses)]
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._call(request, "chat/completions", texts.chat_prompt,
+                                texts.chat_completion, streams=True)
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._call(request, "embeddings", texts.embeddings_input,
+                                lambda body: [], streams=False)
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._call(request, "responses", texts.responses_input,
+                                texts.responses_output, streams=False)
+
+    # -- one call -------------------------------------------------------------------------
+
+    async def _call(self, request: web.Request, path: str, prompt: Slots, answer: Slots,
+                    *, streams: bool) -> web.StreamResponse:
+        started = time.perf_counter()
+        ident: Identity | None = None
+        region = ""
+        try:
+            body = await json_body(request)
+            ident = identity(request.headers, body, openai_fallbacks(body))
+            stream = body.get("stream") is True
+            if stream and not streams:
+                raise InvalidRequest(f"stream: /v1/{path} is not streamed through the "
+                                     "guardrail yet; call it without stream")
+            slots = prompt(body)
+            verdict = await self._inspect(ident, Direction.PROMPT, slots)
+            if verdict.decision == Decision.BLOCK:
+                return self._done(blocked(verdict, Direction.PROMPT), ident, path, started)
+            texts.write_back(slots, verdict.messages)
+            base, region = self.upstreams.choose(verdict.routing_tags)
+        except NoUpstream as err:
+            return self._done(error(400, str(err), "guardrail_blocked",
+                                    rule_ids=["residency"]), ident, path, started)
+        except GuardrailError as err:
+            return self._done(refusal(err), ident, path, started)
+        except Exception:
+            return self._done(internal(ident.request_id if ident else ""), ident, path,
+                              started)
+        url = f"{base}/{path}"
+        if request.query_string:  # e.g. Azure's api-version; never inspected, never logged
+            url += f"?{request.query_string}"
+        with self.inspector.flight():
+            if stream:
+                response = await self._stream(request, url, body, ident)
+            else:
+                response = await self._unary(request, url, body, ident, answer)
+        return self._done(response, ident, path, started, region)
+
+    async def _inspect(self, ident: Identity, direction: Direction,
+                       slots: list[texts.Slot]) -> Verdict:
+        async with self.inspector.call(direction, ident.request_id) as call:
+            return await self.inspector.inspect(
+                ident.inspection(direction, texts.messages_of(slots)), None, call)
+
+    async def _unary(self, request: web.Request, url: str, body: dict[str, Any],
+                     ident: Identity, answer: Slots) -> web.StreamResponse:
+        try:
+            async with self.session.post(url, data=json.dumps(body),
+                                         headers=forward_headers(request.headers),
+                                         allow_redirects=False) as upstream:
+                raw = await upstream.read()
+                headers = returned_headers(upstream.headers)
+                if upstream.status >= 300:  # passed back as it came: status and body
+                    return web.Response(status=upstream.status, body=raw, headers=headers,
+                                        content_type=upstream.content_type)
+        except TimeoutError:
+            return self._upstream_timeout()
+        except aiohttp.ClientError:
+            return self._upstream_unreachable()
+        try:
+            result = json.loads(raw)
+            if not isinstance(result, dict):
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            return error(502, "the upstream answered 2xx with a body that is not a JSON "
+                              "object", "upstream_invalid_response")
+        slots = answer(result)
+        if slots:
+            try:
+                verdict = await self._inspect(ident, Direction.COMPLETION, slots)
+            except GuardrailError as err:
+                return refusal(err)
+            except Exception:
+                return internal(ident.request_id)
+            if verdict.decision == Decision.BLOCK:
+                return blocked(verdict, Direction.COMPLETION)
+            texts.write_back(slots, verdict.messages)
+            if verdict.decision == Decision.MODIFY:
+                _drop_logprobs(result)
+        return web.json_response(result, headers=headers)
+
+    async def _stream(self, request: web.Request, url: str, body: dict[str, Any],
+                      ident: Identity) -> web.StreamResponse:
+        try:
+            upstream = await self.session.post(url, data=json.dumps(body),
+                                               headers=forward_headers(request.headers),
+                                               allow_redirects=False)
+        except TimeoutError:
+            return self._upstream_timeout()
+        except aiohttp.ClientError:
+            return self._upstream_unreachable()
+        async with upstream:
+            headers = returned_headers(upstream.headers)
+            try:
+                if upstream.status >= 300:
+                    return web.Response(status=upstream.status, body=await upstream.read(),
+                                        headers=headers, content_type=upstream.content_type)
+            except TimeoutError:
+                return self._upstream_timeout()
+            except aiohttp.ClientError:
+                return self._upstream_unreachable()
+            if upstream.content_type != "text/event-stream":
+                return error(502, "the upstream did not answer a streamed request with an "
+                                  "event stream", "upstream_invalid_response")
+            response = web.StreamResponse(status=200, headers={
+                **headers, "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache"})
+            await response.prepare(request)
+            relay = ChatRelay(self.inspector, ident, response, self.timeout)
+            try:
+                await relay.run(_events(upstream.content))
+            except ConnectionError:  # the client went away: what was shown is audited
+                log.info("gateway client went away mid-stream",
+                         extra={"request_id": ident.request_id})
+            return response
+
+    def _upstream_timeout(self) -> web.Response:
+        return error(504, f"the upstream did not answer within {self.timeout:g} s "
+                          "(GUARDRAIL_UPSTREAM_TIMEOUT)", "upstream_timeout")
+
+    @staticmethod
+    def _upstream_unreachable() -> web.Response:
+        return error(502, "the upstream could not be reached", "upstream_unavailable")
+
+    @staticmethod
+    def _done(response: web.StreamResponse, ident: Identity | None, path: str,
+              started: float, region: str = "") -> web.StreamResponse:
+        log.info("gateway call", extra={
+            "request_id": ident.request_id if ident else "", "path": path,
+            "status": response.status, "upstream_region": region,
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)})
+        return response
+
+
+def _drop_logprobs(result: dict[str, Any]) -> None:
+    for choice in result.get("choices") or []:
+        if isinstance(choice, dict) and choice.get("logprobs") is not None:
+            choice["logprobs"] = None
+
+
+async def _events(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The `data` of each server-sent event (multi-line data joined by newlines)."""
+    data: list[str] = []
+    async for raw in content:
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise UpstreamBroken("an event that is not UTF-8") from None
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
+
+
+def _meaningful(value: Any) -> bool:
+    """Whether a delta still says something once its text was taken out."""
+    if isinstance(value, dict):
+        return any(_meaningful(item) for key, item in value.items() if key != "index")
+    if isinstance(value, list):
+        return any(_meaningful(item) for item in value)
+    return value is not None and value != ""
+
+
+class ChatRelay:
+    """One streamed chat completion, from the upstream's events to the client's."""
+
+    def __init__(self, inspector: Inspector, ident: Identity, response: web.StreamResponse,
+                 timeout: float) -> None:
+        self.inspector = inspector
+        self.ident = ident
+        self.response = response
+        self.timeout = timeout
+        self.streams: dict[StreamKey, LiveStream] = {}
+        self.template: dict[str, Any] = {}
+        self.deferred: list[dict[str, Any]] = []  # finish and usage chunks: after the text
+
+    async def run(self, events: AsyncIterator[str]) -> None:
+        try:
+            await self._relay(events)
+        except GuardrailError as err:
+            _status, kind = status_of(err)
+            await self._send({"error": {"message": str(err), "type": kind, "param": None,
+                                        "code": kind}})
+        except TimeoutError:
+            await self._send({"error": {
+                "message": f"the upstream stopped streaming for {self.timeout:g} s",
+                "type": "upstream_timeout", "param": None, "code": "upstream_timeout"}})
+        except aiohttp.ClientError:
+            await self._send({"error": {"message": "the upstream stream broke off",
+                                        "type": "upstream_unavailable", "param": None,
+                                        "code": "upstream_unavailable"}})
+        except UpstreamBroken as err:
+            await self._send({"error": {"message": f"the upstream sent {err}",
+                                        "type": "upstream_invalid_response", "param": None,
+                                        "code": "upstream_invalid_response"}})
+        finally:
+            for stream in self.streams.values():
+                stream.abandon()  # a no-op for streams that finished
+
+    async def _relay(self, events: AsyncIterator[str]) -> None:
+        async for data in events:
+            if data.strip() == "[DONE]":
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise UpstreamBroken("an event that is not JSON") from None
+            if not isinstance(chunk, dict):
+                raise UpstreamBroken("an event that is not a JSON object")
+            if chunk.get("error"):  # the upstream's own error: passed on, and the end
+                await self._send({"error": chunk["error"]})
+                return
+            for key in await self._absorb(chunk):
+                if await self._emit(key, await self.streams[key].advance()):
+                    return
+        for key, stream in list(self.streams.items()):
+            if await self._emit(key, await stream.finish()):
+                return
+        for chunk in self.deferred:
+            await self._send(chunk)
+        await self.response.write(b"data: [DONE]\n\n")
+
+    async def _absorb(self, chunk: dict[str, Any]) -> list[StreamKey]:
+        """Take the texts out of an upstream chunk into their streams; pass on at once
+        what is left (roles, tool call names), keep finish and usage chunks for the end."""
+        if not self.template:
+            self.template = {key: chunk[key] for key in (
+                "id", "object", "created", "model", "system_fingerprint", "service_tier")
+                if key in chunk}
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices:
+            self.deferred.append(chunk)
+            return []
+        touched: list[StreamKey] = []
+        now: list[dict[str, Any]] = []
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise UpstreamBroken("a choice that is not an object")
+            index = choice.get("index", 0)
+            delta = choice.get("delta")
+            if not isinstance(index, int) or not isinstance(delta, dict | None):
+                raise UpstreamBroken("a choice without a valid index or delta")
+            delta = delta or {}
+            choice["logprobs"] = None
+            for name in ("content", "refusal"):
+                touched += self._take(delta, name, (index, name))
+            calls = delta.get("tool_calls")
+            if isinstance(calls, list):
+                for call in calls:
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict):
+                        position = call.get("index", 0)
+                        touched += self._take(function, "arguments", (
+                            index, position if isinstance(position, int) else 0))
+            if choice.get("finish_reason") is not None:
+                self.deferred.append({**chunk, "choices": [choice]})
+            elif _meaningful(delta):
+                now.append(choice)
+        if now:
+            await self._send({**chunk, "choices": now})
+        return list(dict.fromkeys(touched))
+
+    def _take(self, holder: dict[str, Any], name: str, key: StreamKey) -> list[StreamKey]:
+        text = holder.pop(name, None)
+        if text is None or text == "":
+            return []
+        if not isinstance(text, str):
+            raise UpstreamBroken(f"a {name} that is not a string")
+        stream = self.streams.get(key)
+        if stream is None:
+            stream = self.streams[key] = self.inspector.open_stream(
+                self.ident.stream_template())
+        stream.add(text)
+        return [key]
+
+    async def _emit(self, key: StreamKey, releases: list[Release]) -> bool:
+        """Send what the releases let through; True when the stream was blocked."""
+        index, part = key
+        for release in releases:
+            if release.text:
+                delta: dict[str, Any] = {part: release.text} if isinstance(part, str) else \
+                    {"tool_calls": [{"index": part, "function": {"arguments": release.text}}]}
+                await self._send({**self.template, "choices": [{
+                    "index": index, "delta": delta, "logprobs": None,
+                    "finish_reason": None}]})
+            if release.blocked:
+                verdict = self.streams[key].verdict
+                assert verdict is not None  # a blocked stream is closed and audited
+                await self._send({"error": blocked_error(verdict, Direction.COMPLETION)})
+                return True
+        return False
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        await self.response.write(b"data: " + json.dumps(event).encode("utf-8") + b"\n\n")
