@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sidecar.content.normalize import clean, weigh
+from sidecar.content.normalize import clean, has_markup, weigh
 from sidecar.edits import apply_resolved
 from sidecar.errors import RequestTooLarge
 from sidecar.types import Decision, Edit, Finding, Inspection, Message, Verdict, Violation
@@ -225,14 +225,16 @@ class CompletionStream:
         _, weight, self._released_space = weigh(window[local:cut], self._released_space)
         self._pending_weight -= weight
         self._pending = window[cut:] + later
-        self._context = window[max(0, cut - self.limits.context):cut]
+        self._context = window[_word_start(window, max(0, cut - self.limits.context), cut):cut]
         return Release(text, findings, violations, list(dict.fromkeys(restored)),
                        self.received, self.released)
 
     def _cut(self, window: str, local: int, verdict: Verdict,
              edits: tuple[Edit, ...]) -> int:
         """The latest safe place to stop releasing, in window coordinates."""
-        view = clean(window)
+        # Measured on the unmarked reading when there is one: it is never longer than the
+        # plain one over the same text, so a match of either reading fits the hold-back.
+        view = clean(window, unmark=has_markup(window))
         held = len(view.text) - self.holdback  # the first held-back view character
         if held <= 0:
             return local
@@ -285,6 +287,23 @@ class CompletionStream:
     @property
     def output(self) -> str:
         return "".join(self._output)
+
+
+def _word_start(window: str, start: int, cut: int) -> int:
+    """Where the next window's context may start: at `start` if a word begins there,
+    else at the beginning of that word (looking back at most 64 characters), else just
+    after it. A context that began inside a word made its tail read as a whole word
+    (`remake` as `make`, `unignore` as `ignore`): streamed and buffered disagreed."""
+    if start == 0 or window[start - 1].isspace():
+        return start
+    low = max(0, start - 64)
+    back = max(window.rfind(" ", low, start), window.rfind("\n", low, start),
+               window.rfind("\t", low, start))
+    if back >= 0:
+        return back + 1
+    ahead = [i for i in (window.find(" ", start, cut), window.find("\n", start, cut),
+                         window.find("\t", start, cut)) if i >= 0]
+    return min(ahead) + 1 if ahead else start
 
 
 def _merged(releases: list[Release]) -> Release:

@@ -23,11 +23,12 @@ to the word lists too, so `k1ll`, `kiII` and `kill` share the skeleton `kiii`. A
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -51,13 +52,26 @@ _NUMBER_LIKE = re.compile(
 _DIGITS_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t",
                               "8": "b", "9": "g"})
 _LETTERS_LEET = str.maketrans({"l": "i"})
-# Characters that render as nothing but are not format characters (Cf): variation
-# selectors, the combining grapheme joiner, Hangul and Khmer fillers, the blank
-# Braille pattern, the musical null notehead.
-_INVISIBLE_MARKS = frozenset(["\u034f", "\u115f", "\u1160", "\u17b4", "\u17b5", "\u2800",
-                              "\u3164", "\uffa0", "\U0001d159",
-                              *map(chr, range(0xFE00, 0xFE10)),
-                              *map(chr, range(0xE0100, 0xE01F0))])
+# Characters that render as nothing: Unicode's Default_Ignorable_Code_Point ranges
+# (assigned or not: a browser draws an unassigned one in them as nothing too), plus
+# the blank Braille pattern and the musical null notehead; format characters (Cf) in
+# general are added by `_invisible`.
+_INVISIBLE_RANGES = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+                     (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+                     (0x2060, 0x206F), (0x2800, 0x2800), (0x3164, 0x3164), (0xFE00, 0xFE0F),
+                     (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+                     (0x1BCA0, 0x1BCA3), (0x1D159, 0x1D159), (0x1D173, 0x1D17A),
+                     (0xE0000, 0xE0FFF))
+_INVISIBLE_MARKS = frozenset(chr(code) for low, high in _INVISIBLE_RANGES
+                             for code in range(low, high + 1))
+# Look-alikes the confusables data leaves out because they differ a little in shape,
+# but which read as the Latin letter in running text and are used to evade filters
+# (Cyrillic and Greek lower case, kra, and the like).
+_EXTRA_LOOK_ALIKES = {
+    "к": "k", "ҡ": "k", "ќ": "k", "κ": "k", "ĸ": "k", "м": "m", "в": "b", "ь": "b",
+    "т": "t", "н": "h", "г": "r", "п": "n", "и": "u", "ш": "w", "ԁ": "d", "ɡ": "g",
+    "€": "e", "¡": "i", "ø": "o", "ꞏ": ".",
+}
 # Unicode names of decorated Latin letters that neither NFKD nor the confusables data
 # bring back to the letter: small capitals (`ʙᴏᴍʙ`), letters with a stroke or hook
 # (`ø ł đ ɓ`), squared and parenthesised letters (`🅱 ⒝`), regional indicators (`🇧`).
@@ -162,7 +176,18 @@ def _invisible(char: str) -> bool:
     return unicodedata.category(char) == "Cf" or char in _INVISIBLE_MARKS
 
 
-def clean(text: str) -> View:
+def has_markup(text: str) -> bool:
+    """Whether `text` may hold markup or escapes that `clean(text, unmark=True)` reads
+    (a cheap test on the raw text: what the fold removes, such as accents, can stand
+    between the markup and its letters)."""
+    return any(marker in text for marker in _MARKUP_MARKERS)
+
+
+def clean(text: str, *, unmark: bool = False) -> View:
+    """The clean view (module docstring). With `unmark`, markup and escapes are read as a
+    reader would see them first (see _MARKUP): a second view of the same text, for the
+    rules that read wording, used alongside the plain one (so hiding a word inside
+    something tag-like hides it from neither)."""
     if text.isascii():
         folded = text.lower()
         origin: list[int] = list(range(len(text)))
@@ -181,8 +206,75 @@ def clean(text: str) -> View:
                 out.append(mapped)
                 origin.extend([index] * len(mapped))
         folded = "".join(out)
+    if unmark:
+        folded, origin = _unmark(folded, origin)
     folded, origin = _collapse_whitespace(folded, origin)
     return _collapse_spacing(folded, origin, text)
+
+
+# What a reader never sees of a text: HTML tags and comments, Markdown emphasis inside a
+# word (`bo**mb**`, `k*i*ll`, `bomb_count`), and escapes that stand for one character
+# (`\u006d`, `\n`, `&#111;`, `&#x6f;`, `%6f`). Read on the lower-cased clean view.
+_ESCAPES = re.compile(
+    r"\\u(?P<u>[0-9a-f]{4})|\\(?P<ws>[ntr])|&#(?P<dec>\d{1,7});|&#x(?P<hex>[0-9a-f]{1,6});"
+    r"|%(?P<pct>[46][0-9a-f]|[57][0-9a]|20)")
+_MARKUP = re.compile(r"<!--.{0,2000}?-->|</?[a-z][a-z0-9]{0,20}(?:\s[^<>]{0,200})?/?>"
+                     r"|(?<=[^\W_]|[\u2063@$!])[*~`]{1,3}(?=[^\W_]|[\u2063@$!])", re.S)
+_MARKUP_MARKERS = "<*~`\\&%"
+
+
+def _unmark(text: str, origin: list[int]) -> tuple[str, list[int]]:
+    """Decode escapes, then drop markup (see _ESCAPES, _MARKUP) in a folded text, before
+    whitespace and spacing are collapsed. Dropped markup becomes an invisible mark, so
+    between two letters it is a gap (`ki<i>ll</i>` reads `kill`) and elsewhere it is
+    nothing; a decoded escape keeps the origin of its backslash, ampersand or percent
+    sign, so a finding still covers the escape in the text as sent."""
+    if not any(marker in text for marker in _MARKUP_MARKERS):
+        return text, origin
+    return _replaced(*_replaced(text, origin, _ESCAPES, _decoded), _MARKUP, _hidden)
+
+
+# Tags that break a line or a block: they separate words rather than hide inside one.
+_BREAKING_TAGS = frozenset({"br", "p", "div", "li", "ul", "ol", "tr", "td", "th", "table", "hr",
+                            "pre", "blockquote", "section", "article", "header", "footer",
+                            "h1", "h2", "h3", "h4", "h5", "h6", "dt", "dd", "dl"})
+
+
+def _hidden(match: re.Match[str]) -> str:
+    """What a piece of markup shows: a space for a tag that breaks the line, else
+    nothing (an invisible mark: inside a word it leaves the word whole)."""
+    tag = re.match(r"</?([a-z0-9]+)", match.group())
+    return " " if tag is not None and tag.group(1) in _BREAKING_TAGS else _MARK
+
+
+def _decoded(match: re.Match[str]) -> str:
+    if match.group("ws") is not None:
+        return " "
+    if match.group("dec") is not None:
+        code = int(match.group("dec"))
+    else:
+        code = int(match.group("u") or match.group("hex") or match.group("pct"), 16)
+    return _fold_char(chr(min(code, 0x10FFFF)))
+
+
+def _replaced(text: str, origin: list[int], pattern: re.Pattern[str],
+              replacement: Callable[[re.Match[str]], str]) -> tuple[str, list[int]]:
+    """Each match of `pattern` replaced, its replacement taking the match's first origin."""
+    out: list[str] = []
+    kept: list[int] = []
+    position = 0
+    for match in pattern.finditer(text):
+        out.append(text[position:match.start()])
+        kept.extend(origin[position:match.start()])
+        position = match.end()
+        new = replacement(match)
+        out.append(new)
+        kept.extend([origin[match.start()]] * len(new))
+    if not position:
+        return text, origin
+    out.append(text[position:])
+    kept.extend(origin[position:])
+    return "".join(out), kept
 
 
 def skeleton(view: View) -> View:
@@ -226,16 +318,27 @@ def words(view: View) -> View:
         return view
     out: list[str] = []
     origin: list[int] = []
-    position = 0
+    shift: list[tuple[int, int]] = []  # (old position where a run ended, how far it moves)
+    position, removed = 0, 0
     for run in _PUNCTUATION_RUNS.finditer(text):
         out.append(text[position:run.start()])
         origin.extend(view.origin[position:run.start()])
         out.append(" ")
         origin.append(view.origin[run.start()])
         position = run.end()
+        removed += run.end() - run.start() - 1
+        shift.append((run.end(), removed))
     out.append(text[position:])
     origin.extend(view.origin[position:])
-    return View("".join(out), tuple(origin), view.source, view.joins, view.gaps)
+
+    def moved(old: int) -> int:
+        """Where an old position between two characters is now (joins and gaps are only
+        ever between letters or digits, never inside a run)."""
+        index = bisect.bisect_right([end for end, _ in shift], old) - 1
+        return old - (shift[index][1] if index >= 0 else 0)
+
+    return View("".join(out), tuple(origin), view.source,
+                frozenset(map(moved, view.joins)), frozenset(map(moved, view.gaps)))
 
 
 def skeleton_of(term: str) -> str:
@@ -257,6 +360,16 @@ def _fold_char(char: str) -> str:
         return char.lower()
     if _invisible(char):
         return _MARK
+    category = unicodedata.category(char)
+    if category in ("Lm", "Mc") and unicodedata.decomposition(char) == "":
+        return _MARK  # modifier letters, spacing marks: `boʹmb`, `bـomb` (not `ⁱ`, an i)
+    if category == "Nd":  # a digit of any script is that digit (`b٥mb`, `proj-١٢٣٤`)
+        return str(unicodedata.decimal(char))
+    if category == "Pd" or char == "\u2212":  # every dash reads as a hyphen
+        return "-"
+    extra = _EXTRA_LOOK_ALIKES.get(char)
+    if extra is not None:
+        return extra
     lettered = _lettered().get(char)
     if lettered is not None:
         return lettered

@@ -188,38 +188,40 @@ class ContentStage:
         return result
 
     def _scan(self, text: str, applies: list[bool]) -> list[Hit]:
-        from sidecar.content.builtins import shannon_entropy
-        from sidecar.content.normalize import clean, original, skeleton, visible, words
+        from sidecar.content.normalize import (
+            clean,
+            has_markup,
+            original,
+            skeleton,
+            visible,
+            words,
+        )
 
         views: dict[str, View] = {}
 
         def view(name: str) -> View:
+            """A view by name; a name ending in `+` is read from the unmarked clean view."""
             if name not in views:
-                if name == "original":
+                base, plus = name.rstrip("+"), "+" if name.endswith("+") else ""
+                if base == "original":
                     views[name] = original(text)  # a range: no per-character copy
-                elif name == "visible":
+                elif base == "visible":
                     views[name] = visible(text)
-                elif name == "clean":
-                    views[name] = clean(text)
-                elif name == "words":
-                    views[name] = words(view("skeleton"))
+                elif base == "clean":
+                    views[name] = clean(text, unmark=bool(plus))
+                elif base == "words":
+                    views[name] = words(view("skeleton" + plus))
                 else:
-                    views[name] = skeleton(view("clean"))
+                    views[name] = skeleton(view("clean" + plus))
             return views[name]
 
+        # Wording is read twice when the text holds markup or escapes: as written, and
+        # as a reader sees it (`ki<i>ll</i>`, `bo\u006db`), so neither hides a word.
+        readings = ("", "+") if has_markup(text) else ("",)
         hits: set[Hit] = set()
         if self._automaton is not None:
-            skeleton_view = view("skeleton")
-            folded = skeleton_view.text
-            for end, (length, by_spaces) in self._automaton.iter(folded):
-                start = end - length + 1
-                if not (skeleton_view.is_boundary(start) and skeleton_view.is_boundary(end + 1)):
-                    continue  # inside a longer word: whole words only
-                span = skeleton_view.span(start, end + 1)
-                hits.update(Hit(rule, "", *span) for rule in by_spaces[frozenset()]
-                            if applies[rule])
-            if self._phrases is not None:
-                hits.update(self._joined(skeleton_view, applies))
+            for plus in readings:
+                hits.update(self._lists(view("skeleton" + plus), applies))
         for rule, regex in self._patterns:
             if applies[rule]:
                 clean_view = view("clean")
@@ -230,23 +232,48 @@ class ContentStage:
             if not applies[rule] or (detector.disguise_only and ascii_text):
                 continue
             if detector.view == "despaced":
-                hits.update(Hit(rule, detector.id, *span)
-                            for span in _despaced(view("words"), detector.regex))
+                for plus in readings:
+                    hits.update(Hit(rule, detector.id, *span)
+                                for span in _despaced(view("words" + plus), detector.regex))
                 continue
-            target = view(detector.view)
-            for match in detector.regex.finditer(target.text):
-                if match.end() <= match.start():
-                    continue
-                if detector.disguise_only and text[slice(*target.span(
-                        match.start(), match.end()))].isascii():
-                    continue
-                if detector.group and match.group(detector.group) is None:
-                    continue  # a branch that only keeps look-alikes from matching
-                if detector.min_entropy and shannon_entropy(
-                        match.group(detector.group)) < detector.min_entropy:
-                    continue
-                hits.add(Hit(rule, detector.id, *target.span(match.start(), match.end())))
+            for plus in readings if detector.view in ("skeleton", "words") else ("",):
+                hits.update(self._detected(rule, detector, view(detector.view + plus), text))
         return sorted(hits, key=lambda hit: (hit.start, hit.end, hit.rule, hit.detector))
+
+    def _lists(self, skeleton_view: View, applies: list[bool]) -> set[Hit]:
+        """Words and phrases, whole words only, on the skeleton view."""
+        assert self._automaton is not None
+        hits: set[Hit] = set()
+        for end, (length, by_spaces) in self._automaton.iter(skeleton_view.text):
+            start = end - length + 1
+            if not (skeleton_view.is_boundary(start) and skeleton_view.is_boundary(end + 1)):
+                continue  # inside a longer word: whole words only
+            span = skeleton_view.span(start, end + 1)
+            hits.update(Hit(rule, "", *span) for rule in by_spaces[frozenset()]
+                        if applies[rule])
+        if self._phrases is not None:
+            hits.update(self._joined(skeleton_view, applies))
+        return hits
+
+    @staticmethod
+    def _detected(rule: int, detector: Any, target: View, text: str) -> set[Hit]:
+        """One builtin detector's matches on its view, as hits on the text as sent."""
+        from sidecar.content.builtins import shannon_entropy
+
+        hits: set[Hit] = set()
+        for match in detector.regex.finditer(target.text):
+            if match.end() <= match.start():
+                continue
+            if detector.disguise_only and text[slice(*target.span(
+                    match.start(), match.end()))].isascii():
+                continue
+            if detector.group and match.group(detector.group) is None:
+                continue  # a branch that only keeps look-alikes from matching
+            if detector.min_entropy and shannon_entropy(
+                    match.group(detector.group)) < detector.min_entropy:
+                continue
+            hits.add(Hit(rule, detector.id, *target.span(match.start(), match.end())))
+        return hits
 
     def _joined(self, skeleton_view: View, applies: list[bool]) -> set[Hit]:
         """Phrases whose words are apart in some other way than one space.

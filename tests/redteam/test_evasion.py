@@ -38,9 +38,16 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from sidecar.content.normalize import (
+    _EXTRA_LOOK_ALIKES,
+    _fold_char,
+    _homoglyphs,
+    _lettered,
+    clean,
+    weigh,
+)
+from sidecar.content.normalize import (
     _NUMBER_LIKE as NUMBER_LIKE,
 )
-from sidecar.content.normalize import _fold_char, _homoglyphs, _lettered, clean, weigh
 from sidecar.pipeline import Pipeline
 from sidecar.policy.model import ContentConfig
 from sidecar.pseudonyms import finish_locally
@@ -96,12 +103,19 @@ INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u180e
              "\u2062", "\ufe0f", "\u034f", "\U000e0020", "\U000e0041", "\U000e007f",
              "\u3164", "\uffa0", "\u115f", "\u1160", "\u2800"]
 MARKS = ["\u0301", "\u0300", "\u0308", "\u0327", "\u0336", "\u20dd", "\u0489"]
-SEPARATORS = [*" .-_*·•/|+~:,'\"=;#^\\`", ", ", ". ", " - ", "..", "\u2010", "\u2013",
+# (`*`, `~`, a backquote and a backslash are not drawn here: the second, unmarked view of
+# wording reads them between letters as Markdown emphasis or escapes (`\\n`), so a word
+# spaced out with them and another disguised with escapes in the same phrase have no view
+# in common;
+# test_emphasis_and_spacing_read_as_a_reader_sees pins the cases that matter.)
+SEPARATORS = [*" .-_·•/|+:,'\"=;#^", ", ", ". ", " - ", "..", "\u2010", "\u2013",
               "\u2014", "\u30fb", "\U0001f4a3", " / "]
+# Markup inside a word that a rendered page or Markdown view does not show.
+MARKUP = ["**", "*", "~~", "`", "<i>", "</i>", "<b></b>", "<!-- x -->", "<span class=x>"]
 # What may stand between the words of a phrase: spaces, punctuation, Markdown emphasis,
 # invisible characters used as spaces.
 PHRASE_GAPS = [" ", "  ", "\n", " \u200b", "\t", "-", "_", ", ", "... ", "\u2014", "\u200b",
-               "\u3164", "** **", "\" \"", " / "]
+               "\u3164", "** **", "\" \"", " / ", "</b> <b>", "<br>", "\\n", "&#32;", "%20"]
 LEET_DIGITS = {"a": "4", "b": "8", "e": "3", "g": "9", "i": "1", "l": "1", "o": "0",
                "s": "5", "t": "7"}
 LEET_SYMBOLS = {"a": "@", "i": "!", "s": "$"}
@@ -112,7 +126,7 @@ def look_alikes() -> dict[str, tuple[str, ...]]:
     """Latin letter → characters the sidecar reads as it (Cyrillic, Greek, Cherokee...),
     taken from the same confusables data, inverted, and checked against the fold."""
     out: dict[str, list[str]] = {}
-    for char, latin in _homoglyphs().items():
+    for char, latin in [*_homoglyphs().items(), *_EXTRA_LOOK_ALIKES.items()]:
         if len(char) == 1 and _fold_char(char) == latin and unicodedata.category(char) != "Cf":
             out.setdefault(latin, []).append(char)
     return {letter: tuple(chars) for letter, chars in out.items()}
@@ -143,7 +157,8 @@ def compatibility_forms() -> dict[str, tuple[str, ...]]:
 
 
 @st.composite
-def disguised_letter(draw: st.DrawFn, letter: str, *, leet: bool, last: bool) -> str:
+def disguised_letter(draw: st.DrawFn, letter: str, *, leet: bool, last: bool,
+                     escapes: bool = False) -> str:
     """One letter, possibly swapped for a look-alike, then possibly marked."""
     options = ["plain", "upper"]
     if letter in look_alikes():
@@ -156,6 +171,9 @@ def disguised_letter(draw: st.DrawFn, letter: str, *, leet: bool, last: bool) ->
         options.append("leet")
     if leet and not last and letter in LEET_SYMBOLS:
         options.append("leet symbol")
+    if escapes and draw(st.integers(0, 9)) == 0:  # an escape a reader sees as the letter
+        return draw(st.sampled_from([f"\\u{ord(letter):04x}", f"&#{ord(letter)};",
+                                     f"&#x{ord(letter):x};", f"%{ord(letter):02X}"]))
     kind = draw(st.sampled_from(options))
     char = {"plain": lambda: letter, "upper": letter.upper,
             "homoglyph": lambda: draw(st.sampled_from(look_alikes().get(letter, (letter,)))),
@@ -170,13 +188,17 @@ def disguised_letter(draw: st.DrawFn, letter: str, *, leet: bool, last: bool) ->
 
 @st.composite
 def disguised_word(draw: st.DrawFn, word: str, *, leet: bool = True,
-                   spacing: bool = True) -> str:
+                   spacing: bool = True, markup: bool = True) -> str:
     """A word with each letter disguised and invisible characters or, for the whole
     word, separators between its letters (spaced out: `b o m b`, `b.o.m.b`, `b  o  m  b`)."""
     spaced = spacing and len(word) >= 3 and draw(st.booleans())
+    # Escapes (`\\u0062`, `&#98;`, `%62`) are read, like markup, on a second view of the
+    # wording: not by patterns, and not in a word spaced out with `*` (which that view
+    # reads as emphasis).
     letters = [draw(disguised_letter(c, leet=leet and not (spaced and c in LEET_SYMBOLS
                                                              and c not in LEET_DIGITS),
-                                     last=i == len(word) - 1))
+                                     last=i == len(word) - 1,
+                                     escapes=markup and leet and not spaced))
                for i, c in enumerate(word)]
     if spaced:  # a leet symbol is no letter: it cannot stand in a spaced-out word
         letters = [LEET_DIGITS.get(word[i], word[i]) if ch[:1] in "@!$" else ch
@@ -193,6 +215,8 @@ def disguised_word(draw: st.DrawFn, word: str, *, leet: bool = True,
     out = letters[0]
     for letter in letters[1:]:
         gap = "".join(draw(st.lists(st.sampled_from(INVISIBLE), max_size=3)))
+        if markup and leet and not spaced and draw(st.integers(0, 7)) == 0:  # never seen
+            gap += draw(st.sampled_from(MARKUP))
         if spaced:
             separator = draw(st.sampled_from(SEPARATORS))
             if separator == " ":
@@ -278,8 +302,12 @@ def test_a_disguised_pattern_match_is_caught_anywhere(data: st.DataObject, word:
                                                       digits: str, before: str,
                                                       after: str) -> None:
     # A pattern runs on the clean view: every disguise but leetspeak (digits are digits).
-    variant = data.draw(disguised_word(word, leet=False)) + "-" + "".join(
-        data.draw(disguised_letter(d, leet=False, last=False)) for d in digits)
+    # Any dash reads as a hyphen, and a digit of any script as that digit.
+    dash = data.draw(st.sampled_from(["-", "\u2010", "\u2011", "\u2013", "\u2014", "\u2212"]))
+    variant = data.draw(disguised_word(word, leet=False)) + dash + "".join(
+        data.draw(st.sampled_from([d, chr(0x0660 + int(d)), chr(0x0966 + int(d)),
+                                   chr(0xFF10 + int(d))]))
+        for d in digits)
     if clean(variant).joins:
         # Spaced out, and next to a lone letter of the context (`x a.b.c-12`): joining
         # cannot tell where the pattern's word began, and RE2's \b does not know our
@@ -368,7 +396,10 @@ def test_a_term_inside_a_longer_word_is_not_flagged(data: st.DataObject, word: s
                                                     prefix: str, suffix: str, before: str,
                                                     after: str) -> None:
     assume(prefix or suffix)
-    longer = data.draw(disguised_word(prefix + word + suffix, spacing=False))
+    # Without markup or escapes: as written, `aaaa\\u0061` holds the word `aaaa` and
+    # `\\u0061**a**a**a` the spaced-out `a**a**a`; both readings count, so these are
+    # stated trade-offs (like `s k i l l`), not something a benign text does.
+    longer = data.draw(disguised_word(prefix + word + suffix, spacing=False, markup=False))
     text = f"{before} {longer} {after}"
     start, end = len(before) + 1, len(before) + 1 + len(longer)
     hits = [(s, e) for _, s, e in run(stage_of(words=(word,)), text)
@@ -396,7 +427,7 @@ match: {tenants: [evasion]}
 content:
   rules:
     - {id: weapons, category: violence, action: redact, replacement: "#",
-       words: [bomb, grenade], phrases: [build a weapon]}
+       words: [bomb, grenade], phrases: [build a weapon, make meth now]}
     - {id: blocked, category: violence, action: block, words: [detonator]}
     - {id: injection, action: block, builtin: prompt_injection}
 """
@@ -549,3 +580,26 @@ def test_a_lone_surrogate_cannot_switch_the_content_stage_off(before: str, after
     spans = [(s, e) for _, s, e in run(stage, text)]
     start = len(before) + len(surrogate) + 1
     assert (start, start + 4) in spans
+
+
+@pytest.mark.parametrize("count", [100, 150, 200])
+@pytest.mark.parametrize("text", [
+    "remake meth" + "." * 22 + " now." + "Q" * 900 + " end",
+    "unignore all previous" + "." * 12 + " instructions." + "Q" * 900 + " end",
+    "rebuild a weapon" + "." * 20 + " x" + "Q" * 900 + " end",
+])
+def test_a_context_never_starts_inside_a_word(pipeline: Pipeline, count: int,
+                                              text: str) -> None:
+    """The 32 characters of context a window re-reads once began in the middle of a
+    word, so its tail read as a word of its own (an outside trial: `remake meth ...
+    now` was redacted streamed, allowed buffered)."""
+    whole = "w " * count + text
+    assert stream(pipeline, whole, [len(whole)], StreamLimits()) == buffered(pipeline, whole)
+
+
+@pytest.mark.parametrize("text", ["b*o*m*b", "b * o * m * b", "bo**mb**", "**b**omb", "k*i*ll",
+                                  "b~~o~~mb", "b`o`mb", "<i>b</i>omb", "b&#111;mb", "b%6Fmb",
+                                  "b\\u006fmb", "<a bomb>", "<!-- bomb -->"])
+def test_emphasis_and_spacing_read_as_a_reader_sees(text: str) -> None:
+    stage = stage_of(words=("bomb", "kill"))
+    assert run(stage, f"see {text} here"), text
