@@ -99,7 +99,8 @@ def test_no_sent_value_reaches_the_upstream_and_the_client_gets_it_back(
             {"role": "user", "content": [{"type": "text", "text": f"Mail me at {email}"}]}])
     [seen] = upstream.received
     for value in (email, other):
-        assert value not in seen.everything().replace(f'"user": "{other}"', "")
+        assert value not in seen.everything()  # the `user` field goes as a keyed hash
+    assert seen.json["user"].startswith("gr-")
     assert "<EMAIL_ADDRESS_" in seen.body.decode()
     # The model echoed the placeholder: the client reads its own value again.
     assert answer.choices[0].message.content == f"You said: Mail me at {email}"

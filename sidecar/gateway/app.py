@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from sidecar.errors import ConfigError
 from sidecar.gateway.litellm import LiteLLMGuardrail
 from sidecar.gateway.openai import OpenAIGateway
 from sidecar.gateway.upstream import Upstreams
+from sidecar.keys import load_or_create_key
 from sidecar.service.inspector import Inspector
 
 
@@ -35,7 +37,8 @@ def build_app(inspector: Inspector, settings: Settings) -> web.Application:
     # the pipeline enforces precisely on the texts themselves.
     app = web.Application(client_max_size=settings.max_text_bytes * 2 + MIB)
     openai = OpenAIGateway(inspector, Upstreams(settings.upstream, settings.upstream_regions),
-                           settings.upstream_timeout)
+                           settings.upstream_timeout,
+                           load_or_create_key(Path(settings.data_dir) / "keys" / "hash.key"))
     app.add_routes(openai.routes())
     app.add_routes(LiteLLMGuardrail(inspector).routes())
     app.on_cleanup.append(openai.close)

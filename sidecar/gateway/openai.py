@@ -23,6 +23,8 @@ answer the guardrail modified.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -61,8 +63,10 @@ class UpstreamBroken(Exception):
 
 
 class OpenAIGateway:
-    def __init__(self, inspector: Inspector, upstreams: Upstreams, timeout: float) -> None:
+    def __init__(self, inspector: Inspector, upstreams: Upstreams, timeout: float,
+                 identity_key: bytes = b"") -> None:
         self.inspector = inspector
+        self.identity_key = identity_key  # keys the opaque `user` sent upstream
         self.upstreams = upstreams
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
@@ -116,6 +120,7 @@ class OpenAIGateway:
             if verdict.decision == Decision.BLOCK:
                 return self._done(blocked(verdict, Direction.PROMPT), ident, path, started)
             texts.write_back(slots, verdict.messages)
+            scrub_identity(body, self.identity_key)
             base, region = self.upstreams.choose(verdict.routing_tags)
         except NoUpstream as err:
             return self._done(error(400, str(err), "guardrail_blocked",
@@ -229,6 +234,32 @@ class OpenAIGateway:
             "status": response.status, "upstream_region": region,
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)})
         return response
+
+
+# Our identity hints in an OpenAI body's `metadata`: read by the guardrail, not the model's.
+IDENTITY_METADATA = ("tenant", "app", "subject_id", "conversation_id", "user_region",
+                     "target_region")
+
+
+def scrub_identity(body: dict[str, Any], key: bytes) -> None:
+    """What the body says about who is asking, made opaque before it goes upstream.
+
+    `user` and `safety_identifier` are often an e-mail address or a name: the provider
+    gets a keyed hash instead (stable per user, as its abuse monitoring wants, and
+    useless to anyone without the key). Our `metadata` identity hints are removed; other
+    metadata keys are the app's own and pass through.
+    """
+    for field in ("user", "safety_identifier"):
+        value = body.get(field)
+        if isinstance(value, str) and value:
+            body[field] = "gr-" + hmac.new(key, value.encode("utf-8", "surrogatepass"),
+                                           hashlib.sha256).hexdigest()[:32]
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict):
+        for name in IDENTITY_METADATA:
+            metadata.pop(name, None)
+        if not metadata:
+            del body["metadata"]
 
 
 def _drop_logprobs(result: dict[str, Any]) -> None:
