@@ -8,7 +8,8 @@ patterns are written in plain words and put through the same folding at compile 
 
 secrets — every detector runs twice: on the visible view, case-sensitive as the format
 is, so a zero-width, bidi or tag character inside `AKIA…` or `ghp_…` does not hide it;
-and, case-insensitively, on the clean view, so neither do compatibility forms (NFKD:
+and, case-insensitively, on the folded view (the clean view with spaced-out letters
+left apart), so neither do compatibility forms (NFKD:
 fullwidth `ＡＫＩＡ…`, math alphabets, circled letters), Latin look-alikes (Cyrillic `А`)
 or combining marks. A disguised key is not usable as written, but it is one decoding
 step from usable, which is how a prompt asks a model to smuggle one out. Spans map back
@@ -95,7 +96,8 @@ from typing import Any, Literal
 from sidecar.content.normalize import View, skeleton_of, words
 from sidecar.regex import compile_re2
 
-ViewName = Literal["original", "visible", "clean", "skeleton", "words", "despaced"]
+ViewName = Literal["original", "visible", "folded", "clean", "skeleton", "words",
+                   "despaced"]
 BUILTINS = ("secrets", "prompt_injection")
 
 
@@ -169,12 +171,13 @@ def _value(marked: str, minimum: int = 16) -> str:
 
 def _secrets() -> tuple[Detector, ...]:
     """Each detector twice: on the visible view, exactly as written (case matters to
-    these formats), and on the clean view, case-insensitively, so that compatibility
-    forms, look-alikes and combining marks inside a token do not hide it either. For an
+    these formats), and on the folded view (the clean view with spaced-out letters
+    left apart), case-insensitively, so that compatibility forms, look-alikes and
+    combining marks inside a token do not hide it either. For an
     undisguised token both find the same span, and the stage keeps one hit."""
     def both(id_: str, pattern: str, **kw: Any) -> tuple[Detector, ...]:
         return (Detector(id_, "visible", compile_re2(pattern), **kw),
-                Detector(id_, "clean", compile_re2(pattern, ignore_case=True),
+                Detector(id_, "folded", compile_re2(pattern, ignore_case=True),
                          disguise_only=True, **kw))
 
     def issued(id_: str, pattern: str) -> tuple[Detector, ...]:

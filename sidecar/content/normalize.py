@@ -183,11 +183,12 @@ def has_markup(text: str) -> bool:
     return any(marker in text for marker in _MARKUP_MARKERS)
 
 
-def clean(text: str, *, unmark: bool = False) -> View:
+def clean(text: str, *, unmark: bool = False, join: bool = True) -> View:
     """The clean view (module docstring). With `unmark`, markup and escapes are read as a
     reader would see them first (see _MARKUP): a second view of the same text, for the
     rules that read wording, used alongside the plain one (so hiding a word inside
-    something tag-like hides it from neither)."""
+    something tag-like hides it from neither). Without `join`, spaced-out letters stay
+    apart: the view for tokens (secrets), whose punctuation is part of their value."""
     if text.isascii():
         folded = text.lower()
         origin: list[int] = list(range(len(text)))
@@ -209,6 +210,8 @@ def clean(text: str, *, unmark: bool = False) -> View:
     if unmark:
         folded, origin = _unmark(folded, origin)
     folded, origin = _collapse_whitespace(folded, origin)
+    if not join:
+        return _collapse_spacing(folded, origin, text, join=False)
     return _collapse_spacing(folded, origin, text)
 
 
@@ -418,14 +421,15 @@ def _collapse_whitespace(text: str, origin: list[int]) -> tuple[str, list[int]]:
     return "".join(out), kept
 
 
-def _collapse_spacing(text: str, origin: list[int], source: str) -> View:
+def _collapse_spacing(text: str, origin: list[int], source: str, *,
+                      join: bool = True) -> View:
     """Join spaced-out letters and drop the invisible marks, noting where either was.
 
     Where an invisible mark stood between two letters or digits is a gap
     (`make\u200bmeth` shows as one word, which a phrase may still split there).
     """
     drop: set[int] = set()
-    for match in _SPACED.finditer(text):
+    for match in _SPACED.finditer(text) if join else ():
         drop.update(i for i in range(match.start(), match.end()) if not text[i].isalnum())
     if not drop and _MARK not in text:
         return View(text, tuple(origin), source)

@@ -209,6 +209,8 @@ class ContentStage:
                     views[name] = visible(text)
                 elif base == "clean":
                     views[name] = clean(text, unmark=bool(plus))
+                elif base == "folded":
+                    views[name] = clean(text, join=False)
                 elif base == "words":
                     views[name] = words(view("skeleton" + plus))
                 else:
