@@ -40,7 +40,7 @@ class AnchorError(Exception):
 
 @dataclass(frozen=True)
 class Anchor:
-    """One signed v2 checkpoint (see `audit.chain.checkpoint_message`)."""
+    """One signed v2 or v3 checkpoint (see `audit.chain.checkpoint_message`)."""
 
     n: int
     seq: int
@@ -50,6 +50,7 @@ class Anchor:
     extra: str
     signature: str
     public_key: str
+    index: str = ""  # the index key's id the checkpoint signs (v3); "" before
 
     def to_json(self) -> str:
         return json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True) + "\n"
@@ -63,7 +64,8 @@ class Anchor:
             return cls(n=int(data["n"]), seq=int(data["seq"]), hash=str(data["hash"]),
                        time=float(data["time"]), prev=str(data["prev"]),
                        extra=str(data["extra"]), signature=str(data["signature"]),
-                       public_key=str(data["public_key"]))
+                       public_key=str(data["public_key"]),
+                       index=str(data.get("index", "")))
         except (ValueError, KeyError, TypeError) as err:
             raise AnchorError(f"head anchor {where} is malformed ({type(err).__name__})"
                               ) from None

@@ -10,6 +10,7 @@ Ed25519 key; one also signs the list of records a retention sweep removed, which
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
@@ -39,18 +40,30 @@ def record_hash(prev_hash: str, metadata: dict[str, Any], payload_digest: str) -
 
 
 def checkpoint_message(seq: int, hash_: str, time: float, extra: str = "", *,
-                       n: int | None = None, prev: str = "") -> bytes:
+                       n: int | None = None, prev: str = "", index: str = "") -> bytes:
     """The bytes a checkpoint signs.
 
     v2 (every checkpoint since the anchor was introduced) also signs its own number `n`
     and `prev`, the SHA-256 of the previous checkpoint's signature, so checkpoints form
     a chain of their own: deleting one, or keeping an old one as the newest, breaks it.
-    v1 rows (n is None) come from trails written before; they are still checked.
+    v3 also signs `index`, the fingerprint of the index key (`index_key_id`): a swapped
+    `audit-index.key` would make every subject lookup (erase, hold, export) silently
+    miss, so the key is pinned by every signature. v1 rows (n is None) and v2 rows come
+    from trails written before; they are still checked.
     """
     if n is None:
         return f"guardrail-checkpoint-v1\n{seq}\n{hash_}\n{time!r}\n{extra}".encode()
+    if index:
+        return (f"guardrail-checkpoint-v3\n{n}\n{seq}\n{hash_}\n{time!r}\n{prev}\n"
+                f"{index}\n{extra}").encode()
     return (f"guardrail-checkpoint-v2\n{n}\n{seq}\n{hash_}\n{time!r}\n{prev}\n"
             f"{extra}").encode()
+
+
+def index_key_id(index_key: bytes) -> str:
+    """Names the index key (subject_ref = HMAC(index_key, subject id)) without revealing
+    it: what checkpoints sign, so a substituted key is found."""
+    return hmac.new(index_key, b"guardrail-index-key-id", hashlib.sha256).hexdigest()[:32]
 
 
 def signature_digest(signature_hex: str) -> str:

@@ -17,8 +17,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from audit import chain
+from audit.names import fold
 
 VERSION = "guardrail-export-v1"
+# Decisions the trail holds: inspections', then events'. A filter on anything else is
+# refused (it would silently export nothing).
+DECISIONS = ("ALLOW", "MODIFY", "BLOCK", "ERASED", "PRUNED", "APPLIED", "REMOVED", "ADDED",
+             "RELEASED", "ROTATED", "RESET", "EXPORTED")
 COLUMNS = ("id", "kind", "time", "tenant", "app", "direction", "decision", "policy",
            "revision", "entities", "rule_ids", "tags", "retain_until", "subject_ref")
 
@@ -40,14 +45,20 @@ def rows(store: Trail, *, tenant: str = "", app: str = "", decision: str = "",
          until: float | None = None, include_payload: bool = False,
          ) -> Iterator[dict[str, Any]]:
     """Records matching every given filter, oldest first, as export rows. Times are
-    RFC 3339 UTC strings; `decision` matches in any case."""
+    RFC 3339 UTC strings; `decision` matches in any case (ValueError for one the trail
+    never holds); `tenant` and `app` match folded, as policies match them (audit.names).
+    """
+    if decision and decision.upper() not in DECISIONS:
+        raise ValueError(f"{decision[:40]!r} is not a decision: one of "
+                         f"{', '.join(DECISIONS)} (any case)")
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value in (("tenant", tenant), ("app", app), ("decision", decision.upper()),
-                          ("policy", policy)):
+    for column, value in (("decision", decision.upper()), ("policy", policy)):
         if value:
             clauses.append(f"{column} = ?")
             params.append(value)
+    folded = {column: fold(value) for column, value in (("tenant", tenant), ("app", app))
+              if value}
     if subject_id:
         clauses.append("subject_ref = ?")
         params.append(store.subject_ref(subject_id))
@@ -58,6 +69,8 @@ def rows(store: Trail, *, tenant: str = "", app: str = "", decision: str = "",
         clauses.append("time < ?")
         params.append(until)
     for record in store.records(" AND ".join(clauses), tuple(params)):
+        if any(fold(record[column]) != value for column, value in folded.items()):
+            continue
         row = {column: record[column] for column in COLUMNS}
         for column in ("entities", "rule_ids", "tags"):
             row[column] = json.loads(row[column])
@@ -65,8 +78,16 @@ def rows(store: Trail, *, tenant: str = "", app: str = "", decision: str = "",
             row[column] = rfc3339(row[column])
         if include_payload:
             payload = store.payload(record)
-            row["payload"] = json.loads(payload) if payload else None
+            row["payload"] = _payload_value(payload) if payload else None
         yield row
+
+
+def _payload_value(payload: bytes) -> Any:
+    """The sidecar's payloads are JSON; anything else (written by another tool) as text."""
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return payload.decode("utf-8", "replace")
 
 
 def manifest_for(path: Path, filters: dict[str, Any], count: int, checkpoint: tuple[int, str],

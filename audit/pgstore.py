@@ -808,8 +808,8 @@ class FleetStore:
     def hold(self, scope: str, ref: str, reason: str, actor: str = SYSTEM_ACTOR) -> int:
         if scope not in ("subject", "tenant"):
             raise ValueError("a hold covers a 'subject' or a 'tenant'")
-        if not ref:
-            raise ValueError(f"a {scope} hold needs a {scope} id")
+        if not ref.strip():
+            raise ValueError(f"a {scope} hold needs a {scope} id (not blank)")
         if not reason.strip():
             raise ValueError("a hold needs a reason (a case number)")
         key = self.subject_ref(ref) if scope == "subject" else ref
@@ -823,6 +823,8 @@ class FleetStore:
         return hold_id
 
     def release(self, hold_id: int, actor: str = SYSTEM_ACTOR, reason: str = "") -> bool:
+        if not reason.strip():
+            raise ValueError("releasing a hold needs a reason (it is recorded)")
         with self.central.transaction() as conn:
             changed = bool(conn.execute("UPDATE holds SET released = %s WHERE id = %s AND "
                                         "released IS NULL", (time.time(), hold_id)
@@ -831,6 +833,15 @@ class FleetStore:
                 self._event(conn, "hold", "RELEASED", {"hold": str(hold_id), "actor": actor,
                                                        "reason": reason})
         return changed
+
+    def record_access(self, actor: str, reason: str, filters: dict[str, str],
+                      count: int) -> int:
+        """Chain a decrypted export (who, why, filters, count) in the compliance chain."""
+        with self.central.transaction() as conn:
+            seq, _ = self._event(conn, "access", "EXPORTED", {
+                **{f"filter_{k}": v for k, v in sorted(filters.items())},
+                "records": str(count), "actor": actor, "reason": reason})
+        return seq
 
     def holds(self) -> list[dict[str, Any]]:
         from psycopg.rows import dict_row
@@ -843,8 +854,9 @@ class FleetStore:
         names = ("id", "scope", "ref", "reason", "created", "actor")
         return [dict(zip(names, row, strict=True)) for row in conn.execute(
             "SELECT id, scope, ref, reason, created, actor FROM holds WHERE released IS NULL "
-            "AND ((scope = 'subject' AND ref = %s) OR (scope = 'tenant' AND ref IN "
-            "(SELECT DISTINCT tenant FROM records WHERE subject_ref = %s))) ORDER BY id",
+            "AND ((scope = 'subject' AND ref = %s) OR (scope = 'tenant' AND lower(btrim(ref)) "
+            "IN (SELECT DISTINCT lower(btrim(tenant)) FROM records WHERE subject_ref = %s))) "
+            "ORDER BY id",
             (subject_ref, subject_ref))]
 
     def erase(self, subject_id: str, *, actor: str = SYSTEM_ACTOR, reason: str = "",
@@ -852,8 +864,8 @@ class FleetStore:
         """Crypto-shred a subject fleet-wide, in one transaction: destroy their keys,
         purge their payloads and conversations, write the fence and the chained event;
         on commit every listening pod is told (NOTIFY) and drops its cached key."""
-        if not subject_id:
-            raise ValueError("an erasure needs a subject id")
+        if not subject_id.strip():
+            raise ValueError("an erasure needs a subject id (not blank)")
         subject_ref = self.subject_ref(subject_id)
         with self.central.transaction() as conn:
             held = self.holds_covering(conn, subject_ref)
@@ -896,7 +908,8 @@ class FleetStore:
         sweep_id = secrets.token_hex(8)
         held_clause = ("EXISTS (SELECT 1 FROM holds h WHERE h.released IS NULL AND "
                        "((h.scope = 'subject' AND h.ref = r.subject_ref AND "
-                       "r.subject_ref != '') OR (h.scope = 'tenant' AND h.ref = r.tenant)))")
+                       "r.subject_ref != '') OR (h.scope = 'tenant' AND "
+                       "lower(btrim(h.ref)) = lower(btrim(r.tenant)))))")
         with self.central.transaction() as conn:
             held = conn.execute(f"SELECT COUNT(*) FROM records r WHERE retain_until < %s "  # noqa: S608
                                 f"AND {held_clause}", (now,)).fetchone()[0]
@@ -924,11 +937,17 @@ class FleetStore:
     # verification
 
     def verify(self, trusted_keys: Collection[str] | None = None, *,
-               anchor_path: Path | None = None) -> Verification:
+               anchor_path: Path | None = None,
+               expect_head: tuple[int, int, str] | None = None) -> Verification:
         """Verify every chain (audit.verify, chain by chain) plus what only the store
         knows: conflicts (a pod rolled back), a chain signed by a key other than its
-        registered one or not pinned. Problems name their chain."""
+        registered one or not pinned. Problems name their chain. The store holds each
+        chain's anchor and shipped position: it is the external head (`expect_head` is
+        for one data directory's trail)."""
         del anchor_path  # the anchors are in the store
+        if expect_head is not None:
+            raise ValueError("--expect-head checks one data directory's trail; with the "
+                             "fleet store, the store's anchors play that role")
         return verify_fleet(self.central, trusted_keys)
 
 
@@ -936,8 +955,8 @@ def _purge_conversations(conn: Conn, now: float) -> int:
     return int(conn.execute(
         "DELETE FROM conversations c WHERE expires <= %s AND NOT EXISTS (SELECT 1 FROM "
         "holds h WHERE h.released IS NULL AND ((h.scope = 'subject' AND h.ref = "
-        "c.subject_ref AND c.subject_ref != '') OR (h.scope = 'tenant' AND h.ref = "
-        "c.tenant)))", (now,)).rowcount)
+        "c.subject_ref AND c.subject_ref != '') OR (h.scope = 'tenant' AND "
+        "lower(btrim(h.ref)) = lower(btrim(c.tenant)))))", (now,)).rowcount)
 
 
 def verify_fleet(central: Central, trusted: Collection[str] | None) -> Verification:
@@ -1003,6 +1022,7 @@ def verify_fleet(central: Central, trusted: Collection[str] | None) -> Verificat
         keys.close()
     problems: list[Problem] = list(shipped_problems)
     notes: list[str] = []
+    warnings: list[str] = []
     admins = {row[0] for row in chains if row[2] == "admin"}
     strays = {row[-1] for row in [*erasures, *holds]} - admins
     for chain_id in sorted(strays):
@@ -1018,6 +1038,7 @@ def verify_fleet(central: Central, trusted: Collection[str] | None) -> Verificat
         problems += [Problem(p.seq, f"chain {chain_id}: {p.reason}", p.id, p.missing)
                      for p in result.problems]
         notes += [f"chain {chain_id}: {note}" for note in result.notes]
+        warnings += [f"chain {chain_id}: {warning}" for warning in result.warnings]
     first = problems[0] if problems else None
     return Verification(
         ok=not problems, checked=sum(r.checked for _, _, r in results),
@@ -1026,7 +1047,8 @@ def verify_fleet(central: Central, trusted: Collection[str] | None) -> Verificat
         head_seq=sum(r.head_seq for _, _, r in results),
         signed_seq=sum(r.signed_seq for _, _, r in results),
         authenticated=pinned is not None,
-        anchored=all(r.anchored for _, _, r in results), notes=tuple(notes))
+        anchored=all(r.anchored for _, _, r in results), notes=tuple(notes),
+        warnings=tuple(warnings))
 
 
 def _memory(migrations: dict[int, list[str]]) -> sqlite3.Connection:

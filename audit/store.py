@@ -25,7 +25,9 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
+import shutil
 import sqlite3
 import threading
 import time
@@ -39,6 +41,7 @@ import sqlite_utils
 from audit import anchor as anchor_file
 from audit import chain, crypto
 from audit.anchor import Anchor
+from audit.names import fold
 from audit.vault import MIGRATIONS as VAULT_MIGRATIONS
 from audit.vault import purge_expired, purge_subject, vault_path
 from audit.verify import MAX_PROBLEMS, Problem, Verification, verify_trail
@@ -87,6 +90,10 @@ _MIGRATIONS[3] = [
     "ALTER TABLE holds ADD COLUMN actor TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE holds ADD COLUMN chained INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE erasures ADD COLUMN actor TEXT NOT NULL DEFAULT ''",
+]
+_MIGRATIONS[4] = [
+    # The id of the index key each checkpoint signs (v3): a swapped key is found.
+    "ALTER TABLE checkpoints ADD COLUMN index_id TEXT NOT NULL DEFAULT ''",
 ]
 # Events (erasures, sweeps, holds, key rotations) document what happened to other
 # records: kept for good.
@@ -206,12 +213,19 @@ class AuditStore:
         self.anchor_problem = ""  # why the anchor could not advance, last time it could not
         self.db = open_database(directory / "audit.db", _MIGRATIONS)
         self.keys = open_database(directory / "audit-keys.db", _KEY_MIGRATIONS)
+        self.db.conn.create_function("guardrail_fold", 1, fold, deterministic=True)
         self._identity = self._files()
         self._deks: dict[tuple[str, str], tuple[str, bytes]] = {}
         self._since_checkpoint = 0
         self._vault: sqlite_utils.Database | None = None
         # Fleet mode (audit.pgstore): keys come from the store; this file is the outbox.
         self.keyring = keyring
+        # The index key is pinned by every checkpoint's signature (chain v3): a key that
+        # differs from the one the newest checkpoint names would make subject lookups
+        # silently miss, so subject_ref() refuses and open_store refuses to start.
+        # Fleet mode: the store holds the fleet's index key (audit.pgstore.Central).
+        self.index_id = chain.index_key_id(index_key) if keyring is None else ""
+        self.index_problem = self._index_pin_problem()
         self.outbox_limit: int | None = None
         self.outbox_records = 0
         self._outbox_lock = threading.Lock()
@@ -231,7 +245,7 @@ class AuditStore:
         """Sign the head one last time (unless the chain is broken: then say so), close."""
         try:
             self.checkpoint()
-        except (OSError, sqlite3.Error) as err:  # tampered, deleted, full: never raise here
+        except (OSError, sqlite3.Error, crypto.AuditKeyError) as err:  # never raise here
             log.error("audit checkpoint at close failed: %s: %s", type(err).__name__, err)
         finally:
             self.db.close()
@@ -245,10 +259,27 @@ class AuditStore:
         return self._since_checkpoint
 
     def subject_ref(self, subject_id: str) -> str:
-        """HMAC of the subject id: lets compliance find a person's records, reveals nothing."""
+        """HMAC of the subject id: lets compliance find a person's records, reveals nothing.
+
+        Refuses (AuditKeyError) when the index key is not the one the trail pinned: every
+        lookup would silently find nothing (an erasure erasing nothing)."""
         if not subject_id:
             return ""
+        if self.index_problem:
+            raise crypto.AuditKeyError(self.index_problem)
         return hmac.new(self.index_key, subject_id.encode(), hashlib.sha256).hexdigest()
+
+    def _index_pin_problem(self) -> str:
+        """"" when the newest checkpoint that names an index key names this one."""
+        if not self.index_id:
+            return ""
+        row = self.db.conn.execute("SELECT n, index_id FROM checkpoints WHERE index_id != '' "
+                                   "ORDER BY n DESC LIMIT 1").fetchone()
+        if row is None or row[1] == self.index_id:
+            return ""
+        return (f"the audit index key (keys/audit-index.key, id {self.index_id[:12]}) is not "
+                f"the one this trail's checkpoint #{row[0]} signed (id {str(row[1])[:12]}): "
+                "subject lookups would find nothing. Put back the original index key")
 
     # -- writing ------------------------------------------------------------------------
 
@@ -354,11 +385,13 @@ class AuditStore:
         new record and no `extra` the newest checkpoint stands and no new one is made.
         """
         self._check_files()
+        if self.index_problem:  # never sign another index key into this trail
+            raise crypto.AuditKeyError(self.index_problem)
         conn = self.db.conn
         with immediate(conn):
             seq, hash_ = _tip(conn)
             last = conn.execute(
-                "SELECT n, seq, hash, time, extra, signature, public_key, prev "
+                "SELECT n, seq, hash, time, extra, signature, public_key, prev, index_id "
                 "FROM checkpoints WHERE n IS NOT NULL ORDER BY n DESC LIMIT 1").fetchone()
             if last is not None and not extra and not reset_anchor and \
                     (last[1], last[2]) == (seq, hash_):
@@ -373,15 +406,15 @@ class AuditStore:
                 prev = chain.signature_digest(last[5]) if last is not None else ""
                 now = time.time()
                 signature = self.signer.sign(chain.checkpoint_message(
-                    seq, hash_, now, extra, n=n, prev=prev))
+                    seq, hash_, now, extra, n=n, prev=prev, index=self.index_id))
                 conn.execute("INSERT INTO checkpoints (seq, hash, time, extra, signature, "
-                             "public_key, n, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             "public_key, n, prev, index_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              (seq, hash_, now, extra, signature, self.signer.public_hex(),
-                              n, prev))
+                              n, prev, self.index_id))
                 newest = Anchor(n, seq, hash_, now, prev, extra, signature,
-                                self.signer.public_hex())
-        self._since_checkpoint = 0
+                                self.signer.public_hex(), self.index_id)
         self._advance_anchor(newest, reset=reset_anchor)
+        self._since_checkpoint = 0  # after the anchor: "nothing unsigned" means anchored too
         return int(seq), str(hash_)
 
     def _advance_anchor(self, newest: Anchor, *, reset: bool = False) -> None:
@@ -419,15 +452,27 @@ class AuditStore:
         after a loss; `verify` reports every reset."""
         if not reason.strip():
             raise ValueError("resetting the head anchor needs a reason")
+        if not actor.strip():
+            raise ValueError("resetting the head anchor needs an actor")
         previous = None
         with contextlib.suppress(anchor_file.AnchorError):
             previous = anchor_file.read(self.anchor_path) if self.anchor_path else None
         with immediate(self.db.conn) as conn:
+            erased = {json.loads(tags).get("subject_ref", "") for (tags,) in conn.execute(
+                "SELECT tags FROM records WHERE kind = 'erasure'")}
+            # A restored audit.db lacks the events of erasures made after the backup: the
+            # keys they destroyed are accepted by name here (verify warns about resets).
+            unexplained = sorted(
+                dek_id for dek_id, scope, ref in self.keys.conn.execute(
+                    "SELECT dek_id, scope, ref FROM data_keys WHERE wrapped IS NULL OR "
+                    "destroyed_at IS NOT NULL")
+                if scope != "subject" or ref not in erased)
             self._event(conn, "anchor", "RESET", {
                 "actor": actor, "reason": reason,
                 "previous_n": str(previous.n) if previous else "",
                 "previous_seq": str(previous.seq) if previous else "",
-                "previous_hash": previous.hash if previous else ""})
+                "previous_hash": previous.hash if previous else "",
+                "unexplained_keys": ",".join(unexplained)})
         return self.checkpoint(extra="anchor-reset", reset_anchor=True)
 
     def _forget_destroyed(self) -> None:
@@ -522,8 +567,9 @@ class AuditStore:
         """Active holds on the subject, or on a tenant any of their records belong to."""
         return list(self.db.query(
             "SELECT id, scope, ref, reason, created, actor FROM holds WHERE released IS NULL "
-            "AND ((scope = 'subject' AND ref = ?) OR (scope = 'tenant' AND ref IN "
-            "(SELECT DISTINCT tenant FROM records WHERE subject_ref = ?))) ORDER BY id",
+            "AND ((scope = 'subject' AND ref = ?) OR (scope = 'tenant' AND guardrail_fold(ref) "
+            "IN (SELECT DISTINCT guardrail_fold(tenant) FROM records WHERE subject_ref = ?))) "
+            "ORDER BY id",
             (subject_ref, subject_ref)))
 
     def erase(self, subject_id: str, *, actor: str = SYSTEM_ACTOR, reason: str = "",
@@ -534,8 +580,8 @@ class AuditStore:
         this raises LegalHoldError and changes nothing, unless `override_hold` is set
         with a reason; the override, who made it and why are then in the erasure event.
         """
-        if not subject_id:
-            raise ValueError("an erasure needs a subject id")
+        if not subject_id.strip():
+            raise ValueError("an erasure needs a subject id (not blank)")
         if self.keyring is not None:
             raise ValueError("this sidecar is in fleet mode: erase in the store "
                              "(`guardrail audit erase --store URL`)")
@@ -628,8 +674,8 @@ class AuditStore:
         and out of reach of erasure. The hold is a chained event (who, why)."""
         if scope not in ("subject", "tenant"):
             raise ValueError("a hold covers a 'subject' or a 'tenant'")
-        if not ref:
-            raise ValueError(f"a {scope} hold needs a {scope} id")
+        if not ref.strip():
+            raise ValueError(f"a {scope} hold needs a {scope} id (not blank)")
         if not reason.strip():
             raise ValueError("a hold needs a reason (a case number)")
         key = self.subject_ref(ref) if scope == "subject" else ref
@@ -645,7 +691,10 @@ class AuditStore:
         return hold_id
 
     def release(self, hold_id: int, actor: str = SYSTEM_ACTOR, reason: str = "") -> bool:
-        """End an active hold (a chained event); False when there is no such hold."""
+        """End an active hold (a chained event with who and why); False when there is no
+        such hold. Ending a hold lets erasures and sweeps through: it needs a reason."""
+        if not reason.strip():
+            raise ValueError("releasing a hold needs a reason (it is recorded)")
         with immediate(self.db.conn) as conn:
             changed = conn.execute("UPDATE holds SET released = ? WHERE id = ? AND released "
                                    "IS NULL", (time.time(), hold_id)).rowcount == 1
@@ -658,6 +707,18 @@ class AuditStore:
 
     def holds(self) -> list[dict[str, Any]]:
         return list(self.db.query("SELECT * FROM holds ORDER BY id"))
+
+    def record_access(self, actor: str, reason: str, filters: dict[str, str],
+                      count: int) -> int:
+        """Chain who read decrypted payloads (an --include-payload export, a GDPR Art. 15
+        access request): actor, reason, the filters (a subject as its subject_ref, never
+        the id) and how many records. Reading personal data is itself evidence."""
+        with immediate(self.db.conn) as conn:
+            seq = self._event(conn, "access", "EXPORTED", {
+                **{f"filter_{k}": v for k, v in sorted(filters.items())},
+                "records": str(count), "actor": actor, "reason": reason})
+        self.checkpoint()
+        return seq
 
     def sweep(self, now: float | None = None, actor: str = SYSTEM_ACTOR) -> SweepReport:
         """Delete expired records not under a legal hold, leaving signed stubs behind.
@@ -672,7 +733,7 @@ class AuditStore:
         held_clause = ("EXISTS (SELECT 1 FROM holds h WHERE h.released IS NULL AND "
                        "((h.scope = 'subject' AND h.ref = records.subject_ref AND "
                        "records.subject_ref != '') OR (h.scope = 'tenant' AND "
-                       "h.ref = records.tenant)))")
+                       "guardrail_fold(h.ref) = guardrail_fold(records.tenant))))")
         with immediate(self.db.conn) as conn:
             # held_clause is fixed text above; the only value is bound.
             held = conn.execute(f"SELECT COUNT(*) FROM records WHERE retain_until < ? AND "  # noqa: S608
@@ -694,7 +755,7 @@ class AuditStore:
         with immediate(vault.conn):
             conversations = purge_expired(
                 vault.conn, now, {h["ref"] for h in active if h["scope"] == "subject"},
-                {h["ref"] for h in active if h["scope"] == "tenant"})
+                {fold(h["ref"]) for h in active if h["scope"] == "tenant"})
         for database in (self.db, vault):
             database.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return SweepReport(len(expired), held, seq, conversations)
@@ -702,16 +763,86 @@ class AuditStore:
     # -- verification -------------------------------------------------------------------
 
     def verify(self, trusted_keys: Collection[str] | None = None, *,
-               anchor_path: Path | None = None) -> Verification:
+               anchor_path: Path | None = None,
+               expect_head: tuple[int, int, str] | None = None) -> Verification:
         """Check the whole trail (see audit.verify); every problem found, first first.
 
         `trusted_keys`: the pinned checkpoint public keys (hex). None accepts any key a
         checkpoint names, which proves nothing against someone who can write the
         database: `authenticated` is then False. `anchor_path`: the head anchor to check
-        against (default: the store's own).
+        against (default: the store's own). `expect_head`: (n, seq, hash) of a checkpoint
+        recorded outside the pod (`guardrail audit head`): the trail must still hold it.
+        The KEK and the index key are checked too (every live data key opens, every
+        checkpoint names this index key).
         """
         return verify_trail(self.db.conn, self.keys.conn, _METADATA, trusted_keys,
-                            anchor_path or self.anchor_path)
+                            anchor_path or self.anchor_path, expect_head=expect_head,
+                            kek=self.kek if self.keyring is None else None,
+                            index_id=self.index_id)
+
+
+def snapshot(directory: Path, target: Path) -> None:
+    """A private, consistent copy of `audit.db` and `audit-keys.db` (WAL content
+    included) into `target`, without changing a byte of the originals.
+
+    `verify` reads the copy: opening the evidence itself for writing would run
+    migrations, merge its write-ahead log into the file and delete the -wal and -shm
+    files, changing every file an investigator may want to hash. Each database and its
+    WAL are copied byte for byte while they hold still; while a server keeps writing,
+    the database is opened read-only (`mode=ro`) and read with SQLite's backup API,
+    which sees one snapshot.
+    """
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name in ("audit.db", "audit-keys.db"):
+        if (directory / name).exists() and not _copy_still(directory, target, name):
+            _backup(directory / name, target / name)
+
+
+def _copy_still(directory: Path, target: Path, name: str, tries: int = 5) -> bool:
+    """Copy the database and its WAL byte for byte, if they hold still meanwhile (a
+    stopped trail, the auditor's usual case); False when a writer kept changing them.
+    The -shm index is not copied: SQLite rebuilds it from the WAL in the copy."""
+    files = [name, f"{name}-wal"]
+
+    def state() -> list[tuple[int, int] | None]:
+        found: list[tuple[int, int] | None] = []
+        for file in files:
+            try:
+                info = (directory / file).stat()
+                found.append((info.st_size, info.st_mtime_ns))
+            except FileNotFoundError:
+                found.append(None)
+        return found
+
+    for _ in range(tries):
+        before = state()
+        for file, seen in zip(files, before, strict=True):
+            (target / file).unlink(missing_ok=True)
+            if seen is not None:
+                fd = os.open(target / file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as out, (directory / file).open("rb") as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+        if state() == before:
+            return True
+    for file in files:
+        (target / file).unlink(missing_ok=True)
+    return False
+
+
+def _backup(source_path: Path, target_path: Path) -> None:
+    """One consistent snapshot of a database a server is writing, opened read-only (its
+    live -shm index is shared with the server; the database and WAL are not written)."""
+    source = sqlite3.connect(f"{source_path.absolute().as_uri()}?mode=ro", uri=True,
+                             timeout=30)
+    try:
+        os.close(os.open(target_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        copy = sqlite3.connect(target_path)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+    finally:
+        source.close()
 
 
 def _tip(conn: sqlite3.Connection) -> tuple[int, str]:
@@ -723,8 +854,8 @@ def _tip(conn: sqlite3.Connection) -> tuple[int, str]:
 
 
 def _anchor_of(row: tuple[Any, ...]) -> Anchor:
-    n, seq, hash_, time_, extra, signature, public_key, prev = row
-    return Anchor(n, seq, hash_, time_, prev, extra, signature, public_key)
+    n, seq, hash_, time_, extra, signature, public_key, prev, index = row
+    return Anchor(n, seq, hash_, time_, prev, extra, signature, public_key, index)
 
 
 def _check_since(conn: sqlite3.Connection, last: tuple[Any, ...] | None) -> str:
@@ -773,6 +904,10 @@ def open_database(path: Path, migrations: dict[int, list[str]],
                   synchronous: str = "FULL") -> sqlite_utils.Database:
     """A 0600 SQLite file in WAL mode, migrated to the latest version."""
     assert synchronous in ("FULL", "NORMAL")
+    # Created 0600 before SQLite opens it: SQLite makes the -wal and -shm files with the
+    # database file's mode, so they are 0600 from the first run too.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -790,7 +925,9 @@ def open_database(path: Path, migrations: dict[int, list[str]],
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_migrations VALUES (?, ?)",
                              (version, time.time()))
-    path.chmod(0o600)
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            name.chmod(0o600)  # also files an older version left readable
     return db
 
 

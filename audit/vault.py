@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from audit import crypto
+from audit.names import fold
 
 if TYPE_CHECKING:
     from audit.store import AuditStore
@@ -199,9 +200,10 @@ def purge_expired(conn: sqlite3.Connection, now: float,
     or their tenant): a hold keeps everything about its subject, the vault included."""
     expired = conn.execute("SELECT ref, subject_ref, tenant FROM conversations "
                            "WHERE expires <= ?", (now,)).fetchall()
+    tenants = {fold(tenant) for tenant in held_tenants}  # folded, as policies match them
     gone = [(ref,) for ref, subject_ref, tenant in expired
             if not ((subject_ref and subject_ref in held_subjects)
-                    or (tenant and tenant in held_tenants))]
+                    or (tenant and fold(tenant) in tenants))]
     conn.executemany("DELETE FROM conversations WHERE ref = ?", gone)
     return len(gone)
 

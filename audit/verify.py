@@ -22,9 +22,24 @@ tests/redteam/test_audit_attacks.py):
   destroyed in audit-keys.db, and every record's data key must exist there (an older
   copy of audit-keys.db put back revives erased keys or lacks newer ones).
 
+- A trail that holds records must be signed and anchored: no checkpoint, or no head
+  anchor, is a failure (deleting both after rewriting everything would otherwise leave
+  a self-consistent trail that "verifies").
+- The external head (`expect_head`, recorded by the auditor with `guardrail audit head`
+  somewhere the pod cannot write): the trail still holds that checkpoint, with that seq
+  and hash, and has not shrunk below it. The local anchor cannot stop whoever can write
+  it from copying an older checkpoint into it; the external head can.
+- Data keys: a key destroyed (or its wrapped bytes removed) without a chained erasure
+  event of its subject is named, and with the KEK every live key must open (a garbage
+  key silently destroys a subject's data, legal hold or not).
+- The index key: every v3 checkpoint signs the id of the index key; one that differs
+  from the key in use is named (subject lookups would silently find nothing).
+- Robustness: a column of the wrong type or bytes that are not UTF-8 are named as a
+  bad record, never raised, and no payload byte is ever printed.
+
 What it cannot prove is in the README: the records after the newest checkpoint (the
-unsigned tail, reported) and anything an attacker who holds the signing key *and* can
-rewrite the anchor does.
+unsigned tail, reported), a rollback made with the anchor rewritten when no external
+head was recorded, and anything an attacker who holds the signing key does.
 """
 
 from __future__ import annotations
@@ -39,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from audit import anchor as anchor_file
-from audit import chain
+from audit import chain, crypto
 
 MAX_PROBLEMS = 100
 
@@ -52,6 +67,11 @@ class Problem:
     reason: str
     id: str = ""
     missing: tuple[int, int] | None = None  # a range of sequence numbers that is gone
+    # Evidence that some event is missing (a payload removed without its erasure event,
+    # a side table that disagrees with the chain, no signature at all): reported after
+    # the records and ranges that are themselves bad, which often explain it (a deleted
+    # tail takes its erasure events with it).
+    derived: bool = False
 
     def describe(self) -> str:
         where = "-" if self.seq is None else str(self.seq)
@@ -70,7 +90,10 @@ class Verification:
     signed_seq: int = 0  # the newest sequence number a valid checkpoint signs
     authenticated: bool = False  # checkpoints were checked against pinned keys
     anchored: bool = False  # a head anchor was found and checked
-    notes: tuple[str, ...] = ()  # facts worth telling (unsigned tail, anchor resets...)
+    notes: tuple[str, ...] = ()  # facts worth telling (unsigned tail, ...)
+    # Facts that pass but must be seen: anchor resets (someone accepted a trail that
+    # was behind its anchor). `verify --strict` fails on them.
+    warnings: tuple[str, ...] = ()
 
     @property
     def unsigned(self) -> int:
@@ -88,12 +111,16 @@ class _Checkpoint:
     signature: str
     public_key: str
     prev: str
+    index: str = ""
+    label: str = ""  # what to call it when it is not a row (the recorded head)
 
     def message(self) -> bytes:
         return chain.checkpoint_message(self.seq, self.hash, self.time, self.extra,
-                                        n=self.n, prev=self.prev)
+                                        n=self.n, prev=self.prev, index=self.index)
 
     def name(self) -> str:
+        if self.label:
+            return self.label
         return f"checkpoint #{self.n}" if self.n is not None else "a v1 checkpoint"
 
 
@@ -101,11 +128,15 @@ class _Checkpoint:
 class _State:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    derived: bool = False  # problems added now are derived (see Problem)
 
     def add(self, seq: int | None, reason: str, id_: str = "",
-            missing: tuple[int, int] | None = None) -> None:
+            missing: tuple[int, int] | None = None, *, derived: bool = False) -> None:
         if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(Problem(seq, reason, id_, missing))
+            self.problems.append(Problem(seq, reason, id_, missing,
+                                         derived or self.derived))
 
 
 @dataclass(frozen=True)
@@ -123,9 +154,15 @@ class Elsewhere:
 
 def verify_trail(db: sqlite3.Connection, keys: sqlite3.Connection,
                  columns: tuple[str, ...], trusted: Collection[str] | None,
-                 anchor_path: Path | None, *, elsewhere: Elsewhere | None = None
-                 ) -> Verification:
-    """Check everything listed in the module docstring, in one read transaction."""
+                 anchor_path: Path | None, *, elsewhere: Elsewhere | None = None,
+                 expect_head: tuple[int, int, str] | None = None,
+                 kek: crypto.Kek | None = None, index_id: str = "") -> Verification:
+    """Check everything listed in the module docstring, in one read transaction.
+
+    `expect_head`: (n, seq, hash) recorded outside the pod. `kek`: when given, every live
+    data key must open with it. `index_id`: the id of the index key in use
+    (chain.index_key_id), compared with what the checkpoints signed.
+    """
     state = _State()
     pinned = None if trusted is None else {key.lower() for key in trusted}
     # The anchor first: it is written after its checkpoint commits, so the snapshot
@@ -138,63 +175,138 @@ def verify_trail(db: sqlite3.Connection, keys: sqlite3.Connection,
             anchor = anchor_file.read(anchor_path)
         except anchor_file.AnchorError as err:
             state.add(None, str(err))
+    # Text that is not UTF-8 (bytes written as TEXT by hand) would make every read of the
+    # row raise, with the bytes in the message: read it replaced, so the row's hash fails
+    # and the row is named (an honest record is always valid UTF-8).
+    factories = (db.text_factory, keys.text_factory)
+    db.text_factory = keys.text_factory = _lenient_text
     db.execute("BEGIN")
     try:
         result = _verify(db, keys, columns, pinned, anchor_path, anchor=anchor, state=state,
-                         elsewhere=elsewhere)
+                         elsewhere=elsewhere, expect_head=expect_head, kek=kek,
+                         index_id=index_id)
     finally:
         db.execute("COMMIT")
+        db.text_factory, keys.text_factory = factories
     return result
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
 
 
 def _verify(db: sqlite3.Connection, keys: sqlite3.Connection, columns: tuple[str, ...],
             pinned: set[str] | None, anchor_path: Path | None, *,
             anchor: anchor_file.Anchor | None, state: _State,
-            elsewhere: Elsewhere | None = None) -> Verification:
+            elsewhere: Elsewhere | None = None,
+            expect_head: tuple[int, int, str] | None = None,
+            kek: crypto.Kek | None = None, index_id: str = "") -> Verification:
     valid = _checkpoints(db, pinned, state)
-    if elsewhere is not None:
-        _anchor(Path(elsewhere.anchor_name), anchor, valid, pinned, state)
-    elif anchor_path is not None:
-        _anchor(anchor_path, anchor, valid, pinned, state)
+    where = Path(elsewhere.anchor_name) if elsewhere is not None else anchor_path
+    if where is not None:
+        _anchor(where, anchor, valid, pinned, state)
     signed: dict[int, list[_Checkpoint]] = {}
     for checkpoint in valid:
         signed.setdefault(checkpoint.seq, []).append(checkpoint)
     if anchor is not None and (pinned is None or anchor.public_key in pinned):
         signed.setdefault(anchor.seq, []).append(_Checkpoint(
             anchor.n, anchor.seq, anchor.hash, anchor.time, anchor.extra, anchor.signature,
-            anchor.public_key, anchor.prev))
+            anchor.public_key, anchor.prev, anchor.index))
+    if expect_head is not None:
+        _expected_head(expect_head, valid, signed, state)
     walk = _walk(db, columns, signed, valid, state, elsewhere=elsewhere)
     head = walk["head"]
     # Whatever a signature names beyond the head is gone.
     beyond = [(c.seq, f"the signed {c.name()}") for c in valid if c.seq > head]
     if anchor is not None and anchor.seq > head:
         beyond.append((anchor.seq, f"the head anchor (checkpoint #{anchor.n})"))
+    if expect_head is not None and expect_head[1] > head:
+        beyond.append((expect_head[1], f"the recorded head (checkpoint #{expect_head[0]})"))
     if beyond:
         last, who = max(beyond)
         state.add(head + 1, f"records {head + 1}-{last} are missing: {who} names seq "
                   f"{last}, but the trail ends at {head} (deleted, truncated, or an older "
                   "copy of audit.db)", missing=(head + 1, last))
-    _side_tables(db, keys, walk, state)
+    _retention(walk, state)  # stubs stand for records: as direct as the records
+    state.derived = True
+    _side_tables(db, keys, walk, state, elsewhere=elsewhere, kek=kek)
+    _index(valid, index_id, state)
     signed_seq = max((c.seq for c in valid if c.seq <= head), default=0)
-    if head > signed_seq:
+    if head > 0 and signed_seq == 0:
+        state.add(1, f"records 1-{head} are not signed by any valid checkpoint: the "
+                  "checkpoints were deleted (or never written), so nothing vouches for "
+                  "this trail", missing=None)
+    elif head > signed_seq:
         state.notes.append(f"{head - signed_seq} record(s) after the newest signed "
                            f"checkpoint (seq {signed_seq + 1}-{head}) are not yet signed")
-    problems = sorted(state.problems, key=lambda p: (p.seq is None, p.seq or 0))
+    if anchor is None and where is not None:
+        if head > 0 or valid:
+            state.add(None, f"the head anchor {where} is missing, but the trail holds "
+                      f"records 1-{head} and {len(valid)} signed checkpoint(s): it was "
+                      "deleted, or audit.db comes from elsewhere (give the right one with "
+                      "--anchor)")
+        else:
+            state.notes.append(f"no head anchor at {where} yet (nothing signed so far)")
+    # What is itself bad first, in order (a missing range included), then what derives
+    # from it: a deleted tail takes its erasure events with it.
+    problems = sorted(state.problems, key=lambda p: (p.derived, p.seq is None, p.seq or 0))
     first = problems[0] if problems else None
     return Verification(
         ok=not problems, checked=walk["checked"],
         first_bad_seq=first.seq if first else None, first_bad_id=first.id if first else "",
         reason=first.reason if first else "", problems=tuple(problems), head_seq=head,
         signed_seq=signed_seq, authenticated=pinned is not None,
-        anchored=anchor is not None, notes=tuple(state.notes))
+        anchored=anchor is not None, notes=tuple(state.notes),
+        warnings=tuple(state.warnings))
+
+
+def _expected_head(expect: tuple[int, int, str], valid: list[_Checkpoint],
+                   signed: dict[int, list[_Checkpoint]], state: _State) -> None:
+    """The head recorded outside the pod: checkpoint #n, signing (seq, hash), is here."""
+    n, seq, hash_ = expect
+    found = [c for c in valid if c.n == n]
+    if not found:
+        state.add(seq, f"checkpoint #{n} (seq {seq}), the head recorded outside this trail, "
+                  "is not among its valid checkpoints: the trail was rolled back, or its "
+                  "newest checkpoints deleted or replaced")
+    elif (found[0].seq, found[0].hash) != (seq, hash_):
+        state.add(seq, f"checkpoint #{n} signs seq {found[0].seq} with another hash than "
+                  f"the head recorded outside this trail (seq {seq}): the trail was "
+                  "rewritten or replaced")
+    # The record at seq must still hash to what was recorded (checked by the walk).
+    signed.setdefault(seq, []).append(_Checkpoint(n, seq, hash_, 0.0, "", "", "", "",
+                                                  label="the recorded head"))
+
+
+def _index(valid: list[_Checkpoint], index_id: str, state: _State) -> None:
+    """Every checkpoint that names an index key names the one in use."""
+    if not index_id:
+        return
+    for checkpoint in valid:
+        if checkpoint.index and checkpoint.index != index_id:
+            state.add(checkpoint.seq, f"{checkpoint.name()} signed index key id "
+                      f"{checkpoint.index[:12]}, but the index key in use is {index_id[:12]} "
+                      "(keys/audit-index.key was replaced: subject lookups, erasures and "
+                      "holds would silently find nothing)")
+            return
 
 
 def _checkpoints(db: sqlite3.Connection, pinned: set[str] | None,
                  state: _State) -> list[_Checkpoint]:
     """Checkpoints whose signature holds (and by a pinned key); problems for the rest."""
-    rows = [_Checkpoint(*row) for row in db.execute(
-        "SELECT n, seq, hash, time, extra, signature, public_key, prev FROM checkpoints "
-        "ORDER BY n IS NOT NULL, n, rowid")]
+    rows = []
+    for row in db.execute("SELECT n, seq, hash, time, extra, signature, public_key, prev, "
+                          "index_id FROM checkpoints ORDER BY n IS NOT NULL, n, rowid"):
+        n, seq, hash_, time_, extra, signature, public_key, prev, index = row
+        if not (isinstance(n, int | None) and isinstance(seq, int)
+                and isinstance(time_, float | int)
+                and all(isinstance(v, str) for v in (hash_, extra, signature, public_key,
+                                                     prev, index))):
+            state.add(seq if isinstance(seq, int) else None, "a checkpoint row has columns "
+                      "of the wrong type (written by hand)")
+            continue
+        rows.append(_Checkpoint(n, seq, hash_, float(time_), extra, signature, public_key,
+                                prev, index))
     valid = []
     expected, previous = 1, None
     for checkpoint in rows:
@@ -230,15 +342,9 @@ def _anchor(path: Path, anchor: anchor_file.Anchor | None, valid: list[_Checkpoi
             pinned: set[str] | None, state: _State) -> None:
     numbered = {c.n: c for c in valid if c.n is not None}
     if anchor is None:
-        if numbered:
-            state.add(None, f"the head anchor {path} is missing, but this trail has signed "
-                      "checkpoints: it was deleted, or audit.db comes from elsewhere "
-                      "(give the right one with --anchor)")
-        else:
-            state.notes.append(f"no head anchor at {path} yet (nothing signed so far)")
-        return
+        return  # judged once the trail's length is known (_verify)
     message = chain.checkpoint_message(anchor.seq, anchor.hash, anchor.time, anchor.extra,
-                                       n=anchor.n, prev=anchor.prev)
+                                       n=anchor.n, prev=anchor.prev, index=anchor.index)
     if not chain.verify_signature(anchor.public_key, message, anchor.signature):
         state.add(anchor.seq, f"the head anchor {path}: its signature is invalid")
         return
@@ -299,18 +405,20 @@ def _walk(db: sqlite3.Connection, columns: tuple[str, ...],
             match_signed(expected, stub[0])
             prev, expected = stub[0], expected + 1
 
+    # The payload as bytes whatever was written there, and what type it was written as.
     query = (f"SELECT seq, {', '.join(columns)}, payload_digest, prev_hash, hash, "  # noqa: S608 - fixed column names
-             "payload FROM records ORDER BY seq")
+             "CAST(payload AS BLOB), typeof(payload) FROM records ORDER BY seq")
     width = len(columns)
     for row in db.execute(query):
         seq = row[0]
         metadata = dict(zip(columns, row[1:1 + width], strict=True))
-        digest, prev_hash, hash_, payload = row[1 + width:]
+        digest, prev_hash, hash_, payload, payload_type = row[1 + width:]
         bridge(seq)
         record_id = str(metadata["id"])
         if prev is not None and prev_hash != prev:
             state.add(seq, "does not link to the previous record", record_id)
-        _check_record(seq, metadata, (digest, prev_hash, hash_, payload), erased_after, state)
+        _check_typed(seq, metadata, (digest, prev_hash, hash_, payload, payload_type),
+                     erased_after, state)
         match_signed(seq, hash_, record_id)
         if metadata["dek_id"]:
             dek_first.setdefault(str(metadata["dek_id"]), seq)
@@ -323,6 +431,20 @@ def _walk(db: sqlite3.Connection, columns: tuple[str, ...],
     return {"head": expected - 1, "checked": checked, "events": events, "stubs": stubs,
             "dek_first": dek_first, "valid": valid,
             "sweeps": elsewhere.sweeps if elsewhere is not None else {}}
+
+
+def _check_typed(seq: int, metadata: dict[str, Any], stored: tuple[Any, ...],
+                 erased_after: dict[str, int], state: _State) -> None:
+    """_check_record, with columns of the wrong type named instead of raised."""
+    *values, payload_type = stored
+    record_id = str(metadata["id"])
+    if payload_type not in ("blob", "null"):
+        state.add(seq, f"the encrypted payload was replaced by a value of type "
+                  f"{payload_type} (altered by hand)", record_id)
+    try:
+        _check_record(seq, metadata, tuple(values), erased_after, state)
+    except (TypeError, ValueError, AttributeError):
+        state.add(seq, "a column holds a value of the wrong type (altered by hand)", record_id)
 
 
 def _check_record(seq: int, metadata: dict[str, Any], stored: tuple[Any, ...],
@@ -338,14 +460,15 @@ def _check_record(seq: int, metadata: dict[str, Any], stored: tuple[Any, ...],
     if payload is None and digest and (not subject_ref
                                        or erased_after.get(subject_ref, 0) <= seq):
         state.add(seq, "payload removed without a chained erasure event for its subject",
-                  record_id)
+                  record_id, derived=True)
 
 
 def _side_tables(db: sqlite3.Connection, keys: sqlite3.Connection, walk: dict[str, Any],
-                 state: _State) -> None:
-    _retention(walk, state)
+                 state: _State, *, elsewhere: Elsewhere | None = None,
+                 kek: crypto.Kek | None = None) -> None:
     _holds(db, walk["events"], state)
     _erasures(db, keys, walk, state)
+    _data_keys(db, keys, walk, state, elsewhere=elsewhere, kek=kek)
 
 
 def _retention(walk: dict[str, Any], state: _State) -> None:
@@ -371,7 +494,7 @@ def _retention(walk: dict[str, Any], state: _State) -> None:
             pass  # a fleet sweep: its event is in the compliance chain that vouched for it
         elif event is None:
             state.add(rows[0][0], f"retention stubs {rows[0][0]}-{rows[-1][0]} have no "
-                      "chained retention event")
+                      "chained retention event", derived=True)
         elif "stubs_sha256" in event[1] and (event[1]["stubs_sha256"] != digest
                                              or event[1].get("removed") != str(len(rows))):
             state.add(event[0], "the retention event does not match its stubs")
@@ -404,11 +527,29 @@ def _holds(db: sqlite3.Connection, events: list[tuple[int, str, str, dict[str, s
             state.add(hold["seq"], f"legal hold {hold_id} is "
                       f"{'released' if row[4] else 'active'} in the holds table but "
                       f"{'released' if hold.get('released') else 'active'} in the chain")
+    legacy_until = _chained_holds_since(db)
+    created = dict(db.execute("SELECT id, created FROM holds"))
     for hold_id, row in holds.items():
         if row[5] and hold_id not in chained:
             state.add(None, f"legal hold {hold_id} has no chained event (inserted by hand)")
-        elif not row[5]:
+        elif not row[5] and hold_id not in chained and \
+                isinstance(created.get(row[0]), float | int) and \
+                created[row[0]] < legacy_until:
             state.notes.append(f"legal hold {hold_id} predates chained holds: not verifiable")
+        elif not row[5] and hold_id not in chained:
+            state.add(None, f"legal hold {hold_id} has no chained event and is marked as "
+                      "older than chained holds, but this trail chained its holds from the "
+                      "start (inserted by hand)")
+
+
+def _chained_holds_since(db: sqlite3.Connection) -> float:
+    """When this trail began chaining holds (migration 3); 0 when it always did, so an
+    unchained hold row can only have been inserted by hand."""
+    applied = dict(db.execute("SELECT version, applied FROM schema_migrations"))
+    first, chained = applied.get(1), applied.get(3)
+    if not isinstance(first, float | int) or not isinstance(chained, float | int):
+        return 0.0
+    return float(chained) if chained - first > 1.0 else 0.0
 
 
 def _erasures(db: sqlite3.Connection, keys: sqlite3.Connection, walk: dict[str, Any],
@@ -425,6 +566,28 @@ def _erasures(db: sqlite3.Connection, keys: sqlite3.Connection, walk: dict[str, 
             break
     if table - chained_erasures:
         state.add(None, "the erasures table has rows without a chained erasure event")
+    # Row by row, in order per subject: who erased and which keys, as the chain says.
+    rows: dict[str, list[tuple[Any, Any]]] = {}
+    for ref, actor, destroyed in db.execute(
+            "SELECT subject_ref, actor, keys_destroyed FROM erasures ORDER BY rowid"):
+        rows.setdefault(ref, []).append((actor, destroyed))
+    taken: Counter[str] = Counter()
+    for seq, kind, _, tags in events:
+        if kind != "erasure":
+            continue
+        ref = tags.get("subject_ref", "")
+        if taken[ref] >= len(rows.get(ref, ())):
+            continue  # reported above
+        actor, destroyed = rows[ref][taken[ref]]
+        taken[ref] += 1
+        try:
+            listed = [str(k) for k in json.loads(destroyed)]
+        except (TypeError, ValueError):
+            listed = None
+        if actor != tags.get("actor", actor) or \
+                listed != [k for k in tags.get("keys", "").split(",") if k]:
+            state.add(seq, "the erasures table row of this chained erasure differs from it "
+                      "(actor or destroyed keys altered)")
     fingerprints: dict[str, int] = {}
     for seq, kind, _, tags in events:
         if kind == "erasure":
@@ -443,9 +606,64 @@ def _erasures(db: sqlite3.Connection, keys: sqlite3.Connection, walk: dict[str, 
                   "or another trail's copy?)")
     for seq, kind, _, tags in events:
         if kind == "anchor":
-            state.notes.append(f"the head anchor was reset at seq {seq} by "
-                               f"{tags.get('actor') or '?'} ({tags.get('reason', '')!r}); it "
-                               f"had named seq {tags.get('previous_seq') or '-'}")
+            state.warnings.append(
+                f"the head anchor was RESET at seq {seq} by {tags.get('actor') or '?'} "
+                f"({tags.get('reason', '')!r}); it had named seq "
+                f"{tags.get('previous_seq') or '-'}: whatever the trail held beyond what "
+                "was accepted then is not proven (compare with a head recorded elsewhere)")
+
+
+def _data_keys(db: sqlite3.Connection, keys: sqlite3.Connection, walk: dict[str, Any],
+               state: _State, *, elsewhere: Elsewhere | None, kek: crypto.Kek | None
+               ) -> None:
+    """A data key is destroyed only by a chained erasure of its subject; live keys open.
+
+    Destroying a subject's key (NULL, or garbage wrapped bytes) crypto-shreds their data
+    as thoroughly as an erasure, legal hold or not: without the chained event, it is
+    tampering, and it is named with the subject's ref.
+    """
+    # subject_ref -> when it was last erased: a key made after that (the fenced next
+    # version) was not destroyed by it.
+    erased: dict[str, float] = {}
+    for when, tags in db.execute("SELECT time, tags FROM records WHERE kind = 'erasure'"):
+        ref_ = _tags(tags).get("subject_ref", "")
+        if isinstance(when, float | int):
+            erased[ref_] = max(erased.get(ref_, 0.0), float(when))
+    for ref_ in elsewhere.erased if elsewhere is not None else ():
+        erased[ref_] = float("inf")  # erased by the fleet's compliance chain
+    # Keys an anchor reset found destroyed without their erasure event (a restored
+    # audit.db lacks the events of erasures made after the backup): accepted, with the
+    # reset's warning.
+    accepted = {dek for _, kind, _, tags in walk["events"] if kind == "anchor"
+                for dek in tags.get("unexplained_keys", "").split(",") if dek}
+    dek_first: dict[str, int] = walk["dek_first"]
+    found: list[tuple[int | None, str]] = []
+    for dek_id, scope, ref, wrapped, destroyed_at, created in keys.execute(
+            "SELECT dek_id, scope, ref, wrapped, destroyed_at, created FROM data_keys "
+            "ORDER BY rowid"):
+        whose = f"subject {str(ref)[:16]}…" if scope == "subject" else f"{scope} {ref!r}"
+        seq = dek_first.get(str(dek_id))
+        if wrapped is None or destroyed_at is not None:
+            covered = scope == "subject" and isinstance(created, float | int) and \
+                created <= erased.get(str(ref), -1.0)
+            if not covered and dek_id not in accepted:
+                found.append((seq, f"the data key {str(dek_id)[:16]} of {whose} is destroyed "
+                              "in audit-keys.db without a chained erasure event of that "
+                              "subject: their payloads are silently lost (an interrupted "
+                              "erasure: run it again)"))
+            continue
+        if kek is None:
+            continue
+        try:
+            if not isinstance(wrapped, bytes):
+                raise crypto.AuditKeyError("not bytes")
+            crypto.unwrap(kek, wrapped, str(dek_id))
+        except crypto.AuditKeyError:
+            found.append((seq, f"the data key {str(dek_id)[:16]} of {whose} does not open "
+                          "with the KEK: its wrapped bytes were replaced (the subject's "
+                          "payloads are silently lost)"))
+    for seq, reason in found[:20]:
+        state.add(seq, reason)
 
 
 def _in(conn: sqlite3.Connection, sql: str, values: list[str]) -> set[str]:

@@ -59,8 +59,16 @@ def anchor_path(data_dir: Path) -> Path:
     return Path(data_dir) / "keys" / ANCHOR_FILE
 
 
-def open_store(settings: Settings) -> AuditStore:
-    """The audit store of `settings.data_dir`, with its keys (a dev KEK is made if none)."""
+def open_store(settings: Settings, *, snapshot: Path | None = None) -> AuditStore:
+    """The audit store of `settings.data_dir`, with its keys (a dev KEK is made if none).
+
+    Refuses (ConfigError) an index key other than the one the trail's checkpoints signed:
+    every subject lookup would silently miss. `snapshot`: open that private copy of the
+    trail (audit.store.snapshot) to read it without changing the evidence; no key is
+    created and nothing is refused that `verify` should name instead.
+    """
+    if snapshot is not None:
+        return _open_snapshot(settings, snapshot)
     keys = Path(settings.data_dir) / "keys"
     try:
         if settings.audit_kek:
@@ -95,6 +103,38 @@ def open_store(settings: Settings) -> AuditStore:
         raise ConfigError(f"cannot open the audit trail in {settings.data_dir}: "
                           f"{err.strerror}") from None
     except sqlite3.DatabaseError as err:  # damaged, not a database, unopenable
+        raise ConfigError(f"cannot open the audit trail in {settings.data_dir}: {err}; "
+                          "see README, 'When the audit database is damaged'") from None
+    _check_kek(store)
+    if store.index_problem:
+        store.close()
+        raise ConfigError(store.index_problem)
+    return store
+
+
+def _open_snapshot(settings: Settings, directory: Path) -> AuditStore:
+    """The store over a private copy, with the data directory's keys read, never made."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from sidecar.keys import read_private_file
+
+    keys = Path(settings.data_dir) / "keys"
+    try:
+        kek = _kek(settings, keys, create=False)
+        if settings.audit_signing_key_file is None and \
+                not (keys / SIGNING_KEY_FILE).exists():
+            signer = chain.Signer(Ed25519PrivateKey.generate())  # never used to sign
+        else:
+            signer = _signer(settings, keys)
+        index_key = read_private_file(keys / "audit-index.key", "audit index key")
+        store = AuditStore(directory, kek, signer, index_key,
+                           anchor_path=anchor_path(Path(settings.data_dir)))
+    except crypto.AuditKeyError as err:
+        raise ConfigError(str(err)) from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot open the audit trail in {settings.data_dir}: "
+                          f"{getattr(err, 'strerror', None) or err}") from None
+    except sqlite3.DatabaseError as err:
         raise ConfigError(f"cannot open the audit trail in {settings.data_dir}: {err}; "
                           "see README, 'When the audit database is damaged'") from None
     _check_kek(store)
@@ -268,15 +308,22 @@ class Shipper:
 
 
 def _check_kek(store: AuditStore) -> None:
-    """Refuse to start with a KEK that does not open the keys already in the store."""
-    row = store.keys.conn.execute(
-        "SELECT dek_id, wrapped FROM data_keys WHERE wrapped IS NOT NULL LIMIT 1").fetchone()
-    if row is not None:
+    """Refuse to start with a KEK that does not open the keys already in the store.
+
+    Wrong only when none of them opens: one key whose wrapped bytes were tampered with
+    is not a wrong KEK, and `verify` must get to name it (with its subject)."""
+    rows = store.keys.conn.execute(
+        "SELECT dek_id, wrapped FROM data_keys WHERE wrapped IS NOT NULL ORDER BY rowid DESC "
+        "LIMIT 64").fetchall()
+    for dek_id, wrapped in rows:
         try:
-            crypto.unwrap(store.kek, row[1], row[0])
-        except crypto.AuditKeyError:
-            raise ConfigError(f"the audit KEK (id {store.kek.id}) does not open the data "
-                              "keys in this audit trail: wrong key file or env var") from None
+            crypto.unwrap(store.kek, bytes(wrapped), str(dek_id))
+            return
+        except (crypto.AuditKeyError, TypeError, ValueError):
+            continue
+    if rows:
+        raise ConfigError(f"the audit KEK (id {store.kek.id}) does not open the data "
+                          "keys in this audit trail: wrong key file or env var")
 
 
 def build_record(inspection: Inspection, verdict: Verdict, config: AuditConfig,

@@ -80,7 +80,8 @@ def test_verify_export_hold_and_erase(admin: pb_grpc.AuditAdminStub) -> None:
     hold = admin.Hold(pb.AuditHoldRequest(action="add", tenant="globex", reason="case 7"),
                       metadata=AUTH, timeout=10)
     assert hold.hold_id > 0
-    assert admin.Hold(pb.AuditHoldRequest(action="release", hold_id=hold.hold_id),
+    assert admin.Hold(pb.AuditHoldRequest(action="release", hold_id=hold.hold_id,
+                                          reason="case 7 closed"),
                       metadata=AUTH, timeout=10).changed
     with pytest.raises(grpc.RpcError) as caught:
         admin.Hold(pb.AuditHoldRequest(action="add"), metadata=AUTH, timeout=10)

@@ -97,6 +97,7 @@ def test_a_full_disk_fails_closed_or_open_as_the_policy_says(
     assert lenient.decision == pb.MODIFY and lenient.audit_id == ""
     store.db.conn.execute("PRAGMA max_page_count = 1000000")  # space again
     assert stub.InspectPrompt(pb.InspectRequest(text="hello"), timeout=10).audit_id
+    store.checkpoint()
     assert store.verify().ok  # nothing half-written
 
 

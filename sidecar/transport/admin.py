@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
+from audit.crypto import AuditKeyError
 from audit.export import rows
 from audit.store import AuditStore, LegalHoldError
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
@@ -45,6 +46,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MIN_TOKEN_CHARS = 32
+REASON_HEADER = "x-audit-reason"  # Export with include_payload: why (recorded)
+
+
+def pinned_keys() -> list[str] | None:
+    """The checkpoint keys the server trusts for `Verify`: GUARDRAIL_AUDIT_PUBLIC_KEY
+    (hex, comma-separated) and GUARDRAIL_AUDIT_PUBLIC_KEY_FILE, as the CLI reads them.
+    Mount them from where the pod cannot write (a ConfigMap), or they prove nothing."""
+    from audit.chain import normalize_public_key
+
+    given = [k for k in os.environ.get("GUARDRAIL_AUDIT_PUBLIC_KEY", "").split(",")
+             if k.strip()]
+    where = os.environ.get("GUARDRAIL_AUDIT_PUBLIC_KEY_FILE", "")
+    if where:
+        try:
+            given += Path(where).read_text().split()
+        except OSError as err:
+            raise ConfigError(f"GUARDRAIL_AUDIT_PUBLIC_KEY_FILE: cannot read {where}: "
+                              f"{err.strerror}") from None
+    try:
+        return [normalize_public_key(key) for key in given] or None
+    except ValueError as err:
+        raise ConfigError(f"GUARDRAIL_AUDIT_PUBLIC_KEY: {err}") from None
 
 
 def read_tokens(path: Path | None) -> dict[str, str]:
@@ -78,8 +101,10 @@ def read_token(path: Path | None) -> str:
 
 
 class AuditAdminServicer(pb_grpc.AuditAdminServicer):
-    def __init__(self, store: AuditStore | FleetStore, tokens: dict[str, str] | str) -> None:
+    def __init__(self, store: AuditStore | FleetStore, tokens: dict[str, str] | str, *,
+                 pinned: list[str] | None = None) -> None:
         self.store = store
+        self.pinned = pinned if pinned is not None else pinned_keys()
         named = tokens if isinstance(tokens, dict) else {"admin": tokens}
         self._expected = {name: f"Bearer {token}".encode() for name, token in named.items()}
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-admin")
@@ -105,17 +130,30 @@ class AuditAdminServicer(pb_grpc.AuditAdminServicer):
     async def Verify(self, request: pb.AuditVerifyRequest,
                      context: grpc.aio.ServicerContext[Any, Any]) -> pb.AuditVerifyResponse:
         await self._authorize(context)
-        # Checked against the key this sidecar signs with and its head anchor.
-        result = await self._run(lambda: self.store.verify([self.store.signer.public_hex()]))
+        # Against the pinned keys when the server has them (GUARDRAIL_AUDIT_PUBLIC_KEY or
+        # _FILE, as the CLI): a signing key swapped on the pod then fails. Without them
+        # it can only check against the key this sidecar signs with, which whoever
+        # replaced that key controls: the answer says it is unauthenticated.
+        pinned = self.pinned
+        keys = pinned or [self.store.signer.public_hex()]
+        result = await self._run(lambda: self.store.verify(keys))
+        reason = result.reason
+        if result.ok and not pinned:
+            reason = ("UNAUTHENTICATED: checked against this sidecar's own signing key, not "
+                      "a pinned one (set GUARDRAIL_AUDIT_PUBLIC_KEY on the server, or run "
+                      "`guardrail audit verify --public-key` with a key kept elsewhere)")
+        elif result.ok and result.warnings:
+            reason = f"WARNING: {result.warnings[0]}"
         return pb.AuditVerifyResponse(ok=result.ok, checked=result.checked,
                                       first_bad_seq=result.first_bad_seq or 0,
-                                      first_bad_id=result.first_bad_id, reason=result.reason)
+                                      first_bad_id=result.first_bad_id, reason=reason)
 
     async def Erase(self, request: pb.AuditEraseRequest,
                     context: grpc.aio.ServicerContext[Any, Any]) -> pb.AuditEraseResponse:
         actor = await self._authorize(context)
-        if not request.subject_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "subject_id: required")
+        if not request.subject_id.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "subject_id: required (not blank)")
         if request.override_hold and not request.reason.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "reason: required with override_hold (it is recorded)")
@@ -129,6 +167,9 @@ class AuditAdminServicer(pb_grpc.AuditAdminServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"{err} (set override_hold and reason)")
             raise AssertionError from None  # abort raises
+        except AuditKeyError as err:  # the index key is not the trail's: would miss
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+            raise AssertionError from None
         log.info("audit erasure", extra={"subject_ref": receipt.subject_ref[:16],
                                          "records": receipt.records_affected,
                                          "actor": actor,
@@ -141,18 +182,48 @@ class AuditAdminServicer(pb_grpc.AuditAdminServicer):
 
     async def Export(self, request: pb.AuditExportRequest,
                      context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.AuditRecord]:
-        await self._authorize(context)
+        actor = await self._authorize(context)
         import json
 
+        from audit.export import DECISIONS
+
+        if request.decision and request.decision.upper() not in DECISIONS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"decision: one of {', '.join(DECISIONS)} (any case)")
+        if request.since_unix_ms and request.until_unix_ms and \
+                request.since_unix_ms >= request.until_unix_ms:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "since_unix_ms must be before until_unix_ms")
+        if request.subject_id and not request.subject_id.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "subject_id: blank")
+        # Why the payloads are read (a request number): metadata, recorded with the actor.
+        reason = str(dict(context.invocation_metadata() or ()).get(REASON_HEADER, ""))
+
         def collect() -> list[str]:
-            return [json.dumps(row, ensure_ascii=False) for row in rows(
+            lines = [json.dumps(row, ensure_ascii=False) for row in rows(
                 self.store, tenant=request.tenant, app=request.app, decision=request.decision,
                 policy=request.policy, subject_id=request.subject_id,
                 since=request.since_unix_ms / 1000 if request.since_unix_ms else None,
                 until=request.until_unix_ms / 1000 if request.until_unix_ms else None,
                 include_payload=request.include_payload)]
+            if request.include_payload:  # reading personal data is evidence too
+                filters = {name: str(getattr(request, name)) for name in (
+                    "tenant", "app", "decision", "policy", "since_unix_ms", "until_unix_ms")
+                    if getattr(request, name)}
+                if request.subject_id:
+                    filters["subject_ref"] = self.store.subject_ref(request.subject_id)
+                self.store.record_access(actor, reason, filters, len(lines))
+            return lines
 
-        for line in await self._run(collect):
+        try:
+            lines = await self._run(collect)
+        except AuditKeyError as err:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+            raise AssertionError from None
+        if request.include_payload:
+            log.info("audit export with payloads", extra={"actor": actor,
+                                                          "records": len(lines)})
+        for line in lines:
             yield pb.AuditRecord(json=line)
 
     async def Hold(self, request: pb.AuditHoldRequest,
@@ -167,9 +238,15 @@ class AuditAdminServicer(pb_grpc.AuditAdminServicer):
                                     "reason: required (a case number); it is recorded")
             scope, ref = ("subject", request.subject_id) if request.subject_id else \
                 ("tenant", request.tenant)
+            if not ref.strip():
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"{'subject_id' if scope == 'subject' else 'tenant'}: blank")
             hold_id = await self._run(self.store.hold, scope, ref, request.reason, actor)
             return pb.AuditHoldResponse(hold_id=hold_id, changed=True)
         if request.action == "release":
+            if not request.reason.strip():
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "reason: required to release a hold (it is recorded)")
             changed = await self._run(self.store.release, int(request.hold_id), actor,
                                       request.reason)
             return pb.AuditHoldResponse(hold_id=request.hold_id, changed=changed)
