@@ -107,6 +107,9 @@ class RecordingUpstream:
         if path.endswith("/responses"):
             text = payload["input"] if isinstance(payload["input"], str) else \
                 payload["input"][-1]["content"]
+            if payload.get("stream"):
+                return await sse(request, response_events(f"You said: {text}", self.splits),
+                                 done=False)
             return web.json_response(response_object(f"You said: {text}"))
         text = last_user_text(payload)
         if payload.get("stream"):
@@ -138,6 +141,33 @@ def response_object(text: str) -> dict[str, Any]:
                                           {"type": "output_text", "text": text,
                                            "annotations": []}]}],
             "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+
+
+def response_events(text: str, splits: list[int] | None = None) -> list[dict[str, Any]]:
+    """The events the Responses API streams for `text` (one message, one output_text
+    part), its deltas cut at `splits` (default: every 7 chars), as OpenAI sends them."""
+    cuts = sorted(set(splits if splits is not None else range(7, len(text), 7)))
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    empty = {**response_object(""), "status": "in_progress", "output": []}
+    item = {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant",
+            "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": empty},
+        {"type": "response.in_progress", "response": empty},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.content_part.added", **where, "part": part}]
+    events += [{"type": "response.output_text.delta", **where, "delta": piece,
+                "logprobs": []} for piece in pieces if piece]
+    done_part = {**part, "text": text}
+    done_item = {**item, "status": "completed", "content": [done_part]}
+    events += [
+        {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", **where, "part": done_part},
+        {"type": "response.output_item.done", "output_index": 0, "item": done_item},
+        {"type": "response.completed", "response": response_object(text)}]
+    return [{**event, "sequence_number": number} for number, event in enumerate(events)]
 
 
 def chat_chunks(text: str, splits: list[int] | None = None) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from tests.gateway import (
     chat_chunks,
     chat_completion,
     gateway_sidecar,
+    response_events,
     sse,
 )
 
@@ -367,3 +368,113 @@ def test_residency_routes_to_an_allowed_region_or_refuses(
     assert caught.value.body["rule_ids"] == ["residency"]  # type: ignore[index]
     assert len(eu_upstream.received) == 1
     assert upstream.received == []
+
+
+# -- the Responses API, streamed --------------------------------------------------------------
+
+def _stream_response(gateway: GatewaySidecar, text: str = "go",
+                     **headers: str) -> tuple[str, list[Any], Any]:
+    """Through the SDK's streaming helper: the delta text shown, every event, the final
+    response the helper assembled."""
+    with client(gateway, **headers).responses.stream(model="m", input=text) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    shown = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    return shown, events, final
+
+
+def test_a_responses_stream_restores_pseudonyms_and_is_valid_to_the_end(
+        gateway: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    upstream.reset(splits=[13, 14, 20, 21, 22, 30])
+    shown, events, final = _stream_response(gateway, "Remind nina.olsen@mail.org",
+                                            **{"x-guardrail-tenant": "pseudo"})
+    assert "nina.olsen" not in upstream.received[0].body.decode()
+    assert upstream.received[0].json["stream"] is True
+    assert shown == final.output_text == "You said: Remind nina.olsen@mail.org"
+    assert [e.type for e in events][:2] == ["response.created", "response.in_progress"]
+    assert events[-1].type == "response.completed"
+    numbers = [e.sequence_number for e in events]
+    assert numbers == sorted(set(numbers))
+    done = [e for e in events if e.type == "response.output_text.done"]
+    assert [e.text for e in done] == [shown]
+
+
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.integers(1, 40), max_size=6))
+def test_an_email_split_across_responses_events_is_caught_wherever_cut(
+        gateway: GatewaySidecar, upstream: RecordingUpstream, cuts: list[int]) -> None:
+    email = "maria.garcia@corp.net"
+    said = f"Contact {email} for details."
+    upstream.reset(lambda r, p: response_events(said, cuts))
+    shown, events, final = _stream_response(gateway)
+    everything = json.dumps([e.to_dict(warnings=False) for e in events])
+    everything += json.dumps(final.to_dict(warnings=False))
+    assert "maria" not in everything and "garcia" not in everything
+    assert shown == final.output_text == "Contact <EMAIL_ADDRESS> for details."
+
+
+def test_an_email_split_at_every_position_of_a_responses_stream_is_caught(
+        gateway: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    email = "maria.garcia@corp.net"
+    said = f"Contact {email} for details."
+    start = said.index(email)
+    for cut in range(start + 1, start + len(email)):
+        upstream.reset(lambda r, p, cut=cut: response_events(said, [cut]))
+        shown, _events, final = _stream_response(gateway)
+        assert shown == final.output_text == "Contact <EMAIL_ADDRESS> for details.", cut
+
+
+def test_a_card_split_across_responses_events_blocks_with_an_error_the_sdk_raises(
+        gateway: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    said = f"Sure, the number is {CARD} as requested."
+    start = said.index(CARD)
+    for cut in range(start + 1, start + len(CARD)):
+        upstream.reset(lambda r, p, cut=cut: response_events(said, [cut]))
+        seen: list[str] = []
+        with pytest.raises(openai.APIError) as caught, \
+                client(gateway).responses.stream(model="m", input="go") as stream:
+            for event in stream:
+                seen.append(json.dumps(event.to_dict(warnings=False)))
+        assert caught.value.body["type"] == "guardrail_blocked", cut  # type: ignore[index]
+        assert caught.value.body["audit_id"], cut  # type: ignore[index]
+        assert "1111" not in "".join(seen), cut
+
+
+def test_text_that_skips_the_deltas_is_inspected_before_it_is_sent(
+        gateway: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    """A model (or a proxy) that puts its text only in the done and completed events."""
+    said = f"Your card: {CARD}."
+    events = [e for e in response_events(said) if e["type"] != "response.output_text.delta"]
+    upstream.reset(lambda r, p: events)
+    raw = _raw_responses_stream(gateway)
+    assert "1111" not in raw
+    assert '"guardrail_blocked"' in raw
+    events = [e for e in response_events("Mail bo.chen@acme.com")
+              if e["type"] != "response.output_text.delta"]
+    upstream.reset(lambda r, p: events)
+    _shown, _events, final = _stream_response(gateway)
+    assert final.output_text == "Mail <EMAIL_ADDRESS>"
+
+
+def _raw_responses_stream(gateway: GatewaySidecar) -> str:
+    request = urllib.request.Request(
+        f"{gateway.base_url}/responses", method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {SECRET_KEY}"},
+        data=json.dumps({"model": "m", "stream": True, "input": "go"}).encode())
+    with urllib.request.urlopen(request, timeout=30) as page:
+        assert page.headers["Content-Type"].startswith("text/event-stream")
+        return str(page.read().decode())
+
+
+def test_a_responses_stream_cut_short_upstream_is_an_error_not_a_success(
+        gateway: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    events = response_events("A perfectly fine answer.")[:-1]  # no response.completed
+    upstream.reset(lambda r, p: events)
+    with pytest.raises(openai.APIError) as caught:
+        _stream_response(gateway)
+    assert caught.value.body["type"] == "upstream_invalid_response"  # type: ignore[index]
+    upstream.reset(lambda r, p: web.json_response(
+        {"error": {"message": "upstream says 429", "type": "x", "code": "y"}}, status=429))
+    with pytest.raises(openai.RateLimitError):
+        _stream_response(gateway)

@@ -2,7 +2,7 @@
 
     POST /v1/chat/completions   streaming and not
     POST /v1/embeddings         inputs inspected as prompts
-    POST /v1/responses          the Responses API (not streaming yet: refused clearly)
+    POST /v1/responses          the Responses API, streaming and not
 
 Every text of the request is inspected as the prompt (`sidecar.gateway.texts`), and
 only the result goes upstream; the answer's texts are inspected as the completion,
@@ -19,6 +19,14 @@ finish and usage chunks, then `[DONE]`. A block mid-stream is a final
 `{"error": {...}}` event, which the SDKs raise as an APIError. `logprobs` of a
 streamed answer are dropped (they spell the unreleased text), as are those of an
 answer the guardrail modified.
+
+A streamed Responses call (`ResponsesRelay`) goes through the same window: each text
+delta (output text, refusal, function-call arguments, custom tool input, reasoning
+text and summaries) feeds a `LiveStream` per output item and part; the client gets
+delta events carrying only released text, and every `.done`, `output_item.done` and
+`response.completed` event carries the released text in place of the upstream's. A
+block mid-stream is a final `{"type": "error", ...}` event that also holds an `error`
+object, which the SDKs raise as an APIError.
 """
 
 from __future__ import annotations
@@ -99,7 +107,7 @@ class OpenAIGateway:
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
         return await self._call(request, "responses", texts.responses_input,
-                                texts.responses_output, streams=False)
+                                texts.responses_output, streams=True)
 
     # -- one call -------------------------------------------------------------------------
 
@@ -210,7 +218,8 @@ class OpenAIGateway:
                 **headers, "Content-Type": "text/event-stream; charset=utf-8",
                 "Cache-Control": "no-cache"})
             await response.prepare(request)
-            relay = ChatRelay(self.inspector, ident, response, self.timeout)
+            kind = ResponsesRelay if url.partition("?")[0].endswith("/responses") else ChatRelay
+            relay = kind(self.inspector, ident, response, self.timeout)
             try:
                 await relay.run(_events(upstream.content))
             except ConnectionError:  # the client went away: what was shown is audited
@@ -317,20 +326,20 @@ class ChatRelay:
             await self._relay(events)
         except GuardrailError as err:
             _status, kind = status_of(err)
-            await self._send({"error": {"message": str(err), "type": kind, "param": None,
-                                        "code": kind}})
+            await self._fail({"message": str(err), "type": kind, "param": None,
+                              "code": kind})
         except TimeoutError:
-            await self._send({"error": {
+            await self._fail({
                 "message": f"the upstream stopped streaming for {self.timeout:g} s",
-                "type": "upstream_timeout", "param": None, "code": "upstream_timeout"}})
+                "type": "upstream_timeout", "param": None, "code": "upstream_timeout"})
         except aiohttp.ClientError:
-            await self._send({"error": {"message": "the upstream stream broke off",
-                                        "type": "upstream_unavailable", "param": None,
-                                        "code": "upstream_unavailable"}})
+            await self._fail({"message": "the upstream stream broke off",
+                              "type": "upstream_unavailable", "param": None,
+                              "code": "upstream_unavailable"})
         except UpstreamBroken as err:
-            await self._send({"error": {"message": f"the upstream sent {err}",
-                                        "type": "upstream_invalid_response", "param": None,
-                                        "code": "upstream_invalid_response"}})
+            await self._fail({"message": f"the upstream sent {err}",
+                              "type": "upstream_invalid_response", "param": None,
+                              "code": "upstream_invalid_response"})
         finally:
             for stream in self.streams.values():
                 stream.abandon()  # a no-op for streams that finished
@@ -346,7 +355,7 @@ class ChatRelay:
             if not isinstance(chunk, dict):
                 raise UpstreamBroken("an event that is not a JSON object")
             if chunk.get("error"):  # the upstream's own error: passed on, and the end
-                await self._send({"error": chunk["error"]})
+                await self._fail(chunk["error"])
                 return
             for key in await self._absorb(chunk):
                 if await self._emit(key, await self.streams[key].advance()):
@@ -424,9 +433,253 @@ class ChatRelay:
             if release.blocked:
                 verdict = self.streams[key].verdict
                 assert verdict is not None  # a blocked stream is closed and audited
-                await self._send({"error": blocked_error(verdict, Direction.COMPLETION)})
+                await self._fail(blocked_error(verdict, Direction.COMPLETION))
                 return True
         return False
 
+    async def _fail(self, error_object: Any) -> None:
+        """The stream's last event: an error the SDKs raise as an APIError."""
+        await self._send({"error": error_object})
+
     async def _send(self, event: dict[str, Any]) -> None:
         await self.response.write(b"data: " + json.dumps(event).encode("utf-8") + b"\n\n")
+
+
+class _Blocked(Exception):
+    """A stream was blocked and its error event sent: the relay ends here."""
+
+
+# Responses API delta events whose text the guardrail streams: type -> the field of the
+# matching `.done` event, and how an event names its stream within its output item.
+_RESPONSE_TEXTS: dict[str, tuple[str, str]] = {
+    "response.output_text": ("text", "content"),
+    "response.refusal": ("refusal", "content"),
+    "response.function_call_arguments": ("arguments", "arguments"),
+    "response.custom_tool_call_input": ("input", "input"),
+    "response.reasoning_text": ("text", "reasoning"),
+    "response.reasoning_summary_text": ("text", "summary"),
+}
+_RESPONSE_ENDS = ("response.completed", "response.incomplete", "response.failed")
+
+
+def _response_key(event: dict[str, Any], how: str) -> StreamKey:
+    index = event.get("output_index", 0)
+    if not isinstance(index, int):
+        raise UpstreamBroken("an event without a valid output_index")
+    if how in ("arguments", "input"):
+        return (index, how)
+    part = event.get("summary_index" if how == "summary" else "content_index", 0)
+    if not isinstance(part, int):
+        raise UpstreamBroken("an event without a valid part index")
+    return (index, part) if how == "content" else (index, f"{how}{part}")
+
+
+def _item_slots(item: Any, index: int) -> list[tuple[StreamKey, dict[str, Any], str]]:
+    """The texts of one Responses output item: (stream key, holder, field)."""
+    found: list[tuple[StreamKey, dict[str, Any], str]] = []
+    if not isinstance(item, dict):
+        return found
+    kind = item.get("type")
+    if kind == "function_call":
+        found.append(((index, "arguments"), item, "arguments"))
+    elif kind == "custom_tool_call":
+        found.append(((index, "input"), item, "input"))
+    groups = (("content", "reasoning"), ("summary", "summary")) if kind == "reasoning" \
+        else (("content", ""),)
+    for name, prefix in groups:
+        parts = item.get(name)
+        if not isinstance(parts, list):
+            continue
+        for position, part in enumerate(parts):
+            if not isinstance(part, dict):
+                continue
+            key: StreamKey = (index, f"{prefix}{position}") if prefix else (index, position)
+            for field in ("text", "refusal"):
+                if field in part:
+                    found.append((key, part, field))
+    return [(key, holder, field) for key, holder, field in found
+            if isinstance(holder.get(field), str)]
+
+
+class ResponsesRelay(ChatRelay):
+    """One streamed Responses API call, from the upstream's events to the client's.
+
+    Each text stream is keyed by output index and part; text that arrives in an
+    `.added` event is taken in as the stream's first delta. A `.done` event finishes its
+    stream (its last releases go out first as deltas) and carries the released text;
+    `output_item.done` and `response.completed` carry the released texts too, and a
+    text they hold that never came as deltas is inspected there, before it is sent.
+    Sequence numbers are the gateway's own, since the relay adds and drops events."""
+
+    def __init__(self, inspector: Inspector, ident: Identity, response: web.StreamResponse,
+                 timeout: float) -> None:
+        super().__init__(inspector, ident, response, timeout)
+        self.released: dict[StreamKey, str] = {}
+        self.delta_templates: dict[StreamKey, dict[str, Any]] = {}
+        self.sequence = 0
+        self.ended = False
+
+    async def _relay(self, events: AsyncIterator[str]) -> None:
+        try:
+            async for data in events:
+                if data.strip() == "[DONE]":
+                    break
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    raise UpstreamBroken("an event that is not JSON") from None
+                if not isinstance(event, dict):
+                    raise UpstreamBroken("an event that is not a JSON object")
+                if event.get("type") == "error" or event.get("error"):
+                    await self._fail(event.get("error") or {
+                        key: event.get(key) for key in ("message", "code", "param")})
+                    return
+                await self._event(event)
+                if self.ended:
+                    return
+        except _Blocked:
+            return
+        raise UpstreamBroken("a stream that ended without response.completed")
+
+    async def _event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if not isinstance(kind, str):
+            raise UpstreamBroken("an event without a type")
+        base, _, phase = kind.rpartition(".")
+        if base in _RESPONSE_TEXTS and phase in ("delta", "done"):
+            field, how = _RESPONSE_TEXTS[base]
+            key = _response_key(event, how)
+            if phase == "delta":
+                text = event.get("delta")
+                if not isinstance(text, str):
+                    raise UpstreamBroken("a delta that is not a string")
+                self.delta_templates[key] = {
+                    name: ([] if name == "logprobs" else value) for name, value in event.items()
+                    if name not in ("delta", "sequence_number", "obfuscation")}
+                await self._feed(key, text)
+                return
+            value = event.get(field)
+            if isinstance(value, str) and value and key not in self.streams:
+                self._open(key).add(value)  # a done event without deltas
+            event[field] = await self._settle(key)
+            if "logprobs" in event:
+                event["logprobs"] = []
+        elif kind in ("response.output_item.added", "response.output_item.done"):
+            await self._item(event.get("item"), event.get("output_index", 0),
+                             done=kind.endswith(".done"))
+        elif kind in ("response.content_part.added", "response.content_part.done",
+                      "response.reasoning_summary_part.added",
+                      "response.reasoning_summary_part.done"):
+            how = "summary" if "summary" in kind else "content"
+            key = _response_key(event, how)
+            part = event.get("part")
+            if isinstance(part, dict):
+                for field in ("text", "refusal"):
+                    if isinstance(part.get(field), str):
+                        await self._slot(key, part, field, done=kind.endswith(".done"))
+        elif kind in _RESPONSE_ENDS:
+            response = event.get("response")
+            if isinstance(response, dict):
+                output = response.get("output")
+                items: list[Any] = output if isinstance(output, list) else []
+                for index, item in enumerate(items):
+                    await self._item(item, index, done=True)
+                if isinstance(response.get("output_text"), str):
+                    response["output_text"] = "".join(
+                        part["text"] for item in items
+                        if isinstance(item, dict) and item.get("type") == "message"
+                        for part in item.get("content") or []
+                        if isinstance(part, dict) and part.get("type") == "output_text"
+                        and isinstance(part.get("text"), str))
+            self.ended = True
+        await self._send(event)
+
+    async def _item(self, item: Any, index: Any, *, done: bool) -> None:
+        if not isinstance(index, int):
+            raise UpstreamBroken("an event without a valid output_index")
+        for key, holder, field in _item_slots(item, index):
+            await self._slot(key, holder, field, done=done)
+
+    async def _slot(self, key: StreamKey, holder: dict[str, Any], field: str, *,
+                    done: bool) -> None:
+        """One text inside an added or done object: taken in, or replaced by what was
+        released (its stream finished first)."""
+        text = holder[field]
+        if not done:
+            holder[field] = ""
+            if text:
+                await self._feed(key, text)
+            return
+        if text and key not in self.streams:
+            self._open(key).add(text)
+        holder[field] = await self._settle(key) if key in self.streams else ""
+
+    def _open(self, key: StreamKey) -> LiveStream:
+        stream = self.streams.get(key)
+        if stream is None:
+            stream = self.streams[key] = self.inspector.open_stream(
+                self.ident.stream_template())
+            self.released[key] = ""
+        return stream
+
+    async def _feed(self, key: StreamKey, text: str) -> None:
+        if key in self.streams and self.streams[key].verdict is not None:
+            raise UpstreamBroken("text after its part was done")
+        stream = self._open(key)
+        if text:
+            stream.add(text)
+            await self._emit(key, await stream.advance())
+
+    async def _settle(self, key: StreamKey) -> str:
+        """Finish the stream (once) and answer the whole text it released."""
+        stream = self.streams[key]
+        if stream.verdict is None:
+            await self._emit(key, await stream.finish())
+        return self.released[key]
+
+    async def _emit(self, key: StreamKey, releases: list[Release]) -> bool:
+        for release in releases:
+            if release.text:
+                self.released[key] += release.text
+                template = self.delta_templates.get(key) or self._delta_template(key)
+                await self._send({**template, "delta": release.text})
+            if release.blocked:
+                verdict = self.streams[key].verdict
+                assert verdict is not None  # a blocked stream is closed and audited
+                await self._fail(blocked_error(verdict, Direction.COMPLETION))
+                raise _Blocked
+        return False
+
+    @staticmethod
+    def _delta_template(key: StreamKey) -> dict[str, Any]:
+        """A delta event for text that came in an `.added` or `.done` object."""
+        index, part = key
+        if isinstance(part, int):
+            return {"type": "response.output_text.delta", "item_id": "", "output_index": index,
+                    "content_index": part, "logprobs": []}
+        if part in ("arguments", "input"):
+            kind = "function_call_arguments" if part == "arguments" else "custom_tool_call_input"
+            return {"type": f"response.{kind}.delta", "item_id": "", "output_index": index}
+        how = "summary" if part.startswith("summary") else "reasoning"
+        number = int(part.removeprefix(how))
+        if how == "summary":
+            return {"type": "response.reasoning_summary_text.delta", "item_id": "",
+                    "output_index": index, "summary_index": number}
+        return {"type": "response.reasoning_text.delta", "item_id": "", "output_index": index,
+                "content_index": number}
+
+    async def _fail(self, error_object: Any) -> None:
+        """A Responses `error` event that also holds the error object, so that the SDKs
+        raise it (they raise any event with an `error` field) and event readers see it."""
+        fields = error_object if isinstance(error_object, dict) else {}
+        await self._send({"type": "error", "code": fields.get("code"),
+                          "message": str(fields.get("message") or "error"),
+                          "param": fields.get("param"), "error": error_object})
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        event["sequence_number"] = self.sequence
+        self.sequence += 1
+        kind = event.get("type")
+        head = f"event: {kind}\n".encode() if isinstance(kind, str) else b""
+        await self.response.write(head + b"data: " + json.dumps(event).encode("utf-8")
+                                  + b"\n\n")
