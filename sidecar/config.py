@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     # into every pod, so compliance pins a single public key for all chains.
     audit_signing_key_file: Path | None = None
 
+    # The `hash` action's key and the routing tags' signing key (32+ raw bytes in a file,
+    # 0600, or root-owned 0440 as Kubernetes mounts a Secret; or base64 in the variable
+    # itself). Unset: <data_dir>/keys/hash.key and tags.key, generated on first start.
+    # A fleet must share them (a per-pod key hashes and signs differently on every
+    # replica): with `store` set, generated keys are refused unless allow_pod_keys.
+    hash_key_file: Path | None = None
+    hash_key: str | None = Field(default=None, repr=False)
+    tags_key_file: Path | None = None
+    tags_key: str | None = Field(default=None, repr=False)
+    allow_pod_keys: bool = False
+
     # Fleet mode: "postgresql://..." keeps every pod's audit chain, data keys and
     # pseudonym vault in one PostgreSQL store (TLS options go in the URL: sslmode,
     # sslrootcert, sslcert, sslkey). Unset: everything stays in data_dir, as before.

@@ -19,7 +19,7 @@ from sidecar.cache import Key, MessageCache, message_key
 from sidecar.config import Settings
 from sidecar.edits import apply_resolved, resolve
 from sidecar.errors import GuardrailError, InvalidRequest, RequestTooLarge, StageFailed
-from sidecar.keys import load_or_create_key
+from sidecar.keys import shared_key
 from sidecar.logs import error_frames
 from sidecar.policy.store import CompiledPolicy, PolicySet, compile_directory
 from sidecar.types import (
@@ -372,8 +372,16 @@ def _unproject(result: StageResult, projection: Projection) -> StageResult:
 
 
 def resources_from(settings: Settings) -> StageResources:
+    """The keys stages use: shared ones from the settings, else the data directory's
+    (refused in fleet mode, where every pod's would differ; see sidecar.keys.shared_key)."""
+    keys = Path(settings.data_dir) / "keys"
+    fleet = settings.store is not None
     return StageResources(
         spacy_model=settings.spacy_model,
-        hash_key=load_or_create_key(Path(settings.data_dir) / "keys" / "hash.key"),
-        tag_key=load_or_create_key(Path(settings.data_dir) / "keys" / "tags.key"),
+        hash_key=shared_key(text=settings.hash_key, file=settings.hash_key_file,
+                            generated=keys / "hash.key", env="HASH_KEY", fleet=fleet,
+                            allow_generated=settings.allow_pod_keys),
+        tag_key=shared_key(text=settings.tags_key, file=settings.tags_key_file,
+                           generated=keys / "tags.key", env="TAGS_KEY", fleet=fleet,
+                           allow_generated=settings.allow_pod_keys),
     )

@@ -5,6 +5,7 @@ Each test gets an empty database of its own."""
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 import subprocess
 import tempfile
@@ -62,15 +63,20 @@ def store_url(postgres: Postgres) -> str:
 
 @dataclass(frozen=True)
 class FleetSecrets:
-    """What a fleet's pods share from their Secrets: the KEK and the signing key."""
+    """What a fleet's pods share from their Secrets: the KEK, the signing key, and the
+    `hash` action's and routing tags' keys (one a file, one base64, as each may be)."""
 
     kek: str
     signing_key: Path
     public_key: str
+    hash_key_file: Path
+    tags_key: str
 
     def env(self, url: str, **more: str) -> dict[str, str]:
         return {"GUARDRAIL_STORE": url, "GUARDRAIL_AUDIT_KEK": self.kek,
-                "GUARDRAIL_AUDIT_SIGNING_KEY_FILE": str(self.signing_key), **more}
+                "GUARDRAIL_AUDIT_SIGNING_KEY_FILE": str(self.signing_key),
+                "GUARDRAIL_HASH_KEY_FILE": str(self.hash_key_file),
+                "GUARDRAIL_TAGS_KEY": self.tags_key, **more}
 
 
 def fleet_secrets(directory: Path) -> FleetSecrets:
@@ -84,7 +90,12 @@ def fleet_secrets(directory: Path) -> FleetSecrets:
     key.write_bytes(raw)
     key.chmod(0o600)
     public = Signer(Ed25519PrivateKey.from_private_bytes(raw)).public_hex()
-    return FleetSecrets(base64.b64encode(secrets.token_bytes(32)).decode(), key, public)
+    hash_key = directory / "hash.key"
+    hash_key.write_bytes(secrets.token_bytes(32))
+    # As Kubernetes mounts a Secret file (0440), where that is what it would be: root-owned.
+    hash_key.chmod(0o440 if os.geteuid() == 0 else 0o600)
+    return FleetSecrets(base64.b64encode(secrets.token_bytes(32)).decode(), key, public,
+                        hash_key, base64.b64encode(secrets.token_bytes(32)).decode())
 
 
 @pytest.fixture
