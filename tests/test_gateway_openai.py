@@ -432,10 +432,13 @@ def test_a_card_split_across_responses_events_blocks_with_an_error_the_sdk_raise
     for cut in range(start + 1, start + len(CARD)):
         upstream.reset(lambda r, p, cut=cut: response_events(said, [cut]))
         seen: list[str] = []
-        with pytest.raises(openai.APIError) as caught, \
-                client(gateway).responses.stream(model="m", input="go") as stream:
-            for event in stream:
-                seen.append(json.dumps(event.to_dict(warnings=False)))
+
+        def read(into: list[str] = seen) -> None:
+            with client(gateway).responses.stream(model="m", input="go") as stream:
+                into += [json.dumps(event.to_dict(warnings=False)) for event in stream]
+
+        with pytest.raises(openai.APIError) as caught:
+            read()
         assert caught.value.body["type"] == "guardrail_blocked", cut  # type: ignore[index]
         assert caught.value.body["audit_id"], cut  # type: ignore[index]
         assert "1111" not in "".join(seen), cut
