@@ -941,7 +941,8 @@ def _kube_inject(args: argparse.Namespace) -> int:
     from sidecar.kubeinject import MAX_INPUT_BYTES, InjectError, Options, inject_text
 
     chosen = {name: value for name in ("mode", "image", "kek_secret", "store_secret",
-                                       "signing_key_secret", "policies_configmap",
+                                       "signing_key_secret", "shared_keys_secret",
+                                       "policies_configmap",
                                        "data_claim", "data_size", "outbox_size")
               if (value := getattr(args, name)) is not None}
     options = Options(**chosen)
@@ -992,6 +993,9 @@ def _add_kube_inject_command(commands: Any) -> None:
     inject.add_argument("--signing-key-secret", help="fleet: Secret holding the checkpoint "
                         "signing key (32 raw bytes) under key 'signing-key' (default "
                         "guardrail-audit-signing-key)")
+    inject.add_argument("--shared-keys-secret", help="fleet: Secret holding the keys every "
+                        "replica shares, under 'hash-key' and 'tags-key' (32+ raw bytes "
+                        "each; default guardrail-shared-keys)")
     inject.add_argument("--policies-configmap", help="ConfigMap of policy files (default "
                                                      "guardrail-policies)")
     inject.add_argument("--data-claim", help="single, Pod or Deployment: the claim for the "

@@ -16,10 +16,12 @@ Two modes (issue 19 describes the fleet):
   one trail). More replicas need a StatefulSet or the fleet mode; they are refused.
 - `fleet`: `GUARDRAIL_STORE` (a `postgresql://` URL) comes from a Secret, the data
   directory is an `emptyDir` outbox the shipper drains into PostgreSQL; any replica count.
-  The fleet's checkpoint signing key comes from a Secret too; the sidecar refuses a key
-  file that its group may read, which is how the kubelet mounts every Secret file
-  (root-owned, 0440 with fsGroup), so a first init container, `guardrail-keys`, copies it
-  to a 0600 file of the sidecar's own on the memory-backed /tmp volume.
+  The fleet's checkpoint signing key comes from a Secret too, copied by a first init
+  container, `guardrail-keys`, to a 0600 file of the sidecar's own on the memory-backed
+  /tmp volume (written when the sidecar refused every group-readable key file). The keys
+  every replica must share for the `hash` action and routing-tag signatures come from
+  the shared-keys Secret, read where the kubelet mounts them (root-owned, 0440 with
+  fsGroup, which sidecar.keys accepts).
 
 Injection converges: the init container named `guardrail` and the volumes only it mounts
 belong to kube-inject, and a second run replaces them with the same rendering, so injecting
@@ -51,7 +53,8 @@ DATA_VOLUME = "guardrail-data"
 POLICIES_VOLUME = "guardrail-policies"
 TMP_VOLUME = "guardrail-tmp"
 SIGNING_VOLUME = "guardrail-signing-key"
-OWN_VOLUMES = (DATA_VOLUME, POLICIES_VOLUME, TMP_VOLUME, SIGNING_VOLUME)
+SHARED_KEYS_VOLUME = "guardrail-shared-keys"  # fleet: the hash and routing-tag keys
+OWN_VOLUMES = (DATA_VOLUME, POLICIES_VOLUME, TMP_VOLUME, SIGNING_VOLUME, SHARED_KEYS_VOLUME)
 MODE_ANNOTATION = "guardrail-sidecar/mode"
 # The app's own grace period, before kube-inject added the drain: kept so that a second
 # run adds the drain to the same figure instead of to its own earlier result.
@@ -61,6 +64,7 @@ DATA_DIR = "/var/lib/guardrail"
 POLICIES_DIR = "/etc/guardrail/policies"
 SIGNING_DIR = "/etc/guardrail/signing-key"
 SIGNING_KEY_FILE = "/tmp/guardrail/audit-signing.key"  # noqa: S108 (a private tmpfs)
+SHARED_KEYS_DIR = "/etc/guardrail/shared-keys"
 LISTEN = "127.0.0.1:50051"
 METRICS_LISTEN = "127.0.0.1:9464"
 PORTS = (50051, 9464)
@@ -77,6 +81,10 @@ DEFAULT_GRACE = 30  # Kubernetes' default terminationGracePeriodSeconds
 KEK_KEY = "kek"  # the key inside the KEK Secret (32 random bytes, base64)
 STORE_KEY = "url"  # the key inside the store Secret (postgresql://...)
 SIGNING_KEY = "signing-key"  # the key inside the signing-key Secret (32 raw bytes)
+# The keys inside the shared-keys Secret (32+ raw bytes each): the `hash` action's and the
+# routing tags' signature key, which every replica must share.
+HASH_KEY = "hash-key"
+TAGS_KEY = "tags-key"
 
 TEMPLATED = ("Deployment", "StatefulSet")
 # Workload kinds with a pod template that kube-inject does not handle: refused by name,
@@ -106,6 +114,7 @@ class Options:
     kek_secret: str = "guardrail-audit-kek"  # noqa: S105 (a Secret's name, not a secret)
     store_secret: str = "guardrail-store"  # noqa: S105
     signing_key_secret: str = "guardrail-audit-signing-key"  # noqa: S105
+    shared_keys_secret: str = "guardrail-shared-keys"  # noqa: S105
     policies_configmap: str = "guardrail-policies"
     # single mode, Pod or Deployment: the claim holding the trail (default <name>-guardrail,
     # or the claim an earlier injection used).
@@ -127,6 +136,7 @@ class Options:
         for flag, value in (("--kek-secret", self.kek_secret),
                             ("--store-secret", self.store_secret),
                             ("--signing-key-secret", self.signing_key_secret),
+                            ("--shared-keys-secret", self.shared_keys_secret),
                             ("--policies-configmap", self.policies_configmap),
                             ("--data-claim", self.data_claim)):
             if value is not None and not _NAME.match(value):
@@ -341,6 +351,10 @@ def _volumes(pod: _Pod, options: Options, claim: str | None) -> list[dict[str, A
         own.append({"name": SIGNING_VOLUME, "secret": {
             "secretName": options.signing_key_secret, "defaultMode": 0o440,
             "items": [{"key": SIGNING_KEY, "path": SIGNING_KEY}]}})
+        # Read where the kubelet mounts them: root-owned 0440 is what sidecar.keys accepts.
+        own.append({"name": SHARED_KEYS_VOLUME, "secret": {
+            "secretName": options.shared_keys_secret, "defaultMode": 0o440,
+            "items": [{"key": HASH_KEY, "path": HASH_KEY}, {"key": TAGS_KEY, "path": TAGS_KEY}]}})
     return own
 
 
@@ -383,6 +397,16 @@ def _sidecar(options: Options) -> dict[str, Any]:
         env.append({"name": "GUARDRAIL_STORE", "valueFrom": {"secretKeyRef": {
             "name": options.store_secret, "key": STORE_KEY}}})
         env.append({"name": "GUARDRAIL_AUDIT_SIGNING_KEY_FILE", "value": SIGNING_KEY_FILE})
+        env.append({"name": "GUARDRAIL_HASH_KEY_FILE", "value": f"{SHARED_KEYS_DIR}/{HASH_KEY}"})
+        env.append({"name": "GUARDRAIL_TAGS_KEY_FILE", "value": f"{SHARED_KEYS_DIR}/{TAGS_KEY}"})
+    mounts: list[dict[str, Any]] = [
+        {"name": DATA_VOLUME, "mountPath": DATA_DIR},
+        {"name": POLICIES_VOLUME, "mountPath": POLICIES_DIR, "readOnly": True},
+        {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 (a private emptyDir)
+    ]
+    if options.mode == "fleet":
+        mounts.append({"name": SHARED_KEYS_VOLUME, "mountPath": SHARED_KEYS_DIR,
+                       "readOnly": True})
 
     def probe(timeout: str, **timing: int) -> dict[str, Any]:
         # Loopback only, so the kubelet's own gRPC probe cannot reach it: exec instead.
@@ -403,11 +427,7 @@ def _sidecar(options: Options) -> dict[str, Any]:
             "limits": {"cpu": options.cpu_limit, "memory": options.memory_limit},
         },
         "securityContext": _security(),
-        "volumeMounts": [
-            {"name": DATA_VOLUME, "mountPath": DATA_DIR},
-            {"name": POLICIES_VOLUME, "mountPath": POLICIES_DIR, "readOnly": True},
-            {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 (a private emptyDir)
-        ],
+        "volumeMounts": mounts,
     }
 
 

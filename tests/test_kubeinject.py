@@ -139,8 +139,19 @@ def test_injected_workloads_are_valid_and_injecting_twice_changes_nothing(
         keys = after["initContainers"][0]
         assert keys["name"] == "guardrail-keys" and "restartPolicy" not in keys
         assert env["GUARDRAIL_AUDIT_SIGNING_KEY_FILE"]["value"] in keys["command"][-1]
+        # The keys every replica shares, read from the Secret's own mount in the sidecar.
+        shared = next(v for v in after["volumes"] if v["name"] == "guardrail-shared-keys")
+        assert shared["secret"]["secretName"] == "guardrail-shared-keys"
+        assert shared["secret"]["defaultMode"] == 0o440
+        mounted = {m["name"]: m for m in sidecar["volumeMounts"]}["guardrail-shared-keys"]
+        assert mounted["readOnly"] is True
+        for variable, item in (("GUARDRAIL_HASH_KEY_FILE", "hash-key"),
+                               ("GUARDRAIL_TAGS_KEY_FILE", "tags-key")):
+            assert env[variable]["value"] == f"{mounted['mountPath']}/{item}"
+            assert {"key": item, "path": item} in shared["secret"]["items"]
     else:
         assert "GUARDRAIL_STORE" not in env
+        assert "GUARDRAIL_HASH_KEY_FILE" not in env and "GUARDRAIL_TAGS_KEY_FILE" not in env
         if doc["kind"] == "StatefulSet":
             assert data_volume is None  # one claim per replica, from the template
             [template] = out["spec"]["volumeClaimTemplates"]
@@ -165,6 +176,7 @@ def test_reinjecting_with_other_options_replaces_the_sidecar_and_stays_valid(
     assert volumes.count("guardrail-policies") == 1
     fleet = second == "fleet"
     assert ("guardrail-signing-key" in volumes) is fleet
+    assert ("guardrail-shared-keys" in volumes) is fleet
     assert ("guardrail-keys" in [c["name"] for c in pod_spec(again)["initContainers"]]) is fleet
     grace = pod_spec(doc).get("terminationGracePeriodSeconds", 30)
     assert pod_spec(again)["terminationGracePeriodSeconds"] == grace + kubeinject.DRAIN_SECONDS
@@ -289,6 +301,7 @@ def test_malformed_input_is_refused_with_one_clear_line(text: str, says: str) ->
     ["--outbox-size", "lots"],
     ["--image", "has space"],
     ["--kek-secret", "has_underscore"],
+    ["--shared-keys-secret", "Shared.Keys"],
 ])
 def test_bad_options_are_refused(argv: list[str], capsys: Any) -> None:
     assert cli.main(["kube-inject", "-f", "/dev/null", *argv]) == 2
@@ -304,6 +317,13 @@ def test_the_command_reads_stdin_writes_stdout_and_exits_2_on_bad_input(
     out = next(yaml.safe_load_all(captured.out))
     schema_valid(out)
     assert "GUARDRAIL_STORE" in {e["name"] for e in sidecar_of(out)["env"]}
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(pod.encode())))
+    assert cli.main(["kube-inject", "--mode", "fleet", "--shared-keys-secret", "team-keys"]) == 0
+    named = next(yaml.safe_load_all(capsys.readouterr().out))
+    assert {"name": "guardrail-shared-keys", "secret": {
+        "secretName": "team-keys", "defaultMode": 0o440,
+        "items": [{"key": "hash-key", "path": "hash-key"},
+                  {"key": "tags-key", "path": "tags-key"}]}} in pod_spec(named)["volumes"]
 
     target = tmp_path / "out.yaml"
     source = tmp_path / "in.yaml"
