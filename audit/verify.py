@@ -545,7 +545,10 @@ def _holds(db: sqlite3.Connection, events: list[tuple[int, str, str, dict[str, s
 def _chained_holds_since(db: sqlite3.Connection) -> float:
     """When this trail began chaining holds (migration 3); 0 when it always did, so an
     unchained hold row can only have been inserted by hand."""
-    applied = dict(db.execute("SELECT version, applied FROM schema_migrations"))
+    try:
+        applied = dict(db.execute("SELECT version, applied FROM schema_migrations"))
+    except sqlite3.OperationalError:  # a fleet chain's copy: its holds were always chained
+        return 0.0
     first, chained = applied.get(1), applied.get(3)
     if not isinstance(first, float | int) or not isinstance(chained, float | int):
         return 0.0
