@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import string
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import raw_bytes
+from tests.conftest import TEST_POLICIES, raw_bytes
 from tests.gateway import (
     GatewaySidecar,
     RecordingUpstream,
@@ -33,6 +34,7 @@ from tests.gateway import (
     chat_completion,
     gateway_sidecar,
     response_events,
+    response_object,
     sse,
 )
 
@@ -481,3 +483,81 @@ def test_a_responses_stream_cut_short_upstream_is_an_error_not_a_success(
         {"error": {"message": "upstream says 429", "type": "x", "code": "y"}}, status=429))
     with pytest.raises(openai.RateLimitError):
         _stream_response(gateway)
+
+
+# -- per policy: a refusal text instead of an error ------------------------------------------
+
+REFUSAL = "I can't share that here."
+REFUSING = {"x-guardrail-tenant": "refusing"}
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory,
+             upstream: RecordingUpstream) -> Iterator[GatewaySidecar]:
+    """A sidecar whose tenant "refusing" gets the default policy with `on_block: refusal`."""
+    tmp = tmp_path_factory.mktemp("refusing")
+    shutil.copytree(TEST_POLICIES, tmp / "policies")
+    (tmp / "policies" / "refusing.yaml").write_text(
+        "name: refusing\nextends: default\nmatch: {tenants: [refusing]}\n"
+        f"on_block: {{respond: refusal, refusal_text: \"{REFUSAL}\"}}\n")
+    with gateway_sidecar(tmp / "data", upstream, policies=tmp / "policies") as running:
+        yield running
+
+
+def test_a_blocked_prompt_gets_the_policys_refusal_text_streamed_or_not(
+        refusing: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    said = [{"role": "user", "content": f"Charge {CARD} please"}]
+    raw = client(refusing, **REFUSING).chat.completions.with_raw_response.create(
+        model="m", messages=said)
+    answer = raw.parse()
+    assert answer.choices[0].message.content == REFUSAL
+    assert answer.choices[0].finish_reason == "content_filter"
+    assert raw.headers["x-guardrail-blocked"] == "prompt"
+    assert raw.headers["x-guardrail-audit-id"]
+    chunks = list(client(refusing, **REFUSING).chat.completions.create(
+        model="m", messages=said, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == REFUSAL
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    result = client(refusing, **REFUSING).responses.create(model="m", input=said[0]["content"])
+    assert result.output_text == REFUSAL
+    assert upstream.received == []  # refused here: the model never saw the card
+    with pytest.raises(openai.BadRequestError):  # other tenants: the error, as before
+        client(refusing).chat.completions.create(model="m", messages=said)
+
+
+def test_a_blocked_answer_is_replaced_by_the_refusal_text(
+        refusing: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    upstream.reset(lambda r, p: chat_completion(f"Your card is {CARD}."))
+    answer = client(refusing, **REFUSING).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "my card?"}])
+    assert answer.choices[0].message.content == REFUSAL
+    assert CARD not in answer.model_dump_json()
+    upstream.reset(lambda r, p: response_object(f"Your card is {CARD}."))
+    result = client(refusing, **REFUSING).responses.create(model="m", input="my card?")
+    assert result.output_text == REFUSAL
+    assert "1111" not in result.model_dump_json(warnings=False)
+
+
+def test_a_stream_blocked_midway_ends_in_the_refusal_text_at_every_cut(
+        refusing: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    said = f"Sure, the number is {CARD} as requested."
+    start = said.index(CARD)
+    for cut in range(start + 1, start + len(CARD), 3):
+        upstream.reset(lambda r, p, cut=cut: chat_chunks(said, [cut]))
+        chunks = list(client(refusing, **REFUSING).chat.completions.create(
+            model="m", stream=True, messages=[{"role": "user", "content": "go"}]))
+        shown = "".join(c.choices[0].delta.content or "" for c in chunks)
+        assert "1111" not in shown, cut
+        assert shown.endswith(REFUSAL), cut
+        assert chunks[-1].choices[0].finish_reason == "content_filter", cut
+
+
+def test_on_block_is_checked_when_the_policy_loads() -> None:
+    from pydantic import ValidationError
+
+    from sidecar.policy.model import OnBlock
+
+    assert OnBlock().respond == "error"
+    for bad in ({"respond": "silence"}, {"refusal_text": ""}, {"refusal_txt": "x"}):
+        with pytest.raises(ValidationError):
+            OnBlock.model_validate(bad)

@@ -126,7 +126,13 @@ class OpenAIGateway:
             slots = prompt(body)
             verdict = await self._inspect(ident, Direction.PROMPT, slots)
             if verdict.decision == Decision.BLOCK:
-                return self._done(blocked(verdict, Direction.PROMPT), ident, path, started)
+                text = self._refusal_text(verdict, path, stream)
+                if text is None:
+                    return self._done(blocked(verdict, Direction.PROMPT), ident, path,
+                                      started)
+                return self._done(await self._refuse(request, verdict, Direction.PROMPT,
+                                                     body, text, stream=stream), ident, path,
+                                  started)
             texts.write_back(slots, verdict.messages)
             scrub_identity(body, self.identity_key)
             base, region = self.upstreams.choose(verdict.routing_tags)
@@ -185,7 +191,12 @@ class OpenAIGateway:
             except Exception:
                 return internal(ident.request_id)
             if verdict.decision == Decision.BLOCK:
-                return blocked(verdict, Direction.COMPLETION)
+                path = url.partition("?")[0].rpartition("/v1/")[2]
+                text = self._refusal_text(verdict, path, False)
+                if text is None:
+                    return blocked(verdict, Direction.COMPLETION)
+                return await self._refuse(request, verdict, Direction.COMPLETION, result,
+                                          text, stream=False)
             texts.write_back(slots, verdict.messages)
             if verdict.decision == Decision.MODIFY:
                 _drop_logprobs(result)
@@ -220,12 +231,70 @@ class OpenAIGateway:
             await response.prepare(request)
             kind = ResponsesRelay if url.partition("?")[0].endswith("/responses") else ChatRelay
             relay = kind(self.inspector, ident, response, self.timeout)
+            if kind is ChatRelay:
+                relay.refusal_of = lambda verdict: self._refusal_text(
+                    verdict, "chat/completions", True)
             try:
                 await relay.run(_events(upstream.content))
             except ConnectionError:  # the client went away: what was shown is audited
                 log.info("gateway client went away mid-stream",
                          extra={"request_id": ident.request_id})
             return response
+
+    def _refusal_text(self, verdict: Verdict, path: str, stream: bool) -> str | None:
+        """The refusal text to answer a block with, when the verdict's policy says
+        `on_block.respond: refusal` and the door has a completion to carry it (chat,
+        streamed or not; Responses, not streamed); None: answer with an error."""
+        if path not in ("chat/completions", "responses") or (stream and path == "responses"):
+            return None
+        policy = self.inspector.policy_of(verdict.policy)
+        if policy is None or policy.on_block.respond != "refusal":
+            return None
+        return policy.on_block.refusal_text
+
+    @staticmethod
+    async def _refuse(request: web.Request, verdict: Verdict, direction: Direction,
+                      body: dict[str, Any], text: str, *,
+                      stream: bool) -> web.StreamResponse:
+        """A normal completion carrying `text` in place of a blocked prompt's answer or
+        of a blocked answer (`body`: the request, or the upstream's result to replace).
+        Headers say it was a block and name the audit record."""
+        headers = {"x-guardrail-blocked": direction.value,
+                   "x-guardrail-audit-id": verdict.audit_id}
+        model = body.get("model") if isinstance(body.get("model"), str) else "guardrail"
+        if request.path.endswith("/responses"):
+            refused = body if direction == Direction.COMPLETION else {
+                "id": f"resp_guardrail_{verdict.request_id}", "object": "response",
+                "created_at": int(time.time()), "status": "completed", "model": model,
+                "parallel_tool_calls": False, "tool_choice": "none", "tools": []}
+            refused["output"] = [{"type": "message", "id": f"msg_guardrail_{verdict.request_id}",
+                                  "status": "completed", "role": "assistant", "content": [
+                                      {"type": "output_text", "text": text,
+                                       "annotations": []}]}]
+            if "output_text" in refused:
+                refused["output_text"] = text
+            return web.json_response(refused, headers=headers)
+        base = {"id": body.get("id") if direction == Direction.COMPLETION else
+                f"chatcmpl-guardrail-{verdict.request_id}",
+                "created": body.get("created") if direction == Direction.COMPLETION else
+                int(time.time()), "model": model}
+        if not stream:
+            refused = {**body, **base} if direction == Direction.COMPLETION else \
+                {**base, "usage": {"prompt_tokens": 0, "completion_tokens": 0,
+                                   "total_tokens": 0}}
+            refused.update(object="chat.completion", choices=[{
+                "index": 0, "finish_reason": "content_filter", "logprobs": None,
+                "message": {"role": "assistant", "content": text, "refusal": None}}])
+            return web.json_response(refused, headers=headers)
+        response = web.StreamResponse(status=200, headers={
+            **headers, "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        for chunk in refusal_chunks({**base, "object": "chat.completion.chunk"}, text,
+                                    role=True):
+            await response.write(b"data: " + json.dumps(chunk).encode("utf-8") + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response
 
     def _upstream_timeout(self) -> web.Response:
         return error(504, f"the upstream did not answer within {self.timeout:g} s "
@@ -269,6 +338,17 @@ def scrub_identity(body: dict[str, Any], key: bytes) -> None:
             metadata.pop(name, None)
         if not metadata:
             del body["metadata"]
+
+
+def refusal_chunks(template: dict[str, Any], text: str, *,
+                   role: bool) -> list[dict[str, Any]]:
+    """The chunks of a streamed refusal: its text, then finish_reason content_filter."""
+    delta: dict[str, Any] = {"role": "assistant", "content": text} if role else \
+        {"content": text}
+    return [{**template, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                      "finish_reason": None}]},
+            {**template, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                      "finish_reason": "content_filter"}]}]
 
 
 def _drop_logprobs(result: dict[str, Any]) -> None:
@@ -320,6 +400,8 @@ class ChatRelay:
         self.streams: dict[StreamKey, LiveStream] = {}
         self.template: dict[str, Any] = {}
         self.deferred: list[dict[str, Any]] = []  # finish and usage chunks: after the text
+        # The policy's refusal text for a block (None: a final error event instead).
+        self.refusal_of: Callable[[Verdict], str | None] = lambda verdict: None
 
     async def run(self, events: AsyncIterator[str]) -> None:
         try:
@@ -433,7 +515,13 @@ class ChatRelay:
             if release.blocked:
                 verdict = self.streams[key].verdict
                 assert verdict is not None  # a blocked stream is closed and audited
-                await self._fail(blocked_error(verdict, Direction.COMPLETION))
+                text = self.refusal_of(verdict)
+                if text is None:
+                    await self._fail(blocked_error(verdict, Direction.COMPLETION))
+                    return True
+                for chunk in refusal_chunks(self.template, text, role=False):
+                    await self._send(chunk)
+                await self.response.write(b"data: [DONE]\n\n")
                 return True
         return False
 

@@ -385,6 +385,18 @@ class Match(_Strict):
     apps: list[Glob] = Field(default_factory=lambda: ["*"], min_length=1, max_length=1000)
 
 
+class OnBlock(_Strict):
+    """How the HTTP gateway answers what this policy blocks (gRPC callers always get the
+    verdict itself). `error`: HTTP 400 with a `guardrail_blocked` error object, or a final
+    error event mid-stream. `refusal`: a normal chat completion (streamed or not) whose
+    text is `refusal_text`, finish_reason `content_filter`, for chat UIs that show any
+    error as a crash; the audit record says BLOCK either way."""
+
+    respond: Literal["error", "refusal"] = "error"
+    refusal_text: str = Field(default="Sorry, I can't help with that.", min_length=1,
+                              max_length=2000)
+
+
 class Policy(_Strict):
     name: str = Field(pattern=POLICY_NAME)
     description: str = ""
@@ -402,6 +414,8 @@ class Policy(_Strict):
     mode: Literal["enforce", "shadow"] = "enforce"
     # What to do when a stage fails: fail closed (block) or open (allow, text untouched).
     on_error: Literal["block", "allow"] = "block"
+    # How the HTTP gateway answers a block: an error (default) or a refusal text.
+    on_block: OnBlock = Field(default_factory=OnBlock)
     # Runs before PII: a block here means the NER model never sees the request.
     content: ContentConfig = Field(default_factory=ContentConfig)
     structured_output: StructuredOutput = Field(default_factory=StructuredOutput)

@@ -26,6 +26,7 @@ from sidecar.auditing import AuditWriter
 from sidecar.errors import GuardrailError, NotReady
 from sidecar.logs import error_frames
 from sidecar.metrics import Metrics
+from sidecar.policy.model import Policy
 from sidecar.pseudonyms import Pseudonymizer, finish_locally
 from sidecar.runner import Runner
 from sidecar.stages.content import longest_match
@@ -188,6 +189,14 @@ class Inspector:
         return dataclasses.replace(verdict, audit_id=audit_id)
 
     # -- streams ---------------------------------------------------------------------------
+
+    def policy_of(self, name: str) -> Policy | None:
+        """The policy a verdict names, as served now (None when a reload removed it)."""
+        if self.pseudonyms is not None:
+            return self.pseudonyms.policy_of(name)
+        pipeline = getattr(self.runner, "pipeline", None)  # both runners keep theirs
+        compiled = pipeline.policies.by_name.get(name) if pipeline is not None else None
+        return compiled.policy if compiled is not None else None
 
     def rule_rank(self, policy: str, rule_id: str) -> int:
         """Position of a residency rule in its policy (first match wins)."""
