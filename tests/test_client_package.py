@@ -20,7 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from sidecar.client import GuardrailCallError, GuardrailClient, InvalidText
 from tests.conftest import REPO, copy_tree
 from tests.gateway import GatewaySidecar, RecordingUpstream, gateway_sidecar
 
@@ -124,6 +127,11 @@ SCRIPT = textwrap.dedent('''
             guard.inspect_prompt()
         except GuardrailCallError as err:
             assert err.code.name == "INVALID_ARGUMENT" and not err.retryable
+        from guardrail_client import InvalidText
+        try:
+            guard.inspect_prompt("broken \\ud800 string")
+        except InvalidText as err:
+            assert err.where == "text" and err.position == 7 and not err.retryable
     assert utf16_offset("\\U0001F600 Ada", 2) == 3
     print("client ok")
 ''')
@@ -137,3 +145,65 @@ def test_the_package_installs_alone_and_works(sidecar: GatewaySidecar, tmp_path:
                           timeout=120, check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "client ok" in done.stdout
+
+
+def test_the_sidecars_client_is_the_packages_client() -> None:
+    """sidecar/client.py (the CLI's) is generated from the package: one set of fixes."""
+    spec = importlib.util.spec_from_file_location("sync_client", REPO / "scripts" /
+                                                  "sync_client.py")
+    assert spec is not None
+    assert spec.loader is not None
+    sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync)
+    assert (REPO / "sidecar" / "client.py").read_text(encoding="utf-8") == sync.render(), \
+        "sidecar/client.py is stale: run scripts/sync_client.py"
+
+
+surrogates = st.integers(0xD800, 0xDFFF).map(chr)
+plain = st.text(st.characters(blacklist_categories=["Cs"]), max_size=40)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=plain, lone=surrogates, after=plain,
+       where=st.sampled_from(["text", "message", "tenant", "chunk"]))
+def test_a_lone_surrogate_is_the_clients_own_error_never_a_unicode_error(
+        sidecar: GatewaySidecar, before: str, lone: str, after: str, where: str) -> None:
+    """What a broken UTF-16 string (JavaScript, Windows) decodes to: refused before it
+    is sent, naming the field and position, never quoting the text, never retryable;
+    and the client keeps working."""
+    bad = before + lone + after
+    with GuardrailClient(sidecar.server.running.address, timeout=20) as guard:
+        calls = {
+            "text": lambda: guard.inspect_prompt(bad),
+            "message": lambda: guard.inspect_completion(
+                messages=[("user", "fine"), ("assistant", bad)]),
+            "tenant": lambda: guard.inspect_prompt("fine", tenant=bad),
+            "chunk": lambda: list(guard.stream_completion(["fine ", bad, "never sent"]))}
+        with pytest.raises(InvalidText) as caught:
+            calls[where]()
+        err = caught.value
+        assert isinstance(err, GuardrailCallError)
+        assert err.code.name == "INVALID_ARGUMENT" and not err.retryable
+        field = {"text": "text", "message": "messages[1].content", "tenant": "tenant",
+                 "chunk": "chunks[1]"}[where]
+        assert (err.where, err.position) == (field, len(before))
+        assert str(err) == (f"INVALID_ARGUMENT: {field}: a lone surrogate at code point "
+                            f"{len(before)} is not valid Unicode; the text cannot be sent")
+        assert guard.inspect_prompt("still working").decision == "ALLOW"
+
+
+def test_would_modify_and_would_block_on_enforced_decisions_as_the_proto_says(
+        sidecar: GatewaySidecar) -> None:
+    """The proto's promise: would_block / would_modify say what enforcing every rule
+    would decide, so on an enforce-mode policy they follow the decision itself."""
+    with GuardrailClient(sidecar.server.running.address, timeout=20) as guard:
+        modified = guard.inspect_prompt("write to ada.stone@acme.com")
+        assert modified.decision == "MODIFY"
+        assert modified.would_modify and not modified.would_block
+        blocked = guard.inspect_prompt("my SSN is 078-05-1120, card 4111 1111 1111 1111")
+        assert blocked.decision == "BLOCK"
+        assert blocked.would_block and not blocked.would_modify
+        clean = guard.inspect_prompt("hello there")
+        assert clean.decision == "ALLOW"
+        assert not clean.would_block and not clean.would_modify

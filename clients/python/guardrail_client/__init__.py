@@ -10,8 +10,11 @@
 
 Calls that fail raise `GuardrailCallError` with the gRPC status; `retryable` says whether
 trying again may help (the sidecar is starting, draining, or shedding load) and is
-false for a request that can never succeed (over a size limit, invalid). The channel
-retries UNAVAILABLE itself, a few times with backoff, before giving up.
+false for a request that can never succeed (over a size limit, invalid). A text the
+client cannot even send (a lone UTF-16 surrogate, as a broken JavaScript or Windows
+string decodes to) raises `InvalidText`, a GuardrailCallError (INVALID_ARGUMENT) that
+names the field and position, never the text. The channel retries UNAVAILABLE itself,
+a few times with backoff, before giving up.
 
 Depends on grpcio and protobuf only (the generated stubs live in `_proto`).
 """
@@ -30,8 +33,8 @@ from guardrail_client._proto.guardrail.v1 import guardrail_pb2 as pb
 from guardrail_client._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 
 __all__ = ["DEFAULT_TARGET", "AsyncGuardrailClient", "Finding", "GuardrailCallError",
-           "GuardrailClient", "Result", "SchemaError", "StreamUpdate", "Tls", "Violation",
-           "pb", "pb_grpc", "utf16_offset"]
+           "GuardrailClient", "InvalidText", "Result", "SchemaError", "StreamUpdate", "Tls",
+           "Violation", "pb", "pb_grpc", "utf16_offset"]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 # gRPC's own retries (gRFC A6): a sidecar that restarts or drains answers UNAVAILABLE.
@@ -159,6 +162,29 @@ class GuardrailCallError(Exception):
         return self.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry" in self.details
 
 
+class InvalidText(GuardrailCallError):
+    """A text that is not valid Unicode (a lone surrogate), refused before it is sent:
+    protobuf cannot encode it, and no retry cures it. `where` names the field
+    (`text`, `messages[2].content`, `chunks[5]`, ...), `position` the code point."""
+
+    def __init__(self, where: str, position: int) -> None:
+        self.where = where
+        self.position = position
+        super().__init__(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"{where}: a lone surrogate at code point {position} is not "
+                         "valid Unicode; the text cannot be sent")
+
+
+def _check_text(where: str, value: Any) -> None:
+    """Raise InvalidText for a string UTF-8 cannot encode (called on failure only, to
+    say where: protobuf's own error names neither field nor position, or quotes it)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise InvalidText(where, err.start) from None
+
+
 def utf16_offset(text: str, offset: int) -> int:
     """A code-point offset (as in findings) as a UTF-16 code-unit offset, for
     JavaScript, Java or C# strings: characters beyond U+FFFF count twice there."""
@@ -181,7 +207,7 @@ class GuardrailClient:
         options = _options(tls)
         self._channel = grpc.secure_channel(target, _credentials(tls), options) if tls \
             else grpc.insecure_channel(target, options)
-        self._stub = pb_grpc.GuardrailStub(self._channel)
+        self._stub = pb_grpc.GuardrailStub(self._channel)  # type: ignore[no-untyped-call]
 
     def inspect_prompt(self, text: Optional[str] = None, *,
                        messages: Optional[Sequence[tuple[str, str]]] = None,
@@ -201,14 +227,15 @@ class GuardrailClient:
                           **fields: Any) -> Iterator[StreamUpdate]:
         """Inspect a completion as it streams: yields the text that is safe to show."""
         first = _request(self._defaults, None, None, fields)
+        bad: list[InvalidText] = []  # a chunk that cannot be sent cancels the call
         try:
             for verdict in self._stub.InspectCompletionStream(
-                    _chunks(first, chunks), timeout=timeout):
+                    _chunks(first, chunks, bad), timeout=timeout):
                 update = _update(verdict)
                 if update is not None:
                     yield update
         except grpc.RpcError as err:
-            raise _error(err) from None
+            raise (bad[0] if bad else _error(err)) from None
 
     def close(self) -> None:
         self._channel.close()
@@ -229,7 +256,7 @@ class AsyncGuardrailClient:
         options = _options(tls)
         self._channel = grpc.aio.secure_channel(target, _credentials(tls), options) if tls \
             else grpc.aio.insecure_channel(target, options)
-        self._stub = pb_grpc.GuardrailStub(self._channel)
+        self._stub = pb_grpc.GuardrailStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def inspect_prompt(self, text: Optional[str] = None, *,
                              messages: Optional[Sequence[tuple[str, str]]] = None,
@@ -250,14 +277,19 @@ class AsyncGuardrailClient:
                                 **fields: Any) -> AsyncIterator[StreamUpdate]:
         first = _request(self._defaults, None, None, fields)
 
+        bad: list[InvalidText] = []  # a chunk that cannot be sent cancels the call
+
         async def requests() -> AsyncIterator[Any]:
             yield pb.CompletionChunk(request=first)
+            number = 0
             if isinstance(chunks, AsyncIterable):
                 async for text in chunks:
-                    yield pb.CompletionChunk(text=text)
+                    yield _chunk(text, number, bad)
+                    number += 1
             else:
                 for text in chunks:
-                    yield pb.CompletionChunk(text=text)
+                    yield _chunk(text, number, bad)
+                    number += 1
             yield pb.CompletionChunk(end=True)
 
         try:
@@ -267,7 +299,7 @@ class AsyncGuardrailClient:
                 if update is not None:
                     yield update
         except grpc.RpcError as err:
-            raise _error(err) from None
+            raise (bad[0] if bad else _error(err)) from None
 
     async def close(self) -> None:
         await self._channel.close(None)
@@ -304,12 +336,21 @@ def _request(defaults: _Defaults, text: Optional[str],
              fields: dict[str, Any]) -> Any:
     fields.setdefault("tenant", defaults.tenant)
     fields.setdefault("app", defaults.app)
-    request = pb.InspectRequest(**fields)
-    if messages is not None:
-        request.messages.CopyFrom(pb.Messages(messages=[
-            pb.Message(role=role, content=content) for role, content in messages]))
-    elif text is not None:
-        request.text = text
+    try:
+        request = pb.InspectRequest(**fields)
+        if messages is not None:
+            request.messages.CopyFrom(pb.Messages(messages=[
+                pb.Message(role=role, content=content) for role, content in messages]))
+        elif text is not None:
+            request.text = text
+    except ValueError:  # UnicodeEncodeError, or ValueError (pure-Python protobuf)
+        for name, value in fields.items():
+            _check_text(name, value)
+        for index, (role, content) in enumerate(messages or ()):
+            _check_text(f"messages[{index}].role", role)
+            _check_text(f"messages[{index}].content", content)
+        _check_text("text", text)
+        raise  # not ours after all (a nested field): as it came
     return request
 
 
@@ -332,10 +373,24 @@ def _error(err: grpc.RpcError) -> GuardrailCallError:
     return GuardrailCallError(call.code(), call.details() or "")
 
 
-def _chunks(first: Any, texts: Iterable[str]) -> Iterator[Any]:
+def _chunk(text: str, number: int, bad: list[InvalidText]) -> Any:
+    """One chunk of a stream; a text that cannot be sent is kept in `bad` and ends the
+    request stream with an error, which cancels the call (never a half stream that
+    would look finished)."""
+    try:
+        return pb.CompletionChunk(text=text)
+    except ValueError:  # UnicodeEncodeError, or ValueError (pure-Python protobuf)
+        try:
+            _check_text(f"chunks[{number}]", text)
+        except InvalidText as err:
+            bad.append(err)
+        raise
+
+
+def _chunks(first: Any, texts: Iterable[str], bad: list[InvalidText]) -> Iterator[Any]:
     yield pb.CompletionChunk(request=first)
-    for text in texts:
-        yield pb.CompletionChunk(text=text)
+    for number, text in enumerate(texts):
+        yield _chunk(text, number, bad)
     yield pb.CompletionChunk(end=True)
 
 
