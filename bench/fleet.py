@@ -1,8 +1,10 @@
 """Fleet mode figures against a real PostgreSQL (scripts/pg.sh, started and stopped here):
 shipping throughput into the store, a fleet export of N records, erasure propagation
-to listening pods. `python bench/fleet.py [--records 100000]`.
+to listening pods, and what fleet mode costs an inspection: p50 (one caller) and
+throughput (8 callers) of a `guardrail serve` with the store vs one without, both with
+the audit on, measured one after the other in this run (target: within 10%).
 
-Inspection latency with the store on vs off is not measured here (see README).
+    python bench/fleet.py [--records 100000] [--part all|store|inspection]
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from tests.fleet.conftest import PG  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--part", choices=["all", "store", "inspection"], default="all")
+    parser.add_argument("--calls", type=int, default=400, help="per inspection figure")
     args = parser.parse_args()
     import subprocess
 
@@ -34,7 +38,10 @@ def main() -> int:
     url = subprocess.run([str(PG), "start", str(pgdir)], capture_output=True, text=True,
                          check=True).stdout.strip()
     try:
-        run(url, args.records)
+        if args.part in ("all", "store"):
+            run(url, args.records)
+        if args.part in ("all", "inspection"):
+            inspection(url, args.calls)
     finally:
         subprocess.run([str(PG), "stop", str(pgdir)], check=False)
     return 0
@@ -104,6 +111,71 @@ def run(url: str, count: int) -> None:
           f"{rings[0].cache_seconds:g} s); old key {old[:8]}… destroyed")
     for ring in rings:
         ring.close()
+
+
+def inspection(url: str, calls: int, rounds: int = 8) -> None:
+    """p50 and throughput of InspectPrompt, fleet mode off vs on (audit on in both).
+
+    Both sidecars run at once and are measured in alternating rounds, so load from
+    elsewhere on the machine falls on both alike instead of on whichever ran second.
+    """
+    import concurrent.futures
+    import statistics
+
+    import grpc
+
+    from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+    from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+    from tests.fleet.conftest import fleet_secrets
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from sidecar_process import start
+
+    work = Path(tempfile.mkdtemp(prefix="guardrail-fleet-inspect-"))
+    keys = fleet_secrets(work / "secrets")
+    processes, stubs = [], {}
+    try:
+        for mode, env in (("off", {}), ("on", keys.env(url))):
+            process, address = start(["--data-dir", str(work / f"data-{mode}")],
+                                     work / f"serve-{mode}.log", env)
+            processes.append(process)
+            stubs[mode] = pb_grpc.GuardrailStub(grpc.insecure_channel(address))
+
+        def call(mode: str, n: int) -> float:
+            began = time.perf_counter()
+            stubs[mode].InspectPrompt(pb.InspectRequest(
+                text=f"Mail jane{n}@example.com about order {n}, Ann Lee",
+                subject_id=f"s{n % 50}", tenant="acme"), timeout=30)
+            return time.perf_counter() - began
+
+        for mode in stubs:  # warm-up: models, caches, the store's pool
+            for n in range(30):
+                call(mode, n)
+        latency: dict[str, list[float]] = {mode: [] for mode in stubs}
+        busy: dict[str, float] = dict.fromkeys(stubs, 0.0)
+        per_round = max(calls // rounds, 1)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for round_ in range(rounds):
+                order = list(stubs) if round_ % 2 == 0 else list(stubs)[::-1]
+                for mode in order:
+                    base = round_ * per_round * 3
+                    latency[mode] += [call(mode, base + n) for n in range(per_round)]
+                    began = time.perf_counter()
+                    list(pool.map(lambda n, m=mode: call(m, n),
+                                  range(base, base + per_round * 2)))
+                    busy[mode] += time.perf_counter() - began
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=60)
+    p50 = {mode: statistics.median(samples) for mode, samples in latency.items()}
+    rate = {mode: per_round * 2 * rounds / busy[mode] for mode in busy}
+    print(f"inspection p50 (1 caller, {per_round * rounds} calls each): "
+          f"{p50['off'] * 1000:.2f} ms off, {p50['on'] * 1000:.2f} ms fleet "
+          f"({(p50['on'] / p50['off'] - 1) * 100:+.1f}%; target within 10%)")
+    print(f"inspection throughput (8 callers): {rate['off']:,.0f}/s off, "
+          f"{rate['on']:,.0f}/s fleet ({(rate['on'] / rate['off'] - 1) * 100:+.1f}%; "
+          "target within 10%)")
 
 
 if __name__ == "__main__":
