@@ -7,7 +7,9 @@
 Every text of the request is inspected as the prompt (`sidecar.gateway.texts`), and
 only the result goes upstream; the answer's texts are inspected as the completion,
 with pseudonyms restored, before the client sees them. A block is an HTTP 400 with an
-OpenAI-style error of type `guardrail_blocked` (rule ids, entity types, audit id);
+OpenAI-style error of type `guardrail_blocked` (rule ids, entity types, audit id), or,
+when the policy says `on_block: {respond: refusal}`, a normal answer carrying its
+refusal text (chat streamed or not, Responses not streamed: `_refuse`);
 the upstream is never called for a blocked prompt, and a blocked answer never
 reaches the client. Upstream errors pass back with their status and body; a timeout
 is 504, an unreachable upstream 502: the gateway never turns a failure into a success.
