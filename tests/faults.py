@@ -290,6 +290,13 @@ def disk_full(work: Path) -> str:
     assert running.prompt(text, tenant="lenient").audit_id == ""
     filler.unlink()  # space again: records are written again, the chain intact
     assert running.prompt("mail c@example.com").audit_id
+    # verify fails a trail that no checkpoint signed yet: wait for the timer's first one.
+    anchor = Path(f"/proc/{running.process.pid}/root") / str(data).lstrip("/") / "keys" / \
+        "audit-anchor.json"
+    deadline = time.monotonic() + 30
+    while not anchor.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert anchor.exists(), "the records were never signed and anchored"
     inside = ["nsenter", f"--target={running.process.pid}", "--user", "--mount",
               "--preserve-credentials", sys.executable, "-m", "sidecar", "audit", "verify",
               "--data-dir", str(data), "--insecure-any-key"]  # integrity after ENOSPC
