@@ -12,6 +12,7 @@ phone word stay untouched.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -204,3 +205,12 @@ def test_the_country_prefilter_never_hides_a_finding(entity: str) -> None:
         theirs = [(r.start, r.end, r.score)
                   for r in unfiltered(recognizer, text, [entity], None)]
         assert ours == theirs, (entity, text)
+
+
+def test_the_phone_scan_is_bounded_on_hostile_text() -> None:
+    """Linear-time scan, constant work per candidate: 20 KB of phone-like groups after
+    phone words finish and report each candidate at most once, disjoint."""
+    text = "".join(f"call 9{i % 97:02d} 9{i % 89:02d} 0{i % 83:02d}0 x " for i in range(1000))
+    found = phones.find(text)
+    assert len(found) <= 1000
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(found))
