@@ -691,6 +691,11 @@ def _health(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     print(status)
+    if args.detail:
+        from sidecar.health_detail import describe
+
+        for line in describe(settings.metrics_listen, args.timeout):
+            print(line)
     return EXIT_OK if reply.status == health_pb2.HealthCheckResponse.SERVING else EXIT_FAILED
 
 
@@ -745,6 +750,12 @@ def _parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("health", help="ask a running sidecar whether it serves")
     probe.add_argument("--listen", help="HOST:PORT or unix:PATH (GUARDRAIL_LISTEN)")
     probe.add_argument("--timeout", type=float, default=3.0)
+    probe.add_argument("--detail", action="store_true",
+                       help="also say how the audit and, in fleet mode, the store and the "
+                            "outbox are doing (from the metrics port); the exit code still "
+                            "says only whether it serves")
+    probe.add_argument("--metrics-listen", help="its metrics HOST:PORT, for --detail "
+                                                "(GUARDRAIL_METRICS_LISTEN)")
     _client_tls_flags(probe)
     probe.set_defaults(handler=_health)
     return parser
