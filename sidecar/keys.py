@@ -65,9 +65,9 @@ def read_private_file(path: Path, what: str) -> bytes:
             loose = 0  # root-owned, group-read only: a Secret mount (see above)
         if loose:
             raise ConfigError(
-                f"{what} {path} is readable or writable by group or others (mode "
-                f"{oct(mode & 0o777)}); run: chmod 600 {path} (a root-owned file may be "
-                "0440, as Kubernetes mounts a Secret)")
+                f"{what} {path} is readable by group or others, or writable by them "
+                f"(mode {oct(mode & 0o777)}); run: chmod 600 {path} (a root-owned file "
+                "may be 0440, as Kubernetes mounts a Secret)")
         return path.read_bytes()
     except OSError as err:
         raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
