@@ -214,3 +214,24 @@ def test_the_phone_scan_is_bounded_on_hostile_text() -> None:
     found = phones.find(text)
     assert len(found) <= 1000
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(found))
+
+
+def test_the_cached_registry_answers_as_presidio_does() -> None:
+    """Same recognizers as Presidio's own answer, for each entity list; a recognizer
+    added later is seen (the cache is dropped)."""
+    from presidio_analyzer import RecognizerRegistry
+
+    from sidecar.pii.recognizers import Re2Recognizer, build_registry
+    from sidecar.policy.model import CustomRecognizer
+
+    registry = build_registry("en", [], ["UK_NINO", "AU_TFN"])
+    for entities in (["PERSON"], ["PHONE_NUMBER", "UK_NINO"], ["STREET_ADDRESS", "US_SSN"]):
+        expected = set(RecognizerRegistry.get_recognizers(registry, "en", entities))
+        assert set(registry.get_recognizers("en", entities)) == expected
+        assert set(registry.get_recognizers("en", entities)) == expected
+    spec = CustomRecognizer(entity="PERSON", patterns=["EMP-[0-9]{6}"])
+    extra = Re2Recognizer(spec, 0)
+    count = len(registry.get_recognizers("en", ["PERSON"]))
+    registry.add_recognizer(extra)
+    assert extra in registry.get_recognizers("en", ["PERSON"])
+    assert len(registry.get_recognizers("en", ["PERSON"])) == count + 1

@@ -28,6 +28,9 @@ NAME = "SeparatedCardRecognizer"
 _S = r"[./ \-\x{a0}\x{202f}\x{2009}]"
 _CANDIDATE = rf"\d{{4}}{_S}\d{{4,6}}{_S}\d{{4,5}}(?:{_S}\d{{1,4}}){{0,2}}"
 _SEPARATORS = re.compile(r"\D")
+# Two groups of four digits around one separator: without it no candidate can match, and
+# one C-level search is cheaper than handing the text to RE2 (which encodes it first).
+_PREFILTER = re.compile(r"\d{4}\D\d{4}")
 
 
 @functools.cache
@@ -49,6 +52,8 @@ def luhn(digits: str) -> bool:
 def find(text: str) -> list[Span]:
     """(start, end, score, pattern) of separated card numbers that pass Luhn."""
     found: list[Span] = []
+    if not _PREFILTER.search(text):
+        return found
     for match in _pattern().finditer(text):
         start, end = match.span()
         if (start > 0 and (text[start - 1].isalnum() or text[start - 1] in "./-")) or \

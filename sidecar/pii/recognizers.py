@@ -608,11 +608,48 @@ def country_recognizer(entity: str, language: str) -> Any:
     return _country[key]
 
 
+class CachedRegistry(RecognizerRegistry):
+    """Presidio's registry, answering `get_recognizers` from a cache.
+
+    Presidio recomputes the answer on every analysis by testing every asked entity
+    against every recognizer: 35 entities by 36 recognizers is 1,260 tests a text, a
+    quarter of a millisecond -- 5% of an inspection, and it grows with the square of
+    what a policy lists. A policy's registry and entity list do not change between
+    requests, so the answer is computed once per (language, entities) and dropped
+    whenever a recognizer is added or removed. Requests with ad-hoc recognizers (we
+    send none) are not cached.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._answers: dict[tuple[str, tuple[str, ...] | None, bool], list[Any]] = {}
+
+    def add_recognizer(self, recognizer: Any) -> None:
+        self._answers = {}
+        super().add_recognizer(recognizer)
+
+    def remove_recognizer(self, *args: Any, **kwargs: Any) -> None:
+        self._answers = {}
+        super().remove_recognizer(*args, **kwargs)
+
+    def get_recognizers(self, language: str, entities: list[str] | None = None,
+                        all_fields: bool = False,
+                        ad_hoc_recognizers: list[Any] | None = None) -> list[Any]:
+        if ad_hoc_recognizers:
+            return super().get_recognizers(language, entities, all_fields, ad_hoc_recognizers)
+        key = (language, tuple(entities) if entities is not None else None, all_fields)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = self._answers[key] = super().get_recognizers(language, entities,
+                                                                  all_fields)
+        return list(answer)
+
+
 def build_registry(language: str, custom: list[CustomRecognizer],
                    entities: Iterable[str] = ()) -> Any:
     """Presidio's and our recognizers, the country recognizers of `entities`, and the
     policy's own."""
-    registry = RecognizerRegistry(supported_languages=[language])
+    registry = CachedRegistry(supported_languages=[language])
     for recognizer in predefined_recognizers(language):
         registry.add_recognizer(recognizer)
     for entity in sorted(set(entities) & set(COUNTRY_RECOGNIZERS)):
