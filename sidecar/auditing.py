@@ -290,9 +290,16 @@ class Shipper:
         self.problem = result.problem
         self.shipped += result.shipped
         self.acked_seq = result.acked_seq
-        if result.acked_seq > self._pruned_to:
+        # Pruning goes up to the newest checkpoint the store has taken, which may come
+        # after the records it covers (checkpoints are signed every few seconds): look
+        # again whenever a newer one is there, not only when more records shipped, or an
+        # idle pod keeps them, and one at its outbox bound refuses for good.
+        row = self.outbox.execute("SELECT MAX(seq) FROM checkpoints WHERE seq <= ?",
+                                  (result.acked_seq,)).fetchone()
+        bound = int(row[0] or 0)
+        if bound > self._pruned_to:
             self.store.outbox_shipped(prune_outbox(self.outbox, result.acked_seq))
-            self._pruned_to = result.acked_seq
+            self._pruned_to = bound
         return result.shipped
 
     def close(self, drain: float = 5.0) -> None:

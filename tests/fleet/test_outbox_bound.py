@@ -123,11 +123,6 @@ def test_a_full_outbox_lets_on_error_decide_and_ships_all_once_back(
     assert (total, distinct) == (len(ids), len(ids))  # every kept record, none twice
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sidecar/auditing.py Shipper.ship_once prunes only when acked_seq advances, and "
-    "prune_outbox only up to the newest checkpoint; records shipped before their "
-    "checkpoint (signed within 5 s) stay in the outbox until newer records ship, so an "
-    "idle pod never prunes them and one at its bound refuses (block) forever"))
 @pytest.mark.parametrize("pod", [3], indirect=True)
 def test_records_shipped_before_their_checkpoint_are_pruned_once_it_ships(
         pod: tuple[Sidecar, str]) -> None:
