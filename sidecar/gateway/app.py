@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
@@ -19,7 +18,7 @@ from sidecar.errors import ConfigError
 from sidecar.gateway.litellm import LiteLLMGuardrail
 from sidecar.gateway.openai import OpenAIGateway
 from sidecar.gateway.upstream import Upstreams
-from sidecar.keys import load_or_create_key
+from sidecar.pipeline import resources_from
 from sidecar.service.inspector import Inspector
 
 
@@ -38,7 +37,7 @@ def build_app(inspector: Inspector, settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_text_bytes * 2 + MIB)
     openai = OpenAIGateway(inspector, Upstreams(settings.upstream, settings.upstream_regions),
                            settings.upstream_timeout,
-                           load_or_create_key(Path(settings.data_dir) / "keys" / "hash.key"))
+                           resources_from(settings).hash_key)  # the fleet's shared key
     app.add_routes(openai.routes())
     app.add_routes(LiteLLMGuardrail(inspector).routes())
     app.on_cleanup.append(openai.close)
