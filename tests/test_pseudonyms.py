@@ -34,6 +34,20 @@ def test_the_same_value_keeps_its_placeholder_across_turns(sidecar: Sidecar) -> 
     assert second.text == "Ask <PERSON_2> to call <PERSON_1> at <EMAIL_ADDRESS_1>."
 
 
+def test_a_possessive_keeps_the_name_s_placeholder_and_restores_sensibly(
+        sidecar: Sidecar) -> None:
+    """spaCy's span for `Jane Doe's` keeps the `'s`: it got a placeholder of its own and
+    restoration wrote `Dear Jane Doe's`."""
+    first = _prompt(sidecar, "Jane Doe called about her order.", "possessive-1")
+    assert first.text == "<PERSON_1> called about her order."
+    second = _prompt(sidecar, "Where is Jane Doe's parcel? Jane Doe\u2019s address changed.",
+                     "possessive-1")
+    assert second.text == "Where is <PERSON_1>'s parcel? <PERSON_1>\u2019s address changed."
+    answer = _completion(sidecar, "Dear <PERSON_1>, <PERSON_1>'s parcel left today.",
+                         "possessive-1")
+    assert answer.text == "Dear Jane Doe, Jane Doe's parcel left today."
+
+
 def test_conversations_tenants_and_subjects_never_share_mappings(sidecar: Sidecar) -> None:
     _prompt(sidecar, "Jane Doe and John Smith met.", "isolated-1")
     other = _prompt(sidecar, "John Smith called.", "isolated-2")

@@ -215,7 +215,9 @@ class PiiStage:
             result.findings.append(Finding(entity, start, end, score,
                                            rules[entity].action, index))
         edits = list(tokens)
-        pseudonymizing = [f for f in kept if rules[f[0]].action == "pseudonymize"]
+        pseudonymizing = [(entity, start, _without_possessive(text, start, end), score)
+                          for entity, start, end, score in kept
+                          if rules[entity].action == "pseudonymize"]
         edits.extend(Edit(start, end, f"<{entity}>", pending="pseudonym", entity=entity,
                           value=text[start:end]) for entity, start, end, _ in pseudonymizing)
         acting = [f for f in kept if rules[f[0]].action in PROTECTIVE
@@ -236,6 +238,18 @@ class PiiStage:
                          in zip(acting, replaced, strict=True))
         if edits:
             result.edits[index] = sorted(edits, key=lambda e: e.start)
+
+
+def _without_possessive(text: str, start: int, end: int) -> int:
+    """Where a pseudonymized value ends without a trailing possessive (`Jane Doe's`).
+
+    spaCy's entity spans keep the `'s`, so `Jane Doe's` got a placeholder of its own,
+    different from `Jane Doe`'s, and restoring it wrote `Dear Jane Doe's`. The `'s`
+    stays in the text, after the placeholder (`<PERSON_1>'s`), where the model keeps it.
+    """
+    if end - start > 2 and text[end - 2] in "'\u2019" and text[end - 1] in "sS":
+        return end - 2
+    return end
 
 
 def _resolve_overlaps(found: list[tuple[str, int, int, float]],
