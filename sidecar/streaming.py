@@ -234,7 +234,9 @@ class CompletionStream:
         """The latest safe place to stop releasing, in window coordinates."""
         # Measured on the unmarked reading when there is one: it is never longer than the
         # plain one over the same text, so a match of either reading fits the hold-back.
-        view = clean(window, unmark=has_markup(window))
+        view = clean(window)
+        if has_markup(view):
+            view = clean(window, unmark=True)
         held = len(view.text) - self.holdback  # the first held-back view character
         if held <= 0:
             return local

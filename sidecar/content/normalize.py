@@ -176,11 +176,19 @@ def _invisible(char: str) -> bool:
     return unicodedata.category(char) == "Cf" or char in _INVISIBLE_MARKS
 
 
-def has_markup(text: str) -> bool:
-    """Whether `text` may hold markup or escapes that `clean(text, unmark=True)` reads
-    (a cheap test on the raw text: what the fold removes, such as accents, can stand
-    between the markup and its letters)."""
-    return any(marker in text for marker in _MARKUP_MARKERS)
+def has_markup(plain: View) -> bool:
+    """Whether a text whose plain clean view is `plain` may hold markup or escapes that
+    `clean(text, unmark=True)` reads differently (so the second reading is worth it).
+
+    Read on the folded text, not the raw one: the fold makes markup of look-alikes
+    (fullwidth `＜`, `％`). Loose on purpose (any `*`, `~` or backquote, `<x`), strict
+    enough that `100% sure` and `a & b` cost nothing. Joining spaced-out letters may have
+    eaten the markup (`a**a<i>` joins into `aai>`): a view with joins always says yes,
+    and such texts are rare. tests/redteam/test_evasion.py checks that whenever the
+    unmarked reading differs, this says so.
+    """
+    return bool(plain.joins) or (any(marker in plain.text for marker in _MARKUP_MARKERS)
+                                 and _MARKUP_HINT.search(plain.text) is not None)
 
 
 def clean(text: str, *, unmark: bool = False, join: bool = True) -> View:
@@ -224,6 +232,7 @@ _ESCAPES = re.compile(
 _MARKUP = re.compile(r"<!--.{0,2000}?-->|</?[a-z][a-z0-9]{0,20}(?:\s[^<>]{0,200})?/?>"
                      r"|(?<=[^\W_]|[\u2063@$!])[*~`]{1,3}(?=[^\W_]|[\u2063@$!])", re.S)
 _MARKUP_MARKERS = "<*~`\\&%"
+_MARKUP_HINT = re.compile(r"<[a-z!/]|[*~`]|\\[untr]|&#|%[0-9a-f]{2}")
 
 
 def _unmark(text: str, origin: list[int]) -> tuple[str, list[int]]:

@@ -219,7 +219,7 @@ class ContentStage:
 
         # Wording is read twice when the text holds markup or escapes: as written, and
         # as a reader sees it (`ki<i>ll</i>`, `bo\u006db`), so neither hides a word.
-        readings = ("", "+") if has_markup(text) else ("",)
+        readings = ("", "+") if has_markup(view("clean")) else ("",)
         hits: set[Hit] = set()
         if self._automaton is not None:
             for plus in readings:

@@ -43,6 +43,7 @@ from sidecar.content.normalize import (
     _homoglyphs,
     _lettered,
     clean,
+    has_markup,
     weigh,
 )
 from sidecar.content.normalize import (
@@ -601,7 +602,23 @@ def test_a_context_never_starts_inside_a_word(pipeline: Pipeline, count: int,
 
 @pytest.mark.parametrize("text", ["b*o*m*b", "b * o * m * b", "bo**mb**", "**b**omb", "k*i*ll",
                                   "b~~o~~mb", "b`o`mb", "<i>b</i>omb", "b&#111;mb", "b%6Fmb",
-                                  "b\\u006fmb", "<a bomb>", "<!-- bomb -->"])
+                                  "b\\u006fmb", "<a bomb>", "<!-- bomb -->",
+                                  "ki\uff1ci\uff1ell", "b\uff056Fmb"])
 def test_emphasis_and_spacing_read_as_a_reader_sees(text: str) -> None:
     stage = stage_of(words=("bomb", "kill"))
     assert run(stage, f"see {text} here"), text
+
+
+markup_text = st.lists(st.sampled_from(
+    [*"ab kil*~`<>/!-&#%\\u0n;x", "\uff1c", "\uff05", "\uff0a", "\u0301", "\u200b", "é",
+     "<i>", "</b>", "<!--", "-->", "\\u006f", "&#111;", "%6F", "**"]), max_size=20).map("".join)
+
+
+@EXAMPLES
+@given(text=markup_text)
+def test_the_unmarked_reading_is_never_skipped_when_it_differs(text: str) -> None:
+    """The stage reads markup and escapes a second time only when `has_markup` says the
+    text may hold them: a text for which that reading differs must never be skipped."""
+    plain = clean(text)
+    if clean(text, unmark=True).text != plain.text:
+        assert has_markup(plain), text
