@@ -148,12 +148,13 @@ class Inspector:
     # -- inspections -----------------------------------------------------------------------
 
     async def inspect(self, inspection: Inspection, deadline: float | None = None,
-                      call: Call | None = None) -> Verdict:
+                      call: Call | None = None, tags: dict[str, str] | None = None) -> Verdict:
         """The whole use case for one request; the audit record is committed before this
-        returns (the verdict carries its id). `deadline`: a time.monotonic() instant."""
+        returns (the verdict carries its id). `deadline`: a time.monotonic() instant;
+        `tags`: added to the audit record (the gateway's `choice` of an answer)."""
         started = call.started if call is not None else time.perf_counter()
         verdict = await self.inspect_window(inspection, deadline)
-        verdict = await self.record(inspection, verdict)
+        verdict = await self.record(inspection, verdict, tags)
         elapsed = time.perf_counter() - started
         if self.metrics is not None:
             self.metrics.inspected(inspection.direction.value, verdict, elapsed,
@@ -215,9 +216,11 @@ class Inspector:
             self._longest[key] = longest_match(found.content) if found is not None else 0
         return self._longest[key]
 
-    def open_stream(self, template: Inspection, deadline: float | None = None) -> LiveStream:
-        """A streamed completion with `template`'s request fields (its text comes later)."""
-        return LiveStream(self, template, deadline)
+    def open_stream(self, template: Inspection, deadline: float | None = None,
+                    tags: dict[str, str] | None = None) -> LiveStream:
+        """A streamed completion with `template`'s request fields (its text comes later);
+        `tags` go into its audit record (which choice and part of an answer it is)."""
+        return LiveStream(self, template, deadline, tags)
 
     def audit_later(self, inspection: Inspection, verdict: Verdict,
                     tags: dict[str, str]) -> None:
@@ -243,8 +246,9 @@ class LiveStream:
     caller gave up (what was already shown is still audited)."""
 
     def __init__(self, inspector: Inspector, template: Inspection,
-                 deadline: float | None) -> None:
+                 deadline: float | None, tags: dict[str, str] | None = None) -> None:
         self.inspector = inspector
+        self.tags = dict(tags or {})
         self.started = time.perf_counter()
 
         async def analyze(window: Inspection) -> Verdict:
@@ -278,7 +282,8 @@ class LiveStream:
         self._closed = True
         if self.stream.windows:
             inspection, verdict = self.stream.summary()
-            self.inspector.audit_later(inspection, verdict, {"stream": "abandoned"})
+            self.inspector.audit_later(inspection, verdict,
+                                       {**self.tags, "stream": "abandoned"})
         if self.inspector.metrics is not None:
             self.inspector.metrics.streams.labels("abandoned").inc()
 
@@ -287,7 +292,8 @@ class LiveStream:
             return
         self._closed = True
         inspection, verdict = self.stream.summary()
-        self.verdict = await self.inspector.record(inspection, verdict, {"stream": outcome})
+        self.verdict = await self.inspector.record(inspection, verdict,
+                                                   {**self.tags, "stream": outcome})
         metrics = self.inspector.metrics
         if metrics is not None:
             metrics.inspected(Direction.COMPLETION.value, self.verdict,
