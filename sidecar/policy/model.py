@@ -397,6 +397,25 @@ class OnBlock(_Strict):
                               max_length=2000)
 
 
+class GatewayConfig(_Strict):
+    """What the HTTP gateway may forward without reading it. By default a Responses API
+    item or content part it cannot inspect (an image, audio, a file, a generated image,
+    a screenshot, or an item type it does not know) is refused with HTTP 400 (or, in an
+    upstream's answer, 502): never passed on blind. Types listed here pass: their
+    blobs uninspected, every other string in them still inspected as text."""
+
+    pass_items: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("pass_items")
+    @classmethod
+    def _item_types(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", kind):
+                raise ValueError(f"pass_items: {kind[:80]!r} is not an item or part type "
+                                 "(lower case letters, digits and _)")
+        return value
+
+
 class Policy(_Strict):
     name: str = Field(pattern=POLICY_NAME)
     description: str = ""
@@ -416,6 +435,8 @@ class Policy(_Strict):
     on_error: Literal["block", "allow"] = "block"
     # How the HTTP gateway answers a block: an error (default) or a refusal text.
     on_block: OnBlock = Field(default_factory=OnBlock)
+    # What the HTTP gateway may forward uninspected (see GatewayConfig).
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     # Runs before PII: a block here means the NER model never sees the request.
     content: ContentConfig = Field(default_factory=ContentConfig)
     structured_output: StructuredOutput = Field(default_factory=StructuredOutput)
