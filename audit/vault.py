@@ -16,6 +16,23 @@ thing the sidecar keeps, so:
   mapping: the second one sees what the first issued;
 - a mapping lives `ttl` seconds after its last new value, then it is gone.
 
+Identity: one value, one placeholder, whatever its case. `Jane Doe`, `JANE DOE` and
+`jane  doe` in one conversation are one person, so they share `<PERSON_1>`; a model
+that sees three placeholders believes it talks about three people. Values are compared
+by `identity()`: NFKC, Unicode case folding, runs of whitespace read as one space. That
+merges only what Unicode calls the same text in another case or another compatibility
+form (fullwidth letters, ligatures); `Müller` and `Muller`, or `Jane Doe` and `Jane Do`,
+stay two values. (Unicode's folding is language-blind: Turkish dotless i (U+0131) and `I` stay
+two values, which costs a second placeholder, never a merge of two people.)
+
+Restoration writes the first form the conversation used: `<PERSON_1>` restores as the
+original text of the value it was issued for, whatever case later turns used. The
+placeholder carries no case of its own, so any other rule would guess; the first-seen
+form is what the user wrote and is predictable. Mappings stored before this rule may
+hold case variants under placeholders of their own: they are read as they are (each
+placeholder still restores its own value, nothing is lost) and a new variant takes the
+first-issued of them.
+
 synchronous=NORMAL (WAL): a process crash loses nothing; a power loss may forget the
 last mappings, whose placeholders then stay unrestored. The audit trail, which must not
 lose a record, keeps FULL.
@@ -28,6 +45,7 @@ import hmac
 import json
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,11 +88,27 @@ class Exchange:
     restored: dict[str, str] = field(default_factory=dict)
 
 
+def identity(value: str) -> str:
+    """What makes two values one for the vault (see the module docstring): NFKC, then
+    Unicode case folding (NFKC again, as folding can denormalise), then whitespace runs
+    as one space, no surrounding whitespace."""
+    if value.isascii():
+        folded = value.lower()
+    else:
+        folded = unicodedata.normalize(
+            "NFKC", unicodedata.normalize("NFKC", value).casefold())
+    return " ".join(folded.split())
+
+
 @dataclass
 class _Mapping:
+    # (entity type, identity of the value) -> placeholder: what a new value looks up.
     forward: dict[tuple[str, str], str] = field(default_factory=dict)
+    # placeholder -> the original form it was issued for: what restoration writes.
     reverse: dict[str, str] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    # Every stored (entity, value, number), in issue order: what is sealed back.
+    rows: list[tuple[str, str, int]] = field(default_factory=list)
 
     @classmethod
     def load(cls, blob: bytes) -> _Mapping:
@@ -85,14 +119,19 @@ class _Mapping:
 
     def add(self, entity: str, value: str, number: int) -> str:
         token = f"<{entity}_{number}>"
-        self.forward[(entity, value)] = token
+        # setdefault: of stored case variants with placeholders of their own (rows
+        # written before identity() was the key), the first-issued one answers lookups.
+        self.forward.setdefault((entity, identity(value)), token)
         self.reverse[token] = value
         self.counters[entity] = max(self.counters.get(entity, 0), number)
+        self.rows.append((entity, value, number))
         return token
 
+    def lookup(self, entity: str, value: str) -> str | None:
+        return self.forward.get((entity, identity(value)))
+
     def dump(self) -> bytes:
-        entries = [[entity, value, int(token[len(entity) + 2:-1])]
-                   for (entity, value), token in self.forward.items()]
+        entries = [list(row) for row in self.rows]
         return json.dumps(entries, ensure_ascii=False, separators=(",", ":")).encode()
 
     def issue(self, entity: str, value: str, avoid: set[str]) -> str:
@@ -105,7 +144,7 @@ class _Mapping:
 def local_exchange(exchange: Exchange) -> Exchange:
     """Placeholders that hold within one request only (no conversation, or no vault)."""
     mapping = _Mapping()
-    exchange.placeholders = [mapping.forward.get((entity, value))
+    exchange.placeholders = [mapping.lookup(entity, value)
                              or mapping.issue(entity, value, exchange.avoid)
                              for entity, value in exchange.values]
     return exchange
@@ -172,19 +211,19 @@ def apply_exchange(store: AuditStore, ref: str, row: Any, exchange: Exchange, *,
         dek = store.key_by_id(row[0])
         if dek is not None:  # else the subject was erased meanwhile: start afresh
             mapping = _Mapping.load(crypto.open_sealed(dek, bytes(row[1]), associated))
-    size = len(mapping.forward)
+    size = len(mapping.rows)
     for entity, value in exchange.values:
-        token = mapping.forward.get((entity, value))
+        token = mapping.lookup(entity, value)
         if token is None:
             token = mapping.issue(entity, value, exchange.avoid) \
-                if len(mapping.forward) < MAX_ENTRIES else f"<{entity}>"
+                if len(mapping.rows) < MAX_ENTRIES else f"<{entity}>"
         exchange.placeholders.append(token)
     exchange.restored = {token: mapping.reverse[token] for token in exchange.tokens
                          if token in mapping.reverse}
-    if len(mapping.forward) == size:
+    if len(mapping.rows) == size:
         return None
     dek_id, dek = store.data_key(subject_id, tenant)
-    return dek_id, crypto.seal(dek, mapping.dump(), associated), len(mapping.forward)
+    return dek_id, crypto.seal(dek, mapping.dump(), associated), len(mapping.rows)
 
 
 def purge_subject(conn: sqlite3.Connection, subject_ref: str) -> int:

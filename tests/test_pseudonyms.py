@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from audit.vault import vault_path
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from audit import crypto
+from audit.vault import Exchange, Vault, identity, vault_path
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar.auditing import open_store
 from tests.conftest import Sidecar, make_settings, raw_bytes
@@ -173,3 +179,155 @@ def test_concurrent_turns_of_one_conversation_agree(sidecar: Sidecar) -> None:
     assert sorted(seen.values()) == [f"<PERSON_{n}>" for n in range(1, 6)]
     back = _completion(sidecar, " ".join(sorted(seen.values())), "concurrent-1")
     assert sorted(back.text.split(" ", 9)) == sorted(" ".join(names).split(" "))
+
+
+# -- entity identity: case variants of one value are one value -------------------------
+
+def test_case_variants_share_one_placeholder_and_restore_the_first_form(
+        sidecar: Sidecar) -> None:
+    """`JANE DOE` got a placeholder of its own, so the model saw two people and
+    restoration could not say which form to write. Now every case variant of a value
+    shares the first one's placeholder, which restores the first form the user wrote."""
+    first = _prompt(sidecar, "Jane Doe wrote from Jane.Doe@Example.COM today.", "case-1")
+    assert first.text == "<PERSON_1> wrote from <EMAIL_ADDRESS_1> today."
+    second = _prompt(sidecar, "Please ask JANE DOE to call back: jane.doe@example.com or "
+                              "JANE.DOE@EXAMPLE.COM.", "case-1")
+    assert second.text == ("Please ask <PERSON_1> to call back: <EMAIL_ADDRESS_1> or "
+                           "<EMAIL_ADDRESS_1>.")
+    other = _prompt(sidecar, "Jane Dow wrote from jane.dow@example.com.", "case-1")
+    assert other.text == "<PERSON_2> wrote from <EMAIL_ADDRESS_2>."
+    back = _completion(sidecar, "Dear <PERSON_1>, we answered <EMAIL_ADDRESS_1>; "
+                                "<PERSON_2> is copied.", "case-1")
+    assert back.text == ("Dear Jane Doe, we answered Jane.Doe@Example.COM; "
+                         "Jane Dow is copied.")
+
+
+def test_case_variants_share_a_placeholder_within_one_request(sidecar: Sidecar) -> None:
+    reply = sidecar.prompt("Write to ADA@EXAMPLE.COM, ada@example.com or Ada@Example.com, "
+                           "not ada2@example.com.", tenant="pseudo")
+    assert reply.text == ("Write to <EMAIL_ADDRESS_1>, <EMAIL_ADDRESS_1> or "
+                          "<EMAIL_ADDRESS_1>, not <EMAIL_ADDRESS_2>.")
+
+
+LOCAL_PART = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=3, max_size=10)
+
+
+def _recase(value: str, data: st.DataObject) -> str:
+    flips = data.draw(st.lists(st.booleans(), min_size=len(value), max_size=len(value)))
+    return "".join(c.upper() if flip else c.lower() for c, flip in zip(value, flips,
+                                                                          strict=True))
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(local=LOCAL_PART, other=LOCAL_PART, data=st.data())
+def test_any_casing_of_an_address_gets_its_placeholder_over_grpc(
+        sidecar: Sidecar, local: str, other: str, data: st.DataObject) -> None:
+    """Property, through the real conversation API: in one conversation, any casing of
+    an address gets the placeholder its first form got and restores to that first form;
+    an address that differs other than by case gets another placeholder."""
+    conversation = f"case-prop-{uuid.uuid4().hex}"
+    address = f"{local}@example.com"
+    first = _prompt(sidecar, f"Mail {address} now.", conversation)
+    assert first.text == "Mail <EMAIL_ADDRESS_1> now."
+    variant = _recase(address, data)
+    if variant == address:  # a case variant, never the same form again
+        variant = address.upper()
+    again = _prompt(sidecar, f"Also {variant} please.", conversation)
+    assert again.text == "Also <EMAIL_ADDRESS_1> please."
+    if other != local:
+        distinct = _prompt(sidecar, f"And {_recase(other + '@example.com', data)}.",
+                           conversation)
+        assert distinct.text == "And <EMAIL_ADDRESS_2>."
+    back = _completion(sidecar, "To <EMAIL_ADDRESS_1>", conversation)
+    assert back.text == f"To {address}"
+
+
+# Letters whose upper and lower forms fold back to one letter (which leaves out the
+# Turkish dotless i, whose upper case is the ordinary I: see audit.vault).
+LETTERS = st.characters(categories=["Lu", "Ll"]).filter(
+    lambda c: c.upper().casefold() == c.lower().casefold() == c.casefold())
+NAMES = st.lists(st.text(LETTERS, min_size=1, max_size=8), min_size=1, max_size=3).map(" ".join)
+SPACES = st.sampled_from([" ", "  ", "\t", "\u00a0", "\n"])
+
+
+def _variant(name: str, data: st.DataObject) -> str:
+    """`name` in another casing, its words separated by other whitespace runs."""
+    words = [_recase(word, data) for word in name.split(" ")]
+    text = words[0]
+    for word in words[1:]:
+        text += data.draw(SPACES) + word
+    return text
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=NAMES, other=NAMES, data=st.data())
+def test_vault_identity_is_case_and_whitespace_blind_and_nothing_else(
+        tmp_path_factory: pytest.TempPathFactory, name: str, other: str,
+        data: st.DataObject) -> None:
+    """Property on the local vault (SQLite), over names in any script: every casing of
+    a value maps to its placeholder and restores its first form; a value that differs
+    other than by case or whitespace gets a placeholder of its own."""
+    store = open_store(make_settings(tmp_path_factory.mktemp("identity")))
+    vault = Vault(store)
+    try:
+        def issue(value: str) -> str:
+            return vault.exchange("acme", "ada", "c1", Exchange([("PERSON", value)], []),
+                                  ttl=60).placeholders[0]
+
+        assert issue(name) == "<PERSON_1>"
+        assert issue(_variant(name, data)) == "<PERSON_1>"
+        assert issue(name.upper()) == issue(name.lower()) == "<PERSON_1>"
+        different = identity(other) != identity(name)
+        assert (issue(other) == "<PERSON_2>") is different
+        assert issue(_variant(other, data)) == ("<PERSON_2>" if different else "<PERSON_1>")
+        back = vault.exchange("acme", "ada", "c1", Exchange([], ["<PERSON_1>", "<PERSON_2>"]),
+                              ttl=60).restored
+        assert back == ({"<PERSON_1>": name, "<PERSON_2>": other} if different
+                        else {"<PERSON_1>": name})
+    finally:
+        vault.close()
+        store.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=NAMES, index=st.integers(min_value=0), data=st.data())
+def test_identity_keeps_apart_values_one_letter_apart(name: str, index: int,
+                                                      data: st.DataObject) -> None:
+    """Never merge two people: replacing one letter with a letter that is not a case
+    variant of it (nor the same letter in another compatibility form) gives another
+    identity."""
+    position = [i for i, c in enumerate(name) if c != " "][index % len(name.replace(" ", ""))]
+    letter = name[position]
+    replacement = data.draw(LETTERS.filter(
+        lambda c: identity(c) != identity(letter) and len(identity(c)) == 1
+        and len(identity(letter)) == 1))
+    changed = name[:position] + replacement + name[position + 1:]
+    assert identity(changed) != identity(name)
+
+
+def test_stored_case_variants_keep_their_placeholders(sidecar: Sidecar) -> None:
+    """A conversation stored before identity() was the key may hold `Jane Doe` and
+    `JANE DOE` under two placeholders: both still restore, the first-issued one answers
+    new variants, and the next store keeps both rows."""
+    store = open_store(make_settings(sidecar.audit.directory.parent.parent))
+    vault = Vault(store)
+    try:
+        ref = vault.conversation_ref("pseudo", "", "legacy-1")
+        dek_id, dek = store.data_key("", "pseudo")
+        old = json.dumps([["PERSON", "Jane Doe", 1], ["PERSON", "JANE DOE", 2]]).encode()
+        sealed = crypto.seal(dek, old, b"guardrail-vault\0" + ref.encode())
+        vault.db.conn.execute(
+            "INSERT INTO conversations (ref, subject_ref, dek_id, sealed, entries, expires, "
+            "updated, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ref, store.subject_ref(""), dek_id, sealed, 2, time.time() + 3600, time.time(),
+             "pseudo"))
+        vault.db.conn.commit()
+    finally:
+        vault.close()
+        store.close()
+    sent = _prompt(sidecar, "JANE DOE called again with John Smith.", "legacy-1")
+    assert sent.text == "<PERSON_1> called again with <PERSON_3>."
+    back = _completion(sidecar, "<PERSON_1>, <PERSON_2>, <PERSON_3>", "legacy-1")
+    assert back.text == "Jane Doe, JANE DOE, John Smith"
