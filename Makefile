@@ -74,7 +74,8 @@ bench: setup
 	$(BIN)/python bench/suite.py
 	$(BIN)/python bench/conversations.py
 
-## The speed suite in short (< 2 min): exit 1 if a ratio falls below 80% of its target.
+## The speed suite in short (a few minutes): vanilla Presidio and the sidecar on equal cores
+## (bench/fair.py); exit 1 if a ratio falls below 80% of its target (issue 21).
 ## Not part of `make test`: timings are not tests.
 bench-quick: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
