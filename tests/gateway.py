@@ -10,6 +10,7 @@ scripts it: by default it echoes the last user message, as a JSON completion or,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -206,6 +207,17 @@ class GatewaySidecar:
     @property
     def base_url(self) -> str:
         return f"http://{self.address}/v1"
+
+
+def audit_rows(audit_dir: Path, request_id: str) -> list[tuple[str, dict[str, str]]]:
+    """(decision, tags) of the audit records of one request, in the order written."""
+    import sqlite3
+
+    [database] = (audit_dir / "audit").rglob("audit.db")
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT decision, tags FROM records ORDER BY seq").fetchall()
+    found = [(str(decision), json.loads(tags)) for decision, tags in rows]
+    return [(decision, tags) for decision, tags in found if tags.get("request_id") == request_id]
 
 
 @contextmanager

@@ -33,6 +33,8 @@ object, which the SDKs raise as an APIError.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import hashlib
 import hmac
 import json
@@ -64,12 +66,37 @@ from sidecar.streaming import Release
 from sidecar.types import Decision, Direction, Verdict
 
 log = logging.getLogger(__name__)
-Slots = Callable[[dict[str, Any]], list[texts.Slot]]
+Slots = Callable[[dict[str, Any], texts.Opaque | None], list[texts.Slot]]
 StreamKey = tuple[int, str | int]  # (choice index, "content" | "refusal" | tool call index)
+MAX_CHOICES = 128  # `n` as OpenAI bounds it: each choice is a stream of its own
+MAX_STREAMS = 512  # text streams one streamed answer may open (choices x parts)
 
 
 class UpstreamBroken(Exception):
     """The upstream answered 200 with something that is not what the API promises."""
+
+
+class UpstreamUninspectable(UpstreamBroken):
+    """The upstream answered with an item the guardrail cannot read, not passed by policy."""
+
+
+def choices_of(body: dict[str, Any]) -> int:
+    """How many choices a chat request asks for (`n`), bounded like OpenAI's own."""
+    n = body.get("n")
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CHOICES:
+        raise InvalidRequest(f"n: expected an integer from 1 to {MAX_CHOICES}")
+    return n
+
+
+def check_opaque(opaque: texts.Opaque, passes: frozenset[str]) -> None:
+    """Refuse the first uninspectable item or part the policy does not let pass."""
+    for where, kind in opaque:
+        if kind not in passes:
+            raise texts.Uninspectable(
+                f"{where}: a '{kind}' item or part cannot be inspected by the guardrail "
+                "and the policy does not pass it (gateway.pass_items)")
 
 
 class OpenAIGateway:
@@ -104,8 +131,9 @@ class OpenAIGateway:
                                 texts.chat_completion, streams=True)
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        return await self._call(request, "embeddings", texts.embeddings_input,
-                                lambda body: [], streams=False)
+        return await self._call(request, "embeddings",
+                                lambda body, _opaque: texts.embeddings_input(body),
+                                lambda body, _opaque: [], streams=False)
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
         return await self._call(request, "responses", texts.responses_input,
@@ -125,7 +153,9 @@ class OpenAIGateway:
             if stream and not streams:
                 raise InvalidRequest(f"stream: /v1/{path} is not streamed through the "
                                      "guardrail yet; call it without stream")
-            slots = prompt(body)
+            choices = choices_of(body) if path == "chat/completions" else 1
+            opaque: texts.Opaque = []
+            slots = prompt(body, opaque)
             verdict = await self._inspect(ident, Direction.PROMPT, slots)
             if verdict.decision == Decision.BLOCK:
                 text = self._refusal_text(verdict, path, stream)
@@ -135,12 +165,17 @@ class OpenAIGateway:
                 return self._done(await self._refuse(request, verdict, Direction.PROMPT,
                                                      body, text, stream=stream), ident, path,
                                   started)
+            passes = self._passes(verdict)
+            check_opaque(opaque, passes)
             texts.write_back(slots, verdict.messages)
             scrub_identity(body, self.identity_key)
             base, region = self.upstreams.choose(verdict.routing_tags)
         except NoUpstream as err:
             return self._done(error(400, str(err), "guardrail_blocked",
                                     rule_ids=["residency"]), ident, path, started)
+        except texts.Uninspectable as err:
+            return self._done(error(400, str(err), "invalid_request_error",
+                                    "uninspectable_item"), ident, path, started)
         except GuardrailError as err:
             return self._done(refusal(err), ident, path, started)
         except Exception:
@@ -151,19 +186,28 @@ class OpenAIGateway:
             url += f"?{request.query_string}"
         with self.inspector.flight():
             if stream:
-                response = await self._stream(request, url, body, ident)
+                response = await self._stream(request, url, body, ident,
+                                              choices=choices, passes=passes)
             else:
-                response = await self._unary(request, url, body, ident, answer)
+                response = await self._unary(request, url, body, ident, answer,
+                                             choices=choices, passes=passes)
         return self._done(response, ident, path, started, region)
 
     async def _inspect(self, ident: Identity, direction: Direction,
-                       slots: list[texts.Slot]) -> Verdict:
+                       slots: list[texts.Slot],
+                       tags: dict[str, str] | None = None) -> Verdict:
         async with self.inspector.call(direction, ident.request_id) as call:
             return await self.inspector.inspect(
-                ident.inspection(direction, texts.messages_of(slots)), None, call)
+                ident.inspection(direction, texts.messages_of(slots)), None, call, tags)
+
+    def _passes(self, verdict: Verdict) -> frozenset[str]:
+        """The item and part types the verdict's policy lets pass uninspected."""
+        policy = self.inspector.policy_of(verdict.policy)
+        return frozenset(policy.gateway.pass_items) if policy is not None else frozenset()
 
     async def _unary(self, request: web.Request, url: str, body: dict[str, Any],
-                     ident: Identity, answer: Slots) -> web.StreamResponse:
+                     ident: Identity, answer: Slots, *, choices: int,
+                     passes: frozenset[str]) -> web.StreamResponse:
         try:
             async with self.session.post(url, data=json.dumps(body),
                                          headers=forward_headers(request.headers),
@@ -184,7 +228,18 @@ class OpenAIGateway:
         except (ValueError, UnicodeDecodeError):
             return error(502, "the upstream answered 2xx with a body that is not a JSON "
                               "object", "upstream_invalid_response")
-        slots = answer(result)
+        if url.partition("?")[0].endswith("/chat/completions"):
+            return await self._chat_answer(request, result, ident, headers, choices)
+        opaque: texts.Opaque = []
+        try:
+            slots = answer(result, opaque)
+            check_opaque(opaque, passes)
+        except texts.Uninspectable as err:
+            return error(502, f"the upstream answered with {err}", "upstream_uninspectable",
+                         "uninspectable_item")
+        except InvalidRequest as err:
+            return error(502, f"the upstream answered with {err}",
+                         "upstream_invalid_response")
         if slots:
             try:
                 verdict = await self._inspect(ident, Direction.COMPLETION, slots)
@@ -200,12 +255,62 @@ class OpenAIGateway:
                 return await self._refuse(request, verdict, Direction.COMPLETION, result,
                                           text, stream=False)
             texts.write_back(slots, verdict.messages)
+        return web.json_response(result, headers=headers)
+
+    async def _chat_answer(self, request: web.Request, result: dict[str, Any],
+                           ident: Identity, headers: dict[str, str],
+                           choices: int) -> web.StreamResponse:
+        """A chat answer, each choice inspected as a completion of its own (its audit
+        record tagged `choice`), concurrently. One blocked choice: with `on_block:
+        error` the whole answer is a 400 naming that choice; with `refusal`, that
+        choice alone carries the refusal text (finish_reason content_filter)."""
+        try:
+            groups = texts.chat_choices(result)
+            indices = [index for index, _slots in groups]
+            if len(result.get("choices") or []) > choices or len(set(indices)) != len(
+                    indices) or not all(0 <= index < choices for index in indices):
+                raise UpstreamBroken(f"choices that do not match the n={choices} asked for")
+        except texts.Uninspectable as err:
+            return error(502, f"the upstream answered with {err}", "upstream_uninspectable",
+                         "uninspectable_item")
+        except (InvalidRequest, UpstreamBroken) as err:
+            return error(502, f"the upstream answered with {err}",
+                         "upstream_invalid_response")
+        try:
+            verdicts = await asyncio.gather(*(
+                self._inspect(ident, Direction.COMPLETION, slots, {"choice": str(index)})
+                for index, slots in groups))
+        except GuardrailError as err:
+            return refusal(err)
+        except Exception:
+            return internal(ident.request_id)
+        found = [choice for choice in result.get("choices") or []
+                 if isinstance(choice, dict) and isinstance(choice.get("message"), dict)]
+        text: str | None = None
+        blocked_ones = [(index, verdict) for (index, _slots), verdict in zip(
+            groups, verdicts, strict=True) if verdict.decision == Decision.BLOCK]
+        if blocked_ones:
+            first_index, first = blocked_ones[0]
+            text = self._refusal_text(first, "chat/completions", False)
+            if text is None:
+                return web.json_response({"error": {
+                    **blocked_error(first, Direction.COMPLETION), "choice": first_index}},
+                    status=400)
+            headers = {**headers, "x-guardrail-blocked": Direction.COMPLETION.value,
+                       "x-guardrail-audit-id": first.audit_id}
+        for choice, (_index, slots), verdict in zip(found, groups, verdicts, strict=True):
+            if verdict.decision == Decision.BLOCK:
+                choice.update(finish_reason="content_filter", logprobs=None, message={
+                    "role": "assistant", "content": text, "refusal": None})
+                continue
+            texts.write_back(slots, verdict.messages)
             if verdict.decision == Decision.MODIFY:
-                _drop_logprobs(result)
+                choice["logprobs"] = None  # they spell the original text
         return web.json_response(result, headers=headers)
 
     async def _stream(self, request: web.Request, url: str, body: dict[str, Any],
-                      ident: Identity) -> web.StreamResponse:
+                      ident: Identity, *, choices: int,
+                      passes: frozenset[str]) -> web.StreamResponse:
         try:
             upstream = await self.session.post(url, data=json.dumps(body),
                                                headers=forward_headers(request.headers),
@@ -232,10 +337,10 @@ class OpenAIGateway:
                 "Cache-Control": "no-cache"})
             await response.prepare(request)
             kind = ResponsesRelay if url.partition("?")[0].endswith("/responses") else ChatRelay
-            relay = kind(self.inspector, ident, response, self.timeout)
-            if kind is ChatRelay:
-                relay.refusal_of = lambda verdict: self._refusal_text(
-                    verdict, "chat/completions", True)
+            relay = kind(self.inspector, ident, response, self.timeout, choices)
+            relay.passes = passes
+            relay.refusal_of = lambda verdict: self._refusal_text(
+                verdict, "chat/completions" if kind is ChatRelay else "responses", True)
             try:
                 await relay.run(_events(upstream.content))
             except ConnectionError:  # the client went away: what was shown is audited
@@ -245,9 +350,9 @@ class OpenAIGateway:
 
     def _refusal_text(self, verdict: Verdict, path: str, stream: bool) -> str | None:
         """The refusal text to answer a block with, when the verdict's policy says
-        `on_block.respond: refusal` and the door has a completion to carry it (chat,
-        streamed or not; Responses, not streamed); None: answer with an error."""
-        if path not in ("chat/completions", "responses") or (stream and path == "responses"):
+        `on_block.respond: refusal` and the door has a completion to carry it (chat and
+        Responses, streamed or not); None: answer with an error."""
+        if path not in ("chat/completions", "responses"):
             return None
         policy = self.inspector.policy_of(verdict.policy)
         if policy is None or policy.on_block.respond != "refusal":
@@ -264,6 +369,26 @@ class OpenAIGateway:
         headers = {"x-guardrail-blocked": direction.value,
                    "x-guardrail-audit-id": verdict.audit_id}
         model = body.get("model") if isinstance(body.get("model"), str) else "guardrail"
+        if request.path.endswith("/responses") and stream:  # a blocked prompt, streamed
+            head: dict[str, Any] = {
+                    "id": f"resp_guardrail_{verdict.request_id}", "object": "response",
+                    "created_at": int(time.time()), "status": "in_progress", "model": model,
+                    "output": [], "parallel_tool_calls": False, "tool_choice": "none",
+                    "tools": []}
+            response = web.StreamResponse(status=200, headers={
+                **headers, "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache"})
+            await response.prepare(request)
+            item_id = f"msg_guardrail_{verdict.request_id}"
+            events = [{"type": "response.created", "response": head},
+                      {"type": "response.in_progress", "response": head},
+                      *response_refusal_events(0, item_id, text),
+                      {"type": "response.completed", "response": {
+                          **head, "status": "completed",
+                          "output": [refusal_item(item_id, text)]}}]
+            for number, event in enumerate(events):
+                await response.write(sse_event({**event, "sequence_number": number}))
+            return response
         if request.path.endswith("/responses"):
             refused = body if direction == Direction.COMPLETION else {
                 "id": f"resp_guardrail_{verdict.request_id}", "object": "response",
@@ -343,20 +468,45 @@ def scrub_identity(body: dict[str, Any], key: bytes) -> None:
 
 
 def refusal_chunks(template: dict[str, Any], text: str, *,
-                   role: bool) -> list[dict[str, Any]]:
-    """The chunks of a streamed refusal: its text, then finish_reason content_filter."""
+                   role: bool, index: int = 0) -> list[dict[str, Any]]:
+    """The chunks of a streamed refusal for choice `index`: its text, then
+    finish_reason content_filter."""
     delta: dict[str, Any] = {"role": "assistant", "content": text} if role else \
         {"content": text}
-    return [{**template, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+    return [{**template, "choices": [{"index": index, "delta": delta, "logprobs": None,
                                       "finish_reason": None}]},
-            {**template, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+            {**template, "choices": [{"index": index, "delta": {}, "logprobs": None,
                                       "finish_reason": "content_filter"}]}]
 
 
-def _drop_logprobs(result: dict[str, Any]) -> None:
-    for choice in result.get("choices") or []:
-        if isinstance(choice, dict) and choice.get("logprobs") is not None:
-            choice["logprobs"] = None
+def refusal_item(item_id: str, text: str) -> dict[str, Any]:
+    """The Responses output message that carries a refusal text: an `output_text` part,
+    as in the unary refusal, so the SDKs show it as the answer (`output_text`)."""
+    return {"type": "message", "id": item_id, "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+
+
+def response_refusal_events(index: int, item_id: str, text: str) -> list[dict[str, Any]]:
+    """The Responses events of one refusal message at output `index`, from
+    output_item.added to output_item.done (no sequence numbers)."""
+    where = {"item_id": item_id, "output_index": index, "content_index": 0}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    return [
+        {"type": "response.output_item.added", "output_index": index, "item": {
+            **refusal_item(item_id, text), "status": "in_progress", "content": []}},
+        {"type": "response.content_part.added", **where, "part": part},
+        {"type": "response.output_text.delta", **where, "delta": text, "logprobs": []},
+        {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", **where, "part": {**part, "text": text}},
+        {"type": "response.output_item.done", "output_index": index,
+         "item": refusal_item(item_id, text)}]
+
+
+def sse_event(event: dict[str, Any]) -> bytes:
+    """One server-sent event, named by its type as the Responses API names them."""
+    kind = event.get("type")
+    head = f"event: {kind}\n".encode() if isinstance(kind, str) else b""
+    return head + b"data: " + json.dumps(event).encode("utf-8") + b"\n\n"
 
 
 async def _events(content: aiohttp.StreamReader) -> AsyncIterator[str]:
@@ -391,19 +541,31 @@ def _meaningful(value: Any) -> bool:
 
 
 class ChatRelay:
-    """One streamed chat completion, from the upstream's events to the client's."""
+    """One streamed chat completion, from the upstream's events to the client's.
+
+    Each choice (`n` > 1) is a completion of its own: each of its text fields is a
+    stream with its own window and audit record, tagged `choice` and `field`, so a
+    value split across chunks of choice 1 is caught while choice 0 flows. A block
+    with `on_block: error` ends the whole stream in an error event; with `refusal`,
+    the blocked choice ends in the refusal text (finish_reason content_filter) and
+    the other choices go on. A choice index outside the `n` asked for is a broken
+    upstream."""
 
     def __init__(self, inspector: Inspector, ident: Identity, response: web.StreamResponse,
-                 timeout: float) -> None:
+                 timeout: float, choices: int = 1) -> None:
         self.inspector = inspector
         self.ident = ident
         self.response = response
         self.timeout = timeout
+        self.choices = choices
         self.streams: dict[StreamKey, LiveStream] = {}
         self.template: dict[str, Any] = {}
         self.deferred: list[dict[str, Any]] = []  # finish and usage chunks: after the text
+        self.refused: set[int] = set()  # choices that ended in the refusal text
         # The policy's refusal text for a block (None: a final error event instead).
         self.refusal_of: Callable[[Verdict], str | None] = lambda verdict: None
+        # Item and part types the policy lets pass uninspected (Responses).
+        self.passes: frozenset[str] = frozenset()
 
     async def run(self, events: AsyncIterator[str]) -> None:
         try:
@@ -420,6 +582,10 @@ class ChatRelay:
             await self._fail({"message": "the upstream stream broke off",
                               "type": "upstream_unavailable", "param": None,
                               "code": "upstream_unavailable"})
+        except UpstreamUninspectable as err:
+            await self._fail({"message": f"the upstream sent {err}",
+                              "type": "upstream_uninspectable", "param": None,
+                              "code": "uninspectable_item"})
         except UpstreamBroken as err:
             await self._fail({"message": f"the upstream sent {err}",
                               "type": "upstream_invalid_response", "param": None,
@@ -442,13 +608,16 @@ class ChatRelay:
                 await self._fail(chunk["error"])
                 return
             for key in await self._absorb(chunk):
-                if await self._emit(key, await self.streams[key].advance()):
+                if key[0] not in self.refused and await self._emit(
+                        key, await self.streams[key].advance()):
                     return
         for key, stream in list(self.streams.items()):
-            if await self._emit(key, await stream.finish()):
+            if key[0] not in self.refused and await self._emit(key, await stream.finish()):
                 return
         for chunk in self.deferred:
-            await self._send(chunk)
+            if not any(isinstance(choice, dict) and choice.get("index") in self.refused
+                       for choice in chunk.get("choices") or []):
+                await self._send(chunk)
         await self.response.write(b"data: [DONE]\n\n")
 
     async def _absorb(self, chunk: dict[str, Any]) -> list[StreamKey]:
@@ -471,6 +640,10 @@ class ChatRelay:
             delta = choice.get("delta")
             if not isinstance(index, int) or not isinstance(delta, dict | None):
                 raise UpstreamBroken("a choice without a valid index or delta")
+            if isinstance(index, bool) or not 0 <= index < self.choices:
+                raise UpstreamBroken(f"a choice index out of range (n={self.choices})")
+            if index in self.refused:
+                continue  # the rest of a choice that ended in the refusal text
             delta = delta or {}
             choice["logprobs"] = None
             for name in ("content", "refusal"):
@@ -499,10 +672,21 @@ class ChatRelay:
             raise UpstreamBroken(f"a {name} that is not a string")
         stream = self.streams.get(key)
         if stream is None:
-            stream = self.streams[key] = self.inspector.open_stream(
-                self.ident.stream_template())
+            stream = self.streams[key] = self._new_stream(key)
         stream.add(text)
         return [key]
+
+    def _new_stream(self, key: StreamKey) -> LiveStream:
+        """A stream for one text of the answer, its audit record tagged with the choice
+        (output item) and field it is; a bounded number per answer."""
+        if len(self.streams) >= MAX_STREAMS:
+            raise UpstreamBroken(f"more than {MAX_STREAMS} texts in one answer")
+        index, part = key
+        field = part if isinstance(part, str) else f"tool_calls[{part}]"
+        return self.inspector.open_stream(self.ident.stream_template(), tags={
+            self.TAG: str(index), "field": field})
+
+    TAG = "choice"  # the audit tag naming a stream's choice (Responses: its output item)
 
     async def _emit(self, key: StreamKey, releases: list[Release]) -> bool:
         """Send what the releases let through; True when the stream was blocked."""
@@ -521,10 +705,16 @@ class ChatRelay:
                 if text is None:
                     await self._fail(blocked_error(verdict, Direction.COMPLETION))
                     return True
-                for chunk in refusal_chunks(self.template, text, role=False):
+                for chunk in refusal_chunks(self.template, text, role=False, index=index):
                     await self._send(chunk)
-                await self.response.write(b"data: [DONE]\n\n")
-                return True
+                self.refused.add(index)
+                for other, stream in self.streams.items():
+                    if other[0] == index:
+                        stream.abandon()  # the choice's other texts: what was shown
+                if len(self.refused) == self.choices:
+                    await self.response.write(b"data: [DONE]\n\n")
+                    return True
+                return False
         return False
 
     async def _fail(self, error_object: Any) -> None:
@@ -546,17 +736,36 @@ _RESPONSE_TEXTS: dict[str, tuple[str, str]] = {
     "response.refusal": ("refusal", "content"),
     "response.function_call_arguments": ("arguments", "arguments"),
     "response.custom_tool_call_input": ("input", "input"),
+    "response.code_interpreter_call_code": ("code", "code"),
+    "response.mcp_call_arguments": ("arguments", "arguments"),
     "response.reasoning_text": ("text", "reasoning"),
     "response.reasoning_summary_text": ("text", "summary"),
 }
+# The delta event of a top-level text field, by item type (for text that came whole).
+_DELTA_EVENTS: dict[tuple[str, str], str] = {
+    ("function_call", "arguments"): "response.function_call_arguments.delta",
+    ("mcp_call", "arguments"): "response.mcp_call_arguments.delta",
+    ("custom_tool_call", "input"): "response.custom_tool_call_input.delta",
+    ("code_interpreter_call", "code"): "response.code_interpreter_call_code.delta",
+}
+_TEXT_EVENT_FIELDS = frozenset({"type", "item_id", "output_index", "content_index",
+                                "summary_index", "logprobs", "name"})
 _RESPONSE_ENDS = ("response.completed", "response.incomplete", "response.failed")
+_LIFECYCLE = ("response.created", "response.in_progress", "response.queued")
+# Progress events of server-side tools: passed on with their position fields only (a
+# hostile upstream's extra fields are dropped); any other event type is dropped, since
+# its text, if any, also comes in the output item, which is inspected.
+_PROGRESS_TOOLS = frozenset({"web_search_call", "file_search_call", "code_interpreter_call",
+                             "mcp_call", "mcp_list_tools", "image_generation_call"})
+_PROGRESS_PHASES = frozenset({"in_progress", "searching", "interpreting", "generating",
+                              "completed", "failed"})
 
 
 def _response_key(event: dict[str, Any], how: str) -> StreamKey:
     index = event.get("output_index", 0)
     if not isinstance(index, int):
         raise UpstreamBroken("an event without a valid output_index")
-    if how in ("arguments", "input"):
+    if how in ("arguments", "input", "code"):
         return (index, how)
     part = event.get("summary_index" if how == "summary" else "content_index", 0)
     if not isinstance(part, int):
@@ -564,16 +773,30 @@ def _response_key(event: dict[str, Any], how: str) -> StreamKey:
     return (index, part) if how == "content" else (index, f"{how}{part}")
 
 
-def _item_slots(item: Any, index: int) -> list[tuple[StreamKey, dict[str, Any], str]]:
-    """The texts of one Responses output item: (stream key, holder, field)."""
-    found: list[tuple[StreamKey, dict[str, Any], str]] = []
+def _item_slots(item: Any, index: int,
+                passes: frozenset[str]) -> list[tuple[StreamKey, Any, Any]]:
+    """The texts of one Responses output item: (stream key, holder, field). Messages and
+    reasoning by part; any other item deny by default (`texts.item_leaves`: every
+    string but names and ids, keyed by its path). An item or part the guardrail cannot
+    read, which the policy does not pass, is UpstreamUninspectable."""
+    found: list[tuple[StreamKey, Any, Any]] = []
     if not isinstance(item, dict):
         return found
     kind = item.get("type")
-    if kind == "function_call":
-        found.append(((index, "arguments"), item, "arguments"))
-    elif kind == "custom_tool_call":
-        found.append(((index, "input"), item, "input"))
+    where = f"output[{index}]"
+    if kind not in ("message", "reasoning"):
+        if not isinstance(kind, str):
+            raise UpstreamBroken("an output item without a type")
+        if (kind in texts.UNINSPECTABLE or kind in texts.BLOBS
+                or kind not in texts.KNOWN_ITEMS) and kind not in passes:
+            raise UpstreamUninspectable(
+                f"{where}: a '{kind[:64]}' item the guardrail cannot inspect and the "
+                "policy does not pass (gateway.pass_items)")
+        try:
+            return [((index, path), holder, key)
+                    for path, holder, key in texts.item_leaves(item, where)]
+        except InvalidRequest as err:
+            raise UpstreamBroken(str(err)) from None
     groups = (("content", "reasoning"), ("summary", "summary")) if kind == "reasoning" \
         else (("content", ""),)
     for name, prefix in groups:
@@ -583,6 +806,7 @@ def _item_slots(item: Any, index: int) -> list[tuple[StreamKey, dict[str, Any], 
         for position, part in enumerate(parts):
             if not isinstance(part, dict):
                 continue
+            _check_part(part, f"{where}.{name}[{position}]", passes)
             key: StreamKey = (index, f"{prefix}{position}") if prefix else (index, position)
             for field in ("text", "refusal"):
                 if field in part:
@@ -591,23 +815,44 @@ def _item_slots(item: Any, index: int) -> list[tuple[StreamKey, dict[str, Any], 
             if isinstance(holder.get(field), str)]
 
 
+def _check_part(part: dict[str, Any], where: str, passes: frozenset[str]) -> None:
+    kind = part.get("type")
+    if kind is not None and (kind in texts.UNINSPECTABLE or kind not in texts.KNOWN_PARTS) \
+            and kind not in passes:
+        raise UpstreamUninspectable(f"{where}: a '{str(kind)[:64]}' part the guardrail "
+                                    "cannot inspect and the policy does not pass")
+
+
 class ResponsesRelay(ChatRelay):
     """One streamed Responses API call, from the upstream's events to the client's.
 
-    Each text stream is keyed by output index and part; text that arrives in an
+    Each text stream is keyed by output index and part (or, outside messages and
+    reasoning, the text's path in its item: code interpreter code and logs, MCP
+    arguments and output, search queries and results...); text that arrives in an
     `.added` event is taken in as the stream's first delta. A `.done` event finishes its
     stream (its last releases go out first as deltas) and carries the released text;
     `output_item.done` and `response.completed` carry the released texts too, and a
     text they hold that never came as deltas is inspected there, before it is sent.
-    Sequence numbers are the gateway's own, since the relay adds and drops events."""
+    Sequence numbers are the gateway's own, since the relay adds and drops events.
+
+    A block with `on_block: refusal`: the open output items are closed (status
+    incomplete, with the text released so far), a message carrying the refusal text
+    follows as a new output item, and `response.completed` ends the stream, so the SDK's
+    final response reads as a normal answer ending in the refusal."""
+
+    TAG = "output_index"
 
     def __init__(self, inspector: Inspector, ident: Identity, response: web.StreamResponse,
-                 timeout: float) -> None:
-        super().__init__(inspector, ident, response, timeout)
+                 timeout: float, choices: int = 1) -> None:
+        super().__init__(inspector, ident, response, timeout, choices)
         self.released: dict[StreamKey, str] = {}
         self.delta_templates: dict[StreamKey, dict[str, Any]] = {}
         self.sequence = 0
         self.ended = False
+        self.head: dict[str, Any] | None = None  # the response, as response.created said
+        self.items: dict[int, dict[str, Any]] = {}  # as added (texts emptied)
+        self.parts: dict[int, list[dict[str, Any]]] = {}  # message parts as added
+        self.done_items: dict[int, dict[str, Any]] = {}  # as sent when done
 
     async def _relay(self, events: AsyncIterator[str]) -> None:
         try:
@@ -637,26 +882,22 @@ class ResponsesRelay(ChatRelay):
             raise UpstreamBroken("an event without a type")
         base, _, phase = kind.rpartition(".")
         if base in _RESPONSE_TEXTS and phase in ("delta", "done"):
-            field, how = _RESPONSE_TEXTS[base]
-            key = _response_key(event, how)
-            if phase == "delta":
-                text = event.get("delta")
-                if not isinstance(text, str):
-                    raise UpstreamBroken("a delta that is not a string")
-                self.delta_templates[key] = {
-                    name: ([] if name == "logprobs" else value) for name, value in event.items()
-                    if name not in ("delta", "sequence_number", "obfuscation")}
-                await self._feed(key, text)
+            finished = await self._text_event(event, base, phase)
+            if finished is None:
                 return
-            value = event.get(field)
-            if isinstance(value, str) and value and key not in self.streams:
-                self._open(key).add(value)  # a done event without deltas
-            event[field] = await self._settle(key)
-            if "logprobs" in event:
-                event["logprobs"] = []
+            event = finished
+        elif kind in _LIFECYCLE:
+            response = event.get("response")
+            if isinstance(response, dict):
+                response["output"] = []  # items come as items, inspected
+                response.pop("output_text", None)
+                self.head = copy.deepcopy(response)
         elif kind in ("response.output_item.added", "response.output_item.done"):
-            await self._item(event.get("item"), event.get("output_index", 0),
-                             done=kind.endswith(".done"))
+            index = event.get("output_index", 0)
+            done = kind.endswith(".done")
+            await self._item(event.get("item"), index, done=done)
+            if isinstance(index, int) and isinstance(event.get("item"), dict):
+                (self.done_items if done else self.items)[index] = copy.deepcopy(event["item"])
         elif kind in ("response.content_part.added", "response.content_part.done",
                       "response.reasoning_summary_part.added",
                       "response.reasoning_summary_part.done"):
@@ -664,9 +905,12 @@ class ResponsesRelay(ChatRelay):
             key = _response_key(event, how)
             part = event.get("part")
             if isinstance(part, dict):
+                _check_part(part, f"output[{key[0]}].{how}", self.passes)
                 for field in ("text", "refusal"):
                     if isinstance(part.get(field), str):
                         await self._slot(key, part, field, done=kind.endswith(".done"))
+                if kind == "response.content_part.added":
+                    self.parts.setdefault(key[0], []).append(copy.deepcopy(part))
         elif kind in _RESPONSE_ENDS:
             response = event.get("response")
             if isinstance(response, dict):
@@ -682,15 +926,42 @@ class ResponsesRelay(ChatRelay):
                         if isinstance(part, dict) and part.get("type") == "output_text"
                         and isinstance(part.get("text"), str))
             self.ended = True
+        elif base.removeprefix("response.") in _PROGRESS_TOOLS and phase in _PROGRESS_PHASES:
+            event = {name: value for name, value in event.items()
+                     if name in ("type", "item_id", "output_index")}
+        else:
+            return  # an event the guardrail does not know: not passed on blind
         await self._send(event)
+
+    async def _text_event(self, event: dict[str, Any], base: str,
+                          phase: str) -> dict[str, Any] | None:
+        """A text delta (fed to its stream; None: nothing to send now) or done event
+        (the released text in place of the upstream's). Only the fields the API defines
+        for them are kept: a hostile upstream's extra fields are not passed on."""
+        field, how = _RESPONSE_TEXTS[base]
+        key = _response_key(event, how)
+        kept = {name: ([] if name == "logprobs" else value) for name, value in event.items()
+                if name in _TEXT_EVENT_FIELDS}
+        if phase == "delta":
+            text = event.get("delta")
+            if not isinstance(text, str):
+                raise UpstreamBroken("a delta that is not a string")
+            self.delta_templates[key] = kept
+            await self._feed(key, text)
+            return None
+        value = event.get(field)
+        if isinstance(value, str) and value and key not in self.streams:
+            self._open(key).add(value)  # a done event without deltas
+        kept[field] = await self._settle(key) if key in self.streams else ""
+        return kept
 
     async def _item(self, item: Any, index: Any, *, done: bool) -> None:
         if not isinstance(index, int):
             raise UpstreamBroken("an event without a valid output_index")
-        for key, holder, field in _item_slots(item, index):
+        for key, holder, field in _item_slots(item, index, self.passes):
             await self._slot(key, holder, field, done=done)
 
-    async def _slot(self, key: StreamKey, holder: dict[str, Any], field: str, *,
+    async def _slot(self, key: StreamKey, holder: Any, field: Any, *,
                     done: bool) -> None:
         """One text inside an added or done object: taken in, or replaced by what was
         released (its stream finished first)."""
@@ -707,8 +978,7 @@ class ResponsesRelay(ChatRelay):
     def _open(self, key: StreamKey) -> LiveStream:
         stream = self.streams.get(key)
         if stream is None:
-            stream = self.streams[key] = self.inspector.open_stream(
-                self.ident.stream_template())
+            stream = self.streams[key] = self._new_stream(key)
             self.released[key] = ""
         return stream
 
@@ -732,31 +1002,78 @@ class ResponsesRelay(ChatRelay):
             if release.text:
                 self.released[key] += release.text
                 template = self.delta_templates.get(key) or self._delta_template(key)
-                await self._send({**template, "delta": release.text})
+                if template is not None:  # text with no delta event goes in its item
+                    await self._send({**template, "delta": release.text})
             if release.blocked:
                 verdict = self.streams[key].verdict
                 assert verdict is not None  # a blocked stream is closed and audited
-                await self._fail(blocked_error(verdict, Direction.COMPLETION))
+                text = self.refusal_of(verdict)
+                if text is None:
+                    await self._fail(blocked_error(verdict, Direction.COMPLETION))
+                else:
+                    await self._refuse_rest(verdict, text)
                 raise _Blocked
         return False
 
-    @staticmethod
-    def _delta_template(key: StreamKey) -> dict[str, Any]:
-        """A delta event for text that came in an `.added` or `.done` object."""
+    async def _refuse_rest(self, verdict: Verdict, text: str) -> None:
+        """End the stream in the refusal text (see the class docstring)."""
+        for index in sorted(self.items):
+            if index not in self.done_items:
+                item = self._partial(index)
+                await self._send({"type": "response.output_item.done", "output_index": index,
+                                  "item": item})
+                self.done_items[index] = item
+        index = max([*self.items, *self.done_items], default=-1) + 1
+        item_id = f"msg_guardrail_{verdict.request_id}"
+        for event in response_refusal_events(index, item_id, text):
+            await self._send(event)
+        head = self.head or {"id": f"resp_guardrail_{verdict.request_id}",
+                             "object": "response", "created_at": int(time.time()),
+                             "model": "guardrail", "parallel_tool_calls": False,
+                             "tool_choice": "none", "tools": []}
+        await self._send({"type": "response.completed", "response": {
+            **head, "status": "completed", "output": [
+                *(self.done_items[i] for i in sorted(self.done_items)),
+                refusal_item(item_id, text)]}})
+
+    def _partial(self, index: int) -> dict[str, Any]:
+        """An output item cut short by a block: as added, status incomplete, with the
+        text released so far."""
+        item: dict[str, Any] = copy.deepcopy(self.items[index])
+        item["status"] = "incomplete"
+        if item.get("type") == "message":
+            item["content"] = [
+                {**part, field: self.released.get((index, position), "")}
+                for position, part in enumerate(self.parts.get(index, []))
+                for field in ("refusal" if part.get("type") == "refusal" else "text",)]
+        else:
+            for (where, name), released in self.released.items():
+                if where == index and isinstance(name, str) and name in item \
+                        and isinstance(item[name], str):
+                    item[name] = released
+        return item
+
+    def _delta_template(self, key: StreamKey) -> dict[str, Any] | None:
+        """A delta event for text that came in an `.added` or `.done` object (None: the
+        text has no delta event; it is carried by its item alone)."""
         index, part = key
         if isinstance(part, int):
             return {"type": "response.output_text.delta", "item_id": "", "output_index": index,
                     "content_index": part, "logprobs": []}
-        if part in ("arguments", "input"):
-            kind = "function_call_arguments" if part == "arguments" else "custom_tool_call_input"
-            return {"type": f"response.{kind}.delta", "item_id": "", "output_index": index}
-        how = "summary" if part.startswith("summary") else "reasoning"
-        number = int(part.removeprefix(how))
-        if how == "summary":
-            return {"type": "response.reasoning_summary_text.delta", "item_id": "",
-                    "output_index": index, "summary_index": number}
-        return {"type": "response.reasoning_text.delta", "item_id": "", "output_index": index,
-                "content_index": number}
+        kind = (self.items.get(index) or self.done_items.get(index) or {}).get("type")
+        if part in ("arguments", "input", "code"):
+            delta = _DELTA_EVENTS.get((str(kind), part))
+            return None if delta is None else {"type": delta, "item_id": "",
+                                               "output_index": index}
+        for how, event, name in (("summary", "response.reasoning_summary_text.delta",
+                                  "summary_index"),
+                                 ("reasoning", "response.reasoning_text.delta",
+                                  "content_index")):
+            number = part.removeprefix(how)
+            if kind == "reasoning" and number != part and number.isdigit():
+                return {"type": event, "item_id": "", "output_index": index,
+                        name: int(number)}
+        return None
 
     async def _fail(self, error_object: Any) -> None:
         """A Responses `error` event that also holds the error object, so that the SDKs
@@ -769,7 +1086,4 @@ class ResponsesRelay(ChatRelay):
     async def _send(self, event: dict[str, Any]) -> None:
         event["sequence_number"] = self.sequence
         self.sequence += 1
-        kind = event.get("type")
-        head = f"event: {kind}\n".encode() if isinstance(kind, str) else b""
-        await self.response.write(head + b"data: " + json.dumps(event).encode("utf-8")
-                                  + b"\n\n")
+        await self.response.write(sse_event(event))

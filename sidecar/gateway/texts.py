@@ -5,10 +5,21 @@ key). The inspection sees the slots' strings as the messages of one chat request
 order; the verdict's messages are written back into the same slots, so every other
 field passes through untouched. Parts the pipeline cannot read (images, audio, files,
 token arrays) are refused with InvalidRequest rather than forwarded uninspected.
+
+Responses API items other than messages (function and custom tool calls and their
+outputs, code interpreter, MCP, file and web search, shell, patch and computer calls)
+are read deny-by-default: every string in them is a slot, at any depth, except
+the structural fields that name things (`STRUCTURAL`: type, ids, status, names)
+and the opaque blobs of the types that carry one (`BLOBS`). An item or part type the
+gateway does not know, or one that carries a blob (a generated image, a screenshot,
+an image, audio or file part), is refused (`Uninspectable`) unless the policy's
+`gateway.pass_items` names it; then its blob passes and its other strings are still
+inspected.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +30,39 @@ from sidecar.types import Message
 UNINSPECTABLE = frozenset({"image_url", "input_image", "input_audio", "input_file", "file",
                            "audio", "image"})
 MAX_ROLE_CHARS = 64
+# Content-part types whose text is read; any other type is refused like an image.
+KNOWN_PARTS = frozenset({"text", "input_text", "output_text", "refusal", "summary_text",
+                         "reasoning_text"})
+# Fields of a Responses item that name or identify rather than say something: never
+# slots (rewriting an id or a function name would break the call), at any depth.
+STRUCTURAL = frozenset({"type", "id", "call_id", "item_id", "status", "role", "name",
+                        "server_label", "approval_request_id", "encrypted_content",
+                        "file_id", "container_id", "vector_store_id", "output_format",
+                        "background", "quality", "size", "detail", "phase", "environment",
+                        "action_type", "mime_type"})
+# Item types the gateway reads, and the fields holding an opaque blob in those that
+# carry one: such an item needs the policy's `gateway.pass_items` (the blob cannot be
+# inspected); its other strings are slots.
+KNOWN_ITEMS = frozenset({
+    "message", "function_call", "function_call_output", "custom_tool_call",
+    "custom_tool_call_output", "reasoning", "code_interpreter_call", "mcp_call",
+    "mcp_list_tools", "mcp_approval_request", "mcp_approval_response", "file_search_call",
+    "web_search_call", "computer_call", "local_shell_call", "local_shell_call_output",
+    "shell_call", "shell_call_output", "apply_patch_call", "apply_patch_call_output",
+    "item_reference", "compaction", "tool_search_call", "tool_search_output",
+    "image_generation_call", "computer_call_output"})
+BLOBS: dict[str, frozenset[str]] = {
+    "image_generation_call": frozenset({"result", "partial_image_b64"}),
+    "computer_call_output": frozenset({"image_url"}),
+}
+MAX_DEPTH = 32
+
+
+class Uninspectable(InvalidRequest):
+    """A part or item the guardrail cannot read, and the policy does not let pass."""
+
+
+Opaque = list[tuple[str, str]]  # (where, type) of what needs `gateway.pass_items`
 
 
 @dataclass(frozen=True)
@@ -56,7 +100,8 @@ def _str_slot(holder: dict[str, Any], key: str, role: str, where: str,
     slots.append(Slot(holder, key, role))
 
 
-def _parts(content: list[Any], role: str, where: str, slots: list[Slot]) -> None:
+def _parts(content: list[Any], role: str, where: str, slots: list[Slot],
+           opaque: Opaque | None = None) -> None:
     for index, part in enumerate(content):
         here = f"{where}[{index}]"
         if isinstance(part, str):  # some SDKs send bare strings in arrays
@@ -65,9 +110,12 @@ def _parts(content: list[Any], role: str, where: str, slots: list[Slot]) -> None
         if not isinstance(part, dict):
             raise InvalidRequest(f"{here}: expected a content part object")
         kind = part.get("type")
-        if kind in UNINSPECTABLE:
-            raise InvalidRequest(f"{here}: a '{kind}' part cannot be inspected by the "
-                                 "guardrail; send text only")
+        if kind in UNINSPECTABLE or (kind is not None and kind not in KNOWN_PARTS):
+            if opaque is None:
+                raise Uninspectable(f"{here}: a '{str(kind)[:64]}' part cannot be inspected "
+                                    "by the guardrail; send text only")
+            opaque.append((here, str(kind)[:64]))
+            continue
         for key in ("text", "refusal"):
             _str_slot(part, key, role, here, slots)
 
@@ -87,7 +135,8 @@ def _tool_calls(message: dict[str, Any], role: str, where: str, slots: list[Slot
         _str_slot(legacy, "arguments", role, f"{where}.function_call", slots)
 
 
-def _message(message: Any, where: str, slots: list[Slot], default_role: str = "") -> None:
+def _message(message: Any, where: str, slots: list[Slot], default_role: str = "",
+             opaque: Opaque | None = None) -> None:
     if not isinstance(message, dict):
         raise InvalidRequest(f"{where}: expected a message object")
     role = message.get("role", default_role)
@@ -96,35 +145,45 @@ def _message(message: Any, where: str, slots: list[Slot], default_role: str = ""
     if isinstance(content, str):
         slots.append(Slot(message, "content", role))
     elif isinstance(content, list):
-        _parts(content, role, f"{where}.content", slots)
+        _parts(content, role, f"{where}.content", slots, opaque)
     elif content is not None:
         raise InvalidRequest(f"{where}.content: expected a string or an array of parts")
     _str_slot(message, "refusal", role, where, slots)
     _tool_calls(message, role, where, slots)
 
 
-def chat_prompt(body: dict[str, Any]) -> list[Slot]:
+def chat_prompt(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot]:
     """Every message of a chat request: contents, parts, tool results, earlier calls."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages: a non-empty array of messages is required")
     slots: list[Slot] = []
     for index, message in enumerate(messages):
-        _message(message, f"messages[{index}]", slots)
+        _message(message, f"messages[{index}]", slots, opaque=opaque)
     return slots
 
 
-def chat_completion(body: dict[str, Any]) -> list[Slot]:
+def chat_completion(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot]:
     """The answer's contents, refusals and tool-call arguments, every choice."""
-    slots: list[Slot] = []
+    return [slot for _index, slots in chat_choices(body, opaque) for slot in slots]
+
+
+def chat_choices(body: dict[str, Any],
+                 opaque: Opaque | None = None) -> list[tuple[int, list[Slot]]]:
+    """Each choice of a chat answer with its own slots: (its index, slots), in order.
+    Each is inspected as a completion of its own (see the gateway's docstring)."""
+    found: list[tuple[int, list[Slot]]] = []
     choices = body.get("choices")
     if not isinstance(choices, list):
-        return slots
-    for index, choice in enumerate(choices):
+        return found
+    for position, choice in enumerate(choices):
         message = choice.get("message") if isinstance(choice, dict) else None
         if isinstance(message, dict):
-            _message(message, f"choices[{index}].message", slots, "assistant")
-    return slots
+            slots: list[Slot] = []
+            _message(message, f"choices[{position}].message", slots, "assistant", opaque)
+            index = choice.get("index", position)
+            found.append((index if isinstance(index, int) else position, slots))
+    return found
 
 
 def embeddings_input(body: dict[str, Any]) -> list[Slot]:
@@ -140,9 +199,10 @@ def embeddings_input(body: dict[str, Any]) -> list[Slot]:
     return [Slot(value, index, "user") for index in range(len(value))]
 
 
-def responses_input(body: dict[str, Any]) -> list[Slot]:
+def responses_input(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot]:
     """The Responses API request: instructions, input text or items (messages, tool
-    outputs, earlier tool calls)."""
+    calls and outputs, server-side tool items). What cannot be read goes to `opaque`
+    (None: refused at once)."""
     slots: list[Slot] = []
     _str_slot(body, "instructions", "system", "request", slots)
     value = body.get("input")
@@ -150,42 +210,84 @@ def responses_input(body: dict[str, Any]) -> list[Slot]:
         slots.append(Slot(body, "input", "user"))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _response_item(item, f"input[{index}]", slots, "user")
+            response_item(item, f"input[{index}]", slots, "user", opaque)
     elif value is not None:
         raise InvalidRequest("input: expected a string or an array of items")
-    if not slots:
+    if not slots and not opaque:
         raise InvalidRequest("input: nothing to send")
     return slots
 
 
-def responses_output(body: dict[str, Any]) -> list[Slot]:
+def responses_output(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot]:
     slots: list[Slot] = []
     output = body.get("output")
     if isinstance(output, list):
         for index, item in enumerate(output):
-            _response_item(item, f"output[{index}]", slots, "assistant")
+            response_item(item, f"output[{index}]", slots, "assistant", opaque)
     if isinstance(body.get("output_text"), str):
         slots.append(Slot(body, "output_text", "assistant"))
     return slots
 
 
-def _response_item(item: Any, where: str, slots: list[Slot], role: str) -> None:
-    if isinstance(item, str):
-        raise InvalidRequest(f"{where}: expected an item object")
+def response_item(item: Any, where: str, slots: list[Slot], role: str,
+                  opaque: Opaque | None = None) -> None:
+    """One Responses item's slots (see the module docstring)."""
     if not isinstance(item, dict):
         raise InvalidRequest(f"{where}: expected an item object")
     kind = item.get("type", "message")
-    if kind == "message" or "role" in item:
-        _message(item, where, slots, role)
-    elif kind in ("function_call", "custom_tool_call"):
-        _str_slot(item, "arguments", role, where, slots)
-        _str_slot(item, "input", role, where, slots)
-    elif kind in ("function_call_output", "custom_tool_call_output"):
-        output = item.get("output")
-        if isinstance(output, list):
-            _parts(output, "tool", f"{where}.output", slots)
-        else:
-            _str_slot(item, "output", "tool", where, slots)
-    elif kind in UNINSPECTABLE:
-        raise InvalidRequest(f"{where}: a '{kind}' item cannot be inspected by the "
-                             "guardrail; send text only")
+    if not isinstance(kind, str):
+        raise InvalidRequest(f"{where}.type: expected a string")
+    if kind == "message" or ("role" in item and "type" not in item):
+        _message(item, where, slots, role, opaque)
+        return
+    if kind in UNINSPECTABLE or kind in BLOBS or kind not in KNOWN_ITEMS:
+        if opaque is None:
+            raise Uninspectable(f"{where}: a '{kind[:64]}' item cannot be inspected by the "
+                                "guardrail; send text only, or name it in the policy's "
+                                "gateway.pass_items")
+        opaque.append((where, kind[:64]))
+        if kind in UNINSPECTABLE:
+            return  # an image, audio or file item: nothing in it is text
+    tool_role = "tool" if kind.endswith(("_output", "_response")) else role
+    skip = BLOBS.get(kind, frozenset())
+    for name, value in list(item.items()):
+        if name in STRUCTURAL or name in skip:
+            continue
+        if kind.endswith("_output") and name == "output" and isinstance(value, list) and \
+                all(isinstance(part, dict) and "type" in part for part in value):
+            _parts(value, tool_role, f"{where}.output", slots, opaque)  # content parts
+            continue
+        for _path, holder, key in _walk(item, name, name, skip, 0, where=where):
+            slots.append(Slot(holder, key, tool_role))
+
+
+def _walk(holder: Any, key: Any, path: str, skip: frozenset[str], depth: int, *,
+          where: str, empty: bool = False) -> Iterator[tuple[str, Any, Any]]:
+    """Every non-empty string under holder[key] but structural fields and blobs, as
+    (path, holder, key), the path like "outputs/0/logs": deny by default."""
+    value = holder[key]
+    if isinstance(value, str):
+        if value or empty:
+            yield path, holder, key
+        return
+    if depth >= MAX_DEPTH:
+        raise InvalidRequest(f"{where}.{path.replace('/', '.')}: nested deeper than "
+                             f"{MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for name in list(value):
+            if name not in STRUCTURAL and name not in skip:
+                yield from _walk(value, name, f"{path}/{name}", skip, depth + 1,
+                                 where=where, empty=empty)
+    elif isinstance(value, list):
+        for index in range(len(value)):
+            yield from _walk(value, index, f"{path}/{index}", skip, depth + 1,
+                                 where=where, empty=empty)
+
+
+def item_leaves(item: dict[str, Any], where: str) -> list[tuple[str, Any, Any]]:
+    """A streamed output item's texts outside messages and reasoning, named by path
+    ("arguments", "outputs/0/logs"): (path, holder, key)."""
+    kind = item.get("type")
+    skip = BLOBS.get(kind, frozenset()) if isinstance(kind, str) else frozenset()
+    return [found for name in list(item) if name not in STRUCTURAL and name not in skip
+            for found in _walk(item, name, name, skip, 0, where=where, empty=True)]
