@@ -28,6 +28,7 @@ from presidio_analyzer import (
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
+from sidecar.pii.internals import phone_matcher_constants
 from sidecar.pii.nlp import LazyArtifacts
 from sidecar.policy.model import CustomRecognizer
 from sidecar.regex import compile_re2
@@ -176,15 +177,13 @@ class _Shared:
         """(start, candidate) of phonenumbers' next candidate at or after `index`, cut
         before a second number's start as its `_find` does."""
         if index not in self._candidates:
-            from phonenumbers.phonenumbermatcher import _PATTERN
-            from phonenumbers.phonenumberutil import _SECOND_NUMBER_START_PATTERN
-
-            found = _PATTERN.search(text, index)
+            constants = phone_matcher_constants()
+            found = constants.candidate.search(text, index)
             if found is None:
                 self._candidates[index] = None
             else:
                 candidate = found.group()
-                second = _SECOND_NUMBER_START_PATTERN.search(candidate)
+                second = constants.second_number_start.search(candidate)
                 self._candidates[index] = (found.start(),
                                            candidate[:second.start()] if second else candidate)
         return self._candidates[index]
@@ -194,15 +193,10 @@ class _Shared:
         key = (candidate, offset)
         skip = self._dates.get(key)
         if skip is None:
-            from phonenumbers.phonenumbermatcher import (
-                _SLASH_SEPARATED_DATES,
-                _TIME_STAMPS,
-                _TIME_STAMPS_SUFFIX,
-            )
-
-            skip = bool(_SLASH_SEPARATED_DATES.search(candidate)) or bool(
-                _TIME_STAMPS.search(candidate)
-                and _TIME_STAMPS_SUFFIX.match(text, offset + len(candidate)))
+            constants = phone_matcher_constants()
+            skip = bool(constants.slash_separated_dates.search(candidate)) or bool(
+                constants.time_stamps.search(candidate)
+                and constants.time_stamps_suffix.match(text, offset + len(candidate)))
             self._dates[key] = skip
         return skip
 
@@ -211,15 +205,14 @@ class _Shared:
         tries, one list per turn of its loop, in its order."""
         found = self._groups.get(candidate)
         if found is None:
-            from phonenumbers.phonenumbermatcher import _INNER_MATCHES
-            from phonenumbers.phonenumberutil import _UNWANTED_END_CHAR_PATTERN
+            constants = phone_matcher_constants()
 
             def trimmed(group: str) -> str:  # phonenumbers' _trim_after_first_match
-                end = _UNWANTED_END_CHAR_PATTERN.search(group)
+                end = constants.unwanted_end_char.search(group)
                 return group[:end.start()] if end else group
 
             found = []
-            for pattern in _INNER_MATCHES:
+            for pattern in constants.inner_matches:
                 group_match = pattern.search(candidate)
                 first = True
                 while group_match:
@@ -363,15 +356,15 @@ def _shortest_valid(code: int) -> int:
     """The shortest national number some region of calling code `code` accepts."""
     from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
     from phonenumbers.phonemetadata import PhoneMetadata
-    from phonenumbers.phonenumberutil import _MIN_LENGTH_FOR_NSN
 
+    minimum = phone_matcher_constants().min_length_for_nsn
     shortest = []
     for region in COUNTRY_CODE_TO_REGION_CODE[code]:
         metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region)
         lengths = [n for n in (metadata.general_desc.possible_length or ())
                    if n > 0] if metadata is not None and metadata.general_desc else []
-        shortest.append(min(lengths) if lengths else _MIN_LENGTH_FOR_NSN)
-    return max(_MIN_LENGTH_FOR_NSN, min(shortest))
+        shortest.append(min(lengths) if lengths else minimum)
+    return max(minimum, min(shortest))
 
 
 def _digits_added(region: str) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sidecar.errors import PolicyError, PolicyIssue
@@ -23,6 +23,7 @@ from sidecar.policy.model import EntityRule, PiiConfig
 from sidecar.types import (
     Direction,
     Edit,
+    Explanation,
     Finding,
     Inspection,
     Prior,
@@ -36,6 +37,8 @@ PROTECTIVE = frozenset({"replace", "redact", "mask", "hash", "pseudonymize", "bl
 # What the vault issues: <ENTITY_TYPE_N>. Anything of this shape in a completion is a
 # candidate; only placeholders issued in the conversation are ever restored.
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]{0,63})_([1-9][0-9]{0,8})>")
+# (entity type, start, end, score): one analyzer finding.
+Found = tuple[str, int, int, float]
 
 
 class PiiStage:
@@ -97,11 +100,13 @@ class PiiStage:
             from presidio_anonymizer.entities import OperatorConfig
 
             from sidecar.offline import enforce_offline
+            from sidecar.pii.internals import check as check_library_internals
             from sidecar.pii.nlp import LeanSpacyEngine
             from sidecar.pii.operators import KeyedHash, MaskKeepLast
             from sidecar.pii.recognizers import BisectContextEnhancer, build_registry
 
             enforce_offline()
+            check_library_internals()  # the fast paths' assumptions, before they run
             language = self.config.language
             nlp_engine = LeanSpacyEngine(self.resources.spacy_model, self.needs_ner, language)
             nlp_engine.load()
@@ -151,13 +156,20 @@ class PiiStage:
         restoring = [self.config.pseudonyms.restore
                      and inspection.direction is Direction.COMPLETION
                      for inspection, _ in items]
-        for (item, index, text), raw in zip(texts, self._analyze([t for *_, t in texts]),
-                                            strict=True):
-            self._apply(index, text, raw, results[item], restoring[item])
+        # Only requests that ask for explanations pay for them (sidecar.pii.explain).
+        explaining = [items[item][0].explain for item, _, _ in texts]
+        explained: list[dict[Found, Explanation]] = [{} for _ in texts]
+        analyzed = self._analyze([t for *_, t in texts], explaining if any(explaining)
+                                 else None, explained)
+        for (item, index, text), raw, why in zip(texts, analyzed, explained, strict=True):
+            self._apply(index, text, raw, results[item], restoring[item], explained=why)
         return results
 
-    def _analyze(self, texts: list[str]) -> list[list[tuple[str, int, int, float]]]:
-        """Presidio findings per text, above each entity's threshold."""
+    def _analyze(self, texts: list[str], explaining: list[bool] | None = None,
+                 explained: list[dict[Found, Explanation]] | None = None
+                 ) -> list[list[Found]]:
+        """Presidio findings per text, above each entity's threshold; for the texts
+        `explaining` marks, each finding's Explanation goes into `explained`."""
         from sidecar.pii.nlp import NLP_LOCK, LazyArtifacts, for_tokenizer
 
         language = self.config.language
@@ -173,21 +185,30 @@ class PiiStage:
                 artifacts = [LazyArtifacts(self._nlp_engine, for_tokenizer(text), language)
                              for text in texts]
             out = []
-            for text, nlp_artifacts in zip(texts, artifacts, strict=True):
+            for number, (text, nlp_artifacts) in enumerate(zip(texts, artifacts, strict=True)):
+                explain = explaining is not None and explaining[number]
                 raw = self._analyzer.analyze(
                     text=text, language=language, entities=self._entities,
                     score_threshold=self._lowest_threshold, nlp_artifacts=nlp_artifacts,
-                    allow_list=self._allow,
+                    allow_list=self._allow, return_decision_process=explain,
                 )
                 raw = self._precision.apply(text, raw)
-                out.append([(r.entity_type, r.start, r.end, float(r.score)) for r in raw
-                            if r.score >= self.thresholds[r.entity_type]])
+                kept = [r for r in raw if r.score >= self.thresholds[r.entity_type]]
+                out.append([(r.entity_type, r.start, r.end, float(r.score)) for r in kept])
+                if explain and explained is not None:
+                    from sidecar.pii.explain import explanation_of
+
+                    explained[number] = {
+                        (r.entity_type, r.start, r.end, float(r.score)):
+                        explanation_of(r, text, self.resources.spacy_model) for r in kept}
         return out
 
-    def _apply(self, index: int, text: str, found: list[tuple[str, int, int, float]],
-               result: StageResult, restoring: bool = False) -> None:
+    def _apply(self, index: int, text: str, found: list[Found],
+               result: StageResult, restoring: bool = False, *,
+               explained: dict[Found, Explanation] | None = None) -> None:
         """Turn one message's findings into findings, violations and edits."""
         rules = self.rules
+        why = _explainer(explained)
         shadowed = [f for f in found if rules[f[0]].shadow]
         if shadowed:  # reported, never acted on; say what enforcing them would do
             result.would_block |= any(rules[f[0]].action == "block" for f in shadowed)
@@ -195,13 +216,15 @@ class PiiStage:
             found = [f for f in found if not rules[f[0]].shadow]
             for entity, start, end, score in sorted(shadowed, key=lambda f: (f[1], f[2])):
                 result.findings.append(Finding(entity, start, end, score, rules[entity].action,
-                                               index, shadow=True))
+                                               index, shadow=True,
+                                               explanation=why(entity, start, end, score)))
         blocking = [f for f in found if rules[f[0]].action == "block"]
         if blocking:
             result.blocked = True
             for entity, start, end, score in sorted(found, key=lambda f: (f[1], f[2])):
                 result.findings.append(Finding(entity, start, end, score,
-                                               rules[entity].action, index))
+                                               rules[entity].action, index,
+                                               explanation=why(entity, start, end, score)))
             for entity, start, end, _ in sorted(blocking, key=lambda f: (f[1], f[2])):
                 result.violations.append(Violation(
                     f"pii.{entity}", "pii", f"{entity} is not allowed by policy",
@@ -213,7 +236,8 @@ class PiiStage:
         kept = _resolve_overlaps(found, rules, [(t.start, t.end) for t in tokens])
         for entity, start, end, score in kept:
             result.findings.append(Finding(entity, start, end, score,
-                                           rules[entity].action, index))
+                                           rules[entity].action, index,
+                                           explanation=why(entity, start, end, score)))
         edits = list(tokens)
         pseudonymizing = [(entity, start, _without_possessive(text, start, end), score)
                           for entity, start, end, score in kept
@@ -238,6 +262,24 @@ class PiiStage:
                          in zip(acting, replaced, strict=True))
         if edits:
             result.edits[index] = sorted(edits, key=lambda e: e.start)
+
+
+def _explainer(explained: dict[Found, Explanation] | None
+               ) -> Callable[[str, int, int, float], Explanation | None]:
+    """The explanation of a finding: of the analyzer's finding it is, or (trimmed by
+    _resolve_overlaps) the one of that type and score that contains it; None when the
+    request did not ask."""
+    if not explained:
+        return lambda entity, start, end, score: None
+
+    def why(entity: str, start: int, end: int, score: float) -> Explanation | None:
+        exact = explained.get((entity, start, end, score))
+        if exact is not None:
+            return exact
+        return next((explanation for (e, s, t, sc), explanation in explained.items()
+                     if e == entity and sc == score and s <= start and end <= t), None)
+
+    return why
 
 
 def _without_possessive(text: str, start: int, end: int) -> int:

@@ -1,0 +1,98 @@
+"""The private library details the PII stage relies on are all named in one module, and
+an upgrade that changes any of them fails here (issue 21).
+
+If a test here fails after an upgrade: read `sidecar/pii/internals.py`, re-check each
+differing detail against the code that uses it (its `used_by`), run the equivalence
+tests, then record the new versions and fingerprints (`python -m sidecar.pii.internals`).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from sidecar.errors import ConfigError
+from sidecar.pii import internals
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBRARIES = ("presidio_analyzer", "presidio_anonymizer", "phonenumbers", "spacy", "thinc")
+
+
+def test_installed_versions_are_the_ones_the_fast_paths_were_checked_against() -> None:
+    assert internals.installed_versions() == internals.WRITTEN_FOR
+
+
+@pytest.mark.parametrize("detail", internals.PRIVATE_DETAILS,
+                         ids=lambda d: f"{d.module}.{d.qualname}")
+def test_every_private_detail_is_unchanged(detail: internals.Detail) -> None:
+    assert internals.fingerprint(detail) == detail.fingerprint, (
+        f"{detail.module}.{detail.qualname} changed: re-check {detail.used_by}")
+
+
+def test_the_shapes_hold_and_check_passes() -> None:
+    assert internals.shape_problems() == []
+    internals.check.cache_clear()
+    internals.check()
+
+
+def test_a_changed_signature_refuses_to_start_naming_the_detail(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an upgrade that renamed a parameter would do at run time: a ConfigError at
+    stage load, naming the detail and its user, never a failure on a request."""
+    changed = dataclasses.replace(internals.PRIVATE_DETAILS[1], params=("self", "position"))
+    monkeypatch.setattr(internals, "PRIVATE_DETAILS",
+                        (changed, *internals.PRIVATE_DETAILS[2:]))
+    internals.check.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"PhoneNumberMatcher\._find .*bounded_matcher"):
+            internals.check()
+    finally:
+        internals.check.cache_clear()
+
+
+def test_a_vanished_detail_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = dataclasses.replace(internals.PRIVATE_DETAILS[5], qualname="_NO_SUCH_PATTERN")
+    monkeypatch.setattr(internals, "PRIVATE_DETAILS", (gone,))
+    assert any("_NO_SUCH_PATTERN is gone" in p for p in internals.shape_problems())
+
+
+def _private_library_names(path: Path) -> list[str]:
+    """`from <library>... import _name` and `<library module>._name` in a source file."""
+    found = []
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and \
+                node.module.split(".")[0] in LIBRARIES:
+            found += [f"{node.module}.{alias.name}" for alias in node.names
+                      if alias.name.startswith("_")]
+    return found
+
+
+def test_no_module_but_internals_imports_a_private_library_name() -> None:
+    offenders = {str(path.relative_to(ROOT)): names
+                 for path in sorted((ROOT / "sidecar").rglob("*.py"))
+                 if path.name != "internals.py"
+                 for names in [_private_library_names(path)] if names}
+    assert offenders == {}
+
+
+def test_every_overridden_private_method_is_listed() -> None:
+    """A subclass of a library class that defines a `_method` the library also defines
+    overrides a private detail: it must be in PRIVATE_DETAILS."""
+    from sidecar.pii import nlp, recognizers
+
+    listed = {detail.qualname.split(".")[-1] for detail in internals.PRIVATE_DETAILS}
+    classes = [recognizers.FastPhoneRecognizer, recognizers.BisectContextEnhancer,
+               nlp.LeanSpacyEngine, recognizers.bounded_matcher()]
+    missing = []
+    for cls in classes:
+        library_bases = [base for base in cls.__mro__[1:]
+                         if base.__module__.split(".")[0] in LIBRARIES]
+        for name in vars(cls):
+            if name.startswith("_") and not name.startswith("__") and name != "_abc_impl" and \
+                    any(name in vars(base) for base in library_bases) and name not in listed:
+                missing.append(f"{cls.__name__}.{name}")
+    assert missing == []
