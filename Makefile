@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup run test lint typecheck unit proto policy-schema lock fuzz faults redteam bench bench-quick image image-check clean
+.PHONY: setup run test lint typecheck unit proto policy-schema lock fuzz faults redteam litellm-e2e bench bench-quick image image-check clean
 
 setup: $(STAMP)
 
@@ -62,6 +62,16 @@ faults: setup
 ## The red-team suite (tests/redteam, also part of `make test`) with 20x the examples.
 redteam: setup
 	GUARDRAIL_REDTEAM_SCALE=20 $(BIN)/pytest -q tests/redteam
+
+## LiteLLM's own proxy calling the sidecar's guardrail API (not part of `make test`):
+## a pinned litellm[proxy] in its own venv (never in our lock), then tests/test_litellm_e2e.py.
+LITELLM_VERSION ?= 1.108.7
+LITELLM_VENV    ?= /tmp/litellm-venv
+litellm-e2e: setup
+	test -x $(LITELLM_VENV)/bin/litellm && $(LITELLM_VENV)/bin/pip show litellm | \
+		grep -x 'Version: $(LITELLM_VERSION)' >/dev/null || { $(PYTHON) -m venv $(LITELLM_VENV) && \
+		$(LITELLM_VENV)/bin/pip install --quiet 'litellm[proxy]==$(LITELLM_VERSION)'; }
+	GUARDRAIL_LITELLM=$(LITELLM_VENV)/bin/litellm $(BIN)/pytest -q tests/test_litellm_e2e.py
 
 ## Benchmarks: PII corpus (sidecar over gRPC vs vanilla Presidio), then deny-list scale
 ## and per-stage cost. Each prints ratios against an anchor measured in the same run.
