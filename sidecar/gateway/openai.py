@@ -9,7 +9,7 @@ only the result goes upstream; the answer's texts are inspected as the completio
 with pseudonyms restored, before the client sees them. A block is an HTTP 400 with an
 OpenAI-style error of type `guardrail_blocked` (rule ids, entity types, audit id), or,
 when the policy says `on_block: {respond: refusal}`, a normal answer carrying its
-refusal text (chat streamed or not, Responses not streamed: `_refuse`);
+refusal text (chat and Responses, streamed or not: `_refuse` and the relays);
 the upstream is never called for a blocked prompt, and a blocked answer never
 reaches the client. Upstream errors pass back with their status and body; a timeout
 is 504, an unreachable upstream 502: the gateway never turns a failure into a success.
@@ -28,7 +28,13 @@ text and summaries) feeds a `LiveStream` per output item and part; the client ge
 delta events carrying only released text, and every `.done`, `output_item.done` and
 `response.completed` event carries the released text in place of the upstream's. A
 block mid-stream is a final `{"type": "error", ...}` event that also holds an `error`
-object, which the SDKs raise as an APIError.
+object, which the SDKs raise as an APIError (with `refusal`: a refusal message item,
+then `response.completed`).
+
+Several chat choices (`n`) are each a completion of their own (`_chat_answer`,
+`ChatRelay`); Responses items other than messages are read deny-by-default
+(`texts.response_item`), and what cannot be read is refused unless the policy's
+`gateway.pass_items` names it.
 """
 
 from __future__ import annotations
