@@ -135,13 +135,15 @@ def _inspect(args: argparse.Namespace) -> int:
     inspection = Inspection.of_text(
         text, direction, tenant=args.tenant, app=args.app, request_id=args.request_id,
         user_region=args.user_region, target_region=args.target_region,
-        output_schema=args.output_schema)
+        output_schema=args.output_schema, explain=args.explain)
     # One request, no conversation: pseudonyms hold within this text only.
     verdict = finish_locally(inspection, pipeline.run(inspection))
     out: dict[str, Any] = {
         "decision": verdict.decision.name,
         "text": verdict.text,
-        "findings": [dataclasses.asdict(f) for f in verdict.findings],
+        # `explanation` only with --explain (it is None otherwise).
+        "findings": [{k: v for k, v in dataclasses.asdict(f).items()
+                      if k != "explanation" or v is not None} for f in verdict.findings],
         "violations": [dataclasses.asdict(v) for v in verdict.violations],
         "schema_errors": [dataclasses.asdict(e) for e in verdict.schema_errors],
         "routing_tags": verdict.routing_tags,
@@ -724,6 +726,9 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--user-region", default="")
     inspect.add_argument("--target-region", default="")
     inspect.add_argument("--output-schema", default="", help="schema id (completions only)")
+    inspect.add_argument("--explain", action="store_true",
+                         help="say why each PII finding was made: recognizer, pattern or "
+                              "model, base score, context words, checksum")
     inspect.set_defaults(handler=_inspect)
 
     policy = commands.add_parser("policy", help="policy tools").add_subparsers(metavar="ACTION")

@@ -35,7 +35,8 @@ import grpc
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 
-__all__ = ["DEFAULT_TARGET", "AsyncGuardrailClient", "Finding", "GuardrailCallError",
+__all__ = ["DEFAULT_TARGET", "AsyncGuardrailClient", "Explanation", "Finding",
+           "GuardrailCallError",
            "GuardrailClient", "InvalidText", "Result", "SchemaError", "StreamUpdate", "Tls",
            "Violation", "pb", "pb_grpc", "utf16_offset"]
 
@@ -59,6 +60,21 @@ class Tls:
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Why a PII finding was made: only when the call passed `explain=True` (e.g.
+    `guard.inspect_prompt(text, explain=True)`), for tuning a policy. Names the
+    recognizer, its pattern (or NER model), the base score, the context words that raised
+    it and any checksum; never the matched text."""
+
+    recognizer: str
+    pattern: str
+    base_score: float
+    context_words: tuple[str, ...] = ()
+    context_improvement: float = 0.0
+    validation: str = ""
+
+
+@dataclass(frozen=True)
 class Finding:
     """Sensitive data at [start, end) of message `message_index` (code points)."""
 
@@ -69,6 +85,7 @@ class Finding:
     action: str
     message_index: int = 0
     shadow: bool = False
+    explanation: Optional[Explanation] = None
 
 
 @dataclass(frozen=True)
@@ -399,7 +416,16 @@ def _chunks(first: Any, texts: Iterable[str], bad: list[InvalidText]) -> Iterato
 
 def _findings(items: Iterable[Any]) -> tuple[Finding, ...]:
     return tuple(Finding(f.entity_type, f.start, f.end, round(f.score, 4), f.action,
-                         f.message_index, f.shadow) for f in items)
+                         f.message_index, f.shadow, _explanation(f)) for f in items)
+
+
+def _explanation(finding: Any) -> Optional[Explanation]:
+    if not finding.HasField("explanation"):
+        return None
+    why = finding.explanation
+    return Explanation(why.recognizer, why.pattern, round(why.base_score, 4),
+                       tuple(why.context_words), round(why.context_improvement, 4),
+                       why.validation)
 
 
 def _violations(items: Iterable[Any]) -> tuple[Violation, ...]:

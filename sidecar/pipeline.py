@@ -173,7 +173,9 @@ class Pipeline:
         todo: list[tuple[int, int | None, Key | None]] = []  # (item, message or whole, key)
         run: list[tuple[Inspection, Prior]] = []
         for number, (inspection, prior) in enumerate(items):
-            if not inspection.chat:
+            # An `explain` request is analysed whole and never cached: cached results
+            # carry no explanations, and its explanations must not reach other callers.
+            if not inspection.chat or inspection.explain:
                 todo.append((number, None, None))
                 run.append((inspection, prior))
                 continue

@@ -69,6 +69,9 @@ class Inspection:
     target_region: str = ""
     output_schema: str = ""
     attributes: tuple[tuple[str, str], ...] = ()
+    # The caller asked why each PII finding was made (Finding.explanation). Never set by
+    # a policy; off, the PII stage does no decision-process work at all.
+    explain: bool = False
 
     @classmethod
     def of_text(cls, text: str, direction: Direction = Direction.PROMPT, **kw: Any) -> Inspection:
@@ -78,6 +81,25 @@ class Inspection:
     def chars(self) -> int:
         """Characters in all messages: what the length metrics watch."""
         return sum(len(message.content) for message in self.messages)
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation(_Compact):
+    """Why a PII finding was made (`explain` requests only), like Presidio's decision
+    process. Names recognizers, patterns and context words, never the matched text: it
+    goes back to the caller who sent that text, and nowhere else (not to logs, metrics
+    or audit payloads)."""
+
+    recognizer: str
+    # The pattern's name, or the NER model that found it.
+    pattern: str
+    # The recognizer's score before context words and validation changed it.
+    base_score: float
+    # Context words near the finding that raised its score (lower case, as matched).
+    context_words: tuple[str, ...] = ()
+    context_improvement: float = 0.0
+    # A checksum or format validation applied, and its outcome ("" when none).
+    validation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +113,7 @@ class Finding(_Compact):
     action: str
     message_index: int = 0
     shadow: bool = False
+    explanation: Explanation | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,9 @@ from presidio_analyzer import AnalysisExplanation, LocalRecognizer, RecognizerRe
 from sidecar.regex import compile_re2
 
 ENTITY = "STREET_ADDRESS"
-_NAME = "StreetAddressRecognizer"
+# Not `_NAME`: that one is a pattern below, and shadowed this name, so the recognizer
+# was called by a regular expression in Presidio's metadata and in explanations.
+NAME = "StreetAddressRecognizer"
 CORE_SCORE = 0.5
 BACKED_SCORE = 0.85
 _SEGMENTS = 6  # at most this many segments are added on each side of a core
@@ -309,7 +311,7 @@ class StreetAddressRecognizer(LocalRecognizer):
 
     def __init__(self, supported_language: str = "en") -> None:
         super().__init__(supported_entities=[ENTITY], supported_language=supported_language,
-                         name=_NAME, context=[])
+                         name=NAME, context=[])
 
     def load(self) -> None:
         """Patterns are compiled on first use (`_patterns`), shared by every instance."""
@@ -320,10 +322,10 @@ class StreetAddressRecognizer(LocalRecognizer):
         return [RecognizerResult(
             entity_type=ENTITY, start=start, end=end, score=score,
             analysis_explanation=AnalysisExplanation(
-                recognizer=_NAME, original_score=score,
+                recognizer=NAME, original_score=score,
                 pattern_name="street address"),
             recognition_metadata={
-                RecognizerResult.RECOGNIZER_NAME_KEY: _NAME,
+                RecognizerResult.RECOGNIZER_NAME_KEY: NAME,
                 RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
                 RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY: True,
             }) for start, end, score in find_addresses(text)]

@@ -163,3 +163,13 @@ def _judge(value: str, named: list[str]) -> float:
             return 0.85 if region in named or value.startswith("+") else 0.7
         possible = possible or phonenumbers.is_possible_number(number)
     return 0.55 if possible else 0.0
+
+
+def context_words(text: str, start: int, end: int) -> tuple[str, ...]:
+    """The phone words that let `find` keep the number at [start, end) (for `explain`
+    only: `find` itself never collects them). Same windows as `find`."""
+    before = _words(text[max(0, start - 48):start])[-6:]
+    after = _words(text[end:end + 16])[:1]
+    found = [word for word in before if word in _CONTEXT or word.rstrip(".") in _STRONG]
+    found += [word for word in after if word in _LABELS]
+    return tuple(dict.fromkeys(found))

@@ -66,3 +66,11 @@ def find(text: str) -> list[Span]:
         if any(word in window for word in _NAMING):
             found.append((start, end, 0.85, "nine digits named as an SSN"))
     return found
+
+
+def context_words(text: str, start: int, end: int) -> tuple[str, ...]:
+    """The naming words that let `find` keep the SSN at [start, end) (for `explain`
+    only). Same window as `find`."""
+    lowered = text.lower()
+    window = lowered[max(0, start - _WINDOW):start] + " " + lowered[end:end + 12]
+    return tuple(word for word in _NAMING if word in window)

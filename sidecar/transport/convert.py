@@ -9,7 +9,16 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar.errors import InvalidRequest
 from sidecar.policy.reload import Status
 from sidecar.streaming import Release
-from sidecar.types import Decision, Direction, Finding, Inspection, Message, Verdict, Violation
+from sidecar.types import (
+    Decision,
+    Direction,
+    Explanation,
+    Finding,
+    Inspection,
+    Message,
+    Verdict,
+    Violation,
+)
 
 _DECISIONS = {Decision.ALLOW: pb.ALLOW, Decision.MODIFY: pb.MODIFY, Decision.BLOCK: pb.BLOCK}
 
@@ -40,6 +49,7 @@ def to_inspection(request: pb.InspectRequest, direction: Direction) -> Inspectio
         target_region=request.target_region,
         output_schema=request.output_schema,
         attributes=tuple(sorted(request.attributes.items())),
+        explain=request.explain,
     )
 
 
@@ -54,14 +64,24 @@ def to_stream_template(request: pb.InspectRequest) -> Inspection:
     return to_inspection(pb.InspectRequest(text="", **{
         name: getattr(request, name) for name in (
             "request_id", "tenant", "app", "subject_id", "conversation_id",
-            "user_region", "target_region")}, attributes=request.attributes),
+            "user_region", "target_region", "explain")}, attributes=request.attributes),
         Direction.COMPLETION)
 
 
 def findings_of(findings: Iterable[Finding]) -> list[pb.Finding]:
     return [pb.Finding(entity_type=f.entity_type, start=f.start, end=f.end, score=f.score,
-                       action=f.action, message_index=f.message_index, shadow=f.shadow)
+                       action=f.action, message_index=f.message_index, shadow=f.shadow,
+                       explanation=_explanation_of(f.explanation))
             for f in findings]
+
+
+def _explanation_of(why: Explanation | None) -> pb.Explanation | None:
+    if why is None:  # not asked for: the field stays unset
+        return None
+    return pb.Explanation(recognizer=why.recognizer, pattern=why.pattern,
+                          base_score=why.base_score, context_words=why.context_words,
+                          context_improvement=why.context_improvement,
+                          validation=why.validation)
 
 
 def violations_of(violations: Iterable[Violation]) -> list[pb.Violation]:

@@ -79,7 +79,7 @@ class Messages(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
 class InspectRequest(_message.Message):
-    __slots__ = ("request_id", "tenant", "app", "subject_id", "conversation_id", "text", "messages", "user_region", "target_region", "output_schema", "attributes")
+    __slots__ = ("request_id", "tenant", "app", "subject_id", "conversation_id", "text", "messages", "user_region", "target_region", "output_schema", "attributes", "explain")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class InspectRequest(_message.Message):
     TARGET_REGION_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tenant: str
     app: str
@@ -109,10 +110,11 @@ class InspectRequest(_message.Message):
     target_region: str
     output_schema: str
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., app: _Optional[str] = ..., subject_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., user_region: _Optional[str] = ..., target_region: _Optional[str] = ..., output_schema: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    explain: bool
+    def __init__(self, request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., app: _Optional[str] = ..., subject_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., text: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., user_region: _Optional[str] = ..., target_region: _Optional[str] = ..., output_schema: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class Finding(_message.Message):
-    __slots__ = ("entity_type", "start", "end", "score", "action", "message_index", "shadow")
+    __slots__ = ("entity_type", "start", "end", "score", "action", "message_index", "shadow", "explanation")
     ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +122,7 @@ class Finding(_message.Message):
     ACTION_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     entity_type: str
     start: int
     end: int
@@ -127,7 +130,24 @@ class Finding(_message.Message):
     action: str
     message_index: int
     shadow: bool
-    def __init__(self, entity_type: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., score: _Optional[float] = ..., action: _Optional[str] = ..., message_index: _Optional[int] = ..., shadow: _Optional[bool] = ...) -> None: ...
+    explanation: Explanation
+    def __init__(self, entity_type: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., score: _Optional[float] = ..., action: _Optional[str] = ..., message_index: _Optional[int] = ..., shadow: _Optional[bool] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("recognizer", "pattern", "base_score", "context_words", "context_improvement", "validation")
+    RECOGNIZER_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    BASE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_WORDS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_IMPROVEMENT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    recognizer: str
+    pattern: str
+    base_score: float
+    context_words: _containers.RepeatedScalarFieldContainer[str]
+    context_improvement: float
+    validation: str
+    def __init__(self, recognizer: _Optional[str] = ..., pattern: _Optional[str] = ..., base_score: _Optional[float] = ..., context_words: _Optional[_Iterable[str]] = ..., context_improvement: _Optional[float] = ..., validation: _Optional[str] = ...) -> None: ...
 
 class Violation(_message.Message):
     __slots__ = ("rule_id", "category", "message", "start", "end", "message_index", "shadow")
