@@ -484,3 +484,145 @@ def test_the_upstream_is_not_asked_with_a_blocked_tool_output(
             {"role": "user", "content": "what did the tool say?"}])
     assert caught.value.body["type"] == "guardrail_blocked"  # type: ignore[index]
     assert upstream.received == []
+
+
+# -- chat answers: every text field, not only content --------------------------------------------
+
+def test_text_beyond_content_in_a_chat_answer_is_inspected(
+        gateway: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    """Reasoning text (as DeepSeek, vLLM or Qwen send it), custom tool input, citation
+    titles: the model's text wherever the answer carries it."""
+    answer = {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [{
+        "index": 0, "finish_reason": "stop", "logprobs": None, "message": {
+            "role": "assistant", "content": "Done.",
+            "reasoning_content": "the user is jo.kim@corp.net",
+            "annotations": [{"type": "url_citation", "url_citation": {
+                "url": "https://x.test", "title": "Profile of lena.berg@acme.com",
+                "start_index": 0, "end_index": 1}}],
+            "tool_calls": [{"id": "t1", "type": "custom", "custom": {
+                "name": "mail", "input": "to: bo.li@mail.org"}}]}}]}
+    upstream.reset(lambda r, p: answer)
+    raw = client(gateway).chat.completions.with_raw_response.create(
+        model="m", messages=[{"role": "user", "content": "hi"}])
+    shown = raw.text
+    for email in ("jo.kim@corp.net", "lena.berg@acme.com", "bo.li@mail.org"):
+        assert email not in shown, email
+    assert json.loads(shown)["choices"][0]["message"]["reasoning_content"] == \
+        "the user is <EMAIL_ADDRESS>"
+    spoken = {**answer, "choices": [{**answer["choices"][0], "message": {
+        "role": "assistant", "content": None, "audio": {
+            "id": "a1", "data": "UklGRg==", "transcript": "hi", "expires_at": 1}}}]}
+    upstream.reset(lambda r, p: spoken)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client(gateway).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.body["code"] == "uninspectable_item"  # type: ignore[index]
+
+
+def _raw_chat_stream(gateway: GatewaySidecar, n: int = 1) -> list[Any]:
+    request = urllib.request.Request(
+        f"{gateway.base_url}/chat/completions", method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
+        data=json.dumps({"model": "m", "stream": True, "n": n, "messages": [
+            {"role": "user", "content": "go"}]}).encode())
+    with urllib.request.urlopen(request, timeout=30) as page:
+        assert page.headers["Content-Type"].startswith("text/event-stream")
+        raw = page.read().decode()
+    events = [block.removeprefix("data: ") for block in raw.split("\n\n") if block]
+    return [event if event == "[DONE]" else json.loads(event) for event in events]
+
+
+def test_streamed_chat_extras_are_inspected_or_dropped(
+        gateway: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    """A hostile upstream hides text in reasoning deltas, legacy function_call
+    arguments, extra chunk and choice fields, nested delta objects: inspected where
+    the API defines text, dropped where it does not; never passed on as it came."""
+    said = "the user is jo.kim@corp.net, ok"
+    chunks: list[Any] = [{**BASE, "note": "lena.berg@acme.com", "choices": [{
+        "index": 0, "delta": {"role": "assistant"}, "finish_reason": None,
+        "content_filter_results": {"hate": "lena.berg@acme.com"}}]}]
+    chunks += [{**BASE, "choices": [{"index": 0, "delta": {"reasoning_content": said[i:i + 4]},
+                                     "finish_reason": None}]} for i in range(0, len(said), 4)]
+    chunks += [{**BASE, "choices": [{"index": 0, "delta": {
+        "function_call": {"name": "mail", "arguments": '{"to": "bo.li@mail.org"}'},
+        "audio": {"transcript": "lena.berg@acme.com"}, "weird": {"x": ["lena.berg@acme.com"]},
+        "flags": {"n": 1}}, "finish_reason": None}]},
+               {**BASE, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+    upstream.reset(lambda r, p: chunks)
+    events = _raw_chat_stream(gateway)
+    assert events[-1] == "[DONE]"
+    everything = json.dumps(events)
+    for email in ("jo.kim@corp.net", "lena.berg@acme.com", "bo.li@mail.org"):
+        assert email not in everything, email
+    reasoning = "".join(c["choices"][0]["delta"].get("reasoning_content", "")
+                        for c in events[:-1] if c.get("choices"))
+    assert reasoning == "the user is <EMAIL_ADDRESS>, ok"
+    args = "".join(c["choices"][0]["delta"].get("function_call", {}).get("arguments", "")
+                   for c in events[:-1] if c.get("choices"))
+    assert json.loads(args) == {"to": "<EMAIL_ADDRESS>"}
+
+
+EVENT = st.one_of(
+    st.builds(lambda text: {**BASE, "choices": [{"index": 0, "delta": {"content": text},
+                                                 "finish_reason": None}]},
+              st.sampled_from(["Sure, ", "4111 ", "1111 ", "1111", " 1111", ". ", "ok "])),
+    st.sampled_from([
+        "{not json", "[]", "null", '"text"', "7", "{}",
+        json.dumps({**BASE, "choices": "4111 1111 1111 1111"}),
+        json.dumps({**BASE, "choices": [{"index": "0", "delta": {"content": "x"}}]}),
+        json.dumps({**BASE, "choices": [{"index": 0, "delta": "4111 1111 1111 1111"}]}),
+        json.dumps({**BASE, "choices": [{"index": 0, "delta": {"content": 4111}}]}),
+        json.dumps({**BASE, "choices": [{"index": 3, "delta": {"content": "x"}}]}),
+        json.dumps({**BASE, "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": "4111 1111 "}}]}}]}),
+        json.dumps({**BASE, "choices": [{"index": 0, "delta": {"tool_calls": "1111 1111"}}]}),
+        json.dumps({"error": {"message": "upstream broke", "type": "server_error"}}),
+        ": a comment line", "event: ping", "[DONE]"]))
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(EVENT, max_size=14))
+def test_a_malformed_chat_stream_never_crashes_nor_leaks_a_card(
+        gateway: GatewaySidecar, upstream: RecordingUpstream, events: list[Any]) -> None:
+    upstream.reset(lambda r, p: events)
+    received = _raw_chat_stream(gateway)
+    assert received, events
+    last = received[-1]
+    assert last == "[DONE]" or "error" in last, received
+    shown = "".join(
+        (c["choices"][0]["delta"].get("content") or "") +
+        "".join(call.get("function", {}).get("arguments", "")
+                for call in c["choices"][0]["delta"].get("tool_calls") or [])
+        for c in received if isinstance(c, dict) and c.get("choices"))
+    digits = "".join(ch for ch in shown if ch.isdigit())
+    assert "4111111111111111" not in digits, shown
+
+
+def test_text_hidden_outside_the_choices_of_a_chat_answer_is_inspected_too(
+        gateway: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    base = two_choices("All fine.", "Fine too.")
+    hidden = {**base, "note": {"why": [f"card {CARD}"]}}
+    upstream.reset(lambda r, p: hidden)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(gateway).chat.completions.create(
+            model="m", n=2, messages=[{"role": "user", "content": "hi"}])
+    assert "1111" not in json.dumps(caught.value.body)
+    raw = client(gateway, **REFUSING).chat.completions.with_raw_response.create(
+        model="m", n=2, messages=[{"role": "user", "content": "hi"}])
+    assert "1111" not in raw.text
+    assert [c.message.content for c in raw.parse().choices] == [REFUSAL, "Fine too."]
+    in_choice = {**base, "choices": [{**base["choices"][0], "extra": "mail jo.kim@corp.net"},
+                                     base["choices"][1]]}
+    upstream.reset(lambda r, p: in_choice)
+    raw = client(gateway).chat.completions.with_raw_response.create(
+        model="m", n=2, messages=[{"role": "user", "content": "hi"}])
+    assert "jo.kim" not in raw.text
+    for broken in ({**base, "choices": f"card {CARD}"}, {**base, "choices": [f"card {CARD}"]},
+                   {**base, "choices": [{"index": 0, "message": f"card {CARD}"}]}):
+        upstream.reset(lambda r, p, broken=broken: broken)
+        with pytest.raises(openai.InternalServerError) as failed:
+            client(gateway).chat.completions.create(
+                model="m", n=2, messages=[{"role": "user", "content": "hi"}])
+        assert failed.value.status_code == 502
+        assert "1111" not in json.dumps(failed.value.body)

@@ -235,7 +235,8 @@ class OpenAIGateway:
             return error(502, "the upstream answered 2xx with a body that is not a JSON "
                               "object", "upstream_invalid_response")
         if url.partition("?")[0].endswith("/chat/completions"):
-            return await self._chat_answer(request, result, ident, headers, choices)
+            return await self._chat_answer(request, result, ident, headers,
+                                           choices=choices, passes=passes)
         opaque: texts.Opaque = []
         try:
             slots = answer(result, opaque)
@@ -264,14 +265,16 @@ class OpenAIGateway:
         return web.json_response(result, headers=headers)
 
     async def _chat_answer(self, request: web.Request, result: dict[str, Any],
-                           ident: Identity, headers: dict[str, str],
-                           choices: int) -> web.StreamResponse:
+                           ident: Identity, headers: dict[str, str], *,
+                           choices: int, passes: frozenset[str]) -> web.StreamResponse:
         """A chat answer, each choice inspected as a completion of its own (its audit
         record tagged `choice`), concurrently. One blocked choice: with `on_block:
         error` the whole answer is a 400 naming that choice; with `refusal`, that
         choice alone carries the refusal text (finish_reason content_filter)."""
         try:
-            groups = texts.chat_choices(result)
+            opaque: texts.Opaque = []
+            groups = texts.chat_choices(result, opaque)
+            check_opaque(opaque, passes)
             indices = [index for index, _slots in groups]
             if len(result.get("choices") or []) > choices or len(set(indices)) != len(
                     indices) or not all(0 <= index < choices for index in indices):
@@ -283,18 +286,20 @@ class OpenAIGateway:
             return error(502, f"the upstream answered with {err}",
                          "upstream_invalid_response")
         try:
-            verdicts = await asyncio.gather(*(
+            found_verdicts = await asyncio.gather(*(
                 self._inspect(ident, Direction.COMPLETION, slots, {"choice": str(index)})
-                for index, slots in groups))
+                for index, slots in groups if slots))  # a choice without text: nothing
         except GuardrailError as err:
             return refusal(err)
         except Exception:
             return internal(ident.request_id)
-        found = [choice for choice in result.get("choices") or []
-                 if isinstance(choice, dict) and isinstance(choice.get("message"), dict)]
+        verdicts = iter(found_verdicts)
+        judged = [(position, index, slots, next(verdicts))
+                  for position, (index, slots) in enumerate(groups) if slots]
+        found: list[dict[str, Any]] = result.get("choices") or []  # checked: choice objects
         text: str | None = None
-        blocked_ones = [(index, verdict) for (index, _slots), verdict in zip(
-            groups, verdicts, strict=True) if verdict.decision == Decision.BLOCK]
+        blocked_ones = [(index, verdict) for _position, index, _slots, verdict in judged
+                        if verdict.decision == Decision.BLOCK]
         if blocked_ones:
             first_index, first = blocked_ones[0]
             text = self._refusal_text(first, "chat/completions", False)
@@ -304,8 +309,12 @@ class OpenAIGateway:
                     status=400)
             headers = {**headers, "x-guardrail-blocked": Direction.COMPLETION.value,
                        "x-guardrail-audit-id": first.audit_id}
-        for choice, (_index, slots), verdict in zip(found, groups, verdicts, strict=True):
+        for position, _index, slots, verdict in judged:
+            # The last group may hold only the answer's strings outside any choice.
+            choice = found[position] if position < len(found) else {}
             if verdict.decision == Decision.BLOCK:
+                for slot in slots:  # nothing of a blocked group stays, inside or out
+                    slot.put("")
                 choice.update(finish_reason="content_filter", logprobs=None, message={
                     "role": "assistant", "content": text, "refusal": None})
                 continue
@@ -537,6 +546,25 @@ async def _events(content: aiohttp.StreamReader) -> AsyncIterator[str]:
         yield "\n".join(data)
 
 
+# What a streamed chat chunk may carry on: its own fields, a choice's, a delta's role.
+_CHUNK_FIELDS = frozenset({"id", "object", "created", "model", "system_fingerprint",
+                           "service_tier", "choices", "usage"})
+_CHOICE_FIELDS = frozenset({"index", "delta", "finish_reason", "logprobs"})
+_ROLES = frozenset({"assistant", "tool", "developer", "system", "user", "function"})
+
+
+def _chat_delta(part: str | int, text: str) -> dict[str, Any]:
+    """The delta that carries released text for one stream of a chat choice."""
+    if isinstance(part, int):
+        return {"tool_calls": [{"index": part, "function": {"arguments": text}}]}
+    if part.startswith("custom:"):
+        return {"tool_calls": [{"index": int(part.removeprefix("custom:")),
+                                "custom": {"input": text}}]}
+    if part == "function_call":
+        return {"function_call": {"arguments": text}}
+    return {part: text}
+
+
 def _meaningful(value: Any) -> bool:
     """Whether a delta still says something once its text was taken out."""
     if isinstance(value, dict):
@@ -633,15 +661,18 @@ class ChatRelay:
             self.template = {key: chunk[key] for key in (
                 "id", "object", "created", "model", "system_fingerprint", "service_tier")
                 if key in chunk}
+        # Only the fields the API defines pass on; a hostile upstream's extras do not.
+        chunk = {key: value for key, value in chunk.items() if key in _CHUNK_FIELDS}
         choices = chunk.get("choices")
         if not isinstance(choices, list) or not choices:
             self.deferred.append(chunk)
             return []
         touched: list[StreamKey] = []
         now: list[dict[str, Any]] = []
-        for choice in choices:
-            if not isinstance(choice, dict):
+        for given in choices:
+            if not isinstance(given, dict):
                 raise UpstreamBroken("a choice that is not an object")
+            choice = {key: value for key, value in given.items() if key in _CHOICE_FIELDS}
             index = choice.get("index", 0)
             delta = choice.get("delta")
             if not isinstance(index, int) or not isinstance(delta, dict | None):
@@ -650,18 +681,8 @@ class ChatRelay:
                 raise UpstreamBroken(f"a choice index out of range (n={self.choices})")
             if index in self.refused:
                 continue  # the rest of a choice that ended in the refusal text
-            delta = delta or {}
+            delta = choice["delta"] = self._delta(delta or {}, index, touched)
             choice["logprobs"] = None
-            for name in ("content", "refusal"):
-                touched += self._take(delta, name, (index, name))
-            calls = delta.get("tool_calls")
-            if isinstance(calls, list):
-                for call in calls:
-                    function = call.get("function") if isinstance(call, dict) else None
-                    if isinstance(function, dict):
-                        position = call.get("index", 0)
-                        touched += self._take(function, "arguments", (
-                            index, position if isinstance(position, int) else 0))
             if choice.get("finish_reason") is not None:
                 self.deferred.append({**chunk, "choices": [choice]})
             elif _meaningful(delta):
@@ -669,6 +690,48 @@ class ChatRelay:
         if now:
             await self._send({**chunk, "choices": now})
         return list(dict.fromkeys(touched))
+
+    def _delta(self, given: dict[str, Any], index: int,
+               touched: list[StreamKey]) -> dict[str, Any]:
+        """A chunk's delta with its texts taken into their streams (deny by default:
+        every string field but the role is a text: content, refusal, and what other
+        APIs add, such as `reasoning_content`); tool calls keep their ids and names;
+        any other value (an object, a number) is dropped, never passed on unread."""
+        delta: dict[str, Any] = {}
+        for name, value in list(given.items()):
+            if name == "role":
+                if value in _ROLES:
+                    delta[name] = value
+            elif isinstance(value, str):
+                touched += self._take(given, name, (index, name))
+            elif name == "tool_calls" and isinstance(value, list):
+                delta[name] = [self._call(call, index, touched) for call in value
+                               if isinstance(call, dict)]
+            elif name == "function_call" and isinstance(value, dict):
+                touched += self._take(value, "arguments", (index, "function_call"))
+                delta[name] = {key: value[key] for key in ("name",)
+                               if isinstance(value.get(key), str)}
+            elif name in ("content", "refusal") and value is not None:
+                raise UpstreamBroken(f"a {name} that is not a string")
+        return delta
+
+    def _call(self, given: dict[str, Any], index: int,
+              touched: list[StreamKey]) -> dict[str, Any]:
+        """One streamed tool call: its arguments (function) or input (custom tool) taken
+        into a stream; its index, id, type and name kept."""
+        position = given.get("index", 0)
+        position = position if isinstance(position, int) and \
+            not isinstance(position, bool) else 0
+        call = {key: given[key] for key in ("index", "id", "type")
+                if isinstance(given.get(key), int | str)}
+        for kind, field, key in (("function", "arguments", position),
+                                 ("custom", "input", f"custom:{position}")):
+            inner = given.get(kind)
+            if isinstance(inner, dict):
+                touched += self._take(inner, field, (index, key))
+                call[kind] = {name: inner[name] for name in ("name",)
+                              if isinstance(inner.get(name), str)}
+        return call
 
     def _take(self, holder: dict[str, Any], name: str, key: StreamKey) -> list[StreamKey]:
         text = holder.pop(name, None)
@@ -699,8 +762,7 @@ class ChatRelay:
         index, part = key
         for release in releases:
             if release.text:
-                delta: dict[str, Any] = {part: release.text} if isinstance(part, str) else \
-                    {"tool_calls": [{"index": part, "function": {"arguments": release.text}}]}
+                delta = _chat_delta(part, release.text)
                 await self._send({**self.template, "choices": [{
                     "index": index, "delta": delta, "logprobs": None,
                     "finish_reason": None}]})

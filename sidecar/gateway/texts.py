@@ -35,8 +35,8 @@ KNOWN_PARTS = frozenset({"text", "input_text", "output_text", "refusal", "summar
                          "reasoning_text"})
 # Fields of a Responses item that name or identify rather than say something: never
 # slots (rewriting an id or a function name would break the call), at any depth.
-STRUCTURAL = frozenset({"type", "id", "call_id", "item_id", "status", "role", "name",
-                        "server_label", "approval_request_id", "encrypted_content",
+STRUCTURAL = frozenset({"type", "id", "call_id", "tool_call_id", "item_id", "status",
+                        "role", "name", "server_label", "approval_request_id", "encrypted_content",
                         "file_id", "container_id", "vector_store_id", "output_format",
                         "background", "quality", "size", "detail", "phase", "environment",
                         "action_type", "mime_type"})
@@ -130,6 +130,9 @@ def _tool_calls(message: dict[str, Any], role: str, where: str, slots: list[Slot
             if isinstance(function, dict):
                 _str_slot(function, "arguments", role, f"{where}.tool_calls[{index}].function",
                           slots)
+            custom = call.get("custom") if isinstance(call, dict) else None
+            if isinstance(custom, dict):  # a custom tool's free-form input
+                _str_slot(custom, "input", role, f"{where}.tool_calls[{index}].custom", slots)
     legacy = message.get("function_call")
     if isinstance(legacy, dict):
         _str_slot(legacy, "arguments", role, f"{where}.function_call", slots)
@@ -150,6 +153,7 @@ def _message(message: Any, where: str, slots: list[Slot], default_role: str = ""
         raise InvalidRequest(f"{where}.content: expected a string or an array of parts")
     _str_slot(message, "refusal", role, where, slots)
     _tool_calls(message, role, where, slots)
+    _extras(message, role, where, slots, opaque)
 
 
 def chat_prompt(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot]:
@@ -173,17 +177,68 @@ def chat_choices(body: dict[str, Any],
     """Each choice of a chat answer with its own slots: (its index, slots), in order.
     Each is inspected as a completion of its own (see the gateway's docstring)."""
     found: list[tuple[int, list[Slot]]] = []
-    choices = body.get("choices")
+    choices = body.get("choices", [])
     if not isinstance(choices, list):
-        return found
+        raise InvalidRequest("choices: expected an array")
     for position, choice in enumerate(choices):
-        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(choice, dict):
+            raise InvalidRequest(f"choices[{position}]: expected a choice object")
+        message = choice.get("message")
+        slots: list[Slot] = []
         if isinstance(message, dict):
-            slots: list[Slot] = []
             _message(message, f"choices[{position}].message", slots, "assistant", opaque)
-            index = choice.get("index", position)
-            found.append((index if isinstance(index, int) else position, slots))
+        elif message is not None:
+            raise InvalidRequest(f"choices[{position}].message: expected an object")
+        for name in [key for key in choice if key not in _CHOICE_FIELDS]:
+            slots += _strings(choice, name, f"choices[{position}]")
+        index = choice.get("index", position)
+        found.append((index if isinstance(index, int) else position, slots))
+    # Strings the answer carries outside its choices (deny by default): read with the
+    # first choice's texts.
+    extra = [slot for name in body if name not in _ANSWER_FIELDS
+             for slot in _strings(body, name, "answer")]
+    if extra:
+        if found:
+            found[0][1].extend(extra)
+        else:
+            found.append((0, extra))
     return found
+
+
+_CHOICE_FIELDS = frozenset({"index", "message", "finish_reason", "logprobs"})
+_ANSWER_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage",
+                            "system_fingerprint", "service_tier"})
+
+
+def _strings(holder: dict[str, Any], name: str, where: str) -> list[Slot]:
+    if name in STRUCTURAL:
+        return []
+    return [Slot(inner, key, "assistant") for _path, inner, key in
+            _walk(holder, name, name, frozenset(), 0, where=where)]
+
+
+# The fields of a chat answer's message that `_message` reads.
+_MESSAGE_FIELDS = frozenset({"role", "content", "refusal", "tool_calls", "function_call"})
+
+
+def _extras(message: dict[str, Any], role: str, where: str, slots: list[Slot],
+            opaque: Opaque | None) -> None:
+    """The rest of a message, deny by default: every string in it (a
+    `reasoning_content`, an audio transcript, citation titles) is a slot, except names
+    and ids; spoken audio cannot be inspected (`audio` in `gateway.pass_items`)."""
+    for name in list(message):
+        if name in _MESSAGE_FIELDS or name in STRUCTURAL:
+            continue
+        value = message[name]
+        skip: frozenset[str] = frozenset()
+        if name == "audio" and isinstance(value, dict) and value.get("data"):
+            if opaque is None:
+                raise Uninspectable(f"{where}.audio: spoken audio cannot be inspected by "
+                                    "the guardrail")
+            opaque.append((f"{where}.audio", "audio"))
+            skip = frozenset({"data"})
+        for _path, holder, key in _walk(message, name, name, skip, 0, where=where):
+            slots.append(Slot(holder, key, role))
 
 
 def embeddings_input(body: dict[str, Any]) -> list[Slot]:
