@@ -137,11 +137,52 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE fleet_keys (
             name TEXT PRIMARY KEY, wrapped BYTEA NOT NULL, kek_id TEXT NOT NULL)""",
     ],
+    # The index key's id each checkpoint signed (chain v3): shipped with the checkpoint,
+    # so its signature verifies in the store and a swapped index key shows.
+    2: ["ALTER TABLE checkpoints ADD COLUMN index_id TEXT NOT NULL DEFAULT ''"],
 }
 
 
 class StoreUnavailable(ConnectionError):
     """The fleet store cannot be reached (or failed): safe to show, names no secret."""
+
+
+class StoreRefused(StoreUnavailable):
+    """The store answered, and no retry will change its answer: a malformed URL, a
+    refused password or role, a missing database, a schema newer than this code, an
+    index or chain key other than the one pinned. Fatal at start; in the background the
+    shipper keeps shipping nothing, and says why."""
+
+
+# What the server says when it answered and refused us (psycopg gives no SQLSTATE for
+# a failed connection, only libpq's message). Everything else (refused, timed out,
+# starting up, too many clients) is worth retrying.
+_REFUSALS = ("password authentication failed", "authentication failed", "does not exist",
+             "no pg_hba.conf entry", "permission denied", "certificate verify failed",
+             "server does not support ssl", "sslmode value", "root certificate file")
+
+
+def _connect_error(url: str, err: BaseException) -> StoreUnavailable:
+    """StoreRefused for a configuration the server refuses, StoreUnavailable if not."""
+    import psycopg
+
+    reason = _first_line(err)
+    fatal = isinstance(err, psycopg.ProgrammingError) or \
+        any(text in str(err).lower() for text in _REFUSALS)
+    kind = StoreRefused if fatal else StoreUnavailable
+    return kind(f"cannot reach the fleet store {redact_url(url)}: {reason}")
+
+
+def check_url(url: str) -> None:
+    """StoreRefused when `url` is not a connection string libpq accepts (no I/O)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(url)
+    except psycopg.Error as err:
+        raise StoreRefused(f"the fleet store URL {redact_url(url)} is malformed: "
+                           f"{_first_line(err)}") from None
 
 
 def redact_url(url: str) -> str:
@@ -161,8 +202,7 @@ def connect(url: str, *, timeout: float = 5.0) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(url, connect_timeout=max(1, int(timeout)), autocommit=True)
     except psycopg.Error as err:
-        raise StoreUnavailable(f"cannot reach the fleet store {redact_url(url)}: "
-                               f"{_first_line(err)}") from None
+        raise _connect_error(url, err) from None
 
 
 def migrate(url: str, *, timeout: float = 5.0) -> list[int]:
@@ -192,8 +232,12 @@ def migrate(url: str, *, timeout: float = 5.0) -> list[int]:
                     applied.append(version)
                 newer = sorted(v for v in done if v not in MIGRATIONS)
                 if newer:
-                    raise StoreUnavailable(f"the fleet store has schema version {newer[-1]}, "
-                                           "newer than this sidecar knows: upgrade it")
+                    raise StoreRefused(f"the fleet store has schema version {newer[-1]}, "
+                                       f"newer than this sidecar knows ({max(MIGRATIONS)}): "
+                                       "upgrade the sidecar")
+        except psycopg.errors.InsufficientPrivilege as err:
+            raise StoreRefused(f"migrating the fleet store failed: {_first_line(err)}"
+                               ) from None
         except psycopg.Error as err:
             raise StoreUnavailable(f"migrating the fleet store failed: {_first_line(err)}"
                                    ) from None
@@ -210,32 +254,83 @@ class Central:
     `index_key` is created once per fleet (wrapped by the KEK, in `fleet_keys`), so every
     pod computes the same subject_ref for a subject; a KEK that does not open it is a
     wrong KEK, refused at start.
+
+    `pinned`: the index key this data directory saw in the store before (its pin). The
+    store must still hold that one (StoreRefused if not: a swapped index key would make
+    every erasure miss); and with a pin, an unreachable store is not fatal: the object
+    starts `ready = False` and `prepare()` (the shipper, in the background) migrates and
+    checks once the store answers. Until then `transaction()` refuses (StoreUnavailable),
+    so nothing reads or writes a store whose schema and index key are unchecked.
     """
 
     def __init__(self, url: str, kek: crypto.Kek, *, pool_size: int = 4,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, pinned: bytes | None = None) -> None:
         from psycopg_pool import ConnectionPool
 
         self.url = url
         self.kek = kek
         self.timeout = timeout
-        migrate(url, timeout=timeout)
+        self.ready = False
+        self.problem = "not reached yet"
+        self._prepare_lock = threading.Lock()
+        check_url(url)
+        self.index_key = pinned or b""
+        try:
+            migrate(url, timeout=timeout)
+        except StoreRefused:
+            raise
+        except StoreUnavailable as err:
+            if pinned is None:
+                raise
+            self.problem = str(err)
         self.pool: ConnectionPool[Any] = ConnectionPool(
             url, min_size=1, max_size=pool_size, open=True, timeout=timeout,
             kwargs={"connect_timeout": max(1, int(timeout))},
             check=ConnectionPool.check_connection, reconnect_timeout=0,
             name="guardrail-store")
-        self.index_key = self._index_key()
+        if self.problem == "not reached yet":  # migrated: check the index key now
+            try:
+                self.index_key = self._index_key(pinned)
+            except StoreRefused:
+                self.pool.close()
+                raise
+            except StoreUnavailable as err:  # gone again between the two steps
+                if pinned is None:
+                    self.pool.close()
+                    raise
+                self.problem = str(err)
+            else:
+                self.ready, self.problem = True, ""
+
+    def prepare(self) -> None:
+        """Migrate and check the index key against the pin (after a start without the
+        store, or an outage: the store that came back may not be the one that left).
+        StoreRefused or StoreUnavailable when it cannot be used (yet)."""
+        with self._prepare_lock:
+            try:
+                migrate(self.url, timeout=self.timeout)
+                self._index_key(self.index_key or None)
+            except StoreUnavailable as err:
+                self.ready, self.problem = False, str(err)
+                raise
+            self.ready, self.problem = True, ""
+
+    def unready(self, reason: str) -> None:
+        """The store failed: `prepare()` again before anything else uses it."""
+        self.ready, self.problem = False, reason
 
     def close(self) -> None:
         self.pool.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Conn]:
-        """A pooled connection inside one transaction; StoreUnavailable when unreachable."""
+    def transaction(self, *, unchecked: bool = False) -> Iterator[Conn]:
+        """A pooled connection inside one transaction; StoreUnavailable when unreachable,
+        or not yet prepared (`unchecked`: for `prepare` itself)."""
         import psycopg
         from psycopg_pool import PoolTimeout
 
+        if not self.ready and not unchecked:
+            raise StoreUnavailable(f"the fleet store is not usable yet: {self.problem}")
         try:
             with self.pool.connection(timeout=self.timeout) as conn, conn.transaction():
                 yield conn
@@ -245,19 +340,29 @@ class Central:
         except psycopg.Error as err:  # connection lost, server restarting, ...
             raise StoreUnavailable(f"the fleet store failed: {_first_line(err)}") from None
 
-    def _index_key(self) -> bytes:
-        with self.transaction() as conn:
+    def _index_key(self, pinned: bytes | None) -> bytes:
+        """The fleet's index key: made on first use (the pinned one, if this pod had a
+        pin: a store that lost its keys is re-seeded, not re-keyed), else the stored one,
+        which must be the pinned one."""
+        proposed = pinned or secrets.token_bytes(32)
+        with self.transaction(unchecked=True) as conn:
             conn.execute("INSERT INTO fleet_keys VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                         (INDEX_KEY, crypto.wrap(self.kek, secrets.token_bytes(32), INDEX_KEY),
-                          self.kek.id))
+                         (INDEX_KEY, crypto.wrap(self.kek, proposed, INDEX_KEY), self.kek.id))
             wrapped, kek_id = conn.execute("SELECT wrapped, kek_id FROM fleet_keys WHERE "
                                            "name = %s", (INDEX_KEY,)).fetchone()
         try:
-            return crypto.unwrap(self.kek, bytes(wrapped), INDEX_KEY)
+            key = crypto.unwrap(self.kek, bytes(wrapped), INDEX_KEY)
         except crypto.AuditKeyError:
             raise crypto.AuditKeyError(
                 f"the audit KEK (id {self.kek.id}) does not open the fleet store's keys "
                 f"(wrapped by KEK {kek_id}): every pod needs the fleet's KEK") from None
+        if pinned is not None and not hmac.compare_digest(key, pinned):
+            raise StoreRefused(
+                f"the fleet store's index key (id {chain.index_key_id(key)[:12]}) is not the "
+                f"one this sidecar pinned (id {chain.index_key_id(pinned)[:12]}): every "
+                "subject lookup and erasure would miss. A store replaced or altered: "
+                "restore the fleet's index key, see README 'Fleet mode'")
+        return key
 
     def subject_ref(self, subject_id: str) -> str:
         if not subject_id:
@@ -274,7 +379,7 @@ class Central:
             row = conn.execute("SELECT public_key FROM chains WHERE chain_id = %s",
                                (chain_id,)).fetchone()
         if row[0] != public_key:
-            raise StoreUnavailable(f"chain {chain_id} is registered with another signing key "
+            raise StoreRefused(f"chain {chain_id} is registered with another signing key "
                                    f"({row[0][:16]}…): a second sidecar with the same "
                                    "instance id, or a changed key")
 
@@ -421,7 +526,8 @@ class KeyRing:
         """A pending key made here (the store does not know it yet)."""
         with self._local_lock:
             row = self.local.execute("SELECT wrapped FROM data_keys WHERE dek_id = ? AND "
-                                     "destroyed_at IS NULL", (dek_id,)).fetchone()
+                                     "destroyed_at IS NULL AND wrapped IS NOT NULL",
+                                     (dek_id,)).fetchone()
         return None if row is None else crypto.unwrap(self.central.kek, row[0], dek_id)
 
     def forget(self, subject_ref: str = "") -> None:
@@ -477,15 +583,31 @@ class KeyRing:
             self._stop.wait(0.5)
 
     def _destroy_erased_pending(self, conn: Conn) -> None:
+        """Destroy the pending keys made here before an erasure of their subject that
+        this pod missed (it was offline): the same fence `_register_pending_keys` applies.
+        A pending key made after the erasure is a new key for new records, never the
+        erased one (that one only ever lived in the store), and stays."""
+        from audit.store import immediate
+
         with self._local_lock:
-            pending = self.local.execute("SELECT DISTINCT ref FROM data_keys WHERE scope = "
-                                         "'subject' AND shipped = 0 AND destroyed_at IS "
-                                         "NULL").fetchall()
-        refs = [row[0] for row in pending]
-        if refs:
-            for (ref,) in conn.execute("SELECT DISTINCT subject_ref FROM erasures WHERE "
-                                       "subject_ref = ANY(%s)", (refs,)).fetchall():
-                self.forget(ref)
+            pending = self.local.execute("SELECT dek_id, ref, created FROM data_keys WHERE "
+                                         "scope = 'subject' AND shipped = 0 AND "
+                                         "destroyed_at IS NULL").fetchall()
+        if not pending:
+            return
+        erased = dict(conn.execute("SELECT subject_ref, MAX(time) FROM erasures WHERE "
+                                   "subject_ref = ANY(%s) GROUP BY subject_ref",
+                                   (sorted({row[1] for row in pending}),)).fetchall())
+        doomed = [(erased[ref], dek_id) for dek_id, ref, created in pending
+                  if ref in erased and erased[ref] >= created]
+        if doomed:
+            with self._lock:
+                self._scopes = {scope: value for scope, value in self._scopes.items()
+                                if value[0] not in {d for _, d in doomed}}
+                self._ids.clear()
+            with self._local_lock, immediate(self.local) as local:
+                local.executemany("UPDATE data_keys SET wrapped = NULL, destroyed_at = ? "
+                                  "WHERE dek_id = ? AND destroyed_at IS NULL", doomed)
 
 
 # -- shipping ---------------------------------------------------------------------------
@@ -507,8 +629,14 @@ def ship(central: Central, outbox: sqlite3.Connection, keys: sqlite3.Connection,
     was shipped last (else the pod was rolled back: refused, recorded), check each
     record links and hashes, register pending keys, insert (idempotent), advance the
     chain's shipped position and head anchor with the checkpoints now covered.
+
+    A data directory that ran in local mode before may hold the stubs of a local
+    retention sweep where records were: they ship as the store's stubs of that chain
+    (the chained retention event and the signed checkpoint that vouch for them ship as
+    records and checkpoints), and the chain goes on after them.
     """
     result = ShipResult()
+    registered: list[str] = []
     with central.transaction() as conn:
         shipped_seq, shipped_hash, anchor_n = conn.execute(
             "SELECT shipped_seq, shipped_hash, anchor_n FROM chains WHERE chain_id = %s "
@@ -527,26 +655,24 @@ def ship(central: Central, outbox: sqlite3.Connection, keys: sqlite3.Connection,
                 f"SELECT seq, {', '.join(_METADATA)}, payload, payload_digest, prev_hash, "  # noqa: S608 - fixed column names
                 "hash FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
                 (shipped_seq, batch)).fetchall()
+            last = int(rows[-1][0]) if rows else shipped_seq
+            stubs = {int(r[0]): (str(r[1]), str(r[2]), str(r[3])) for r in outbox.execute(
+                "SELECT seq, hash, prev_hash, sweep FROM pruned WHERE seq > ? AND seq < ? "
+                "AND sweep != 'shipped'", (shipped_seq, last))}
             checkpoints = outbox.execute(
-                "SELECT n, seq, hash, time, extra, signature, public_key, prev FROM "
-                "checkpoints WHERE n > ? ORDER BY n", (anchor_n,)).fetchall()
+                "SELECT n, seq, hash, time, extra, signature, public_key, prev, index_id "
+                "FROM checkpoints WHERE n > ? ORDER BY n", (anchor_n,)).fetchall()
         finally:
             outbox.execute("COMMIT")
-        good: list[Any] = []
-        prev = shipped_hash
-        for expected, row in enumerate(rows, shipped_seq + 1):
-            metadata = dict(zip(_METADATA, row[1:1 + len(_METADATA)], strict=True))
-            digest, prev_hash, hash_ = row[-3:]
-            if row[0] != expected or prev_hash != prev or \
-                    chain.record_hash(prev, metadata, digest) != hash_:
-                result.problem = (f"the outbox record at seq {expected} does not verify "
-                                  "(missing, altered or out of order): shipping stops there")
-                break
-            good.append(row)
-            prev = hash_
+        good, bridged, result.problem = _linked(rows, stubs, shipped_seq, shipped_hash)
         if good:
-            _register_pending_keys(conn, keys)
+            registered = _register_pending_keys(conn, keys)
             _insert_records(conn, chain_id, good)
+        if bridged:
+            with conn.cursor() as cursor:
+                cursor.executemany("INSERT INTO pruned VALUES (%s, %s, %s, %s, %s) "
+                                   "ON CONFLICT DO NOTHING",
+                                   [(chain_id, *stub) for stub in bridged])
         last_seq = int(good[-1][0]) if good else shipped_seq
         last_hash = str(good[-1][-1]) if good else shipped_hash
         covered = [c for c in checkpoints if c[1] <= last_seq]
@@ -554,17 +680,42 @@ def ship(central: Central, outbox: sqlite3.Connection, keys: sqlite3.Connection,
             with conn.cursor() as cursor:
                 cursor.executemany(
                     "INSERT INTO checkpoints (chain_id, n, seq, hash, time, extra, signature, "
-                    "public_key, prev) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT DO NOTHING", [(chain_id, *c) for c in covered])
-            n, seq, hash_, when, extra, signature, public_key, link = covered[-1]
-            newest = Anchor(n, seq, hash_, when, link, extra, signature, public_key)
+                    "public_key, prev, index_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                    "%s) ON CONFLICT DO NOTHING", [(chain_id, *c) for c in covered])
+            n, seq, hash_, when, extra, signature, public_key, link, index = covered[-1]
+            newest = Anchor(n, seq, hash_, when, link, extra, signature, public_key, index)
             conn.execute("UPDATE chains SET anchor_n = %s, anchor = %s WHERE chain_id = %s "
                          "AND anchor_n < %s", (newest.n, newest.to_json(), chain_id, newest.n))
         if good:
             conn.execute("UPDATE chains SET shipped_seq = %s, shipped_hash = %s, updated = %s "
                          "WHERE chain_id = %s", (last_seq, last_hash, time.time(), chain_id))
         result.shipped, result.acked_seq, result.checkpoints = len(good), last_seq, len(covered)
+    _forget_registered(keys, registered)  # only now: the store has committed them
     return result
+
+
+def _linked(rows: list[Any], stubs: dict[int, tuple[str, str, str]], shipped_seq: int,
+            shipped_hash: str) -> tuple[list[Any], list[tuple[int, str, str, str]], str]:
+    """(the records that follow the shipped position, each linked and hashing to its
+    hash; the local sweep stubs between them; why it stops early, or "")."""
+    good: list[Any] = []
+    bridged: list[tuple[int, str, str, str]] = []
+    prev, expected, problem = shipped_hash, shipped_seq + 1, ""
+    for row in rows:
+        while expected < row[0] and expected in stubs and stubs[expected][1] == prev:
+            hash_, prev_hash, sweep = stubs[expected]
+            bridged.append((expected, hash_, prev_hash, sweep))
+            prev, expected = hash_, expected + 1
+        metadata = dict(zip(_METADATA, row[1:1 + len(_METADATA)], strict=True))
+        digest, prev_hash, hash_ = row[-3:]
+        if row[0] != expected or prev_hash != prev or \
+                chain.record_hash(prev, metadata, digest) != hash_:
+            problem = (f"the outbox record at seq {expected} does not verify (missing, "
+                       "altered or out of order): shipping stops there")
+            break
+        good.append(row)
+        prev, expected = hash_, expected + 1
+    return good, [stub for stub in bridged if good and stub[0] < good[-1][0]], problem
 
 
 def _insert_records(conn: Conn, chain_id: str, good: list[Any]) -> None:
@@ -607,15 +758,14 @@ def _check_continuity(outbox: sqlite3.Connection, shipped_seq: int,
             "one the store holds (its audit.db was replaced or rewritten)", str(row[0]))
 
 
-def _register_pending_keys(conn: Conn, keys: sqlite3.Connection) -> None:
-    """Register keys a pod made offline before the records that use them. A key whose
-    subject was erased after it was made is registered destroyed (the erasure fence)."""
-    from audit.store import immediate
-
+def _register_pending_keys(conn: Conn, keys: sqlite3.Connection) -> list[str]:
+    """Register keys a pod made offline before the records that use them (inside the
+    caller's transaction); their ids. A key whose subject was erased after it was made
+    is registered destroyed (the erasure fence)."""
     pending = keys.execute("SELECT dek_id, scope, ref, wrapped, kek_id, fingerprint, created, "
                            "destroyed_at FROM data_keys WHERE shipped = 0").fetchall()
     if not pending:
-        return
+        return []
     for dek_id, scope, ref, sealed, kek_id, fingerprint, created, was_destroyed in pending:
         erased = conn.execute("SELECT MAX(time) FROM erasures WHERE subject_ref = %s",
                               (ref,)).fetchone()[0] if scope == "subject" else None
@@ -625,9 +775,22 @@ def _register_pending_keys(conn: Conn, keys: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO data_keys VALUES (%s, %s, %s, 0, %s, %s, %s, %s, %s) "
                      "ON CONFLICT (dek_id) DO NOTHING",
                      (dek_id, scope, ref, wrapped, kek_id, fingerprint, created, destroyed_at))
+    return [str(row[0]) for row in pending]
+
+
+def _forget_registered(keys: sqlite3.Connection, dek_ids: list[str]) -> None:
+    """After the store committed them: mark the pending keys registered and drop the
+    local copy, so the store is the only place a registered key lives (an erasure there
+    reaches it; a copy here would outlive it while the pod is offline). Marked only
+    after the commit: a commit that failed leaves them pending, registered again next
+    time (idempotent), never lost."""
+    from audit.store import immediate
+
+    if not dek_ids:
+        return
     with immediate(keys) as local:
-        local.executemany("UPDATE data_keys SET shipped = 1 WHERE dek_id = ?",
-                          [(row[0],) for row in pending])
+        local.executemany("UPDATE data_keys SET shipped = 1, wrapped = NULL WHERE dek_id = ?",
+                          [(dek_id,) for dek_id in dek_ids])
 
 
 def prune_outbox(outbox: sqlite3.Connection, acked_seq: int) -> int:
@@ -708,11 +871,24 @@ class FleetStore:
         self.index_key = central.index_key
         self.chain_id = f"admin-{signer.public_hex()[:16]}"
         central.register_chain(self.chain_id, signer.public_hex(), kind="admin")
+        self._index_problem: str | None = None
 
     def close(self) -> None:
         self.central.close()
 
     def subject_ref(self, subject_id: str) -> str:
+        """As AuditStore.subject_ref: refuses (AuditKeyError) when the store's index key
+        is not the one the pods' signed checkpoints name, since an erasure, hold or
+        export by subject would silently find nothing."""
+        if not subject_id:
+            return ""
+        if self._index_problem is None:
+            with self.central.transaction() as conn:
+                self._index_problem = "; ".join(index_pin_problems(conn, self.index_key))
+        if self._index_problem:
+            raise crypto.AuditKeyError(f"the fleet store's index key was replaced: "
+                                       f"{self._index_problem}. Restore the fleet's index "
+                                       "key (see README 'Fleet mode')")
         return self.central.subject_ref(subject_id)
 
     def trusted_keys(self) -> list[str]:
@@ -959,6 +1135,30 @@ def _purge_conversations(conn: Conn, now: float) -> int:
         "lower(btrim(h.ref)) = lower(btrim(c.tenant)))))", (now,)).rowcount)
 
 
+def index_pin_problems(conn: Conn, index_key: bytes) -> list[str]:
+    """The chains whose newest checkpoint signed in fleet mode (after the chain was
+    registered; before, a data directory ran in local mode with its own index key) names
+    an index key other than the store's: the store's index key was swapped, and every
+    subject lookup and erasure would silently miss. Only checkpoints whose signature
+    verifies against the chain's registered key count: the store cannot forge them."""
+    current = chain.index_key_id(index_key)
+    problems = []
+    for chain_id, public_key, n, seq, hash_, when, extra, signature, prev, index in \
+            conn.execute(
+                "SELECT DISTINCT ON (c.chain_id) c.chain_id, h.public_key, c.n, c.seq, c.hash, "
+                "c.time, c.extra, c.signature, c.prev, c.index_id FROM checkpoints c JOIN "
+                "chains h USING (chain_id) WHERE c.index_id != '' AND c.time >= h.registered "
+                "ORDER BY c.chain_id, c.n DESC").fetchall():
+        message = chain.checkpoint_message(seq, hash_, when, extra, n=n, prev=prev,
+                                           index=index)
+        if index != current and chain.verify_signature(public_key, message, signature):
+            problems.append(f"chain {chain_id}: checkpoint #{n} signed index key id "
+                            f"{index[:12]}, but the store's index key is {current[:12]} "
+                            "(swapped in the store: subject lookups and erasures would "
+                            "miss)")
+    return problems
+
+
 def verify_fleet(central: Central, trusted: Collection[str] | None) -> Verification:
     """One Verification for the whole store (problems prefixed with their chain)."""
     pinned = None if trusted is None else {key.lower() for key in trusted}
@@ -978,6 +1178,7 @@ def verify_fleet(central: Central, trusted: Collection[str] | None) -> Verificat
                              "chained, chain_id FROM holds ORDER BY id").fetchall()
         conflicts = conn.execute("SELECT chain_id, seq, reason FROM chain_conflicts "
                                  "ORDER BY chain_id, time").fetchall()
+        index_problems = index_pin_problems(conn, central.index_key)
         sweeps: dict[str, dict[str, str]] = {}  # chain -> sweep id -> digest
         shipped_problems: list[Problem] = []
         results = []
@@ -1021,6 +1222,7 @@ def verify_fleet(central: Central, trusted: Collection[str] | None) -> Verificat
             db.close()
         keys.close()
     problems: list[Problem] = list(shipped_problems)
+    problems += [Problem(None, problem) for problem in index_problems]
     notes: list[str] = []
     warnings: list[str] = []
     admins = {row[0] for row in chains if row[2] == "admin"}
@@ -1074,7 +1276,7 @@ def _copy_chain(conn: Conn, db: sqlite3.Connection, chain_id: str) -> None:
                    conn.execute("SELECT seq, hash, prev_hash, sweep FROM pruned WHERE "
                                 "chain_id = %s", (chain_id,)).fetchall())
     db.executemany("INSERT INTO checkpoints (seq, hash, time, extra, signature, public_key, "
-                   "n, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   conn.execute("SELECT seq, hash, time, extra, signature, public_key, n, prev "
-                                "FROM checkpoints WHERE chain_id = %s ORDER BY n",
+                   "n, prev, index_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   conn.execute("SELECT seq, hash, time, extra, signature, public_key, n, prev, "
+                                "index_id FROM checkpoints WHERE chain_id = %s ORDER BY n",
                                 (chain_id,)).fetchall())

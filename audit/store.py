@@ -223,9 +223,13 @@ class AuditStore:
         # The index key is pinned by every checkpoint's signature (chain v3): a key that
         # differs from the one the newest checkpoint names would make subject lookups
         # silently miss, so subject_ref() refuses and open_store refuses to start.
-        # Fleet mode: the store holds the fleet's index key (audit.pgstore.Central).
-        self.index_id = chain.index_key_id(index_key) if keyring is None else ""
-        self.index_problem = self._index_pin_problem()
+        # Fleet mode: the store holds the fleet's index key (audit.pgstore.Central), which
+        # the checkpoints sign too (shipped, they pin it in the store: verify --store
+        # names a swap); the data directory pins it in keys/fleet-index.json, checked at
+        # start. Not checked here against older checkpoints: a directory that ran in
+        # local mode before signed its own index key.
+        self.index_id = chain.index_key_id(index_key)
+        self.index_problem = self._index_pin_problem() if keyring is None else ""
         self.outbox_limit: int | None = None
         self.outbox_records = 0
         self._outbox_lock = threading.Lock()
@@ -778,7 +782,7 @@ class AuditStore:
         return verify_trail(self.db.conn, self.keys.conn, _METADATA, trusted_keys,
                             anchor_path or self.anchor_path, expect_head=expect_head,
                             kek=self.kek if self.keyring is None else None,
-                            index_id=self.index_id)
+                            index_id=self.index_id if self.keyring is None else "")
 
 
 def snapshot(directory: Path, target: Path) -> None:

@@ -161,20 +161,40 @@ class Fleet:
     """This process's link to the fleet store: one pool, one key ring (and its LISTEN
     thread), one chain id, shared by the writer, the vault and the admin service."""
 
-    def __init__(self, central: Central, keyring: KeyRing, chain_id: str) -> None:
+    def __init__(self, central: Central, keyring: KeyRing, chain_id: str,
+                 public_key: str = "") -> None:
         self.central = central
         self.keyring = keyring
         self.chain_id = chain_id
+        self.public_key = public_key
+
+    def prepare(self) -> None:
+        """Before shipping after a start without the store, or an outage: migrate, check
+        the index key against the pin, register this chain (StoreRefused or
+        StoreUnavailable when it cannot ship yet)."""
+        self.central.prepare()
+        self.central.register_chain(self.chain_id, self.public_key)
 
 
 _fleets: dict[tuple[str, str], Fleet] = {}
 _fleets_lock = threading.Lock()
+INDEX_PIN_FILE = "fleet-index.json"
 
 
 def fleet_of(settings: Settings, kek: crypto.Kek, signer: chain.Signer) -> Fleet:
     """The process's Fleet for `settings.store` (made on first use: migrate, register
-    this sidecar's chain, start listening for erasures)."""
-    from audit.pgstore import Central, KeyRing, instance_id
+    this sidecar's chain, start listening for erasures).
+
+    What is fatal at start (StoreRefused, ConfigError: exit 2) and what is retried:
+    a malformed URL, a password, role or database the server refuses, a schema newer
+    than this code, an index key or chain key other than the pinned one are fatal (no
+    retry changes them). An unreachable store (refused, timed out, restarting) is
+    retried in the background by the shipper, provided this data directory reached the
+    store once before: its pin (`keys/fleet-index.json`, the fleet's index key wrapped
+    by the KEK) lets it name subjects the way the fleet does. A data directory that
+    never reached the store cannot, and refuses to start until it does.
+    """
+    from audit.pgstore import Central, KeyRing, StoreRefused, StoreUnavailable, instance_id
     from audit.store import _KEY_MIGRATIONS, open_database
 
     assert settings.store is not None
@@ -182,16 +202,89 @@ def fleet_of(settings: Settings, kek: crypto.Kek, signer: chain.Signer) -> Fleet
     with _fleets_lock:
         if key in _fleets:
             return _fleets[key]
-        central = Central(settings.store, kek)
         directory = Path(settings.data_dir)
+        pin_id, pinned = _read_index_pin(directory / "keys", kek)
+        try:
+            central = Central(settings.store, kek, pinned=pinned)
+        except StoreRefused:
+            raise
+        except StoreUnavailable as err:
+            raise StoreUnavailable(
+                f"{err}; this data directory never reached the fleet store, so it does not "
+                "know the fleet's index key (which names subjects in its records): it "
+                "starts once the store answers (a sidecar that reached it once restarts "
+                "without it)") from None
+        if pin_id and central.ready and chain.index_key_id(central.index_key) != pin_id:
+            central.close()
+            raise StoreRefused(f"the fleet store's index key (id "
+                               f"{chain.index_key_id(central.index_key)[:12]}) is not the one "
+                               f"this sidecar pinned (id {pin_id[:12]}): a store replaced or "
+                               "altered; see README 'Fleet mode'")
+        if central.ready and (pinned is None or not pin_id):
+            _write_index_pin(directory / "keys", kek, central.index_key)
         chain_id = settings.instance_id or instance_id(directory / "keys")
-        central.register_chain(chain_id, signer.public_hex())
+        if central.ready:
+            try:
+                central.register_chain(chain_id, signer.public_hex())
+            except StoreRefused:
+                central.close()
+                raise
+            except StoreUnavailable as err:  # gone again: the shipper registers it
+                central.unready(str(err))
+        if not central.ready:
+            log.warning("fleet store unreachable at start; serving, records wait in the "
+                        "outbox and ship once it answers", extra={"error": central.problem})
         (directory / "audit").mkdir(mode=0o700, parents=True, exist_ok=True)
         local = open_database(directory / "audit" / "audit-keys.db", _KEY_MIGRATIONS)
         keyring = KeyRing(central, local.conn, cache_seconds=settings.store_key_cache_seconds)
         keyring.listen()
-        _fleets[key] = Fleet(central, keyring, chain_id)
+        _fleets[key] = Fleet(central, keyring, chain_id, signer.public_hex())
         return _fleets[key]
+
+
+def _read_index_pin(keys: Path, kek: crypto.Kek) -> tuple[str, bytes | None]:
+    """(the pinned index key's id, the key when this KEK opens it) or ("", None).
+
+    The id alone still pins after a KEK rotation (the key is then re-read from the
+    store and re-wrapped); a file that is not ours is a configuration error."""
+    import base64
+
+    path = keys / INDEX_PIN_FILE
+    try:
+        data = json.loads(path.read_text())
+        pin_id = str(data["index_id"])
+        wrapped = base64.b64decode(str(data["wrapped"]), validate=True)
+    except FileNotFoundError:
+        return "", None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path} is unreadable or damaged ({type(err).__name__}): it pins "
+                          "the fleet's index key; restore it, or delete it to pin the "
+                          "store's current key at the next start") from None
+    try:
+        key = crypto.unwrap(kek, wrapped, "fleet-index")
+    except crypto.AuditKeyError:
+        return pin_id, None  # another KEK (rotated): the id still pins
+    if chain.index_key_id(key) != pin_id:
+        raise ConfigError(f"{path} is damaged (its key does not match its id): restore it, "
+                          "or delete it to pin the store's current key at the next start")
+    return pin_id, key
+
+
+def _write_index_pin(keys: Path, kek: crypto.Kek, index_key: bytes) -> None:
+    import base64
+
+    keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = keys / INDEX_PIN_FILE
+    temporary = path.with_suffix(".tmp")
+    text = json.dumps({"index_id": chain.index_key_id(index_key), "kek_id": kek.id,
+                       "wrapped": base64.b64encode(crypto.wrap(kek, index_key,
+                                                               "fleet-index")).decode()})
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
 
 
 def current_fleet(settings: Settings) -> Fleet:
@@ -257,15 +350,31 @@ class Shipper:
         self._thread.start()
 
     def _run(self) -> None:
+        from audit.pgstore import StoreRefused
+
         while not self._stop.is_set():
             wait = self.interval
             try:
+                if not self.fleet.central.ready:
+                    self.fleet.prepare()
                 if self.ship_once() >= self.batch:
                     wait = 0.0
+            except StoreRefused as err:  # answered, but not a store this pod may use
+                if str(err) != self.problem:
+                    log.error("fleet store refused; records wait in the outbox",
+                              extra={"error": str(err), "outbox": self.store.outbox_records})
+                self.fleet.central.unready(str(err))
+                self.up = False
+                self.problem = str(err)
+                self.failures += 1
+                wait = self.retry * 5
             except ConnectionError as err:  # StoreUnavailable: PostgreSQL down
                 if self.up or not self.failures:
                     log.warning("fleet store unreachable; records wait in the outbox",
                                 extra={"error": str(err), "outbox": self.store.outbox_records})
+                # The store that comes back may not be the one that left (restored from
+                # a backup, another schema): migrate and check the pin again first.
+                self.fleet.central.unready(str(err))
                 self.up = False
                 self.failures += 1
                 wait = self.retry
@@ -308,6 +417,8 @@ class Shipper:
         self._thread.join(timeout=30)
         deadline = time.monotonic() + drain
         with contextlib.suppress(Exception):
+            if not self.fleet.central.ready:
+                self.fleet.prepare()
             while time.monotonic() < deadline and self.ship_once() > 0:
                 pass
         self.outbox.close()

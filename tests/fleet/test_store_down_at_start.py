@@ -1,0 +1,129 @@
+"""A pod that starts while PostgreSQL is down (issue 19, round 3).
+
+Real `guardrail serve` processes and a real PostgreSQL stopped and restarted. A pod
+whose data directory reached the store once (it pinned the fleet's index key) starts
+without it, answers every inspection into its outbox, says DOWN in the health detail,
+and ships everything once the store answers; killed mid-retry, it ships on restart. A
+data directory that never reached the store, a malformed URL or a role the server
+refuses are fatal at start: exit 2, one clear line, no traceback, no password.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import psycopg
+
+from tests.faults import Sidecar, guardrail, kill_leftovers, no_traceback
+from tests.fleet.conftest import Postgres, fleet_secrets
+from tests.fleet.test_outbox_bound import _health_detail, _metrics, _wait
+
+
+def _shipped(url: str, ids: set[str]) -> tuple[int, int]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM records WHERE id = "
+                           "ANY(%s)", (list(ids),)).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_a_pod_started_while_the_store_is_down_serves_and_ships_everything_later(
+        postgres: Postgres, tmp_path: Path) -> None:
+    url = postgres.database()
+    keys = fleet_secrets(tmp_path / "secrets")
+    env = keys.env(url, GUARDRAIL_STORE_OUTBOX_MAX_RECORDS="1000")
+    data = tmp_path / "pod"
+    admin = ["--store", url, "--data-dir", str(tmp_path / "admin")]
+    pod = Sidecar(data, env=env).serving()  # reaches the store once: pins its index key
+    try:
+        old = pod.prompt("note before, from the subject", subject_id="subj-1",
+                         tenant="acme").audit_id
+        _wait(lambda: _shipped(url, {old}) == (1, 1), "the first record shipped")
+        assert pod.stop() == 0
+        erased = guardrail("audit", "erase", "--subject", "subj-1", "--actor", "dpo",
+                           "--reason", "request 7", *admin, env=env)
+        assert erased.returncode == 0, erased.stderr
+        with psycopg.connect(url) as conn:
+            [old_key] = conn.execute("SELECT dek_id FROM records WHERE id = %s",
+                                     (old,)).fetchone() or [""]
+        postgres.pause()
+        answered: set[str] = set()
+        try:
+            pod = Sidecar(data, env=env).serving()
+            for n in range(12):  # 0 failed inspections within the bound
+                answered.add(pod.prompt(f"offline {n}, write to ann@example.com",
+                                        tenant="acme", subject_id=f"subj-{n % 3}").audit_id)
+            assert all(answered) and len(answered) == 12
+            _wait(lambda: _metrics(pod)["guardrail_store_up"] == 0, "store_up 0")
+            detail = _health_detail(pod)
+            assert detail.startswith("SERVING\n") and "store: DOWN" in detail, detail
+            # Killed mid-retry, restarted still offline: it serves again, loses nothing.
+            pod.process.send_signal(signal.SIGKILL)
+            pod.process.wait(timeout=30)
+            pod = Sidecar(data, env=env).serving()
+            answered |= {pod.prompt(f"after the kill {n}", tenant="acme",
+                                    subject_id="subj-1").audit_id for n in range(3)}
+            assert all(answered) and len(answered) == 15
+        finally:
+            postgres.resume()
+        _wait(lambda: _shipped(url, answered) == (15, 15), "every record shipped once", 90)
+        _wait(lambda: _metrics(pod)["guardrail_store_up"] == 1, "store_up 1")
+        with psycopg.connect(url) as conn:
+            # The subject erased before the outage: written offline with a new key, never
+            # the destroyed one, which stays destroyed.
+            new_keys = {r[0] for r in conn.execute(
+                "SELECT r.dek_id FROM records r WHERE r.id = ANY(%s) AND r.subject_ref = "
+                "(SELECT subject_ref FROM records WHERE id = %s)", (list(answered), old))}
+            assert new_keys and old_key not in new_keys
+            assert conn.execute("SELECT wrapped IS NULL FROM data_keys WHERE dek_id = %s",
+                                (old_key,)).fetchone() == (True,)
+            assert conn.execute("SELECT COUNT(*) FROM data_keys WHERE dek_id = ANY(%s) AND "
+                                "wrapped IS NOT NULL", (list(new_keys),)).fetchone() == \
+                (len(new_keys),)
+        assert pod.stop() == 0
+        done = guardrail("audit", "verify", "--public-key", keys.public_key, *admin, env=env)
+        no_traceback(done.stdout + done.stderr)
+        assert done.returncode == 0, done.stdout + done.stderr
+        exported = guardrail("audit", "export", "--subject", "subj-1", "--include-payload",
+                             *admin, env=env)
+        assert exported.returncode == 0, exported.stderr
+        rows = {row["id"]: row for row in map(json.loads, exported.stdout.splitlines())}
+        assert rows[old]["payload"] is None  # erased before the outage
+        assert sum(1 for i in answered if i in rows and rows[i]["payload"]) >= 7
+    finally:
+        if pod.process.poll() is None:
+            pod.stop()
+        kill_leftovers()
+
+
+def test_what_no_retry_can_fix_is_fatal_at_start(postgres: Postgres, tmp_path: Path) -> None:
+    """Exit 2, one line naming the cause, never a traceback or a password: a malformed
+    URL, a role the server refuses, a schema newer than this code; and a data directory
+    that never reached the store while it is down (it does not know the index key)."""
+    keys = fleet_secrets(tmp_path / "secrets")
+    url = postgres.database()
+    bad_role = url.replace("user=postgres", "user=nobody&password=hunter2-secret")
+    malformed = url + "&bogus_option=1"
+    for store, expected in ((bad_role, 'role "nobody" does not exist'),
+                            (malformed, "malformed")):
+        code, out = Sidecar(tmp_path / "fresh", env=keys.env(store)).exits()
+        no_traceback(out)
+        assert code == 2, out
+        assert expected in out and "hunter2-secret" not in out, out
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrated = guardrail("store", "migrate", "--store", url)
+        assert migrated.returncode == 0, migrated.stderr
+        conn.execute("INSERT INTO schema_migrations VALUES (99, 0)")
+    code, out = Sidecar(tmp_path / "fresh", env=keys.env(url)).exits()
+    no_traceback(out)
+    assert code == 2 and "schema version 99, newer than this sidecar knows" in out, out
+    postgres.pause()
+    try:
+        code, out = Sidecar(tmp_path / "never", env=keys.env(url)).exits()
+    finally:
+        postgres.resume()
+    no_traceback(out)
+    assert code == 2 and "never reached the fleet store" in out, out
+    kill_leftovers()
