@@ -7,8 +7,7 @@ a tmpfs on /tmp (shared by two containers, as a pod's memory-backed emptyDir is:
 mounted on the host, which needs root), a Docker volume for the data directory, and the
 gRPC API on a Unix socket in a directory mounted from the host. The checkpoint signing
 key comes the way `kube-inject --mode fleet` brings it: a Secret-like file (root-owned,
-0440, group 10001, as the kubelet mounts it) that kube-inject's own `guardrail-keys`
-init container copies, with the image's shell, to a 0600 file on the /tmp volume. Then:
+0440, group 10001, as the kubelet mounts it), read where it is mounted. Then:
 
 1. waits for Docker's own HEALTHCHECK (the image's `guardrail health`) to say `healthy`;
 2. sends real inspections through the socket from the host (the Python client) and checks
@@ -137,18 +136,8 @@ def signing_key_secret(directory: Path) -> str:
     return public_key_of(path)
 
 
-def copy_signing_key(image: str, secret_dir: Path, tmp_dir: Path) -> None:
-    """Run kube-inject's own `guardrail-keys` init container, as rendered for a pod."""
-    from sidecar.kubeinject import SIGNING_DIR, Options, keys_container
-
-    init = keys_container(Options(image=image, mode="fleet"))
-    docker("run", "--rm", "--network", "none", "--read-only", "--user", f"{UID}:{UID}",
-           "-v", f"{secret_dir}:{SIGNING_DIR}:ro", "-v", f"{tmp_dir}:/tmp",
-           "--entrypoint", init["command"][0], image, *init["command"][1:])
-
-
 def check(image: str, health_limit: float) -> None:
-    from sidecar.kubeinject import SIGNING_KEY_FILE
+    from sidecar.kubeinject import SIGNING_DIR, SIGNING_KEY
 
     started = time.monotonic()
     suffix = secrets.token_hex(4)
@@ -167,14 +156,12 @@ def check(image: str, health_limit: float) -> None:
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=1777", "tmpfs",
                         str(tmp_dir)], check=True, capture_output=True)
         public_key = signing_key_secret(secret_dir)
-        copy_signing_key(image, secret_dir, tmp_dir)
-        step("guardrail-keys (kube-inject's init container) copied the signing key from "
-             "a 0440 Secret-like file to a 0600 file on the tmpfs volume", started)
         docker("run", "--detach", "--name", name, "--network", "none", "--read-only",
                "-v", f"{tmp_dir}:/tmp", "--stop-timeout", "30",
+               "-v", f"{secret_dir}:{SIGNING_DIR}:ro",
                "-v", f"{volume}:{DATA_DIR}", "-v", f"{host_dir}:{SOCKET_DIR}",
                "-e", f"GUARDRAIL_LISTEN=unix:{SOCKET_DIR}/guardrail.sock",
-               "-e", f"GUARDRAIL_AUDIT_SIGNING_KEY_FILE={SIGNING_KEY_FILE}",
+               "-e", f"GUARDRAIL_AUDIT_SIGNING_KEY_FILE={SIGNING_DIR}/{SIGNING_KEY}",
                "-e", f"GUARDRAIL_AUDIT_KEK={kek}", image)
         step(f"started {name}: --network none --read-only, tmpfs /tmp, volume {volume}, "
              f"socket in {host_dir}", started)

@@ -16,12 +16,12 @@ Two modes (issue 19 describes the fleet):
   one trail). More replicas need a StatefulSet or the fleet mode; they are refused.
 - `fleet`: `GUARDRAIL_STORE` (a `postgresql://` URL) comes from a Secret, the data
   directory is an `emptyDir` outbox the shipper drains into PostgreSQL; any replica count.
-  The fleet's checkpoint signing key comes from a Secret too, copied by a first init
-  container, `guardrail-keys`, to a 0600 file of the sidecar's own on the memory-backed
-  /tmp volume (written when the sidecar refused every group-readable key file). The keys
-  every replica must share for the `hash` action and routing-tag signatures come from
-  the shared-keys Secret, read where the kubelet mounts them (root-owned, 0440 with
-  fsGroup, which sidecar.keys accepts).
+  The fleet's checkpoint signing key, and the keys every replica must share for the
+  `hash` action and routing-tag signatures, come from Secrets, read where the kubelet
+  mounts them (root-owned, 0440 with fsGroup, which sidecar.keys accepts). Earlier
+  versions copied the signing key to a 0600 file with a first init container,
+  `guardrail-keys`, from when the sidecar refused every group-readable key file; a
+  re-injection removes it.
 
 Injection converges: the init container named `guardrail` and the volumes only it mounts
 belong to kube-inject, and a second run replaces them with the same rendering, so injecting
@@ -47,7 +47,9 @@ from sidecar import __version__
 from sidecar.errors import ConfigError
 
 CONTAINER = "guardrail"
-KEYS_CONTAINER = "guardrail-keys"  # fleet: copies the signing key out of its Secret
+# What earlier versions added before the sidecar in a fleet (a signing-key copier): still
+# ours, so that re-injecting their output takes it out.
+KEYS_CONTAINER = "guardrail-keys"
 OWN_CONTAINERS = (CONTAINER, KEYS_CONTAINER)
 DATA_VOLUME = "guardrail-data"
 POLICIES_VOLUME = "guardrail-policies"
@@ -63,7 +65,6 @@ APP_GRACE_ANNOTATION = "guardrail-sidecar/app-grace-seconds"
 DATA_DIR = "/var/lib/guardrail"
 POLICIES_DIR = "/etc/guardrail/policies"
 SIGNING_DIR = "/etc/guardrail/signing-key"
-SIGNING_KEY_FILE = "/tmp/guardrail/audit-signing.key"  # noqa: S108 (a private tmpfs)
 SHARED_KEYS_DIR = "/etc/guardrail/shared-keys"
 LISTEN = "127.0.0.1:50051"
 METRICS_LISTEN = "127.0.0.1:9464"
@@ -275,8 +276,7 @@ def _pod(pod: _Pod, options: Options) -> None:
                                   f"{port['containerPort']}, which the sidecar listens on "
                                   "in the pod's shared network namespace")
     spec["volumes"] = [*volumes, *_volumes(pod, options, claim)]
-    keys = [keys_container(options)] if options.mode == "fleet" else []
-    spec["initContainers"] = [*keys, _sidecar(options), *inits]
+    spec["initContainers"] = [_sidecar(options), *inits]
     for container in containers:
         env = container.get("env")
         if env is None:
@@ -348,10 +348,10 @@ def _volumes(pod: _Pod, options: Options, claim: str | None) -> list[dict[str, A
     own.append({"name": POLICIES_VOLUME, "configMap": {"name": options.policies_configmap}})
     own.append({"name": TMP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}})
     if options.mode == "fleet":
+        # Read where the kubelet mounts them: root-owned 0440 is what sidecar.keys accepts.
         own.append({"name": SIGNING_VOLUME, "secret": {
             "secretName": options.signing_key_secret, "defaultMode": 0o440,
             "items": [{"key": SIGNING_KEY, "path": SIGNING_KEY}]}})
-        # Read where the kubelet mounts them: root-owned 0440 is what sidecar.keys accepts.
         own.append({"name": SHARED_KEYS_VOLUME, "secret": {
             "secretName": options.shared_keys_secret, "defaultMode": 0o440,
             "items": [{"key": HASH_KEY, "path": HASH_KEY}, {"key": TAGS_KEY, "path": TAGS_KEY}]}})
@@ -396,7 +396,8 @@ def _sidecar(options: Options) -> dict[str, Any]:
     if options.mode == "fleet":
         env.append({"name": "GUARDRAIL_STORE", "valueFrom": {"secretKeyRef": {
             "name": options.store_secret, "key": STORE_KEY}}})
-        env.append({"name": "GUARDRAIL_AUDIT_SIGNING_KEY_FILE", "value": SIGNING_KEY_FILE})
+        env.append({"name": "GUARDRAIL_AUDIT_SIGNING_KEY_FILE",
+                    "value": f"{SIGNING_DIR}/{SIGNING_KEY}"})
         env.append({"name": "GUARDRAIL_HASH_KEY_FILE", "value": f"{SHARED_KEYS_DIR}/{HASH_KEY}"})
         env.append({"name": "GUARDRAIL_TAGS_KEY_FILE", "value": f"{SHARED_KEYS_DIR}/{TAGS_KEY}"})
     mounts: list[dict[str, Any]] = [
@@ -405,6 +406,7 @@ def _sidecar(options: Options) -> dict[str, Any]:
         {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 (a private emptyDir)
     ]
     if options.mode == "fleet":
+        mounts.append({"name": SIGNING_VOLUME, "mountPath": SIGNING_DIR, "readOnly": True})
         mounts.append({"name": SHARED_KEYS_VOLUME, "mountPath": SHARED_KEYS_DIR,
                        "readOnly": True})
 
@@ -428,25 +430,6 @@ def _sidecar(options: Options) -> dict[str, Any]:
         },
         "securityContext": _security(),
         "volumeMounts": mounts,
-    }
-
-
-def keys_container(options: Options) -> dict[str, Any]:
-    """Fleet: copy the signing key from its Secret (0440, root-owned: refused as it is)
-    to a 0600 file of the sidecar's user on the memory-backed /tmp, before it starts."""
-    copy_key = (f"umask 077 && mkdir -p {SIGNING_KEY_FILE.rsplit('/', 1)[0]} && "
-                f"cat {SIGNING_DIR}/{SIGNING_KEY} > {SIGNING_KEY_FILE}")
-    return {
-        "name": KEYS_CONTAINER,
-        "image": options.image,
-        "command": ["/bin/sh", "-c", copy_key],
-        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
-                      "limits": {"cpu": "100m", "memory": "32Mi"}},
-        "securityContext": _security(),
-        "volumeMounts": [
-            {"name": SIGNING_VOLUME, "mountPath": SIGNING_DIR, "readOnly": True},
-            {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 (a private emptyDir)
-        ],
     }
 
 

@@ -93,9 +93,10 @@ def test_native_sidecar_with_probes_volume_secret_resources_and_grace(path: Path
     for doc in workloads(path):
         spec, sidecar = pod_spec(doc), sidecar_of(doc)
         assert sidecar["restartPolicy"] == "Always"
-        # Up before any init container of the app's (after the key copier, in a fleet).
+        # Up before any init container of the app's (no key copier: the Secret's own
+        # root-owned 0440 files are read where the kubelet mounts them).
         names = [c["name"] for c in spec["initContainers"]]
-        assert names.index("guardrail") == (1 if "guardrail-keys" in names else 0)
+        assert names.index("guardrail") == 0 and "guardrail-keys" not in names
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert sidecar[probe]["exec"]["command"][:2] == ["guardrail", "health"]
         env = {item["name"]: item for item in sidecar["env"]}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,8 +117,8 @@ def test_injected_workloads_are_valid_and_injecting_twice_changes_nothing(
 
     before, after = pod_spec(doc), pod_spec(out)
     sidecar = sidecar_of(out)
-    ours = 2 if mode == "fleet" else 1  # the fleet's key copier, then the sidecar
-    assert after["initContainers"][ours - 1] is sidecar
+    ours = 1  # the sidecar first, in both modes (no key copier: the Secrets are read)
+    assert after["initContainers"][0] is sidecar
     assert sidecar["restartPolicy"] == "Always"
     assert after["initContainers"][ours:] == before.get("initContainers", [])
     for old, new in zip(before["containers"], after["containers"], strict=True):
@@ -136,9 +137,15 @@ def test_injected_workloads_are_valid_and_injecting_twice_changes_nothing(
         assert env["GUARDRAIL_STORE"]["valueFrom"]["secretKeyRef"] == {
             "name": "guardrail-store", "key": "url"}
         assert data_volume == {"name": "guardrail-data", "emptyDir": {"sizeLimit": "1Gi"}}
-        keys = after["initContainers"][0]
-        assert keys["name"] == "guardrail-keys" and "restartPolicy" not in keys
-        assert env["GUARDRAIL_AUDIT_SIGNING_KEY_FILE"]["value"] in keys["command"][-1]
+        # The signing key is read where the kubelet mounts its Secret (root-owned 0440,
+        # which sidecar.keys accepts): no copier runs before the sidecar.
+        assert "guardrail-keys" not in [c["name"] for c in after["initContainers"]]
+        signing = next(v for v in after["volumes"] if v["name"] == "guardrail-signing-key")
+        assert signing["secret"]["defaultMode"] == 0o440
+        at = {m["name"]: m for m in sidecar["volumeMounts"]}["guardrail-signing-key"]
+        assert at["readOnly"] is True
+        assert env["GUARDRAIL_AUDIT_SIGNING_KEY_FILE"]["value"] == \
+            f"{at['mountPath']}/{signing['secret']['items'][0]['path']}"
         # The keys every replica shares, read from the Secret's own mount in the sidecar.
         shared = next(v for v in after["volumes"] if v["name"] == "guardrail-shared-keys")
         assert shared["secret"]["secretName"] == "guardrail-shared-keys"
@@ -177,7 +184,7 @@ def test_reinjecting_with_other_options_replaces_the_sidecar_and_stays_valid(
     fleet = second == "fleet"
     assert ("guardrail-signing-key" in volumes) is fleet
     assert ("guardrail-shared-keys" in volumes) is fleet
-    assert ("guardrail-keys" in [c["name"] for c in pod_spec(again)["initContainers"]]) is fleet
+    assert "guardrail-keys" not in [c["name"] for c in pod_spec(again)["initContainers"]]
     grace = pod_spec(doc).get("terminationGracePeriodSeconds", 30)
     assert pod_spec(again)["terminationGracePeriodSeconds"] == grace + kubeinject.DRAIN_SECONDS
 
@@ -388,3 +395,41 @@ def test_garbage_anywhere_is_injected_validly_or_refused_never_a_crash(
         assert inject_text(text, options)[0] == text
         return
     assert refusal and "\n" not in refusal
+
+
+def test_an_earlier_fleet_injection_loses_its_key_copier_and_the_sidecar_reads_the_secret(
+        tmp_path: Path) -> None:
+    """Earlier versions put `guardrail-keys` (a signing-key copier) before the sidecar:
+    re-injecting their output takes it out, and the sidecar reads the signing key from
+    a file the way the kubelet mounts a Secret with defaultMode 0440 (root-owned, group
+    fsGroup), which the key reader accepts."""
+    from sidecar.auditing import _signer
+    from sidecar.config import Settings
+
+    plain = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+             "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                      "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                          "containers": [{"name": "web", "image": "w:1"}]}}}}
+    first = one(copy.deepcopy(plain), Options(mode="fleet"))
+    spec = pod_spec(first)
+    spec["initContainers"].insert(0, {
+        "name": "guardrail-keys", "image": "guardrail-sidecar:old",
+        "command": ["/bin/sh", "-c", "cat /etc/guardrail/signing-key/signing-key > /tmp/k"],
+        "volumeMounts": [{"name": "guardrail-signing-key",
+                          "mountPath": "/etc/guardrail/signing-key", "readOnly": True},
+                         {"name": "guardrail-tmp", "mountPath": "/tmp"}]})
+    again = one(first, Options(mode="fleet"))
+    assert [c["name"] for c in pod_spec(again)["initContainers"]] == ["guardrail"]
+    assert again == one(copy.deepcopy(plain), Options(mode="fleet"))
+    env = {e["name"]: e.get("value") for e in sidecar_of(again)["env"]}
+    path = str(env["GUARDRAIL_AUDIT_SIGNING_KEY_FILE"])
+    mounted = tmp_path / path.lstrip("/")
+    mounted.parent.mkdir(parents=True)
+    mounted.write_bytes(bytes(range(32)))
+    if os.geteuid() == 0:  # as the kubelet writes it: root-owned, the pod's fsGroup
+        os.chown(mounted, 0, kubeinject.UID)
+        mounted.chmod(0o440)
+    else:
+        mounted.chmod(0o600)
+    signer = _signer(Settings(audit_signing_key_file=mounted), tmp_path / "keys")
+    assert signer.public_hex()
