@@ -426,9 +426,18 @@ PATTERN_SAMPLES = [
     "536 90 4399", "53690-4399", "078051120", "192.168.0.1", "10.0.0.12/24", "::1",
     "fe80::1%eth0", "2001:db8::ff00:42:8329", "::ffff:10.0.0.1", "::", "Note:", "v2.3",
     "4\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 "
-    "\uff11\uff11\uff11\uff11", "\u017f", "\u212a", "card", "ssn", "iban"]
+    "\uff11\uff11\uff11\uff11", "\u017f", "\u212a", "card", "ssn", "iban",
+    # the recognizers prefiltered since issue 21
+    "https://www.example.com/a?b=1", "example.org", "'www.EXAMPLE.CO.UK'", "exa.\u017fite",
+    "a.\u212az", "jane.doe@example.com", "j@x.io", "12/31/2024", "31.12.24", "2024-01-05",
+    "05-JAN-2024", "jan-24", "3/2024", "\u0661\u0662/\u0661\u0662/\u0662\u0660\u0662\u0664",
+    "00:1A:2b:3C:4d:5E", "001a.2b3c.4d5e", "123e4567-e89b-12d3-a456-426614174000",
+    "1BoatSLRHtKNngkdXEeobR76b53LETtpyT", "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+    "912-70-1234", "912701234", "912 70-1234", "123456789", "A12345678", "12345678901",
+    "943 476 5919", "D1234567", "AB1234567", "1234567", "BB1388568", "F 9123456"]
 pattern_texts = st.lists(st.one_of(
     st.sampled_from(PATTERN_SAMPLES), st.from_regex(r"[0-9A-Fa-f:. \-/]{1,30}", fullmatch=True),
+    st.from_regex(r"[0-9A-Za-z@.:'\-/\u017f\u212a\u0660-\u0669]{1,30}", fullmatch=True),
     st.text(max_size=20)), max_size=12).map(" ".join)
 
 
@@ -460,6 +469,6 @@ def test_recognizers_skipped_on_texts_they_cannot_match_find_each_sample(text: s
 @given(text=pattern_texts)
 def test_recognizers_skipped_on_texts_they_cannot_match_find_what_presidios_find(
         text: str) -> None:
-    """Card, SSN, IBAN and IP recognizers skip texts without what each of their patterns
-    needs; on every text they find what Presidio's own (freshly loaded) ones find."""
+    """Recognizers skip texts without what each of their patterns needs (`_REQUIRED`); on
+    every text they find what Presidio's own (freshly loaded) ones find."""
     assert_prefiltered_recognizers_match_presidios(text)

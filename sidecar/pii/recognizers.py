@@ -499,13 +499,33 @@ _predefined: dict[str, list[Any]] = {}
 
 # Something every match of a recognizer's patterns contains, read off Presidio's
 # patterns: a text without it cannot match, and the recognizer's scans (the costliest
-# work on prose without PII: 0.3 ms a KB for these four) are skipped. ASCII classes
-# only, so Presidio's `regex` engine and `re` agree on them whatever the flags.
+# work on prose without PII: 0.3 ms a KB for the first four) are skipped. Where
+# Presidio's pattern says `[0-9]` or a literal, so does the prefilter. Where it says
+# `\d` or relies on case-insensitive letters, Presidio's `regex` engine reads Unicode
+# by its own, newer tables than `re`'s: the prefilter then also lets through any text
+# with a non-ASCII character (`_OR_NON_ASCII`), so it can never skip what `regex`
+# would match. On the PII corpus a document now gets 5.4 of these 16 recognizers'
+# scans, against 13.8 when only the first four were prefiltered.
+_OR_NON_ASCII = r"|[^\x00-\x7f]"
+_HEX = r"(?:[0-9A-Fa-f]|[^\x00-\x7f])"
 _REQUIRED = {
     "CreditCardRecognizer": r"[13456]",  # every card pattern starts with one of these
     "UsSsnRecognizer": r"[0-9]{3}",  # each SSN pattern holds three digits in a row
     "IbanRecognizer": r"[0-9]{2}",  # the check digits
     "IpRecognizer": r"[0-9]\.[0-9]|:",  # IPv4 "1.2": an octet, a dot, an octet; IPv6 ":"
+    "UsBankRecognizer": r"[0-9]{8}",  # [0-9]{8,17}
+    "UsPassportRecognizer": r"[0-9]{8}",  # [0-9]{9} or [A-Z][0-9]{8}
+    "NhsRecognizer": r"[0-9]{3}",  # [0-9]{3}[- ]?[0-9]{3}[- ]?[0-9]{4}
+    "UsLicenseRecognizer": r"[0-9]",  # every alternative holds a [0-9]
+    "UsItinRecognizer": r"9",  # every pattern starts with a literal 9
+    "CryptoRecognizer": r"[13]",  # (bc1|[13])...
+    "EmailRecognizer": r"@",  # [@]
+    "MedicalLicenseRecognizer": r"[0-9]" + _OR_NON_ASCII,  # ...\d{7}
+    "DateRecognizer": r"[0-9]" + _OR_NON_ASCII,  # every pattern holds a \d or [1-9]
+    "MacAddressRecognizer": rf"{_HEX}{{2}}[:-]|{_HEX}{{4}}\.",
+    "UuidRecognizer": rf"{_HEX}{{8}}-",
+    # every URL pattern holds "[.]" then a top-level domain, each starting with a letter
+    "UrlRecognizer": r"\.(?:[A-Za-z]" + _OR_NON_ASCII + ")",
 }
 
 
