@@ -163,3 +163,23 @@ def test_during_call_refuses_a_blocked_prompt(proxy: tuple[str, str]) -> None:
         ask(proxy, "during_call", f"Charge my card {CARD} now")
     assert "1111" not in str(caught.value)
 
+
+
+def test_post_call_keeps_a_blocked_tool_call_from_the_client(
+        proxy: tuple[str, str], upstream: RecordingUpstream) -> None:
+    call = {"id": "call_1", "type": "function", "function": {
+        "name": "pay", "arguments": json.dumps({"card": CARD})}}
+    upstream.reset(lambda r, p: chat_completion("Paying now.", tool_calls=[call]))
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask(proxy, "post_call", "pay my bill")
+    assert "1111" not in str(caught.value) and "1111" not in json.dumps(caught.value.body)
+
+
+def test_post_call_keeps_a_blocked_tool_call_without_text_from_the_client(
+        proxy: tuple[str, str], upstream: RecordingUpstream) -> None:
+    call = {"id": "call_1", "type": "function", "function": {
+        "name": "pay", "arguments": json.dumps({"card": CARD})}}
+    upstream.reset(lambda r, p: chat_completion(None, tool_calls=[call]))  # type: ignore[arg-type]
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask(proxy, "post_call", "pay my bill")
+    assert "1111" not in str(caught.value) and "1111" not in json.dumps(caught.value.body)

@@ -42,6 +42,16 @@ REQUEST_SCHEMA = {
         "request_data": {"type": "object", "additionalProperties": {
             "type": ["string", "null"]}},
         "additional_provider_specific_params": {"type": ["object", "null"]},
+        # Since LiteLLM 1.108 (checked against 1.108.7 by `make litellm-e2e`):
+        "request_headers": {"type": ["object", "null"],
+                            "additionalProperties": {"type": "string"}},
+        "litellm_version": {"type": ["string", "null"]},
+        "model": {"type": ["string", "null"]},
+        "tool_calls": {"type": ["array", "null"], "items": {
+            "type": "object", "required": ["function"], "properties": {
+                "function": {"type": "object", "properties": {
+                    "name": {"type": ["string", "null"]},
+                    "arguments": {"type": ["string", "null"]}}}}}},
     },
     "additionalProperties": False,
 }
@@ -72,12 +82,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewaySidecar
 def call(gateway: GatewaySidecar, input_type: str = "request", texts: list[str] | None = None,
          *, trace: str | None = "trace-1", tools: list[dict[str, Any]] | None = None,
          team: str | None = None, params: dict[str, Any] | None = None,
-         images: list[str] | None = None) -> tuple[int, dict[str, Any]]:
+         images: list[str] | None = None,
+         tool_calls: list[dict[str, Any]] | None = None) -> tuple[int, dict[str, Any]]:
     """POST as LiteLLM's hook does (its exact field set, validated first)."""
     body = {"input_type": input_type, "litellm_call_id": "call-1", "litellm_trace_id": trace,
             "structured_messages": None, "images": images, "tools": tools, "texts": texts,
             "request_data": {"user_api_key_team_id": team, "user_api_key_hash": "h"},
-            "additional_provider_specific_params": params or {}}
+            "additional_provider_specific_params": params or {},
+            "request_headers": {"user-agent": "[present]"}, "litellm_version": "1.108.7",
+            "model": "m", "tool_calls": tool_calls}
     jsonschema.validate(body, REQUEST_SCHEMA)
     request = urllib.request.Request(
         f"http://{gateway.address}/beta/litellm_basic_guardrail_api", method="POST",
@@ -153,3 +166,44 @@ def test_every_answer_keeps_the_contract(gateway: GatewaySidecar, texts: list[st
     assert status == 200
     if answer.get("texts") is not None:
         assert len(answer["texts"]) == len(texts)
+
+
+def _tool_call(arguments: str) -> dict[str, Any]:
+    return {"id": "call_1", "type": "function",
+            "function": {"name": "pay", "arguments": arguments}}
+
+
+def test_tool_call_arguments_are_inspected_and_never_waved_through(
+        gateway: GatewaySidecar) -> None:
+    """LiteLLM sends the model's tool calls (post_call) and earlier ones (pre_call) in
+    `tool_calls` but cannot take changed ones back: a block blocks, and a redaction the
+    answer could not carry blocks too, rather than letting the value through."""
+    card = "4111 1111 1111 1111"
+    for kind in ("request", "response"):
+        status, answer = call(gateway, kind, ["ok"],
+                              tool_calls=[_tool_call(json.dumps({"card": card}))])
+        assert status == 200 and answer["action"] == "BLOCKED", kind
+        assert "1111" not in answer["blocked_reason"]
+        status, answer = call(gateway, kind, ["ok"], tool_calls=[
+            _tool_call(json.dumps({"to": "kim.lee@mail.org"}))])
+        assert answer["action"] == "BLOCKED", kind
+        assert "EMAIL_ADDRESS" in answer["blocked_reason"]
+        assert "kim.lee" not in answer["blocked_reason"]
+    # Clean arguments, or placeholders the response restores: no block.
+    assert call(gateway, "response", ["ok"], tool_calls=[_tool_call('{"n": 2}')]) == (
+        200, {"action": "NONE"})
+    status, answer = call(gateway, "request", ["Mail ada.stone@acme.com"],
+                          params={"tenant": "pseudo"}, trace="trace-tools")
+    assert answer["texts"] == ["Mail <EMAIL_ADDRESS_1>"]
+    status, answer = call(gateway, "response", ["Done."], params={"tenant": "pseudo"},
+                          trace="trace-tools",
+                          tool_calls=[_tool_call('{"to": "<EMAIL_ADDRESS_1>"}')])
+    assert status == 200 and answer["action"] != "BLOCKED"
+    request = urllib.request.Request(  # not what LiteLLM sends: a clear 400
+        f"http://{gateway.address}/beta/litellm_basic_guardrail_api", method="POST",
+        data=json.dumps({"input_type": "response", "texts": ["ok"],
+                         "tool_calls": [{"function": 7}]}).encode())
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    assert caught.value.code == 400
+    assert "tool_calls[0]" in json.loads(caught.value.read())["error"]["message"]

@@ -16,7 +16,12 @@ for `pre_call` and `during_call` (input_type "request": inspected as a prompt) a
     {"action": "GUARDRAIL_INTERVENED", "texts": [...], "tools": [...]}   use these instead
     {"action": "BLOCKED", "blocked_reason": "..."}       LiteLLM refuses the call
 
-The texts and the tools' descriptions are the inspection's messages, in that order.
+The texts, the tools' descriptions and the arguments of `tool_calls` (earlier calls in
+a request, the model's calls in a response) are the inspection's messages, in that
+order. LiteLLM's API has no way to hand changed tool-call arguments back: when the
+policy would redact or replace something in them (a finding or rule there), the answer
+is BLOCKED rather than letting them through unchanged; restoring pseudonyms in them is
+not a safety change and is left undone (the client sees the placeholders).
 Identity: `x-guardrail-*` headers (LiteLLM's `headers:` setting), then
 `additional_provider_specific_params` (tenant, app, subject_id, conversation_id,
 user_region), then LiteLLM's metadata: team id → tenant, key alias → app, end user
@@ -65,6 +70,25 @@ def _fallbacks(body: dict[str, Any]) -> dict[str, str]:
     return {name: value for name, value in found.items() if value}
 
 
+def _call_arguments(calls: Any) -> list[str]:
+    """The arguments of LiteLLM's `tool_calls` (OpenAI tool calls or stream chunks)."""
+    if calls is None:
+        return []
+    if not isinstance(calls, list):
+        raise InvalidRequest("tool_calls: expected an array")
+    found: list[str] = []
+    for index, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise InvalidRequest(f"tool_calls[{index}]: expected a tool call with a function")
+        arguments = function.get("arguments")
+        if arguments is not None and not isinstance(arguments, str):
+            raise InvalidRequest(f"tool_calls[{index}].function.arguments: expected a string")
+        if arguments:
+            found.append(arguments)
+    return found
+
+
 class LiteLLMGuardrail:
     def __init__(self, inspector: Inspector) -> None:
         self.inspector = inspector
@@ -87,12 +111,14 @@ class LiteLLMGuardrail:
                 raise InvalidRequest("texts: expected an array of strings")
             if not isinstance(tools, list):
                 raise InvalidRequest("tools: expected an array")
+            arguments = _call_arguments(body.get("tool_calls"))
             described = [tool["function"] for tool in tools if isinstance(tool, dict)
                          and isinstance(tool.get("function"), dict)
                          and isinstance(tool["function"].get("description"), str)]
             messages = tuple(Message("user" if direction is Direction.PROMPT else "assistant",
                                      text) for text in texts)
             messages += tuple(Message("tool", f["description"]) for f in described)
+            messages += tuple(Message("assistant", text) for text in arguments)
             if not messages:
                 return web.json_response({"action": "NONE"})
             ident = identity(request.headers, body, _fallbacks(body))
@@ -113,8 +139,19 @@ class LiteLLMGuardrail:
                 f"audit id {verdict.audit_id or '-'})")})
         if verdict.decision == Decision.ALLOW:
             return web.json_response({"action": "NONE"})
+        first_call = len(texts) + len(described)
+        changed = sorted({f.entity_type for f in verdict.findings
+                          if f.message_index >= first_call and not f.shadow
+                          and f.action != "allow"} |
+                         {v.rule_id for v in verdict.violations
+                          if v.message_index >= first_call and not v.shadow})
+        if changed:
+            return web.json_response({"action": "BLOCKED", "blocked_reason": (
+                f"blocked by the guardrail: tool-call arguments hold {', '.join(changed)}, "
+                "which the policy changes and LiteLLM's guardrail API cannot carry back "
+                f"(audit id {verdict.audit_id or '-'})")})
         out = [m.content for m in verdict.messages]
-        for function, message in zip(described, out[len(texts):], strict=True):
+        for function, message in zip(described, out[len(texts):first_call], strict=True):
             function["description"] = message
         answer: dict[str, Any] = {"action": "GUARDRAIL_INTERVENED", "texts": out[:len(texts)]}
         if described:
