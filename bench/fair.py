@@ -231,14 +231,14 @@ class GrpcSide:
         self.name = name
         self._stub = grpc_stub(address)
         self._request = pb.InspectRequest
-        self._root = root_pid
+        self.root = root_pid
 
     def call(self, text: str) -> list[Span]:
         reply = self._stub.InspectPrompt(self._request(text=text), timeout=600)
         return [(f.start, f.end) for f in reply.findings]
 
     def pids(self) -> list[int]:
-        return process_tree(self._root)
+        return process_tree(self.root)
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -251,6 +251,7 @@ class Tally:
     wall: float = 0.0
     side_cpu: float = 0.0
     local_cpu: float = 0.0  # this process: the client (sidecar) or callers+dispatcher
+    parts: dict[str, float] = field(default_factory=dict)  # side_cpu by role (front, ...)
     latencies: list[float] = field(default_factory=list)
     spans: list[list[Span]] = field(default_factory=list)
 
@@ -270,6 +271,9 @@ class Tally:
     def local_cpu_ms(self) -> float:
         return self.local_cpu / self.count * 1000
 
+    def part_ms(self, role: str) -> float:
+        return self.parts.get(role, 0.0) / self.count * 1000
+
     def p(self, q: float) -> float:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -279,15 +283,29 @@ class Tally:
         return statistics.median(self.latencies)
 
 
+def _roles(side: Side) -> dict[str, list[int]]:
+    """The side's processes by role: a gRPC side's root is its front, the rest its
+    workers (and multiprocessing's helpers); a vanilla side is all workers."""
+    pids = side.pids()
+    root = getattr(side, "root", None)
+    if root is None:
+        return {"workers": pids}
+    return {"front": [root], "workers": [pid for pid in pids if pid != root]}
+
+
 @contextmanager
 def _counted(side: Side, tally: Tally, count: int) -> Iterator[None]:
-    pids = side.pids()
+    roles = _roles(side)
     me = [os.getpid()]
-    side_before, local_before = cpu_seconds(pids), cpu_seconds(me)
+    before = {role: cpu_seconds(pids) for role, pids in roles.items()}
+    local_before = cpu_seconds(me)
     started = time.perf_counter()
     yield
     tally.wall += time.perf_counter() - started
-    tally.side_cpu += cpu_seconds(pids) - side_before
+    for role, pids in roles.items():
+        spent = cpu_seconds(pids) - before[role]
+        tally.parts[role] = tally.parts.get(role, 0.0) + spent
+        tally.side_cpu += spent
     tally.local_cpu += cpu_seconds(me) - local_before
     tally.count += count
 

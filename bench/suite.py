@@ -215,6 +215,10 @@ def main() -> int:
                          f"{'CPU-ms':>8s} {'+client':>9s} {'CPU c=1':>8s}")
             lines.append("   " + side_row(vanilla.name, v_sat, v_one))
             lines.append("   " + side_row(sidecar.name, s_sat, s_one))
+            lines.append(f"   sidecar CPU-ms by process at c={CALLERS}: front "
+                         f"{s_sat.part_ms('front'):.2f}, workers {s_sat.part_ms('workers'):.2f};"
+                         f" at c=1: front {s_one.part_ms('front'):.2f}, workers "
+                         f"{s_one.part_ms('workers'):.2f}")
             lines.append("   (docs/s and CPU-ms at c=16, summed over the side's processes; "
                          "+client: the benchmark process's share, the gRPC client for the "
                          "sidecar, callers and dispatcher for vanilla; p50/p99 at c=1)")
@@ -242,7 +246,9 @@ def main() -> int:
                                                                          / s_dense.mean)
             results["1 KB no PII p50, sidecar / empty servicer"] = s_clean.p50 / e_clean.p50
             lines.append(f"2. 1 KB without PII, pattern-only policy, c=1: sidecar p50 "
-                         f"{s_clean.p50 * 1000:.2f} ms ({s_clean.cpu_ms:.2f} CPU-ms + client "
+                         f"{s_clean.p50 * 1000:.2f} ms ({s_clean.cpu_ms:.2f} CPU-ms: front "
+                         f"{s_clean.part_ms('front'):.2f}, workers "
+                         f"{s_clean.part_ms('workers'):.2f}; + client "
                          f"{s_clean.local_cpu_ms:.2f}), empty servicer p50 "
                          f"{e_clean.p50 * 1000:.2f} ms ({e_clean.cpu_ms:.2f} CPU-ms + client "
                          f"{e_clean.local_cpu_ms:.2f})")
