@@ -626,3 +626,27 @@ def test_text_hidden_outside_the_choices_of_a_chat_answer_is_inspected_too(
                 model="m", n=2, messages=[{"role": "user", "content": "hi"}])
         assert failed.value.status_code == 502
         assert "1111" not in json.dumps(failed.value.body)
+
+
+def test_text_a_request_sends_besides_its_messages_is_inspected(
+        gateway: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    """Tool descriptions, a predicted output, a stored prompt's variables: the model
+    reads them as it reads the messages."""
+    client(gateway).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}],
+        tools=[{"type": "function", "function": {
+            "name": "notify", "description": "Notify jo.kim@corp.net",
+            "parameters": {"type": "object"}}}],
+        prediction={"type": "content", "content": "Dear lena.berg@acme.com,"})
+    sent = upstream.received[0]
+    assert "jo.kim" not in sent.everything() and "lena.berg" not in sent.everything()
+    assert sent.json["tools"][0]["function"]["name"] == "notify"
+    upstream.reset()
+    client(gateway).responses.create(
+        model="m", input="hi", prompt={"id": "pmpt_1", "variables": {
+            "customer": "bo.li@mail.org"}},
+        tools=[{"type": "function", "name": "f", "description": "Mail cy.wu@corp.net",
+                "parameters": {"type": "object"}, "strict": False}])
+    sent = upstream.received[0]
+    assert "bo.li" not in sent.everything() and "cy.wu" not in sent.everything()
+    assert sent.json["prompt"]["id"] == "pmpt_1"

@@ -164,7 +164,32 @@ def chat_prompt(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot
     slots: list[Slot] = []
     for index, message in enumerate(messages):
         _message(message, f"messages[{index}]", slots, opaque=opaque)
+    _request_extras(body, slots)
     return slots
+
+
+def _request_extras(body: dict[str, Any], slots: list[Slot]) -> None:
+    """Text a request sends the model besides its messages: tool descriptions, a
+    predicted output (`prediction`), a stored prompt's `variables` (Responses)."""
+    tools = body.get("tools")
+    for index, tool in enumerate(tools if isinstance(tools, list) else []):
+        for holder, where in ((tool, f"tools[{index}]"),
+                              (tool.get("function") if isinstance(tool, dict) else None,
+                               f"tools[{index}].function")):
+            if isinstance(holder, dict):
+                _str_slot(holder, "description", "tool", where, slots)
+    prediction = body.get("prediction")
+    if isinstance(prediction, dict):
+        content = prediction.get("content")
+        if isinstance(content, list):
+            _parts(content, "assistant", "prediction.content", slots)
+        else:
+            _str_slot(prediction, "content", "assistant", "prediction", slots)
+    prompt = body.get("prompt")
+    if isinstance(prompt, dict) and isinstance(prompt.get("variables"), dict):
+        for _path, holder, key in _walk(prompt, "variables", "variables", frozenset(), 0,
+                                        where="prompt"):
+            slots.append(Slot(holder, key, "user"))
 
 
 def chat_completion(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot]:
@@ -268,6 +293,7 @@ def responses_input(body: dict[str, Any], opaque: Opaque | None = None) -> list[
             response_item(item, f"input[{index}]", slots, "user", opaque)
     elif value is not None:
         raise InvalidRequest("input: expected a string or an array of items")
+    _request_extras(body, slots)
     if not slots and not opaque:
         raise InvalidRequest("input: nothing to send")
     return slots
