@@ -264,11 +264,14 @@ class Central:
     """
 
     def __init__(self, url: str, kek: crypto.Kek, *, pool_size: int = 4,
-                 timeout: float = 5.0, pinned: bytes | None = None) -> None:
+                 timeout: float = 5.0, pinned: bytes | None = None,
+                 rotating_to: crypto.Kek | None = None) -> None:
         from psycopg_pool import ConnectionPool
 
         self.url = url
         self.kek = kek
+        # rotate-kek --store, rerun: the index key may already be under the new KEK.
+        self.rotating_to = rotating_to
         self.timeout = timeout
         self.ready = False
         self.problem = "not reached yet"
@@ -291,14 +294,14 @@ class Central:
         if self.problem == "not reached yet":  # migrated: check the index key now
             try:
                 self.index_key = self._index_key(pinned)
-            except StoreRefused:
-                self.pool.close()
-                raise
-            except StoreUnavailable as err:  # gone again between the two steps
-                if pinned is None:
+            except StoreUnavailable as err:  # gone again between the two steps?
+                if pinned is None or isinstance(err, StoreRefused):
                     self.pool.close()
                     raise
                 self.problem = str(err)
+            except BaseException:  # a wrong KEK: no pool left behind
+                self.pool.close()
+                raise
             else:
                 self.ready, self.problem = True, ""
 
@@ -351,7 +354,9 @@ class Central:
             wrapped, kek_id = conn.execute("SELECT wrapped, kek_id FROM fleet_keys WHERE "
                                            "name = %s", (INDEX_KEY,)).fetchone()
         try:
-            key = crypto.unwrap(self.kek, bytes(wrapped), INDEX_KEY)
+            key = crypto.unwrap(self.rotating_to if self.rotating_to is not None and
+                                kek_id == self.rotating_to.id else self.kek,
+                                bytes(wrapped), INDEX_KEY)
         except crypto.AuditKeyError:
             raise crypto.AuditKeyError(
                 f"the audit KEK (id {self.kek.id}) does not open the fleet store's keys "
@@ -438,6 +443,14 @@ class KeyRing:
             fetched = self._fetch(missing)
         except StoreUnavailable:
             fetched = {scope: self._pending(scope) for scope in missing}
+        except crypto.AuditKeyError:
+            # Wrapped by another KEK: a fleet KEK rotation is rolling out (rotate-kek
+            # --store, then the pods restarted with the new KEK). Write with a pending key
+            # of this pod's KEK, as in an outage; rerunning the rotation re-wraps it.
+            log.warning("a data key in the fleet store is wrapped by another KEK (a KEK "
+                        "rotation in progress?); using a pending key",
+                        extra={"kek_id": self.central.kek.id})
+            fetched = {scope: self._pending(scope) for scope in missing}
         else:
             with self._lock:
                 for scope, (dek_id, dek) in fetched.items():
@@ -517,7 +530,11 @@ class KeyRing:
             return self._local_key(dek_id)
         if row[1] is not None or row[0] is None:
             return None
-        dek = crypto.unwrap(self.central.kek, bytes(row[0]), dek_id)
+        try:
+            dek = crypto.unwrap(self.central.kek, bytes(row[0]), dek_id)
+        except crypto.AuditKeyError:  # another KEK (a rotation rolling out): not erased
+            raise StoreUnavailable("a data key is wrapped by another KEK than this "
+                                   "sidecar's (a KEK rotation in progress?)") from None
         with self._lock:
             self._ids[dek_id] = (dek, now + self.cache_seconds)
         return dek
@@ -1009,6 +1026,47 @@ class FleetStore:
                 self._event(conn, "hold", "RELEASED", {"hold": str(hold_id), "actor": actor,
                                                        "reason": reason})
         return changed
+
+    def rotate_kek(self, new: crypto.Kek, old: crypto.Kek | None = None, *,
+                   actor: str = SYSTEM_ACTOR, reason: str = "") -> int:
+        """Re-wrap every live data key of the fleet, and the fleet's index key, under
+        `new` in one transaction; how many data keys. The rotation (KEK ids, who, why)
+        is an event of the compliance chain, and NOTIFY drops every pod's cached keys.
+
+        Pods still running with the old KEK cannot open re-wrapped keys: they write with
+        pending keys of their own until they restart with the new KEK, and a rerun
+        (still holding the old KEK) re-wraps what they registered meanwhile, as it
+        leaves keys already under `new` alone. Then destroy the old KEK.
+        """
+        old = old or self.kek
+        count = 0
+        with self.central.transaction() as conn:
+            rows = conn.execute("SELECT dek_id, wrapped, kek_id FROM data_keys WHERE wrapped "
+                                "IS NOT NULL AND kek_id != %s FOR UPDATE", (new.id,)).fetchall()
+            foreign = sorted({str(k) for _, _, k in rows} - {old.id})
+            if foreign:
+                raise crypto.AuditKeyError(
+                    f"data keys in the store are wrapped by KEK(s) {', '.join(foreign)}, "
+                    f"neither the current one ({old.id}) nor the new one ({new.id}): "
+                    "nothing was re-wrapped")
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "UPDATE data_keys SET wrapped = %s, kek_id = %s WHERE dek_id = %s",
+                    [(crypto.wrap(new, crypto.unwrap(old, bytes(wrapped), dek_id), dek_id),
+                      new.id, dek_id) for dek_id, wrapped, _ in rows])
+            count = len(rows)
+            wrapped, kek_id = conn.execute("SELECT wrapped, kek_id FROM fleet_keys WHERE "
+                                           "name = %s FOR UPDATE", (INDEX_KEY,)).fetchone()
+            if kek_id != new.id:
+                index_key = crypto.unwrap(old, bytes(wrapped), INDEX_KEY)
+                conn.execute("UPDATE fleet_keys SET wrapped = %s, kek_id = %s WHERE name = %s",
+                             (crypto.wrap(new, index_key, INDEX_KEY), new.id, INDEX_KEY))
+            self._event(conn, "key", "ROTATED", {"from_kek": old.id, "to_kek": new.id,
+                                                 "rewrapped": str(count), "actor": actor,
+                                                 "reason": reason})
+            conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        self.kek = new
+        return count
 
     def record_access(self, actor: str, reason: str, filters: dict[str, str],
                       count: int) -> int:

@@ -293,16 +293,20 @@ def current_fleet(settings: Settings) -> Fleet:
     return _fleets[(settings.store, str(settings.data_dir))]
 
 
-def open_fleet_store(settings: Settings) -> FleetStore:
+def open_fleet_store(settings: Settings, *,
+                     rotating_to: crypto.Kek | None = None) -> FleetStore:
     """The compliance view of the whole store (CLI `--store`, AuditAdmin in fleet mode),
-    its events signed with this data directory's (or the mounted) signing key."""
+    its events signed with this data directory's (or the mounted) signing key.
+    `rotating_to`: the new KEK of a `rotate-kek --store` (a rerun finds the index key
+    already under it)."""
     from audit.pgstore import Central, FleetStore
 
     assert settings.store is not None
     keys = Path(settings.data_dir) / "keys"
     try:
         kek = _kek(settings, keys, create=False)
-        return FleetStore(Central(settings.store, kek, pool_size=2), _signer(settings, keys))
+        return FleetStore(Central(settings.store, kek, pool_size=2, rotating_to=rotating_to),
+                          _signer(settings, keys))
     except crypto.AuditKeyError as err:
         raise ConfigError(str(err)) from None
     except ConnectionError as err:

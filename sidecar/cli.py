@@ -601,14 +601,29 @@ def _audit_verify_export(args: argparse.Namespace) -> int:
 def _audit_rotate_kek(args: argparse.Namespace) -> int:
     from audit.crypto import AuditKeyError, Kek
 
-    _local_only(args, "rotate-kek")
-    store = _audit_store(args)
     try:
         new = Kek.from_file(Path(args.new_kek_file))
     except AuditKeyError as err:
         raise ConfigError(str(err)) from None
+    if _settings(args).store:  # a rerun finds the fleet's index key under the new KEK
+        from sidecar import logs
+        from sidecar.auditing import open_fleet_store
+
+        logs.configure("WARNING")
+        store = open_fleet_store(_settings(args), rotating_to=new)
+    else:
+        store = _audit_store(args)
     old_id = store.kek.id
-    count = store.rotate_kek(new, actor=_actor(args), reason=args.reason or "")
+    try:
+        count = store.rotate_kek(new, actor=_actor(args), reason=args.reason or "")
+    except AuditKeyError as err:
+        raise ConfigError(str(err)) from None
+    if _settings(args).store:
+        print(f"re-wrapped {count} data keys and the index key in the fleet store from KEK "
+              f"{old_id} to KEK {new.id}. Roll the pods out with the new KEK now (until "
+              "then they write with keys of their own), rerun this once every pod runs "
+              "with it, then destroy the old KEK.")
+        return EXIT_OK
     print(f"re-wrapped {count} data keys from KEK {old_id} to KEK {new.id}. Point "
           "GUARDRAIL_AUDIT_KEK_FILE at the new file and restart the sidecar (rerun this if it "
           "wrote keys meanwhile), then destroy the old KEK: copies of audit-keys.db made "
@@ -623,14 +638,16 @@ def _audit_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _local_only(args: argparse.Namespace, command: str) -> None:
-    if _settings(args).store:
-        raise ConfigError(f"audit {command} works on one data directory; it is not "
-                          "available with --store yet")
-
-
 def _audit_reset_anchor(args: argparse.Namespace) -> int:
-    _local_only(args, "reset-anchor")
+    if _settings(args).store:
+        raise ConfigError(
+            "audit reset-anchor works on one data directory; with --store there is no "
+            "anchor to reset: the store keeps each chain's anchor and takes a pod's chain "
+            "only in order, so a pod whose outbox was rolled back or replaced is refused "
+            "(verify --store names it) and keeps its unshipped records in its outbox: "
+            "keep that data directory as evidence and restart the pod on an empty one "
+            "(and a new GUARDRAIL_INSTANCE_ID, if it sets one), which starts a new chain. "
+            "See README 'Fleet mode'")
     if not args.reason.strip():
         raise ConfigError("reset-anchor: --reason must not be empty (it is recorded)")
     store = _audit_store(args)

@@ -107,8 +107,8 @@ def test_a_swapped_index_key_in_the_store_is_refused_and_named(
     pods' signed checkpoints, and the compliance view refuses subject operations rather
     than erase nothing."""
     from audit import crypto
-    from audit.pgstore import INDEX_KEY, Central, FleetStore
     from audit.chain import Signer
+    from audit.pgstore import INDEX_KEY, Central, FleetStore
     from sidecar.errors import ConfigError
 
     url = postgres.database()
@@ -186,3 +186,90 @@ def test_a_pod_that_never_shipped_keeps_its_pending_keys_if_the_commit_fails(
 def _no_fleet_left() -> Iterator[None]:
     yield
     assert not _fleets, "a test left a fleet connection open"
+
+
+def test_rotate_kek_with_store_rewraps_the_fleet_and_pods_ride_through_the_rollout(
+        postgres: Postgres, keys: FleetSecrets, tmp_path: Path) -> None:
+    """`audit rotate-kek --store`: every data key and the index key re-wrapped under the
+    new KEK in one transaction, chained in the compliance chain. A pod still on the old
+    KEK keeps recording (keys of its own, as in an outage) and never reads a re-wrapped
+    key as erased; a rerun after the rollout re-wraps what it registered meanwhile; then
+    the new KEK alone opens every payload, the old one none, and the store verifies."""
+    import base64
+    import secrets
+
+    from audit import crypto
+    from audit.chain import Signer
+    from audit.pgstore import Central, FleetStore, StoreUnavailable
+
+    url = postgres.database()
+    config = _settings(tmp_path / "pod", keys, url)
+    store = open_store(config)
+    fleet = current_fleet(config)
+    admin_key = Signer.load_or_create(tmp_path / "admin.key")
+    old_kek = crypto.Kek.from_text(keys.kek)
+    new_kek = crypto.Kek.from_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    try:
+        store.append([NewRecord(tenant="acme", decision="ALLOW", subject_id="ann",
+                                payload=b"before", retain_until=time.time() + 60)])
+        _ship_all(config)
+        [dek_before] = {r[0] for r in store.db.conn.execute(
+            "SELECT dek_id FROM records WHERE dek_id != ''")} or {""}
+        admin = FleetStore(Central(url, old_kek), admin_key)
+        assert admin.rotate_kek(new_kek, actor="ops", reason="yearly") >= 1
+        admin.close()
+        _wait_cache_dropped(fleet.keyring, dek_before)
+        # The pod on the old KEK: the re-wrapped key is not "erased", just not openable.
+        with pytest.raises(StoreUnavailable, match="another KEK"):
+            fleet.keyring.key_by_id(dek_before)
+        store.append([NewRecord(tenant="acme", decision="ALLOW", subject_id="ann",
+                                payload=b"during", retain_until=time.time() + 60)])
+        store.checkpoint()
+        _ship_all(config)
+        rerun = FleetStore(Central(url, old_kek, rotating_to=new_kek), admin_key)
+        assert rerun.rotate_kek(new_kek, actor="ops", reason="after the rollout") == 1
+        rerun.close()
+    finally:
+        store.close()
+        _drop_fleet(config)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT DISTINCT kek_id FROM data_keys WHERE wrapped IS NOT "
+                            "NULL").fetchall() == [(new_kek.id,)]
+        assert conn.execute("SELECT kek_id FROM fleet_keys").fetchall() == [(new_kek.id,)]
+    reader = FleetStore(Central(url, new_kek), admin_key)
+    try:
+        payloads = [reader.payload(row) for row in reader.records("kind = 'inspection'")]
+        assert payloads and all(p is not None for p in payloads)
+        result = reader.verify([keys.public_key, admin_key.public_hex()])
+        assert result.ok, [p.reason for p in result.problems]
+        rotations = list(reader.records("kind = 'key'"))
+        assert [r["decision"] for r in rotations] == ["ROTATED", "ROTATED"]
+        assert old_kek.key.hex() not in str(rotations)
+    finally:
+        reader.close()
+    with pytest.raises(crypto.AuditKeyError):  # the old KEK opens nothing any more
+        Central(url, old_kek)
+
+
+def _wait_cache_dropped(keyring: object, dek_id: str) -> None:
+    """NOTIFY reaches the pod's listener within moments; wait for it, bounded."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if dek_id not in getattr(keyring, "_ids", {}):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the rotation's NOTIFY never dropped the pod's cached key")
+
+
+def test_reset_anchor_with_store_is_refused_with_what_to_do_instead(tmp_path: Path) -> None:
+    """No anchor for an operator to accept in the store (it keeps each chain's own):
+    exit 2, one line saying why and what to do, before anything connects."""
+    from tests.faults import guardrail, no_traceback
+
+    done = guardrail("audit", "reset-anchor", "--store",
+                     "postgresql://u:hunter2@127.0.0.1:1/db", "--data-dir", str(tmp_path),
+                     "--reason", "restored", "--actor", "ops")
+    no_traceback(done.stdout + done.stderr)
+    assert done.returncode == 2
+    assert "no anchor to reset" in done.stderr and "starts a new chain" in done.stderr
+    assert "hunter2" not in done.stderr
