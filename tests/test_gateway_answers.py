@@ -650,3 +650,61 @@ def test_text_a_request_sends_besides_its_messages_is_inspected(
     sent = upstream.received[0]
     assert "bo.li" not in sent.everything() and "cy.wu" not in sent.everything()
     assert sent.json["prompt"]["id"] == "pmpt_1"
+
+
+_HEAD = {**response_object(""), "status": "in_progress", "output": []}
+_WHERE = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+RESPONSE_EVENT = st.one_of(
+    st.builds(lambda text: {"type": "response.output_text.delta", **_WHERE, "delta": text},
+              st.sampled_from(["Sure, ", "4111 ", "1111 ", "1111", " 1111", ". "])),
+    st.sampled_from([
+        {"type": "response.created", "response": _HEAD},
+        {"type": "response.output_item.added", "output_index": 0, "item": {
+            "type": "message", "id": "msg_1", "role": "assistant", "status": "in_progress",
+            "content": []}},
+        {"type": "response.content_part.added", **_WHERE,
+         "part": {"type": "output_text", "text": "", "annotations": []}},
+        {"type": "response.output_text.done", **_WHERE, "text": f"card {CARD}"},
+        {"type": "response.output_item.done", "output_index": 0, "item": {
+            "type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": f"card {CARD}", "annotations": []}]}},
+        {"type": "response.output_item.added", "output_index": 1, "item": {
+            "type": "mcp_call", "id": "m", "server_label": "s", "name": "n",
+            "arguments": "", "output": {"deep": [f"{CARD}"]}}},
+        {"type": "response.mcp_call_arguments.delta", "item_id": "m", "output_index": 1,
+         "delta": "4111 1111 "},
+        {"type": "response.output_item.added", "output_index": 2, "item": {
+            "type": "vendor_widget", "id": "w", "text": CARD}},
+        {"type": "response.completed", "response": {**response_object(f"card {CARD}")}},
+        {"type": "response.vendor.event", "text": CARD},
+        {"type": "response.output_text.delta", "output_index": "x", "delta": "1"},
+        {"type": "error", "message": "upstream failed", "code": "server_error"},
+    ]),
+    st.sampled_from(["{not json", "[]", "null", '"text"', "[DONE]", ": comment"]))
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(RESPONSE_EVENT, max_size=12))
+def test_a_hostile_responses_stream_never_crashes_nor_leaks_a_card(
+        gateway: GatewaySidecar, upstream: RecordingUpstream, events: list[Any]) -> None:
+    upstream.reset(lambda r, p: events)
+    raw = _raw_stream(gateway)
+    blocks = [block for block in raw.split("\n\n") if block]
+    assert blocks, events
+    sent = [json.loads(block.rpartition("data: ")[2]) for block in blocks]
+    digits = "".join(ch for text in _strings_in(sent) for ch in text if ch.isdigit())
+    assert "4111111111111111" not in digits, raw  # not even across events
+    last = sent[-1]
+    assert last["type"] in ("response.completed", "response.incomplete", "response.failed",
+                            "error"), raw
+
+
+def _strings_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings_in(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings_in(item)]
+    return []
