@@ -313,6 +313,36 @@ def open_fleet_store(settings: Settings, *,
         raise ConfigError(str(err)) from None
 
 
+class LazyFleetStore:
+    """AuditAdmin's FleetStore, opened at its first use rather than at start: a pod must
+    start, and answer inspections, while the store is down. An admin call made meanwhile
+    fails with the store's reason (StoreUnavailable); the next one tries again."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._store: FleetStore | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> FleetStore:
+        from audit.pgstore import StoreUnavailable
+
+        with self._lock:
+            if self._store is None:
+                try:
+                    self._store = open_fleet_store(self._settings)
+                except ConfigError as err:
+                    raise StoreUnavailable(str(err)) from None
+            return self._store
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._open(), name)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+
+
 def _kek(settings: Settings, keys: Path, *, create: bool) -> crypto.Kek:
     if settings.audit_kek:
         return crypto.Kek.from_text(settings.audit_kek)

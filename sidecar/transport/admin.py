@@ -25,7 +25,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 
@@ -262,12 +262,14 @@ class AuditAdminServicer(pb_grpc.AuditAdminServicer):
 async def start_admin_server(settings: Settings) -> tuple[grpc.aio.Server, AuditAdminServicer,
                                                           str]:
     """Bind and start the admin server; (server, servicer, address)."""
-    from sidecar.auditing import open_fleet_store, open_store
+    from sidecar.auditing import LazyFleetStore, open_store
 
     assert settings.audit_admin_listen is not None
     listen = settings.audit_admin_listen
     tokens = read_tokens(settings.audit_admin_token_file)
-    store = open_fleet_store(settings) if settings.store else open_store(settings)
+    # Fleet: opened at the first call, so that a pod starts while the store is down.
+    store = cast("FleetStore", LazyFleetStore(settings)) if settings.store else \
+        open_store(settings)
     servicer = AuditAdminServicer(store, tokens)
     server = grpc.aio.server()
     add_service(server, servicer, "AuditAdmin")

@@ -14,11 +14,16 @@ import json
 import signal
 from pathlib import Path
 
+import grpc
 import psycopg
 
+from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from tests.faults import Sidecar, guardrail, kill_leftovers, no_traceback
 from tests.fleet.conftest import Postgres, fleet_secrets
 from tests.fleet.test_outbox_bound import _health_detail, _metrics, _wait
+
+TOKEN = "admin-token-for-the-offline-start-0123456789"
 
 
 def _shipped(url: str, ids: set[str]) -> tuple[int, int]:
@@ -33,7 +38,13 @@ def test_a_pod_started_while_the_store_is_down_serves_and_ships_everything_later
         postgres: Postgres, tmp_path: Path) -> None:
     url = postgres.database()
     keys = fleet_secrets(tmp_path / "secrets")
-    env = keys.env(url, GUARDRAIL_STORE_OUTBOX_MAX_RECORDS="1000")
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    # The AuditAdmin service too: it must not need the store at start either.
+    env = keys.env(url, GUARDRAIL_STORE_OUTBOX_MAX_RECORDS="1000",
+                   GUARDRAIL_AUDIT_ADMIN_LISTEN="127.0.0.1:0",
+                   GUARDRAIL_AUDIT_ADMIN_TOKEN_FILE=str(token))
     data = tmp_path / "pod"
     admin = ["--store", url, "--data-dir", str(tmp_path / "admin")]
     pod = Sidecar(data, env=env).serving()  # reaches the store once: pins its index key
@@ -70,6 +81,12 @@ def test_a_pod_started_while_the_store_is_down_serves_and_ships_everything_later
             postgres.resume()
         _wait(lambda: _shipped(url, answered) == (15, 15), "every record shipped once", 90)
         _wait(lambda: _metrics(pod)["guardrail_store_up"] == 1, "store_up 1")
+        [listening] = pod.logged("audit admin service listening")
+        with grpc.insecure_channel(str(listening["address"])) as channel:
+            checked = pb_grpc.AuditAdminStub(channel).Verify(
+                pb.AuditVerifyRequest(), metadata=(("authorization", f"Bearer {TOKEN}"),),
+                timeout=60)
+        assert checked.ok and checked.checked >= 15, checked
         with psycopg.connect(url) as conn:
             # The subject erased before the outage: written offline with a new key, never
             # the destroyed one, which stays destroyed.
