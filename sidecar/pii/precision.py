@@ -22,6 +22,15 @@ whole family:
   span that another recognizer has validated as an identifier with a check digit
   (UK_NHS, US_SSN, CREDIT_CARD, IBAN_CODE, AU_TFN, ...) is that identifier, not a
   phone ("NHS number 706 589 4819").
+- `date_vague` (DATE_TIME): the NER model tags every time expression, but only one that
+  names a date or a time can help identify someone. Dropped: an expression with no
+  digit and no month or weekday name ("last month", "this morning", "the weekend",
+  "a few months ago", "tomorrow", "quarterly"), a duration ("5 working days",
+  "30 seconds", "the first three months", "8+ years"; "6 weeks ago" stays: it dates
+  an event) and a decade ("the 60s"). Kept: dates, years, months, weekdays ("last
+  Monday"), times ("3pm", "9:15"), ages ("45-year-old") and bare numbers: the model
+  calls some card numbers, postcodes and ages a date, and dropping them would let
+  those through.
 
 Each rule has an id; `pii.precision.disable: [ids]` switches it off for a policy.
 """
@@ -32,7 +41,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-RULES = ("ner_shape", "ner_stop_words", "ip_not_host", "phone_shape")
+RULES = ("ner_shape", "ner_stop_words", "ip_not_host", "phone_shape", "date_vague")
 # Organisation names do hold digits and inner capitals ("3M", "OpenAI"): only people and
 # places are judged by their shape.
 NER_TYPES = frozenset({"PERSON", "LOCATION"})
@@ -73,6 +82,24 @@ _VERSION_WORDS = frozenset({"version", "versions", "ver", "v", "firmware", "buil
 _WORD = re.compile(r"[^\W_]+")
 _IP_NOBODY = re.compile(r"0\.0\.0\.0|127\.\d+\.\d+\.\d+|255\.255\.255\.255|::1?")
 _DECIMAL = re.compile(r"\d+\.\d+")
+# Names that date an expression: months and weekdays (English, with abbreviations),
+# and the two times of day that are names.
+_DATING = re.compile(
+    r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|january|february|march|"
+    r"april|june|july|august|september|october|november|december|mon|tue|tues|wed|thu|"
+    r"thur|thurs|fri|sat|sun|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+    r"mondays|tuesdays|wednesdays|thursdays|fridays|saturdays|sundays|noon|midnight)\b")
+_AMOUNT = (r"(?:\d+(?:st|nd|rd|th)?|\d+\+|a|an|one|two|three|four|five|six|seven|eight|"
+           r"nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|fifty|sixty|ninety|hundred|"
+           r"few|several|couple|half|many)")
+_DURATION = re.compile(
+    r"(?:(?:about|around|approximately|over|under|within|for|almost|nearly|only|just|"
+    r"at least|up to|the|first|last|next|past|another|more than|less than|of|and|a|an|"
+    rf"business|working|calendar|full|whole|consecutive|{_AMOUNT})[\s-]+)*"
+    rf"{_AMOUNT}[\s-]*(?:(?:business|working|calendar|full|whole|consecutive)[\s-]+)?"
+    r"(?:seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|nights?|weeks?|wks?|fortnights?|"
+    r"months?|quarters?|years?|yrs?|decades?)")
+_DECADE = re.compile(r"(?:the\s+)?(?:early\s+|late\s+|mid-?\s*)?(?:19|20)?\d0'?s")
 
 
 def _camel(value: str) -> bool:
@@ -85,6 +112,14 @@ def _camel(value: str) -> bool:
                 if prefix not in _NAME_PREFIXES:
                     return True
     return False
+
+
+def _vague_date(value: str) -> bool:
+    """A DATE_TIME finding that dates nothing (see `date_vague` above)."""
+    folded = " ".join(value.lower().replace("\\n", " ").split()).strip(" .,:;!?()'\"")
+    if not any(char.isdigit() for char in folded):
+        return not _DATING.search(folded)
+    return bool(_DURATION.fullmatch(folded) or _DECADE.fullmatch(folded))
 
 
 def _near_version_word(text: str, start: int, end: int) -> bool:
@@ -125,6 +160,8 @@ class PrecisionRules:
                 return False
             if any(low <= start and end <= high for low, high in validated):
                 return False
+        elif entity == "DATE_TIME" and "date_vague" in enabled and _vague_date(value):
+            return False
         return True
 
     def apply(self, text: str, results: list[Any]) -> list[Any]:

@@ -133,9 +133,10 @@ class Pseudonyms(_Strict):
 class Precision(_Strict):
     """Rules that drop findings which are almost never personal data (sidecar.pii.precision)."""
 
-    # Rule ids to switch off: ner_shape, ner_stop_words, ip_not_host, phone_shape.
-    disable: list[Literal["ner_shape", "ner_stop_words", "ip_not_host", "phone_shape"]] = \
-        Field(default_factory=list, max_length=4)
+    # Rule ids to switch off: ner_shape, ner_stop_words, ip_not_host, phone_shape,
+    # date_vague.
+    disable: list[Literal["ner_shape", "ner_stop_words", "ip_not_host", "phone_shape",
+                          "date_vague"]] = Field(default_factory=list, max_length=5)
     # Words never taken for a person or a place (added to the built-in stop-list) ...
     not_names: list[Entry] = Field(default_factory=list, max_length=MAX_LIST)
     # ... and words the stop-list must not drop ("Will", if your users are called Will).
