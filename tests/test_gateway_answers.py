@@ -22,7 +22,7 @@ from typing import Any
 
 import openai
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import TEST_POLICIES
@@ -583,6 +583,8 @@ EVENT = st.one_of(
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=st.lists(EVENT, max_size=14))
+@example(events=[json.dumps({**BASE, "choices": f"card {CARD}"})])
+@example(events=[json.dumps({**BASE, "choices": [], "usage": {"note": f"card {CARD}"}})])
 def test_a_malformed_chat_stream_never_crashes_nor_leaks_a_card(
         gateway: GatewaySidecar, upstream: RecordingUpstream, events: list[Any]) -> None:
     upstream.reset(lambda r, p: events)
@@ -590,6 +592,7 @@ def test_a_malformed_chat_stream_never_crashes_nor_leaks_a_card(
     assert received, events
     last = received[-1]
     assert last == "[DONE]" or "error" in last, received
+    assert "1111 1111 1111" not in json.dumps(received)
     shown = "".join(
         (c["choices"][0]["delta"].get("content") or "") +
         "".join(call.get("function", {}).get("arguments", "")

@@ -553,6 +553,16 @@ _CHOICE_FIELDS = frozenset({"index", "delta", "finish_reason", "logprobs"})
 _ROLES = frozenset({"assistant", "tool", "developer", "system", "user", "function"})
 
 
+def _numbers(value: Any) -> Any:
+    """A JSON value with every string in it dropped (token counts carry no text)."""
+    if isinstance(value, dict):
+        return {key: _numbers(item) for key, item in value.items()
+                if not isinstance(item, str)}
+    if isinstance(value, list):
+        return [_numbers(item) for item in value if not isinstance(item, str)]
+    return None if isinstance(value, str) else value
+
+
 def _chat_delta(part: str | int, text: str) -> dict[str, Any]:
     """The delta that carries released text for one stream of a chat choice."""
     if isinstance(part, int):
@@ -661,10 +671,14 @@ class ChatRelay:
             self.template = {key: chunk[key] for key in (
                 "id", "object", "created", "model", "system_fingerprint", "service_tier")
                 if key in chunk}
-        # Only the fields the API defines pass on; a hostile upstream's extras do not.
-        chunk = {key: value for key, value in chunk.items() if key in _CHUNK_FIELDS}
-        choices = chunk.get("choices")
-        if not isinstance(choices, list) or not choices:
+        # Only the fields the API defines pass on; a hostile upstream's extras do not,
+        # nor text in the token counts.
+        chunk = {key: _numbers(value) if key == "usage" else value
+                 for key, value in chunk.items() if key in _CHUNK_FIELDS}
+        choices = chunk.get("choices", [])
+        if not isinstance(choices, list):
+            raise UpstreamBroken("choices that are not an array")
+        if not choices:  # usage, at the end
             self.deferred.append(chunk)
             return []
         touched: list[StreamKey] = []
