@@ -711,3 +711,16 @@ def _strings_in(value: Any) -> list[str]:
     if isinstance(value, list):
         return [text for item in value for text in _strings_in(item)]
     return []
+
+
+def test_a_refusal_when_the_text_skips_the_deltas_still_reads_as_an_answer(
+        gateway: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    said = f"Your card: {CARD}."
+    for drop in (("response.output_text.delta",),
+                 ("response.output_text.delta", "response.output_text.done",
+                  "response.content_part.done", "response.output_item.done")):
+        events = [e for e in response_events(said) if e["type"] not in drop]
+        upstream.reset(lambda r, p, events=events: events)
+        shown, seen, final = _stream_response(gateway, **REFUSING)
+        assert "1111" not in _everything(seen, final), drop
+        assert final.output_text == shown == REFUSAL, drop
