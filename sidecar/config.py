@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     workers: int | None = Field(default=None, ge=0, le=256)
     # Most requests one worker takes in one pass; more waiting requests wait for the next.
     batch_max: int = Field(default=32, ge=1, le=1024)
+    # Milliseconds a worker that just answered a batch of several waits for its callers'
+    # next requests before taking a batch of one (sidecar.workers: "Gathering"); 0: never.
+    batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
     # Requests waiting or running across all workers before new ones are refused with
     # RESOURCE_EXHAUSTED: a fast "no" beats a latency that grows without bound.
     max_queue: int = Field(default=256, ge=1)
