@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import grpc
@@ -144,3 +145,46 @@ def test_what_no_retry_can_fix_is_fatal_at_start(postgres: Postgres, tmp_path: P
     no_traceback(out)
     assert code == 2 and "never reached the fleet store" in out, out
     kill_leftovers()
+
+
+def test_a_store_that_comes_back_with_a_newer_schema_gets_nothing(
+        postgres: Postgres, tmp_path: Path) -> None:
+    """PostgreSQL stops and comes back migrated by a newer sidecar (schema version 99):
+    the shipper, which re-checks after every outage, ships nothing into it and says why
+    (store_refused, the reason in `problem`); records wait in the outbox. Back to a
+    schema it knows, everything ships, once. In-process: the sidecar's own open_store,
+    fleet and Shipper, a real PostgreSQL stopped and restarted."""
+    from audit.store import NewRecord
+    from sidecar.auditing import Shipper, current_fleet, open_store
+    from tests.fleet.test_switch_to_fleet import _drop_fleet, _settings
+
+    url = postgres.database()
+    config = _settings(tmp_path / "pod", fleet_secrets(tmp_path / "secrets"), url)
+    store = open_store(config)
+    fleet = current_fleet(config)
+    shipper = Shipper(store, fleet, interval=0.05, retry=0.2)
+    try:
+        first = store.append([NewRecord(tenant="acme", decision="ALLOW", retain_until=1e10)])
+        _wait(lambda: _shipped(url, set(first)) == (1, 1), "shipped while up")
+        # What a newer sidecar's migration leaves; this one sees it after the outage.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO schema_migrations VALUES (99, 0)")
+        postgres.pause()
+        try:
+            _wait(lambda: not shipper.up, "the shipper saw the outage")
+            later = store.append([NewRecord(tenant="acme", decision="ALLOW",
+                                            retain_until=1e10) for _ in range(3)])
+        finally:
+            postgres.resume()
+        _wait(lambda: "schema version 99" in shipper.problem, "the newer schema refused")
+        assert not shipper.up and not fleet.central.ready
+        time.sleep(0.5)
+        assert _shipped(url, set(later)) == (0, 0)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DELETE FROM schema_migrations WHERE version = 99")
+        _wait(lambda: _shipped(url, set(later)) == (3, 3), "shipped once it is known", 30)
+        assert shipper.up and not shipper.problem
+    finally:
+        shipper.close(drain=0)
+        store.close()
+        _drop_fleet(config)
