@@ -209,11 +209,13 @@ def fleet_of(settings: Settings, kek: crypto.Kek, signer: chain.Signer) -> Fleet
         except StoreRefused:
             raise
         except StoreUnavailable as err:
+            why = ("its pinned index key is wrapped by another KEK (rotated?), so it cannot "
+                   "name subjects" if pin_id else "this data directory never reached the "
+                   "fleet store, so it does not know the fleet's index key (which names "
+                   "subjects in its records)")
             raise StoreUnavailable(
-                f"{err}; this data directory never reached the fleet store, so it does not "
-                "know the fleet's index key (which names subjects in its records): it "
-                "starts once the store answers (a sidecar that reached it once restarts "
-                "without it)") from None
+                f"{err}; {why}: it starts once the store answers (a sidecar that reached "
+                "it once restarts without it)") from None
         if pin_id and central.ready and chain.index_key_id(central.index_key) != pin_id:
             central.close()
             raise StoreRefused(f"the fleet store's index key (id "
