@@ -716,6 +716,9 @@ class ChatRelay:
             if name == "role":
                 if value in _ROLES:
                     delta[name] = value
+            elif name in ("tool_calls", "function_call") and not isinstance(
+                    value, list if name == "tool_calls" else dict) and value is not None:
+                raise UpstreamBroken(f"a {name} of the wrong type")
             elif isinstance(value, str):
                 touched += self._take(given, name, (index, name))
             elif name == "tool_calls" and isinstance(value, list):
