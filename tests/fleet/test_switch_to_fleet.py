@@ -273,3 +273,78 @@ def test_reset_anchor_with_store_is_refused_with_what_to_do_instead(tmp_path: Pa
     assert done.returncode == 2
     assert "no anchor to reset" in done.stderr and "starts a new chain" in done.stderr
     assert "hunter2" not in done.stderr
+
+
+def _chain(length: int) -> list[tuple[object, ...]]:
+    """Outbox rows (seq, metadata..., payload, digest, prev_hash, hash) of a valid chain."""
+    from audit import chain
+    from audit.store import _METADATA
+
+    rows: list[tuple[object, ...]] = []
+    prev = chain.GENESIS
+    for seq in range(1, length + 1):
+        metadata = dict.fromkeys(_METADATA, "")
+        metadata.update(id=f"r{seq}", kind="inspection", time=float(seq), entities="{}",
+                        rule_ids="[]", tags="{}", retain_until=0.0)
+        hash_ = chain.record_hash(prev, metadata, "")
+        rows.append((seq, *[metadata[k] for k in _METADATA], None, "", prev, hash_))
+        prev = hash_
+    return rows
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_shipping_bridges_only_stubs_that_link_and_never_ships_past_a_break(
+        data: st.DataObject) -> None:
+    """An attacker who can write the outbox deletes records and leaves stubs, real or
+    forged (wrong hash, wrong link), or alters a record: what ships is always a prefix
+    of the true chain, in order, linked through real stubs only, and it stops at the
+    first thing that does not link (pure: audit.pgstore._linked, no database)."""
+    from audit import chain
+    from audit.pgstore import _linked
+
+    true = _chain(data.draw(st.integers(2, 12), label="length"))
+    swept = data.draw(st.sets(st.integers(1, len(true) - 1)), label="swept")
+    stubs = {int(str(r[0])): (str(r[-1]), str(r[-2]), "sweep1") for r in true
+             if r[0] in swept}
+    forged = data.draw(st.sampled_from([None, *sorted(stubs)]), label="forged stub")
+    if forged is not None:
+        hash_, prev_hash, sweep = stubs[forged]
+        stubs[forged] = data.draw(st.sampled_from([("f" * 64, prev_hash, sweep),
+                                                   (hash_, "e" * 64, sweep)]))
+    rows = [r for r in true if r[0] not in swept]
+    altered = data.draw(st.sampled_from([None, *[int(str(r[0])) for r in rows]]),
+                        label="altered record")
+    if altered is not None:
+        at = next(i for i, r in enumerate(rows) if r[0] == altered)
+        rows[at] = (*rows[at][:2], "tampered", *rows[at][3:])
+    good, bridged, problem = _linked(rows, stubs, 0, chain.GENESIS)
+    # Everything shipped, records and stubs, is the true chain from seq 1, gap-free.
+    shipped = sorted([(int(r[0]), r[-1]) for r in good] + [(s, h) for s, h, _, _ in bridged])
+    assert shipped == [(int(str(r[0])), r[-1]) for r in true[:len(shipped)]]
+    breaks = [s for s in (forged, altered) if s is not None]
+    if breaks:
+        assert len(shipped) < min(breaks) and problem
+    else:
+        assert not problem and len(good) == len(rows)
+
+
+def test_a_damaged_or_foreign_pin_file_is_refused_by_name(
+        postgres: Postgres, keys: FleetSecrets, tmp_path: Path) -> None:
+    """keys/fleet-index.json altered by hand: garbage, or a key that does not match its
+    id, is a clear ConfigError naming the file, never a traceback or a silent re-pin."""
+    import json
+
+    from sidecar.errors import ConfigError
+
+    config = _settings(tmp_path / "pod", keys, postgres.database())
+    open_store(config).close()
+    _drop_fleet(config)
+    pin = tmp_path / "pod" / "keys" / "fleet-index.json"
+    good = json.loads(pin.read_text())
+    for damaged in ("not json", json.dumps({"index_id": good["index_id"]}),
+                    json.dumps({**good, "index_id": "0" * 32})):
+        pin.write_text(damaged)
+        with pytest.raises(ConfigError, match=r"fleet-index\.json"):
+            open_store(config)
+    assert not _fleets
