@@ -33,10 +33,18 @@ whole family:
   those through.
 
 Each rule has an id; `pii.precision.disable: [ids]` switches it off for a policy.
+
+Before the rules judge a PERSON or LOCATION finding, it is cut at line breaks, real or
+escaped as in JSON (`\\n`), and each line is judged on its own: no name spans lines,
+and the model often runs one entity over a block ("Paul Waechter\\n\\nJestetten\\nGermany",
+"Aurora Strømsnes\\n\\n475"). Judged whole, such a finding failed `ner_shape` (a digit,
+or "r\\nJ" read as an inner capital) and the name in it went unredacted: the sidecar's
+recall on the evaluator corpus fell below vanilla Presidio's (0.779 against 0.782).
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -72,6 +80,8 @@ NOT_NAMES = frozenset([
     "csv", "pdf", "html", "css", "url", "dns", "ssh", "ssl", "tls"
 ])
 
+# Line breaks as text holds them: real ones, and JSON's escaped ones ("\\n", "\\r\\n").
+_LINE_BREAKS = re.compile(r"(?:[ \t]*(?:\r?\n|\\r\\n|\\n|\\r)[ \t]*)+")
 _NOT_IN_A_NAME = re.compile(r"[\d_=/@<>{}\[\]|]")
 _NAME_PREFIXES = frozenset({"mc", "mac", "o", "de", "di", "da", "du", "la", "le", "van",
                             "von", "fitz", "d", "st"})
@@ -165,9 +175,36 @@ class PrecisionRules:
         return True
 
     def apply(self, text: str, results: list[Any]) -> list[Any]:
-        """Presidio results without those the rules drop (order kept)."""
+        """Presidio results without those the rules drop (order kept); PERSON and
+        LOCATION findings are judged line by line (see the module docstring)."""
         if not self.enabled or not results:
             return results
         validated = [(r.start, r.end) for r in results if r.entity_type in CHECKED_IDS]
-        return [r for r in results
-                if self.keeps(text, r.entity_type, r.start, r.end, validated)]
+        kept = []
+        for result in results:
+            if result.entity_type in NER_TYPES:
+                kept.extend(line for line in _lines(text, result)
+                            if self.keeps(text, line.entity_type, line.start, line.end,
+                                          validated))
+            elif self.keeps(text, result.entity_type, result.start, result.end, validated):
+                kept.append(result)
+        return kept
+
+
+def _lines(text: str, result: Any) -> list[Any]:
+    """`result` cut at line breaks: copies of it, one per non-empty line (itself when
+    it holds none)."""
+    value = text[result.start:result.end]
+    breaks = list(_LINE_BREAKS.finditer(value))
+    if not breaks:
+        return [result]
+    lines, cursor = [], 0
+    for found in [*breaks, None]:
+        low, high = cursor, found.start() if found is not None else len(value)
+        if high > low:
+            line = copy.copy(result)
+            line.start, line.end = result.start + low, result.start + high
+            lines.append(line)
+        if found is not None:
+            cursor = found.end()
+    return lines
