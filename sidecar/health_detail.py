@@ -53,5 +53,6 @@ def lines(text: str) -> list[str]:
     out.append(f"outbox: {held:.0f} of {limit:.0f} records"
                + (" - FULL: new records are refused and on_error decides" if full else ""))
     if gauges.get("guardrail_store_refused", 0):
-        out.append("store: REFUSES this chain (rolled back or altered outbox; see the logs)")
+        out.append("store: REFUSES this chain (see the logs: a rolled-back or altered "
+                   "outbox, a newer schema, another index key)")
     return out

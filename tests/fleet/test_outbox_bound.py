@@ -154,4 +154,5 @@ def test_health_detail_reads_counters_and_says_when_it_cannot() -> None:
                       "guardrail_store_refused 1.0\n")
     assert lines(fleet)[1:] == [
         "store: up, 42 records shipped", "outbox: 3 of 10 records",
-        "store: REFUSES this chain (rolled back or altered outbox; see the logs)"]
+        "store: REFUSES this chain (see the logs: a rolled-back or altered outbox, a newer "
+        "schema, another index key)"]
