@@ -160,6 +160,7 @@ class VanillaPool:
         self._waiting: dict[int, Future[Any]] = {}
         self._lock = threading.Lock()
         self._counter = 0
+        self._closed = False
         self._dispatcher = threading.Thread(target=self._dispatch, daemon=True)
         self._dispatcher.start()
 
@@ -180,7 +181,14 @@ class VanillaPool:
             number = self._counter
             self._waiting[number] = future
         self._requests.put((number, text, entities))
-        return future.result(timeout=600)
+        while True:  # a worker that died (bad model, out of memory) ends the run loudly
+            try:
+                return future.result(timeout=1)
+            except TimeoutError:
+                dead = [w for w in self._workers if not w.is_alive()]
+                if dead:
+                    raise RuntimeError(f"vanilla Presidio worker {dead[0].name} exited "
+                                       f"(code {dead[0].exitcode})") from None
 
     def supported_entities(self) -> list[str]:
         return list(self.submit(None, None))
@@ -202,6 +210,10 @@ class VanillaPool:
         return _Vanilla()
 
     def close(self) -> None:
+        """Stop the workers and the dispatcher; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         for _ in self._workers:
             self._requests.put(None)
         for worker in self._workers:
