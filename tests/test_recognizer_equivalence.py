@@ -74,6 +74,34 @@ def test_bisect_context_enhancer_matches_presidio(
     text = " ".join(tokens)
     presidio, ours = engines
     assert results(ours.analyze(text, "en")) == results(presidio.analyze(text, "en"))
+    # The decision process too: which context word raised which score (our enhancer
+    # copies results its own way before raising them).
+    assert explained(ours.analyze(text, "en", return_decision_process=True)) == \
+        explained(presidio.analyze(text, "en", return_decision_process=True))
+
+
+def explained(found: list[Any]) -> list[tuple[Any, ...]]:
+    return sorted((r.entity_type, r.start, r.end, round(r.score, 6),
+                   r.analysis_explanation.supportive_context_word,
+                   r.analysis_explanation.score_context_improvement,
+                   round(r.analysis_explanation.original_score, 6)) for r in found)
+
+
+def test_the_enhancer_leaves_the_results_it_was_given_alone(
+        engines: tuple[AnalyzerEngine, AnalyzerEngine]) -> None:
+    from presidio_analyzer import AnalysisExplanation, RecognizerResult
+
+    _, ours = engines
+    text = "my phone number is 212-555-0187"
+    phone = next(r for r in ours.registry.recognizers if "PHONE_NUMBER" in r.supported_entities)
+    given = [RecognizerResult("PHONE_NUMBER", 19, 31, 0.4,
+                              analysis_explanation=AnalysisExplanation("x", 0.4),
+                              recognition_metadata={"recognizer_identifier": phone.id})]
+    raised = ours.context_aware_enhancer.enhance_using_context(
+        text, given, ours.nlp_engine.process_text(text, "en"), [phone])
+    assert raised[0].score > 0.4 and raised[0].analysis_explanation.supportive_context_word
+    assert given[0].score == 0.4
+    assert given[0].analysis_explanation.supportive_context_word == ""
 
 
 @pytest.mark.parametrize("number", FORMATTED)

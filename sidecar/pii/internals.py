@@ -104,6 +104,12 @@ PRIVATE_DETAILS: tuple[Detail, ...] = (
            "LemmaContextAwareEnhancer._extract_surrounding_words", "presidio-analyzer",
            ("self", "nlp_artifacts", "word", "start"), "26be5215b4b65250",
            "recognizers.BisectContextEnhancer: overridden, falls back to it"),
+    Detail("presidio_analyzer.context_aware_enhancers",
+           "LemmaContextAwareEnhancer.enhance_using_context", "presidio-analyzer",
+           ("self", "text", "raw_results", "nlp_artifacts", "recognizers", "context"),
+           "a7a5aafaaf901f26",
+           "recognizers.BisectContextEnhancer: relies on it deep-copying raw_results and "
+           "then changing only each result's score and analysis_explanation"),
     Detail("presidio_analyzer.context_aware_enhancers", "LemmaContextAwareEnhancer._add_n_words",
            "presidio-analyzer",
            ("index", "n_words", "lemmas", "lemmatized_filtered_keywords", "is_backward"),

@@ -12,6 +12,7 @@ corpus); they only skip work that cannot change the result.
 from __future__ import annotations
 
 import bisect
+import copy
 import functools
 import re
 from collections.abc import Iterable
@@ -392,6 +393,19 @@ def effective_regions(regions: Any) -> list[str]:
     return kept or list(regions)[:1]
 
 
+class _ResultsToEnhance(list):  # type: ignore[type-arg]
+    """Results whose deep copy is a copy of each result and of its explanation: what
+    LemmaContextAwareEnhancer.enhance_using_context changes (internals.py lists it)."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        copies = []
+        for result in self:
+            copied = copy.copy(result)
+            copied.analysis_explanation = copy.copy(result.analysis_explanation)
+            copies.append(copied)
+        return copies
+
+
 class BisectContextEnhancer(LemmaContextAwareEnhancer):
     """Presidio's context enhancer made near-linear: token lookup by bisection, keyword
     membership in a set.
@@ -405,6 +419,19 @@ class BisectContextEnhancer(LemmaContextAwareEnhancer):
         super().__init__(*args, **kwargs)
         self._keyword_list: list[str] | None = None
         self._keyword_set: frozenset[str] = frozenset()
+
+    def enhance_using_context(self, text: str, raw_results: list[Any], nlp_artifacts: Any,
+                              recognizers: list[Any], context: list[str] | None = None,
+                              ) -> list[Any]:
+        """Presidio's, handed results that deep-copy cheaply (`_ResultsToEnhance`).
+
+        Presidio starts with `copy.deepcopy(raw_results)` so that raising a score leaves
+        the caller's results alone: 110 us for four results, ~3% of a corpus document.
+        All it then changes is a result's score and its explanation, so a copy of each
+        result and of its explanation is the same and costs a quarter of that.
+        """
+        return super().enhance_using_context(
+            text, _ResultsToEnhance(raw_results), nlp_artifacts, recognizers, context)
 
     def _extract_surrounding_words(self, nlp_artifacts: Any, word: str,
                                    start: int) -> list[str]:
