@@ -162,11 +162,29 @@ _REFUSALS = ("password authentication failed", "authentication failed", "does no
              "server does not support ssl", "sslmode value", "root certificate file")
 
 
+def _scrub(text: str, url: str) -> str:
+    """`text` (libpq's message about `url`) without the URL's password: libpq quotes the
+    token it could not parse, which may be the password itself."""
+    import re
+
+    credentials = url.partition("://")[2].rpartition("@")[0]
+    passwords = [credentials.partition(":")[2], *re.findall(r"password=([^&]*)", url)]
+    passwords += [word for value in passwords for word in value.split()]
+    for value in sorted({v for v in [url, credentials, *passwords] if len(v) >= 3},
+                        key=len, reverse=True):
+        text = text.replace(value, "***")
+    for value in passwords:  # a part of a password is still too much
+        if any(value[i:i + 4] in text for i in range(len(value) - 3)) or \
+                (0 < len(value) < 4 and f'"{value}"' in text):
+            return "libpq cannot parse it (check percent-encoding, spaces and brackets)"
+    return text
+
+
 def _connect_error(url: str, err: BaseException) -> StoreUnavailable:
     """StoreRefused for a configuration the server refuses, StoreUnavailable if not."""
     import psycopg
 
-    reason = _first_line(err)
+    reason = _scrub(_first_line(err), url)
     fatal = isinstance(err, psycopg.ProgrammingError) or \
         any(text in str(err).lower() for text in _REFUSALS)
     kind = StoreRefused if fatal else StoreUnavailable
@@ -180,25 +198,35 @@ def check_url(url: str) -> None:
 
     try:
         conninfo_to_dict(url)
-    except psycopg.Error as err:
+    except (psycopg.Error, ValueError) as err:  # "%80": not even UTF-8
         raise StoreRefused(f"the fleet store URL {redact_url(url)} is malformed: "
-                           f"{_first_line(err)}") from None
+                           f"{_scrub(_first_line(err), url)}") from None
 
 
 def redact_url(url: str) -> str:
-    """The store URL without its password, for messages and logs."""
-    head, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url.split("?", 1)[0]
-    credentials, _, host = rest.partition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{head}://{user}:***@{host.split('?', 1)[0]}"
+    """The store URL without its password, for messages and logs: rebuilt from what
+    libpq parses (user, host, port, database), never cut out of the text, where a
+    password holding an "@", "/" or "?" would defeat any split."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = {k: str(v) for k, v in conninfo_to_dict(url).items()}
+    except Exception:
+        return "postgresql://(a URL libpq cannot parse)"
+    user = parts.get("user", "")
+    if any("@" in parts.get(k, "") for k in ("user", "host", "port", "dbname")):
+        # An "@" libpq did not take as the end of the credentials: the password's own?
+        return "postgresql://(a URL with an unencoded '@'; percent-encode it as %40)"
+    credentials = f"{user}:***@" if "password" in parts else (f"{user}@" if user else "")
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{credentials}{parts.get('host', '')}{port}/{parts.get('dbname', '')}"
 
 
 def connect(url: str, *, timeout: float = 5.0) -> psycopg.Connection[Any]:
     """One connection (migrations, LISTEN); StoreUnavailable with the reason if not."""
     import psycopg
 
+    check_url(url)
     try:
         return psycopg.connect(url, connect_timeout=max(1, int(timeout)), autocommit=True)
     except psycopg.Error as err:

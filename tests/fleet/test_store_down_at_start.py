@@ -124,8 +124,9 @@ def test_what_no_retry_can_fix_is_fatal_at_start(postgres: Postgres, tmp_path: P
     url = postgres.database()
     bad_role = url.replace("user=postgres", "user=nobody&password=hunter2-secret")
     malformed = url + "&bogus_option=1"
+    not_utf8 = "postgresql://ops:hunter2-%80secret@db.example/guard"  # was a traceback
     for store, expected in ((bad_role, 'role "nobody" does not exist'),
-                            (malformed, "malformed")):
+                            (malformed, "malformed"), (not_utf8, "malformed")):
         code, out = Sidecar(tmp_path / "fresh", env=keys.env(store)).exits()
         no_traceback(out)
         assert code == 2, out

@@ -348,3 +348,34 @@ def test_a_damaged_or_foreign_pin_file_is_refused_by_name(
         with pytest.raises(ConfigError, match=r"fleet-index\.json"):
             open_store(config)
     assert not _fleets
+
+
+@settings(max_examples=200, deadline=None)
+@given(password=st.text(st.characters(codec="ascii", exclude_categories=["Cc"],
+                                      exclude_characters="/?#&"), min_size=4, max_size=24),
+       damage=st.sampled_from(["", "%zz", " x", "[", "?bogus=1", "?sslmode=nope"]),
+       where=st.sampled_from(["userinfo", "query"]))
+def test_no_store_url_message_ever_shows_the_password(password: str, damage: str,
+                                                      where: str) -> None:
+    """Whatever the password holds (an "@", ":", "%", spaces) and however the URL is
+    broken, the refusal and the redacted URL never show it, nor a 4-character piece of
+    it: libpq quotes the token it could not parse, which may be the password itself.
+    ("/?#&" end the part a password lives in: with them the URL says something else.)"""
+    from audit.pgstore import StoreRefused, check_url, redact_url
+
+    if where == "userinfo":
+        url = f"postgresql://ops:{password}{damage if damage[:1] in '% ' else ''}@db.example" \
+              f"/guard{damage if damage[:1] in '[?' else ''}"
+    else:
+        url = f"postgresql://ops@db.example/guard?password={password}" \
+              f"{'&' + damage[1:] if damage.startswith('?') else damage}"
+    try:
+        check_url(url)
+        message = ""
+    except StoreRefused as err:
+        message = str(err)
+    for text in (message, redact_url(url)):
+        for i in range(len(password) - 3):
+            piece = password[i:i + 4]
+            if piece not in url.replace(password, ""):  # not also elsewhere in the URL
+                assert piece not in text, (url, text)
