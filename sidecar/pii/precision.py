@@ -180,7 +180,7 @@ class PrecisionRules:
         if not self.enabled or not results:
             return results
         validated = [(r.start, r.end) for r in results if r.entity_type in CHECKED_IDS]
-        kept = []
+        kept: list[Any] = []
         for result in results:
             if result.entity_type in NER_TYPES:
                 kept.extend(line for line in _lines(text, result)
