@@ -47,7 +47,8 @@ def test_each_finding_says_recognizer_pattern_score_context_and_check(
     assert (why["IP_ADDRESS"].pattern, why["IP_ADDRESS"].validation) == ("IPv4", "")
     # A policy's custom recognizer below min_score without its context word: raised by it.
     ticket = why["TICKET_ID"]
-    assert ticket.recognizer == "policy.recognizers[0].TICKET_ID"
+    assert (ticket.recognizer, ticket.pattern) == ("policy.recognizers[0].TICKET_ID",
+                                                   "patterns[0]")
     assert list(ticket.context_words) == ["ticket"]
     assert ticket.base_score == pytest.approx(0.3)
     assert ticket.context_improvement > 0
@@ -66,6 +67,16 @@ def test_each_finding_says_recognizer_pattern_score_context_and_check(
     assert [(f.entity_type, f.start, f.end, f.score) for f in plain.findings] == \
         [(f.entity_type, f.start, f.end, f.score) for f in reply.findings]
     assert not any(f.HasField("explanation") for f in plain.findings)
+
+
+def test_a_deny_list_is_named_never_spelled(sidecar: Sidecar) -> None:
+    """A policy's deny-list words are the policy's secret as much as the text's: the
+    explanation names the list, not its regular expression."""
+    reply = sidecar.prompt("The night hawk project starts today.", explain=True)
+    (codename,) = [f.explanation for f in reply.findings if f.entity_type == "CODENAME"]
+    assert (codename.recognizer, codename.pattern) == ("policy.recognizers[1].CODENAME",
+                                                       "deny_list")
+    assert "bluebird" not in str(codename)
 
 
 def test_names_the_ner_model_the_checksum_and_the_address_recognizer(

@@ -489,9 +489,13 @@ class Re2Recognizer(LocalRecognizer):
         self.spec = spec
         self.label = f"policy.recognizers[{index}].{spec.entity}"
         self._patterns = [compile_re2(p) for p in spec.patterns]
+        # What `explain` names as the pattern: where it is in the policy, never the regex
+        # (a deny-list spells out its words).
+        self._pattern_names = [f"patterns[{n}]" for n in range(len(spec.patterns))]
         if spec.deny_list:
             alternation = "|".join(re2.escape(term) for term in spec.deny_list)
             self._patterns.append(compile_re2(rf"\b(?:{alternation})\b", ignore_case=True))
+            self._pattern_names.append("deny_list")
         super().__init__(
             supported_entities=[spec.entity],
             supported_language=language,
@@ -504,7 +508,7 @@ class Re2Recognizer(LocalRecognizer):
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
         results = []
-        for pattern in self._patterns:
+        for pattern, pattern_name in zip(self._patterns, self._pattern_names, strict=True):
             for match in pattern.finditer(text):
                 start, end = match.span()
                 if start == end:
@@ -512,7 +516,8 @@ class Re2Recognizer(LocalRecognizer):
                 results.append(RecognizerResult(
                     entity_type=self.spec.entity, start=start, end=end, score=self.spec.score,
                     analysis_explanation=AnalysisExplanation(
-                        recognizer=self.label, original_score=self.spec.score),
+                        recognizer=self.label, original_score=self.spec.score,
+                        pattern_name=pattern_name),
                     recognition_metadata={
                         RecognizerResult.RECOGNIZER_NAME_KEY: self.label,
                         RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
