@@ -43,7 +43,7 @@ from typing import Any
 
 from presidio_analyzer import AnalysisExplanation, LocalRecognizer, RecognizerResult
 
-from sidecar.regex import compile_re2
+from sidecar.regex import Utf8Text, compile_re2
 
 ENTITY = "STREET_ADDRESS"
 # Not `_NAME`: that one is a pattern below, and shadowed this name, so the recognizer
@@ -217,13 +217,15 @@ def _is_word_char(char: str) -> bool:
 def find_addresses(text: str) -> list[tuple[int, int, float]]:
     """(start, end, score) of every street address in `text`, disjoint, in order."""
     cores, each, forward, backward, ends = _patterns()
+    utf8 = Utf8Text(text)  # one encoding for every search (see Utf8Text)
     found: list[tuple[int, int, float]] = []
     position = 0
     while position < len(text):
-        match = cores.search(text, position)
+        match = utf8.search(cores, position)
         if match is None:
             break
-        start, end = match.span()
+        start, end = match
+        core_start = start
         position = max(end, start + 1)
         if (start > 0 and _is_word_char(text[start - 1])
                 and text[max(0, start - 2):start] != "\\n") or \
@@ -243,11 +245,11 @@ def find_addresses(text: str) -> list[tuple[int, int, float]]:
         if {"fpo", "apo", "dpo"} & set(words):  # a military address ends with its ZIP
             grown_backed, grown_unit = True, False
         else:
-            end, grown_backed, grown_unit = _grow_forward(text, end, forward, ends)
+            end, grown_backed, grown_unit = _grow_forward(utf8, end, forward, ends)
         backed |= grown_backed
         if (weak and not (backed or grown_unit)) or \
                 (lower and not backed and not _has_context(text, start)):
-            position = match.start() + 1
+            position = core_start + 1
             continue
         position = max(position, end)
         found.append((start, end, BACKED_SCORE if backed else CORE_SCORE))
@@ -268,7 +270,7 @@ def _grow_back(text: str, start: int, backward: Any) -> int:
     return start
 
 
-def _grow_forward(text: str, end: int, forward: list[tuple[str, Any]], ends: Any,
+def _grow_forward(utf8: Utf8Text, end: int, forward: list[tuple[str, Any]], ends: Any,
                   ) -> tuple[int, bool, bool]:
     """(new end, a postcode/state/country was seen, a unit was seen).
 
@@ -276,18 +278,19 @@ def _grow_forward(text: str, end: int, forward: list[tuple[str, Any]], ends: Any
     that is confirmed: a unit or a backed segment, a town followed by a visible end, or
     anything before a backed segment. Once a postcode, state or country was seen, only
     more of those may follow (what comes next is another address, a phone, prose)."""
+    text = utf8.text
     confirmed, cursor, unit, backed = end, end, False, False
     for _ in range(_SEGMENTS):
         step_kind, stop = None, cursor
         for kind, pattern in forward:
-            step = pattern.match(text, cursor)
-            if step is None or step.end() == cursor:
+            step = utf8.match(pattern, cursor)
+            if step is None or step[1] == cursor:
                 continue
-            if step.end() < len(text) and _is_word_char(text[step.end()]):
+            if step[1] < len(text) and _is_word_char(text[step[1]]):
                 continue
             if backed and kind != "code":
                 continue  # after a postcode, state or country only more of those
-            step_kind, stop = kind, step.end()
+            step_kind, stop = kind, step[1]
             break
         if step_kind is None:
             break
@@ -296,7 +299,7 @@ def _grow_forward(text: str, end: int, forward: list[tuple[str, Any]], ends: Any
             backed, confirmed = True, stop
         elif step_kind == "unit":
             unit, confirmed = True, stop
-        elif ends.match(text, stop) is not None:
+        elif utf8.match(ends, stop) is not None:
             confirmed = stop
     return confirmed, backed, unit
 
