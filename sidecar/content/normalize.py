@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import json
 import re
 import unicodedata
@@ -79,6 +80,8 @@ _LETTER_NAME = re.compile(
     r"(?:[A-Z]+ )*?LATIN (?:CAPITAL |SMALL )?LETTER (?:SMALL CAPITAL |BARRED )?([A-Z])"
     r"(?: WITH [A-Z ]+)?|REGIONAL INDICATOR SYMBOL LETTER ([A-Z])")
 _LEET_SYMBOLS = {"!": "i", "|": "i", "@": "a", "$": "s", "+": "t"}
+# Leet symbols read as part of a word, not as a separator, by _SPACED and by marks.
+_WORDLIKE_SYMBOLS = frozenset("@$!")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +194,18 @@ def has_markup(plain: View) -> bool:
                                  and _MARKUP_HINT.search(plain.text) is not None)
 
 
-def clean(text: str, *, unmark: bool = False, join: bool = True) -> View:
+def clean(text: str, *, unmark: bool = False, join: bool = True,
+          loose_ends: bool = False) -> View:
     """The clean view (module docstring). With `unmark`, markup and escapes are read as a
     reader would see them first (see _MARKUP): a second view of the same text, for the
     rules that read wording, used alongside the plain one (so hiding a word inside
     something tag-like hides it from neither). Without `join`, spaced-out letters stay
-    apart: the view for tokens (secrets), whose punctuation is part of their value."""
+    apart: the view for tokens (secrets), whose punctuation is part of their value.
+
+    With `loose_ends`, a spaced-out run is not joined across punctuation followed by
+    whitespace: `i.n.s.t.r.u.c.t.i.o.n.s: 0:0` reads `instructions: 0:0`, where the
+    plain view reads `instructions00` (which way the writer meant it, no view can
+    know: the rules that read wording read both)."""
     if text.isascii():
         folded = text.lower()
         origin: list[int] = list(range(len(text)))
@@ -220,7 +229,7 @@ def clean(text: str, *, unmark: bool = False, join: bool = True) -> View:
     folded, origin = _collapse_whitespace(folded, origin)
     if not join:
         return _collapse_spacing(folded, origin, text, join=False)
-    return _collapse_spacing(folded, origin, text)
+    return _collapse_spacing(folded, origin, text, loose_ends=loose_ends)
 
 
 # What a reader never sees of a text: HTML tags and comments, Markdown emphasis inside a
@@ -404,7 +413,10 @@ def _fold_char(char: str) -> str:
 
 def _collapse_whitespace(text: str, origin: list[int]) -> tuple[str, list[int]]:
     """Runs of whitespace become one space, and an invisible mark stays only between two
-    letters or digits (next to a space or punctuation it separates nothing)."""
+    letters or digits (next to a space or punctuation it separates nothing). The leet
+    symbols that _SPACED keeps inside a word (`@ $ !`) count as letters here too, as
+    the skeleton may read them as one: `a\u200b@ttack` is two words, `a` and
+    `attack`, not one word `aattack`."""
     if "  " not in text and _MARK not in text and \
             not any(c.isspace() and c != " " for c in text):
         return text, origin
@@ -412,12 +424,12 @@ def _collapse_whitespace(text: str, origin: list[int]) -> tuple[str, list[int]]:
     kept: list[int] = []
     for char, where in zip(text, origin, strict=True):
         if char == _MARK:
-            if out and out[-1].isalnum():
+            if out and (out[-1].isalnum() or out[-1] in _WORDLIKE_SYMBOLS):
                 out.append(char)
                 kept.append(where)
             continue
         space = char.isspace()
-        if out and out[-1] == _MARK and not char.isalnum():
+        if out and out[-1] == _MARK and not (char.isalnum() or char in _WORDLIKE_SYMBOLS):
             out.pop()
             kept.pop()
         if space and out and out[-1] == " ":
@@ -431,7 +443,7 @@ def _collapse_whitespace(text: str, origin: list[int]) -> tuple[str, list[int]]:
 
 
 def _collapse_spacing(text: str, origin: list[int], source: str, *,
-                      join: bool = True) -> View:
+                      join: bool = True, loose_ends: bool = False) -> View:
     """Join spaced-out letters and drop the invisible marks, noting where either was.
 
     Where an invisible mark stood between two letters or digits is a gap
@@ -439,7 +451,9 @@ def _collapse_spacing(text: str, origin: list[int], source: str, *,
     """
     drop: set[int] = set()
     for match in _SPACED.finditer(text) if join else ():
-        drop.update(i for i in range(match.start(), match.end()) if not text[i].isalnum())
+        pieces = _loose_pieces(text, *match.span()) if loose_ends else [match.span()]
+        for start, end in pieces:
+            drop.update(i for i in range(start, end) if not text[i].isalnum())
     if not drop and _MARK not in text:
         return View(text, tuple(origin), source)
     out: list[str] = []
@@ -449,12 +463,31 @@ def _collapse_spacing(text: str, origin: list[int], source: str, *,
     for index, char in enumerate(text):
         if index in drop:
             joins.add(len(out))
-        elif char == _MARK:  # always between two letters or digits, by now
+        elif char == _MARK:  # always between two letters, digits or leet symbols, by now
             gaps.add(len(out))
         else:
             out.append(char)
             kept.append(origin[index])
     return View("".join(out), tuple(kept), source, frozenset(joins), frozenset(gaps))
+
+
+# A link of a spaced-out run that reads as punctuation ending a word: a mark followed by
+# whitespace (`: `, `, `, `. `).
+_LOOSE_LINK = re.compile(r"[^\w\s]\s")
+
+
+def _loose_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The run text[start:end] cut at every link that is punctuation followed by
+    whitespace; the pieces still joined are those of three or more single characters."""
+    singles = [i for i in range(start, end) if text[i].isalnum()]
+    pieces, current = [], [singles[0]]
+    for before, after in itertools.pairwise(singles):
+        if _LOOSE_LINK.search(text, before + 1, after):
+            pieces.append(current)
+            current = []
+        current.append(after)
+    pieces.append(current)
+    return [(piece[0], piece[-1] + 1) for piece in pieces if len(piece) >= 3]
 
 
 @functools.cache

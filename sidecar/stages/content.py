@@ -200,26 +200,32 @@ class ContentStage:
         views: dict[str, View] = {}
 
         def view(name: str) -> View:
-            """A view by name; a name ending in `+` is read from the unmarked clean view."""
+            """A view by name; a name ending in `+` is read from the unmarked clean view,
+            one ending in `^` from the clean view with loose ends (both: `+^`)."""
             if name not in views:
-                base, plus = name.rstrip("+"), "+" if name.endswith("+") else ""
+                base = name.rstrip("+^")
+                suffix = name[len(base):]
                 if base == "original":
                     views[name] = original(text)  # a range: no per-character copy
                 elif base == "visible":
                     views[name] = visible(text)
                 elif base == "clean":
-                    views[name] = clean(text, unmark=bool(plus))
+                    views[name] = clean(text, unmark="+" in suffix, loose_ends="^" in suffix)
                 elif base == "folded":
                     views[name] = clean(text, join=False)
                 elif base == "words":
-                    views[name] = words(view("skeleton" + plus))
+                    views[name] = words(view("skeleton" + suffix))
                 else:
-                    views[name] = skeleton(view("clean" + plus))
+                    views[name] = skeleton(view("clean" + suffix))
             return views[name]
 
         # Wording is read twice when the text holds markup or escapes: as written, and
-        # as a reader sees it (`ki<i>ll</i>`, `bo\u006db`), so neither hides a word.
-        readings = ("", "+") if has_markup(view("clean")) else ("",)
+        # as a reader sees it (`ki<i>ll</i>`, `bo\u006db`), so neither hides a word. And
+        # where spaced-out letters were joined, once more with their loose ends apart
+        # (`i.n.s.t.r.u.c.t.i.o.n.s: 0`: see `clean`), when that reads differently.
+        readings = ["", "+"] if has_markup(view("clean")) else [""]
+        readings += [plus + "^" for plus in readings if view("clean" + plus).joins
+                     and view("clean" + plus + "^").text != view("clean" + plus).text]
         hits: set[Hit] = set()
         if self._automaton is not None:
             for plus in readings:

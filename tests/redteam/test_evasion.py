@@ -622,3 +622,22 @@ def test_the_unmarked_reading_is_never_skipped_when_it_differs(text: str) -> Non
     plain = clean(text)
     if clean(text, unmark=True).text != plain.text:
         assert has_markup(plain), text
+
+
+# Found by the properties above at 10x examples (pinned: a fresh CI run may not draw them).
+@pytest.mark.parametrize(("rules", "variant"), [
+    # An invisible character between a one-letter word and a leet symbol starting the
+    # next word: the mark was dropped before `@`, so the two read as one word.
+    ({"phrases": ("aaaaaaaaaa a aaaaaaaaaa",)},
+     "\\u0061**\\u0061**\\u0061**\\u0061**\\u0061**\\u0061**\\u0061**\\u0061**\\u0061**\\u0061"
+     " \\u0061\u200b@\u0301**\\u0061**\\u0061**\\u0061**\\u0061**\\u0061**\\u0061**\\u0061**"
+     "\\u0061\\u0061"),
+    ({"phrases": ("attack a army",)}, "attack a\u200b@rmy"),
+    # Spaced-out letters then `: 0`: the run took the digit in and the colon out.
+    ({"builtin": "prompt_injection"}, "\\u006e**\\u0065**\\u0077 í.ń.ś.t́.ŕ.ú.ć.t.i.o.n.s: 0:0"),
+    ({"builtin": "prompt_injection"}, "new i.n.s.t.r.u.c.t.i.o.n.s: 7"),
+])
+def test_pinned_disguises_are_caught(rules: dict[str, tuple[str, ...] | str],
+                                     variant: str) -> None:
+    hits = run(stage_of(**rules), f" {variant} ")
+    assert [hit for hit in hits if hit[0].split("/")[0] == "rule"], variant
