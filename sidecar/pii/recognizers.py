@@ -593,13 +593,13 @@ def predefined_recognizers(language: str) -> list[Any]:
                 if required is not None:
                     _skip_texts_without(recognizer, required)
                 recognizers.append(recognizer)
-        from sidecar.pii import cards, emails, organizations, phones, ssn
+        from sidecar.pii import cards, emails, names, organizations, phones, ssn
         from sidecar.pii.addresses import StreetAddressRecognizer
         from sidecar.pii.finder import FinderRecognizer
 
         # Beyond Presidio (issue 18): each in its own module, its reasoning there.
         recognizers.append(StreetAddressRecognizer(supported_language=language))
-        for module in (phones, emails, ssn, cards, organizations):
+        for module in (phones, emails, ssn, cards, organizations, names):
             recognizers.append(FinderRecognizer(module.ENTITY, module.NAME, module.find,
                                                 supported_language=language))
         _predefined[language] = recognizers
