@@ -32,6 +32,28 @@ def _wait_shipped(url: str, ids: set[str], timeout: float = 60) -> None:
     raise AssertionError(f"{len(ids - found)} of {len(ids)} records never reached the store")
 
 
+def _wait_signed(url: str, timeout: float = 60) -> None:
+    """Until every chain's newest record is under a signed checkpoint in the store.
+
+    A pod signs its head every CHECKPOINT_INTERVAL (5 s) and ships the checkpoint after
+    it, so a verify run seconds after the last write may meet records no checkpoint
+    covers yet, which it cannot tell from deleted checkpoints: in a full suite on two
+    loaded cores this test's verify once ran before two new chains' first checkpoints
+    had shipped."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(url) as conn:
+            unsigned = conn.execute(
+                "SELECT r.chain_id FROM (SELECT chain_id, MAX(seq) AS seq FROM records "
+                "GROUP BY chain_id) r LEFT JOIN (SELECT chain_id, MAX(seq) AS seq FROM "
+                "checkpoints GROUP BY chain_id) c ON c.chain_id = r.chain_id "
+                "WHERE c.seq IS NULL OR c.seq < r.seq").fetchall()
+        if not unsigned:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"chains never signed in the store: {unsigned}")
+
+
 class Fleet:
     def __init__(self, work: Path, url: str, keys: FleetSecrets, size: int = 3) -> None:
         self.work, self.url, self.keys = work, url, keys
@@ -116,6 +138,7 @@ def test_a_fleet_export_holds_every_pod_and_verifies_offline(fleet: Fleet) -> No
     out_file.write_text(out_file.read_text().replace("export check 1", "export check X") + "\n")
     assert guardrail("audit", "verify-export", str(out_file), "--public-key",
                      fleet.keys.public_key).returncode == 1
+    _wait_signed(fleet.url)
     code, out, err = fleet.cli("audit", "verify", "--public-key", fleet.keys.public_key)
     assert code == 0, err
     assert out.startswith("ok:")
