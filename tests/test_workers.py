@@ -15,6 +15,7 @@ import pytest
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
+from sidecar.config import Settings
 from sidecar.errors import DeadlineExceeded
 from sidecar.pipeline import Pipeline
 from sidecar.runner import available_cpus, make_runner
@@ -26,10 +27,8 @@ from tests.conftest import Sidecar, _ServerThread, make_settings
 SLOW_TEXT = "Call John Smith at 212-555-0187 about the invoice. " * 400
 
 
-@pytest.fixture(scope="module")
-def one_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-        tuple[_ServerThread, pb_grpc.GuardrailStub]]:
-    settings = make_settings(tmp_path_factory.mktemp("workers"), workers=1, max_queue=4)
+def serving(settings: Settings) -> Iterator[tuple[_ServerThread, pb_grpc.GuardrailStub]]:
+    """A server on `settings` with a worker pool, and a stub; stopped afterwards."""
     server = _ServerThread(settings, make_runner(settings, Pipeline.from_settings(settings)))
     channel = grpc.insecure_channel(server.running.address)
     try:
@@ -37,6 +36,13 @@ def one_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     finally:
         channel.close()
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+        tuple[_ServerThread, pb_grpc.GuardrailStub]]:
+    yield from serving(make_settings(tmp_path_factory.mktemp("workers"), workers=1,
+                                     max_queue=4))
 
 
 def pool_of(server: _ServerThread) -> WorkerPool:
@@ -188,15 +194,8 @@ def gathering_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         tuple[_ServerThread, pb_grpc.GuardrailStub]]:
     """Two workers with a long gathering wait, so that whether a wait happens shows in
     batch counts however slow the machine is."""
-    settings = make_settings(tmp_path_factory.mktemp("gathering"), workers=2,
-                             batch_wait_ms=250)
-    server = _ServerThread(settings, make_runner(settings, Pipeline.from_settings(settings)))
-    channel = grpc.insecure_channel(server.running.address)
-    try:
-        yield server, pb_grpc.GuardrailStub(channel)
-    finally:
-        channel.close()
-        server.stop()
+    yield from serving(make_settings(tmp_path_factory.mktemp("gathering"), workers=2,
+                                     batch_wait_ms=250))
 
 
 def test_a_lone_caller_never_waits_for_a_batch(
