@@ -27,8 +27,8 @@ TITLED = ["Dear {title} {name}, thank you for", "please call {title} {name} abou
 TITLES = ["Mr", "Mrs.", "Ms", "Dr.", "Prof", "Herr", "Frau", "M.", "Mme", "Sig.ra"]
 GREETED = ["Dear {name},\nthe form", "Hi {name}, can you", "Hello {name}!", "Bonjour {name},",
            "Hola {name}: gracias", "Liebe {name},"]
-FIELDS = ['{{"order":"ORD-1","customer":"{name}","total":12}}', "Patient: {name}\nDOB: 1961",
-          '{{"full_name": "{name}"}}', "Name = {name}"]
+FIELDS = ['{{"order":"ORD-1","customerName":"{name}","total":12}}', "Patient: {name}\nDOB: 1961",
+          '{{"full_name": "{name}"}}', "Cardholder name = {name}", "{{'first_name': '{name}'}}"]
 
 
 def spans(text: str) -> list[str]:
@@ -74,7 +74,13 @@ def test_cells_of_a_name_column_are_found_and_no_others(rows: list[tuple[str, in
     "Hi there, can you help?", "Dear Sir or Madam,", "Hello Support: my order is late",
     "Hi ChatGPT, summarise this", "Good morning everyone,", "Version: 10.2.3",
     '{"name": "build-42", "status": "ok"}', "id,name,version\n1,api-gateway,2.3.1",
-    "Name: 4 GB", "please ask the Dr about the dose",
+    "Name: 4 GB", "please ask the Dr about the dose", "name: CI", "name: Build And Test",
+    '{"name": "Web Server"}', '{"customer": "Enterprise"}', '{"client": "Mobile App"}',
+    "Client: Firefox", "Tenant: Default", "Attention: Required", "Employee: Full Time",
+    "name,price,stock\nBlue Widget,9.99,12\nRed Widget,4.50,3", "id|name|status\n1|Alpha|ok",
+    "Hi Devops,", "Hi Engineering,", "Hi Marketing: numbers", "Dear Valued Customer,",
+    "Dear Reviewers,", "Hello Product Owners:", "Dear Diary,", "Sig Sauer P226 manual",
+    "| Name | Email |\n| --- | --- |",
 ])
 def test_what_greets_a_group_or_names_a_thing_is_no_person(text: str) -> None:
     assert spans(text) == []
@@ -85,6 +91,29 @@ def test_through_the_shipped_policy_the_name_is_replaced() -> None:
                                tag_key=b"t" * 32)
     pipeline = Pipeline(compile_directory(ROOT / "policies", resources), Limits(1 << 20, 64, 64))
     verdict = pipeline.run(Inspection.of_text(
-        'Dear Mr Okonkwo, your parcel for "customer":"Yasmin Khoury" left today.'))
+        'Dear Mr Okonkwo, your parcel for "customer_name":"Yasmin Khoury" left today.'))
     text = verdict.messages[0].content
     assert "Okonkwo" not in text and "Yasmin Khoury" not in text, text
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ('company,name,email\n"Acme, Inc",Yasmin Khoury,y@x.io', "Yasmin Khoury"),
+    ("id,name,email,phone\n1,Yasmin Khoury,y@x.io", "Yasmin Khoury"),
+    ("name,email\n\nYasmin Khoury,y@x.io", "Yasmin Khoury"),
+    ('{"patientName": "Keiko Sato"}', "Keiko Sato"),
+    ('{"name_on_card": "Keiko Sato"}', "Keiko Sato"),
+])
+def test_name_columns_and_fields_an_attacker_shaped(text: str, name: str) -> None:
+    """Found by an outside trial: a quoted delimiter shifted the columns, a short row
+    or a blank line ended the table, camelCase keys were not read."""
+    assert spans(text) == [name]
+
+
+def test_a_wide_header_costs_linear_time() -> None:
+    """An outside trial held a worker 15 s with 20,000 name columns over three rows
+    (the cost grew with rows x columns squared); only the first 256 header cells count
+    now, and a cell is looked up in a set."""
+    header = ",".join(["first_name"] * 20_000)
+    rows = "\n".join(",".join(["Ab"] * 20_000) for _ in range(3))
+    found = find(header + "\n" + rows)
+    assert len(found) == 3 * 256

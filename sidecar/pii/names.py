@@ -15,13 +15,18 @@ the name, so it holds for names from any culture:
   three capitalised words and a comma, a colon, an exclamation mark or the end of the
   line. Words that greet a group or a role (`Dear Team,`, `Hi all,`, `Hello Support:`)
   are listed in `_NOT_A_NAME`. Score 0.75.
-- `field`: the value of a key that names a person (`name`, `full_name`, `customer`,
-  `patient`, `cardholder`, ...) in JSON (`"customer": "Yasmin Khoury"`) or on a line of
-  its own (`Patient: Danielle Fortin`), when it is one to four words of letters with a
-  capital among them. Score 0.85.
-- `column`: in lines split by one delimiter (`,` `;` tab `|`), a header row with a name
-  column (`name`, `first_name`, `surname`, `customer`, ...) makes that column's cells
-  in the rows below names, when they are letters only, with a capital. Score 0.85.
+- `field`: the value of a key that names a person whatever the record (`full_name`,
+  `first_name`, `surname`, `customer_name`, `patientName`, `cardholder`, `patient`, ...)
+  in JSON (`"customer_name": "Yasmin Khoury"`, single quotes too) or on a line of its
+  own (`Patient: Danielle Fortin`), when it is one to four words of letters with a
+  capital among them. Keys that also name products, apps or teams (`name`, `customer`,
+  `client`, `contact`: `name: CI`, `"client": "Mobile App"`) are not read. Score 0.85.
+- `column`: in lines read as CSV (`,` `;` tab `|`; a quoted cell may hold the
+  delimiter), a header row with a name column (`first_name`, `surname`,
+  `customer_name`, ...; a bare `name` only beside a column only people have, such as
+  `email`, `dob` or `nhs_number`) makes that column's cells in the rows below names,
+  when they are letters with a capital; blank lines do not end the table. At most 256
+  header cells are read. Score 0.85.
 
 A name here is one to four words that start with a capital letter (particles such as
 `de`, `van`, `Ó`, `bin` may stand between them), except in a field or a column, where a
@@ -31,6 +36,7 @@ lines, with bounded windows: linear time.
 
 from __future__ import annotations
 
+import csv
 import functools
 from typing import Any
 
@@ -45,20 +51,23 @@ _PARTICLE = (r"(?:de|del|della|di|da|do|dos|das|du|van|von|der|den|ter|le|la|bin
              r"al|el|Ó|Ní|Mac|Mc|St\.?)")
 _NAME = rf"{_WORD}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{_WORD}){{0,3}}"
 _TITLES = (r"Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Rev|Herr|Frau|Fräulein|Mme|Mlle|Sra|Srta|"
-           r"Dña|Sig\.ra|Sig|Dott\.ssa|Dott|Mevr|Dhr")
-_TITLE = rf"(?:\b(?:{_TITLES})\.?|\bM\.)[ \t]+({_NAME})"
-_TITLE_WORDS = frozenset(_TITLES.replace("\\", "").split("|")) | {"M"}
+           r"Dña|Sig\.ra|Sig\.|Dott\.ssa|Dott|Mevr|Dhr")
+_TITLE = rf"(?:\b(?:{_TITLES})\.?|\bM\.)[ \t]+({_NAME})(?:[^\p{{L}}\p{{N}}]|$)"
+_TITLE_WORDS = frozenset(word.rstrip(".") for word in _TITLES.replace("\\", "").split("|")) | {"M"}
 _GREETINGS = (r"Dear|Hi|Hello|Hey|Hiya|Greetings|Morning|Bonjour|Bonsoir|Salut|Cher|Chère|"
               r"Hola|Estimado|Estimada|Querido|Querida|Ciao|Caro|Cara|Gentile|Hallo|Liebe|"
               r"Lieber|Hej|Hei|Olá|Prezado|Prezada|Beste|Geachte")
 _GREETING = rf"(?m)(?:^|[\s\"'(>])(?:{_GREETINGS})[ \t]+({_NAME})[ \t]*(?:[,:!;]|$)"
-_FIELD_KEYS = (r"name|full[ _]?name|first[ _]?name|last[ _]?name|given[ _]?name|"
-               r"family[ _]?name|surname|customer|customer[ _]name|client|client[ _]name|"
-               r"patient|patient[ _]name|employee|employee[ _]name|contact|contact[ _]name|"
-               r"recipient|sender|passenger|guest|account[ _]?holder|card[ _]?holder|"
-               r"beneficiary|payee|tenant|applicant|attn|attention")
+# Keys that name a person whatever the record: `customer`, `client`, `contact`, `name`
+# alone also name products, apps and teams (`"client": "Mobile App"`, `name: CI`).
+_FIELD_KEYS = (r"full[ _]?name|first[ _]?name|last[ _]?name|given[ _]?name|middle[ _]?name|"
+               r"family[ _]?name|surname|customer[ _]?name|client[ _]?name|"
+               r"patient[ _]?name|patient|employee[ _]?name|contact[ _]?name|"
+               r"account[ _]?holder(?:[ _]?name)?|card[ _]?holder(?:[ _]?name)?|"
+               r"name[ _]?on[ _]?card|passenger[ _]?name|beneficiary[ _]?name|payee[ _]?name|"
+               r"recipient[ _]?name|sender[ _]?name|guest[ _]?name|applicant[ _]?name")
 _VALUE = r"\p{L}[\p{L}\p{M}'\x{2019}.\- ]{0,78}[\p{L}.]"
-_JSON_FIELD = rf"\"(?i:{_FIELD_KEYS})\"[ \t]*:[ \t]*\"({_VALUE})\""
+_JSON_FIELD = rf"[\"'](?i:{_FIELD_KEYS})[\"'][ \t]*:[ \t]*[\"']({_VALUE})[\"']"
 _LINE_FIELD = rf"(?m)^[ \t]*(?i:{_FIELD_KEYS})[ \t]*[:=][ \t]*({_VALUE})[ \t]*$"
 
 # What follows a greeting without being a name: a group, a role, a word of the greeting.
@@ -73,15 +82,31 @@ _NOT_A_NAME = frozenset((
     "assistant", "claude", "chatgpt", "gpt", "gemini", "copilot", "siri", "alexa",
     "good", "morning", "afternoon", "evening", "and", "to", "from", "the", "my", "our",
     "you", "your", "thank", "thanks", "please", "sorry", "ok", "okay", "yes", "no",
+    "devops", "engineering", "marketing", "product", "products", "owners", "owner",
+    "reviewers", "reviewer", "valued", "dear", "diary", "santa", "earthlings", "kitty",
+    "kubernetes", "docker", "python", "claude's", "human", "humans", "people", "y'all",
+    "crew", "gang", "squad", "channel", "group", "department", "office", "hr team",
+    "management", "leadership", "security", "infra", "platform", "qa", "design",
+    "accounts", "billing", "helpdesk", "service", "desk", "editor", "editors", "team's",
 ))
+# Columns whose cells are people's names; `name` (or `customer`, `contact`) alone only
+# when the header also has a column that only people have (`name,price,stock` lists
+# products; `id,name,dob,nhs_number` lists patients).
 _NAME_COLUMNS = frozenset((
-    "name", "full_name", "fullname", "full name", "first_name", "firstname", "first name",
+    "full_name", "fullname", "full name", "first_name", "firstname", "first name",
     "last_name", "lastname", "last name", "given_name", "given name", "family_name",
-    "family name", "surname", "customer", "customer_name", "customer name", "client",
-    "client_name", "patient", "patient_name", "patient name", "employee", "employee_name",
-    "employee name", "contact", "contact_name", "contact name", "account_holder",
-    "cardholder", "card_holder", "holder", "beneficiary", "payee", "passenger", "guest",
-    "recipient", "tenant", "applicant"))
+    "family name", "surname", "middle_name", "customer_name", "customer name",
+    "client_name", "patient_name", "patient name", "employee_name", "employee name",
+    "contact_name", "contact name", "account_holder", "cardholder", "card_holder",
+    "cardholder_name", "name_on_card", "passenger_name", "beneficiary_name", "payee_name"))
+_AMBIGUOUS_COLUMNS = frozenset(("name", "customer", "contact", "patient", "employee"))
+_PERSONAL_COLUMNS = frozenset((
+    "email", "e-mail", "email_address", "phone", "mobile", "telephone", "tel", "dob",
+    "date_of_birth", "birth_date", "birthdate", "birthday", "address", "home_address",
+    "postcode", "zip", "ssn", "nhs", "nhs_number", "nino", "iban", "salary", "department",
+    "manager", "manager_id", "job_title", "title", "gender", "age", "nationality",
+    "passport", "national_id", "employee_id", "patient_id", "customer_id"))
+_MAX_COLUMNS = 256  # header cells read; a wider "header" is no table of people
 _DELIMITERS = (",", ";", "\t", "|")
 @functools.cache
 def _patterns() -> dict[str, Any]:
@@ -120,38 +145,59 @@ def _a_name(value: str) -> bool:
     words = value.split()
     return 1 <= len(words) <= 4 and value.lower() not in _NOT_A_NAME and \
         any(char.isupper() for char in value) and \
-        not any(char.isdigit() or char in "@/\\_" for char in value)
+        not any(char.isdigit() or char in "@/\\_:=<>{}[]()" for char in value)
 
 
 def _columns(text: str) -> list[Span]:
-    """Cells of name columns in delimited rows under a header that names them."""
+    """Cells of name columns in delimited rows under a header that names them.
+
+    Rows are split as CSV (a quoted cell may hold the delimiter); a blank line does not
+    end the table, a line without the delimiter does. Work is linear in the cells."""
     found: list[Span] = []
     delimiter = ""
-    columns: list[int] = []
-    width = 0
+    columns: frozenset[int] = frozenset()
     offset = 0
     for line in text.split("\n"):
         line_start, offset = offset, offset + len(line) + 1
-        if columns and delimiter in line and len(line.split(delimiter)) >= width:
-            cursor = line_start
-            for index, cell in enumerate(line.split(delimiter)):
-                if index in columns:
-                    stripped = cell.strip().strip("\"'").strip()
-                    if stripped and _a_name(stripped) and any(c.isalpha() for c in stripped):
-                        start = cursor + cell.index(stripped)
-                        found.append((start, start + len(stripped), 0.85,
-                                      "name in a name column"))
-                cursor += len(cell) + len(delimiter)
+        if columns and not line.strip():
             continue
-        columns, delimiter = [], ""
-        for candidate in _DELIMITERS:
-            cells = [cell.strip().strip("\"'").strip().lower() for cell in line.split(candidate)]
-            if len(cells) >= 2:
-                named = [index for index, cell in enumerate(cells) if cell in _NAME_COLUMNS]
-                if named:
-                    columns, delimiter, width = named, candidate, len(cells)
-                    break
+        if columns and delimiter in line:
+            cursor = 0
+            for index, cell in enumerate(_cells(line, delimiter)):
+                at = line.find(cell, cursor) if cell else -1
+                if at >= 0:
+                    cursor = at + len(cell)
+                if index in columns and at >= 0 and _a_name(cell):
+                    found.append((line_start + at, line_start + at + len(cell), 0.85,
+                                  "name in a name column"))
+            continue
+        columns, delimiter = _header(line)
     return found
+
+
+def _header(line: str) -> tuple[frozenset[int], str]:
+    """The name columns of `line` read as a header, and its delimiter; none if it is
+    not one."""
+    for delimiter in _DELIMITERS:
+        if delimiter not in line:
+            continue
+        cells = [cell.lower() for cell in _cells(line, delimiter)[:_MAX_COLUMNS]]
+        personal = any(cell in _PERSONAL_COLUMNS for cell in cells)
+        named = frozenset(index for index, cell in enumerate(cells)
+                          if cell in _NAME_COLUMNS
+                          or (personal and cell in _AMBIGUOUS_COLUMNS))
+        if named and len(cells) >= 2:
+            return named, delimiter
+    return frozenset(), ""
+
+
+def _cells(line: str, delimiter: str) -> list[str]:
+    """A delimited line's cells as CSV reads them, stripped of spaces and quotes."""
+    try:
+        row = next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:
+        row = line.split(delimiter)
+    return [cell.strip().strip("\"'").strip() for cell in row]
 
 
 def _disjoint(found: list[Span]) -> list[Span]:

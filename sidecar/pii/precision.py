@@ -81,6 +81,7 @@ NOT_NAMES = frozenset([
 ])
 
 # Line breaks as text holds them: real ones, and JSON's escaped ones ("\\n", "\\r\\n").
+RECOGNIZER_NAME_KEY = "recognizer_name"  # presidio_analyzer.RecognizerResult's key
 _LINE_BREAKS = re.compile(r"(?:[ \t]*(?:\r?\n|\\r\\n|\\n|\\r)[ \t]*)+")
 _NOT_IN_A_NAME = re.compile(r"[\d_=/@<>{}\[\]|]")
 _NAME_PREFIXES = frozenset({"mc", "mac", "o", "de", "di", "da", "du", "la", "le", "van",
@@ -149,15 +150,16 @@ class PrecisionRules:
             (NOT_NAMES | {word.casefold() for word in not_names}) - keep)
 
     def keeps(self, text: str, entity: str, start: int, end: int,
-              validated: Sequence[tuple[int, int]] = ()) -> bool:
+              validated: Sequence[tuple[int, int]] = (), *, stop_words: bool = True) -> bool:
         """False when the finding `text[start:end]` of type `entity` is not personal data
-        by one of the enabled rules. `validated`: spans of CHECKED_IDS findings."""
+        by one of the enabled rules. `validated`: spans of CHECKED_IDS findings;
+        `stop_words`: whether `ner_stop_words` is judged here (see `apply`)."""
         value = text[start:end]
         enabled = self.enabled
         if entity in NER_TYPES:
             if "ner_shape" in enabled and (_NOT_IN_A_NAME.search(value) or _camel(value)):
                 return False
-            if "ner_stop_words" in enabled and \
+            if stop_words and "ner_stop_words" in enabled and \
                     value.strip(" .,:;!?'\"").casefold() in self.not_names:
                 return False
         elif entity == "IP_ADDRESS" and "ip_not_host" in enabled:
@@ -182,13 +184,27 @@ class PrecisionRules:
         validated = [(r.start, r.end) for r in results if r.entity_type in CHECKED_IDS]
         kept: list[Any] = []
         for result in results:
-            if result.entity_type in NER_TYPES:
+            if result.entity_type in NER_TYPES and not _from_the_model(result):
+                kept.append(result)  # a name recognizer's own rules decided already
+            elif result.entity_type in NER_TYPES:
+                # A stop word is judged on the whole finding (`Tom\nSwift` is a name, and
+                # `Swift` a surname in it); the shape, line by line.
+                if "ner_stop_words" in self.enabled and text[result.start:result.end].strip(
+                        " .,:;!?'\"").casefold() in self.not_names:
+                    continue
                 kept.extend(line for line in _lines(text, result)
                             if self.keeps(text, line.entity_type, line.start, line.end,
-                                          validated))
+                                          validated, stop_words=False))
             elif self.keeps(text, result.entity_type, result.start, result.end, validated):
                 kept.append(result)
         return kept
+
+
+def _from_the_model(result: Any) -> bool:
+    """Whether spaCy's NER made this PERSON/LOCATION finding: the rules here are about
+    what that model gets wrong (names.py and a policy's recognizers judge their own)."""
+    metadata = result.recognition_metadata or {}
+    return bool(metadata.get(RECOGNIZER_NAME_KEY, "SpacyRecognizer") == "SpacyRecognizer")
 
 
 def _lines(text: str, result: Any) -> list[Any]:
