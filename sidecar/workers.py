@@ -20,7 +20,9 @@ and a request costs a worker ~30% more CPU alone than in a batch of eight. So th
 keeps a running mean of its batch sizes, and while that is 2 or more (the load comes in
 bursts), an idle worker that finds fewer requests waiting than the mean waits up to
 `batch_wait_ms` for more before it takes what is there. A lone caller, or light load,
-keeps the mean near one and is served at once.
+keeps the mean near one and is served at once; a wait that gathers nobody ends the
+burst (the mean goes back to one), so after a burst one request waits, not the next
+ten.
 
 A worker that dies (out of memory, a crash in native code) fails only the batch it held
 (UNAVAILABLE, retryable) and is replaced.
@@ -211,6 +213,8 @@ class WorkerPool:
         if now < worker.gather_until:
             return True
         worker.gather_until = None
+        if len(self._queue) <= 1:
+            self._typical_batch = 1.0  # the wait gathered nobody: the burst is over
         return False
 
     def _next_batch(self) -> list[_Job]:

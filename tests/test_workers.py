@@ -233,3 +233,22 @@ def test_callers_in_a_closed_loop_are_gathered_into_batches(
     # few, before the running mean of batch sizes shows the load).
     assert sizes[1] <= 20, f"{sizes[1]} batches of one request: {sorted(sizes.items())}"
     assert sum(sizes.values()) <= 40, f"batches averaged under 2: {sorted(sizes.items())}"
+
+
+def test_after_a_burst_a_lone_caller_waits_once_at_most(
+        gathering_pool: tuple[_ServerThread, pb_grpc.GuardrailStub]) -> None:
+    """Found by an outside trial: the running mean fell only as batches were sent, so
+    after a burst the next ~9 lone requests each waited the whole gathering time."""
+    server, stub = gathering_pool
+
+    def caller(n: int) -> None:
+        for turn in range(6):
+            stub.InspectPrompt(pb.InspectRequest(text=f"Ticket {n} {turn}"), timeout=60)
+
+    with ThreadPoolExecutor(8) as threads:
+        list(threads.map(caller, range(8)))
+    pool = pool_of(server)
+    gathers = pool.gathers
+    for n in range(8):
+        stub.InspectPrompt(pb.InspectRequest(text=f"Mail j{n}@example.com"), timeout=60)
+    assert pool.gathers - gathers <= 1
