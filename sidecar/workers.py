@@ -106,6 +106,7 @@ class WorkerPool:
         self._queue: deque[_Job] = deque()
         self._typical_batch = 1.0  # running mean of batch sizes (gathering)
         self.gathers = 0  # gathering waits started
+        self._gather_until: float | None = None  # loop time the current wait ends
         self.batch_sizes: Counter[int] = Counter()  # batches sent, by size
         self._workers = [_Worker(settings, index, self._feed) for index in range(count)]
 
@@ -184,7 +185,7 @@ class WorkerPool:
         for worker in self._workers:
             if not worker.idle or worker.send_reload():
                 continue
-            if self._queue and self._gathering(worker):
+            if self._queue and self._gathering():
                 continue
             batch = self._next_batch()
             if batch:
@@ -197,22 +198,23 @@ class WorkerPool:
                 settle(self._queue.popleft().future,
                        WorkerLost("every inspection worker is down; retry"))
 
-    def _gathering(self, worker: _Worker) -> bool:
-        """Whether `worker` should wait a little longer for its callers' next requests
-        (see "Gathering" in the module docstring); schedules the end of the wait."""
+    def _gathering(self) -> bool:
+        """Whether idle workers should wait a little longer for callers' next requests
+        (see "Gathering" in the module docstring); schedules the end of the wait. One
+        wait for the pool, however many workers are idle during it."""
         wait = self.settings.batch_wait_ms / 1000
         if wait <= 0 or self._typical_batch < 2 or len(self._queue) >= self._typical_batch:
-            worker.gather_until = None
+            self._gather_until = None
             return False
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if worker.gather_until is None:
-            worker.gather_until = now + wait
+        if self._gather_until is None:
+            self._gather_until = now + wait
             self.gathers += 1
-            loop.call_at(worker.gather_until, self._feed)
-        if now < worker.gather_until:
+            loop.call_at(self._gather_until, self._feed)
+        if now < self._gather_until:
             return True
-        worker.gather_until = None
+        self._gather_until = None
         if len(self._queue) <= 1:
             self._typical_batch = 1.0  # the wait gathered nobody: the burst is over
         return False
@@ -259,7 +261,6 @@ class _Worker:
         self._reload: _Reload | None = None
         self.largest_batch = 0
         self.largest_batch_chars = 0
-        self.gather_until: float | None = None  # loop time its gathering wait ends
         self.restarts = 0
 
     @property
@@ -329,7 +330,6 @@ class _Worker:
         return True
 
     def send(self, batch: list[_Job]) -> None:
-        self.gather_until = None
         self.largest_batch = max(self.largest_batch, len(batch))
         self.largest_batch_chars = max(self.largest_batch_chars,
                                        sum(job.inspection.chars for job in batch))
