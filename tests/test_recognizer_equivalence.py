@@ -493,7 +493,7 @@ def test_recognizers_skipped_on_texts_they_cannot_match_find_each_sample(text: s
     assert_prefiltered_recognizers_match_presidios(f"see {text} here")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(text=pattern_texts)
 def test_recognizers_skipped_on_texts_they_cannot_match_find_what_presidios_find(
         text: str) -> None:
