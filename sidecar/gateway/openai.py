@@ -82,6 +82,21 @@ class UpstreamBroken(Exception):
     """The upstream answered 200 with something that is not what the API promises."""
 
 
+async def json_events(events: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    """An upstream's SSE data as JSON objects, up to `[DONE]` (or the stream's end);
+    anything else is UpstreamBroken (chat completions and Responses read alike)."""
+    async for data in events:
+        if data.strip() == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise UpstreamBroken("an event that is not JSON") from None
+        if not isinstance(event, dict):
+            raise UpstreamBroken("an event that is not a JSON object")
+        yield event
+
+
 class UpstreamUninspectable(UpstreamBroken):
     """The upstream answered with an item the guardrail cannot read, not passed by policy."""
 
@@ -639,15 +654,7 @@ class ChatRelay:
                 stream.abandon()  # a no-op for streams that finished
 
     async def _relay(self, events: AsyncIterator[str]) -> None:
-        async for data in events:
-            if data.strip() == "[DONE]":
-                break
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                raise UpstreamBroken("an event that is not JSON") from None
-            if not isinstance(chunk, dict):
-                raise UpstreamBroken("an event that is not a JSON object")
+        async for chunk in json_events(events):
             if chunk.get("error"):  # the upstream's own error: passed on, and the end
                 await self._fail(chunk["error"])
                 return
@@ -941,15 +948,7 @@ class ResponsesRelay(ChatRelay):
 
     async def _relay(self, events: AsyncIterator[str]) -> None:
         try:
-            async for data in events:
-                if data.strip() == "[DONE]":
-                    break
-                try:
-                    event = json.loads(data)
-                except ValueError:
-                    raise UpstreamBroken("an event that is not JSON") from None
-                if not isinstance(event, dict):
-                    raise UpstreamBroken("an event that is not a JSON object")
+            async for event in json_events(events):
                 if event.get("type") == "error" or event.get("error"):
                     await self._fail(event.get("error") or {
                         key: event.get(key) for key in ("message", "code", "param")})
