@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import threading
@@ -99,6 +100,27 @@ def pseudonymizer(settings: Settings, pipeline: Pipeline) -> Pseudonymizer:
         return compiled.policy if compiled is not None else None
 
     return Pseudonymizer(Vault(open_store(settings)), policy_of)
+
+
+@contextlib.contextmanager
+def admin_stub(settings: Settings) -> Iterator[pb_grpc.AuditAdminStub]:
+    """The real AuditAdmin server of `settings` on a loop of its own thread, and a stub;
+    stopped afterwards."""
+    from sidecar.transport.admin import start_admin_server
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server, servicer, address = asyncio.run_coroutine_threadsafe(
+        start_admin_server(settings), loop).result(timeout=60)
+    channel = grpc.insecure_channel(address)
+    try:
+        yield pb_grpc.AuditAdminStub(channel)
+    finally:
+        channel.close()
+        asyncio.run_coroutine_threadsafe(server.stop(1), loop).result(timeout=30)
+        servicer.close()
+        loop.call_soon_threadsafe(loop.stop)
 
 
 def make_settings(tmp: Path, **overrides: object) -> Settings:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +14,8 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.auditing import open_store
 from sidecar.errors import ConfigError
-from sidecar.transport.admin import read_token, start_admin_server
-from tests.conftest import make_settings
+from sidecar.transport.admin import read_token
+from tests.conftest import admin_stub, make_settings
 
 TOKEN = "s3cret-token-for-tests-0123456789abcdef"
 
@@ -35,19 +33,8 @@ def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pb_grpc.AuditAdm
                             payload=b'{"messages": [{"role": "user", "content": "hi <PERSON>"}]}')
                   for _ in range(3)] + [NewRecord(tenant="globex", decision="ALLOW")])
     store.close()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    server, servicer, address = asyncio.run_coroutine_threadsafe(
-        start_admin_server(settings), loop).result(timeout=60)
-    channel = grpc.insecure_channel(address)
-    try:
-        yield pb_grpc.AuditAdminStub(channel)
-    finally:
-        channel.close()
-        asyncio.run_coroutine_threadsafe(server.stop(1), loop).result(timeout=30)
-        servicer.close()
-        loop.call_soon_threadsafe(loop.stop)
+    with admin_stub(settings) as stub:
+        yield stub
 
 
 AUTH = (("authorization", f"Bearer {TOKEN}"),)

@@ -802,32 +802,15 @@ AUTH = (("authorization", f"Bearer {TOKEN}"),)
 @contextlib.contextmanager
 def admin_server(data: Path) -> Iterator[Any]:
     """The real AuditAdmin server over gRPC on the data directory `data`."""
-    import asyncio
-    import threading
-
-    import grpc
-
-    from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
-    from sidecar.transport.admin import start_admin_server
+    from tests.conftest import admin_stub
 
     token_file = data.parent / "admin.token"
     token_file.write_text(f"auditor {TOKEN}\n")
     token_file.chmod(0o600)
     settings = make_settings(data.parent, audit_admin_listen="127.0.0.1:0",
                              audit_admin_token_file=token_file)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    server, servicer, address = asyncio.run_coroutine_threadsafe(
-        start_admin_server(settings), loop).result(timeout=60)
-    channel = grpc.insecure_channel(address)
-    try:
-        yield pb_grpc.AuditAdminStub(channel)
-    finally:
-        channel.close()
-        asyncio.run_coroutine_threadsafe(server.stop(1), loop).result(timeout=30)
-        servicer.close()
-        loop.call_soon_threadsafe(loop.stop)
+    with admin_stub(settings) as stub:
+        yield stub
 
 
 def test_grpc_verify_uses_the_pinned_key_when_the_server_has_one(
