@@ -85,7 +85,7 @@ _NOT_A_NAME = frozenset((
     "devops", "engineering", "marketing", "product", "products", "owners", "owner",
     "reviewers", "reviewer", "valued", "dear", "diary", "santa", "earthlings", "kitty",
     "kubernetes", "docker", "python", "claude's", "human", "humans", "people", "y'all",
-    "crew", "gang", "squad", "channel", "group", "department", "office", "hr team",
+    "crew", "gang", "squad", "channel", "group", "department", "office",
     "management", "leadership", "security", "infra", "platform", "qa", "design",
     "accounts", "billing", "helpdesk", "service", "desk", "editor", "editors", "team's",
 ))

@@ -49,6 +49,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from presidio_analyzer import RecognizerResult
+
 RULES = ("ner_shape", "ner_stop_words", "ip_not_host", "phone_shape", "date_vague")
 # Organisation names do hold digits and inner capitals ("3M", "OpenAI"): only people and
 # places are judged by their shape.
@@ -81,7 +83,6 @@ NOT_NAMES = frozenset([
 ])
 
 # Line breaks as text holds them: real ones, and JSON's escaped ones ("\\n", "\\r\\n").
-RECOGNIZER_NAME_KEY = "recognizer_name"  # presidio_analyzer.RecognizerResult's key
 _LINE_BREAKS = re.compile(r"(?:[ \t]*(?:\r?\n|\\r\\n|\\n|\\r)[ \t]*)+")
 _NOT_IN_A_NAME = re.compile(r"[\d_=/@<>{}\[\]|]")
 _NAME_PREFIXES = frozenset({"mc", "mac", "o", "de", "di", "da", "du", "la", "le", "van",
@@ -204,7 +205,8 @@ def _from_the_model(result: Any) -> bool:
     """Whether spaCy's NER made this PERSON/LOCATION finding: the rules here are about
     what that model gets wrong (names.py and a policy's recognizers judge their own)."""
     metadata = result.recognition_metadata or {}
-    return bool(metadata.get(RECOGNIZER_NAME_KEY, "SpacyRecognizer") == "SpacyRecognizer")
+    name = metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY, "SpacyRecognizer")
+    return bool(name == "SpacyRecognizer")
 
 
 def _lines(text: str, result: Any) -> list[Any]:
