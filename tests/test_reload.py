@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -71,6 +72,7 @@ class Server:
     stub: pb_grpc.GuardrailStub
     policies: Path
     data: Path
+    initial: dict[str, str] = field(default_factory=dict)  # the revisions it started with
 
     def status(self) -> pb.PolicyStatusResponse:
         return self.stub.PolicyStatus(pb.PolicyStatusRequest(), timeout=5)
@@ -83,16 +85,14 @@ class Server:
         return time.monotonic()
 
 
-@pytest.fixture
-def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
-    workers = getattr(request, "param", "1")
-    policies = tmp_path / "policies"
+def _start(work: Path, workers: str) -> Iterator[Server]:
+    policies = work / "policies"
     policies.mkdir()
     (policies / "default.yaml").write_text(DEFAULT)
     (policies / "team.yaml").write_text(TEAM)
     process = subprocess.Popen(
         [*SERVE, "--workers", workers,
-         "--policies", str(policies), "--data-dir", str(tmp_path / "data")],
+         "--policies", str(policies), "--data-dir", str(work / "data")],
         cwd=REPO, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     serving = wait_for_log(process.stderr, "serving")
@@ -100,11 +100,68 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
     drain.start()
     channel = grpc.insecure_channel(str(serving["address"]))
     try:
-        yield Server(process, pb_grpc.GuardrailStub(channel), policies, tmp_path / "data")
+        yield Server(process, pb_grpc.GuardrailStub(channel), policies, work / "data")
     finally:
         channel.close()
         process.terminate()
         process.wait(timeout=30)
+
+
+class Servers:
+    """One `guardrail serve` per worker count, started on first use and kept for the
+    module (a start loads spaCy in a worker: seconds each)."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.stack = contextlib.ExitStack()
+        self.running: dict[str, Server] = {}
+
+    def get(self, workers: str) -> Server:
+        if workers not in self.running:
+            work = self.factory.mktemp(f"reload-{workers}")
+            self.running[workers] = self.stack.enter_context(
+                contextlib.contextmanager(_start)(work, workers))
+        return self.running[workers]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    started = Servers(tmp_path_factory)
+    with started.stack:
+        yield started
+
+
+@pytest.fixture
+def server(servers: Servers, request: pytest.FixtureRequest) -> Server:
+    """The module's server with `default.yaml` and `team.yaml` as they started (the
+    revisions it first served), no errors, answering with them: a test starts from the
+    same state as on a fresh server."""
+    running = servers.get(getattr(request, "param", "1"))
+    assert running.process.poll() is None, "the module's sidecar exited"
+    if not running.initial:
+        running.initial = {p.name: p.revision for p in running.status().policies}
+    for name, text in (("default.yaml", DEFAULT), ("team.yaml", TEAM)):
+        path = running.policies / name
+        if not path.exists() or path.read_text() != text:
+            running.write(name, text)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = running.status()
+        if not status.errors and {p.name: p.revision for p in status.policies} == \
+                running.initial and _replies(running) == ("write to [v1]", "write to [team]"):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the starting policies never served again: {running.status()}")
+    return running
+
+
+def _replies(server: Server) -> tuple[str, str]:
+    """What the default policy and the team's answer now (a worker may swap snapshots a
+    moment after the status shows the new revision)."""
+    return tuple(str(server.stub.InspectPrompt(pb.InspectRequest(  # type: ignore[return-value]
+        text="write to jane@example.com", tenant=tenant), timeout=10).text)
+        for tenant in ("", "team"))
 
 
 def with_traffic(server: Server, tenant: str = "") -> tuple[Traffic, Callable[[], Traffic]]:
