@@ -125,19 +125,22 @@ def test_what_no_retry_can_fix_is_fatal_at_start(postgres: Postgres, tmp_path: P
     bad_role = url.replace("user=postgres", "user=nobody&password=hunter2-secret")
     malformed = url + "&bogus_option=1"
     not_utf8 = "postgresql://ops:hunter2-%80secret@db.example/guard"  # was a traceback
-    for store, expected in ((bad_role, 'role "nobody" does not exist'),
-                            (malformed, "malformed"), (not_utf8, "malformed")):
-        code, out = Sidecar(tmp_path / "fresh", env=keys.env(store)).exits()
-        no_traceback(out)
-        assert code == 2, out
-        assert expected in out and "hunter2-secret" not in out, out
     with psycopg.connect(url, autocommit=True) as conn:
         migrated = guardrail("store", "migrate", "--store", url)
         assert migrated.returncode == 0, migrated.stderr
         conn.execute("INSERT INTO schema_migrations VALUES (99, 0)")
-    code, out = Sidecar(tmp_path / "fresh", env=keys.env(url)).exits()
-    no_traceback(out)
-    assert code == 2 and "schema version 99, newer than this sidecar knows" in out, out
+    # The four starts are independent (a fresh data directory each): started together,
+    # they import and fail on both cores instead of one after another.
+    refused = [(Sidecar(tmp_path / f"fresh{n}", env=keys.env(store)), expected)
+               for n, (store, expected) in enumerate((
+                   (bad_role, 'role "nobody" does not exist'), (malformed, "malformed"),
+                   (not_utf8, "malformed"),
+                   (url, "schema version 99, newer than this sidecar knows")))]
+    for pod, expected in refused:
+        code, out = pod.exits()
+        no_traceback(out)
+        assert code == 2, out
+        assert expected in out and "hunter2-secret" not in out, out
     postgres.pause()
     try:
         code, out = Sidecar(tmp_path / "never", env=keys.env(url)).exits()
