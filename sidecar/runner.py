@@ -30,11 +30,18 @@ class Load:
     workers: int
     workers_alive: int
     worker_restarts: int
+    # Batches handed to workers and the requests they held: their ratio is the mean batch,
+    # which says whether concurrent callers share spaCy passes (BATCH_WAIT_MS, README).
+    batches: int = 0
+    batched_requests: int = 0
 
 
 class Runner(Protocol):
     def load(self) -> Load:
         """The current load (cheap: read at every metrics scrape)."""
+
+    def outstanding(self) -> int:
+        """Inspections queued or running now (cheap, and safe to read from any thread)."""
 
     def start(self) -> None:
         """Load models and warm up; blocks, so call it off the event loop."""
@@ -61,6 +68,9 @@ class InlineRunner:
 
     def load(self) -> Load:
         return Load(self.waiting, 0, 0, 0)
+
+    def outstanding(self) -> int:
+        return self.waiting
 
     def start(self) -> None:
         self.pipeline.prepare()

@@ -108,6 +108,10 @@ class WorkerPool:
         self.gathers = 0  # gathering waits started
         self._gather_until: float | None = None  # loop time the current wait ends
         self.batch_sizes: Counter[int] = Counter()  # batches sent, by size
+        # The same as plain counts: metrics read them from another thread, where walking
+        # the Counter while the loop adds a size would raise.
+        self.batches = 0
+        self.batched_requests = 0
         self._workers = [_Worker(settings, index, self._feed) for index in range(count)]
 
     @property
@@ -120,7 +124,13 @@ class WorkerPool:
     def load(self) -> Load:
         return Load(self._outstanding(), len(self._workers),
                     sum(worker.alive for worker in self._workers),
-                    sum(worker.restarts for worker in self._workers))
+                    sum(worker.restarts for worker in self._workers),
+                    self.batches, self.batched_requests)
+
+    def outstanding(self) -> int:
+        """Inspections queued or running at a worker (read from other threads: the
+        audit writer gathers while this is above zero)."""
+        return self._outstanding()
 
     def start(self) -> None:
         """Start every worker and wait until all have loaded and warmed their models."""
@@ -191,6 +201,8 @@ class WorkerPool:
             if batch:
                 self._typical_batch = 0.8 * self._typical_batch + 0.2 * len(batch)
                 self.batch_sizes[len(batch)] += 1
+                self.batches += 1
+                self.batched_requests += len(batch)
                 worker.send(batch)
         if self._queue and not any(worker.alive or worker.respawning
                                    for worker in self._workers):

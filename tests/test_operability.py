@@ -65,6 +65,9 @@ def test_metrics_count_decisions_findings_and_rules_by_closed_labels(sidecar: Si
     assert sample(after, "guardrail_ready") == 1
     assert sample(after, "guardrail_workers") == 2
     assert sample(after, "guardrail_workers_alive") == 2
+    # The three answered prompts went to workers (the oversized one was refused before).
+    assert grew("guardrail_worker_batched_requests_total") == 3
+    assert 1 <= grew("guardrail_worker_batches_total") <= 3
     assert "guardrail_audit_queue_depth" in after
     assert "guardrail_work_queue_depth" in after
     # No label may carry text, subject ids or request ids. Only the page's words are

@@ -90,6 +90,8 @@ async def start_server(settings: Settings, runner: Runner,
         holdback=settings.stream_holdback_chars, min_release=settings.stream_min_release_chars,
         context=settings.stream_context_chars, max_bytes=settings.max_text_bytes)
     inspector = Inspector(runner, audit, pseudonyms, metrics, stream_limits=limits)
+    if audit is not None:  # records of inspections still running are coming: gather them
+        audit.gather_while(runner.outstanding)
     servicer = GuardrailServicer(runner, policies, audit, pseudonyms, stream_limits=limits,
                                  stream_idle_timeout=settings.stream_idle_timeout,
                                  metrics=metrics, inspector=inspector)
@@ -162,10 +164,19 @@ def _gauges(running: RunningServer,
          load.workers_alive),
         ("counter", "guardrail_worker_restarts", "Worker processes that exited and were "
          "replaced", load.worker_restarts),
+        ("counter", "guardrail_worker_batches", "Batches handed to worker processes",
+         load.batches),
+        ("counter", "guardrail_worker_batched_requests", "Requests in those batches (their "
+         "ratio to guardrail_worker_batches is the mean batch)", load.batched_requests),
     ]
     if running.audit is not None:
         values.append(("gauge", "guardrail_audit_queue_depth", "Audit records waiting to be "
                        "committed", running.audit.queued))
+        values.append(("counter", "guardrail_audit_commits", "Audit transactions committed "
+                       "(records per commit: guardrail_audit_records_committed over this)",
+                       running.audit.batches))
+        values.append(("counter", "guardrail_audit_records_committed", "Audit records "
+                       "committed", running.audit.committed))
         values.append(("counter", "guardrail_audit_write_failures", "Audit records that "
                        "could not be written (disk full, database damaged or deleted)",
                        running.audit.failures))
