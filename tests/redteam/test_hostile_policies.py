@@ -395,8 +395,12 @@ class Served:
             time.sleep(0.1)
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One `guardrail serve` for the module (a start loads spaCy in a worker: seconds).
+    The test that ends by draining it with SIGTERM comes last in the file; the one
+    before it puts the policies back as they started."""
+    tmp_path = tmp_path_factory.mktemp("served")
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "default.yaml").write_text(DEFAULT)
@@ -457,6 +461,24 @@ def _hostile_edits(canary: str, outside: Path) -> list[tuple[str, Callable[[Path
         ("latin1.yaml", write("latin1.yaml", f"name: x\ndescription: {canary} \xe9\n"
                               .encode("latin-1")), "not valid UTF-8"),
     ]
+
+
+@pytest.mark.slow
+def test_status_names_files_as_the_user_gave_them(served: Served) -> None:
+    bad = DEFAULT.replace("action: replace", "acton: replace")
+    staging = served.policies / ".default.tmp"
+    staging.write_text(bad)
+    os.replace(staging, served.policies / "default.yaml")
+    served.wait(lambda: bool(served.status().errors), "the refusal")
+    status = served.status()
+    assert {p.source for p in status.policies} == {"default.yaml", "team.yaml"}
+    default = next(p for p in status.policies if p.name == "default")
+    assert default.last_error.startswith("default.yaml:4: ")
+    assert "policy-snapshots" not in str(status)
+    assert str(served.data) not in str(status)
+    staging.write_text(DEFAULT)  # as it started, for the next test on this sidecar
+    os.replace(staging, served.policies / "default.yaml")
+    served.wait(lambda: not served.status().errors, "the fix")
 
 
 @pytest.mark.slow
@@ -523,21 +545,6 @@ def test_a_live_sidecar_survives_hostile_edits_and_still_drains(served: Served,
     finally:
         database.close()
     assert last_record is not None and last_checkpoint == last_record
-
-
-@pytest.mark.slow
-def test_status_names_files_as_the_user_gave_them(served: Served) -> None:
-    bad = DEFAULT.replace("action: replace", "acton: replace")
-    staging = served.policies / ".default.tmp"
-    staging.write_text(bad)
-    os.replace(staging, served.policies / "default.yaml")
-    served.wait(lambda: bool(served.status().errors), "the refusal")
-    status = served.status()
-    assert {p.source for p in status.policies} == {"default.yaml", "team.yaml"}
-    default = next(p for p in status.policies if p.name == "default")
-    assert default.last_error.startswith("default.yaml:4: ")
-    assert "policy-snapshots" not in str(status)
-    assert str(served.data) not in str(status)
 
 
 # -- matching never fails open on case, width or blanks ---------------------------------
