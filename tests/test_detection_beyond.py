@@ -85,6 +85,21 @@ def test_a_national_number_next_to_a_phone_word_is_replaced(
     assert number not in verdict.text, (text, verdict.text)
 
 
+@FAST
+@given(number=national_numbers(), label=st.sampled_from(["Phone", "Mobile", "Fax", "Tel.",
+                                                          "Desk", "Cell"]),
+       above=st.sampled_from(["Name: Haide Árias", "Date: 2008-01-03 08:39:33",
+                              "W.W. Grainger Inc", "Personal Info:"]))
+def test_a_number_labelled_on_a_json_pasted_line_is_replaced(
+        shipped: Pipeline, number: str, label: str, above: str) -> None:
+    """Failed before: after a line break pasted from JSON as a literal backslash-n the
+    label read as "nPhone", no phone word, and `\\nPhone: 449 5500` went through."""
+    text = f"{above}\\n{label}: {number}\\nE-mail: x@example.org"
+    verdict = shipped.run(Inspection.of_text(text))
+    assert number not in verdict.text, (text, verdict.text)
+    assert phones.find(text), text
+
+
 @pytest.mark.parametrize("text", [
     "order number 12345678 shipped", "Build 2024.01.05 is out", "Version 10.2.3.4 ships",
     "Meet at 10:30 on 2024-05-06", "The total is 1234567.89 EUR", "ticket #4815162342",
@@ -92,6 +107,7 @@ def test_a_national_number_next_to_a_phone_word_is_replaced(
     "worked there 2018-2022, call me", "call log: [WARN] 2024-11-02 17:44:09 retry",
     "call Outlook 16.0.17928 support", "my insurance card number is 80-4471-223",
     "Receipt no. 0042-88713, please",
+    "Order:\\nnumber 12345678 shipped",  # a pasted line break is no phone word either
 ])
 def test_ids_dates_and_versions_are_not_phone_numbers(text: str) -> None:
     assert phones.find(text) == []
