@@ -33,3 +33,23 @@ def start(args: list[str], log_path: Path,
         time.sleep(0.2)
     process.kill()
     raise SystemExit("the sidecar did not start:\n" + log_path.read_text())
+
+
+def metrics_address(log_path: Path) -> str:
+    """Where the sidecar started by `start` serves /metrics (from its log)."""
+    for line in log_path.read_text().splitlines():
+        entry = json.loads(line) if line.startswith("{") else {}
+        if entry.get("msg") == "metrics listening":
+            return str(entry["address"])
+    raise SystemExit("the sidecar logged no metrics address")
+
+
+def scrape(address: str, name: str) -> float:
+    """The value of an unlabelled sample `name` on the sidecar's /metrics page."""
+    from urllib.request import urlopen
+
+    with urlopen(f"http://{address}/metrics", timeout=10) as page:
+        for line in page.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+    return 0.0
