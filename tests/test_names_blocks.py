@@ -111,3 +111,41 @@ def test_a_long_block_costs_linear_time() -> None:
     """Every line a name over an address: each line is read once, each found once."""
     text = "\\n".join(f"Amara Okonkwo\\n{n} Baker Street" for n in range(1, 3001))
     assert len(spans(text)) == 3000
+
+
+# --- record fields on pasted lines ----------------------------------------------------
+
+KEYS = ["Name", "Full name", "Patient", "Customer name", "Cardholder"]
+PERSONAL = ["Phone: 449 5500", "Address: 12 Baker Street", "E-mail: x@example.org",
+            "DOB: 1961-04-02"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(first=st.sampled_from(FIRST), last=st.sampled_from(LAST), key=st.sampled_from(KEYS),
+       other=st.sampled_from(PERSONAL), newline=st.sampled_from(BREAKS),
+       marker=st.sampled_from(MARKERS), pad=st.sampled_from([" ", "    "]))
+def test_a_name_field_of_a_pasted_record_is_found(first: str, last: str, key: str, other: str,
+                                                  newline: str, marker: str, pad: str) -> None:
+    """Failed before round 4 for `\\n`-pasted records (`Date: ...\\nName: Tim Boehm\\nPhone:
+    ...`): the field cue read only real lines, and a bare `Name:` never."""
+    name = f"{first} {last}"
+    text = (f"{marker}Date: 2008-01-03 08:39:33{newline}{marker}{key}:{pad}{name}"
+            f"{newline}{marker}{other}")
+    assert name in spans(text), (text, spans(text))
+
+
+@settings(max_examples=40, deadline=None)
+@given(value=st.sampled_from(["CI", "Release Notes", "Mobile App", "Acme Portal"]),
+       other=st.sampled_from(["Version: 2.4.1", "Status: green", "Owner: platform"]),
+       newline=st.sampled_from(BREAKS))
+def test_a_bare_name_field_of_a_thing_is_no_person(value: str, other: str,
+                                                   newline: str) -> None:
+    """`name` alone also names builds, apps and products: without a field only people
+    have it is not read."""
+    assert spans(f"Name: {value}{newline}{other}") == []
+
+
+@pytest.mark.parametrize("newline", BREAKS)
+def test_a_blank_line_under_the_name_keeps_the_envelope(newline: str) -> None:
+    text = f"Amadeo Vitorović{newline}{newline}5759 Östbygatan 14{newline} Suite 707"
+    assert spans(text) == ["Amadeo Vitorović"]

@@ -40,6 +40,14 @@ the name, so it holds for names from any culture:
   Known false positive: a two-word capitalised heading not in the stop-list right
   above a street (`Site Visit` / `12 Baker Street`).
 
+- `record`: the same fields when a record's lines are broken by a literal `\\n`
+  (pasted from JSON; `^` and `$` see no line there) or carry a quote marker, and a
+  bare `Name:` in a record that also has a field only people have (`Phone:`,
+  `Address:`, `E-mail:`, `DOB:`), as for CSV columns. Score 0.85.
+
+The `block` cue skips blank lines: `Amadeo Vitorović` / (blank) / `5759 Östbygatan 14`
+is an envelope too.
+
 A name here is one to four words that start with a capital letter (particles such as
 `de`, `van`, `Ó`, `bin` may stand between them), except in a field or a column, where a
 value of letters is taken as written. Everything is a single pass of RE2 or of the
@@ -82,6 +90,10 @@ _FIELD_KEYS = (r"full[ _]?name|first[ _]?name|last[ _]?name|given[ _]?name|middl
 _VALUE = r"\p{L}[\p{L}\p{M}'\x{2019}.\- ]{0,78}[\p{L}.]"
 _JSON_FIELD = rf"[\"'](?i:{_FIELD_KEYS})[\"'][ \t]*:[ \t]*[\"']({_VALUE})[\"']"
 _LINE_FIELD = rf"(?m)^[ \t]*(?i:{_FIELD_KEYS})[ \t]*[:=][ \t]*({_VALUE})[ \t]*$"
+# One line of a record (matched within the line's bounds): its key, then its value.
+_KEYED_LINE = rf"[ \t]*((?i:{_FIELD_KEYS}|name))[ \t]*[:=][ \t]*({_VALUE})[ \t]*"
+_PERSONAL_KEY = (r"[ \t]*(?i:phone|mobile|tel\.?|telephone|cell|address|e-?mail|dob|"
+                 r"date[ _]of[ _]birth|birth[ _]?date|ssn|passport)[ \t]*:")
 
 # What follows a greeting without being a name: a group, a role, a word of the greeting.
 _NOT_A_NAME = frozenset((
@@ -129,6 +141,12 @@ def _patterns() -> dict[str, Any]:
             "line field": compile_re2(_LINE_FIELD, max_length=1 << 14)}
 
 
+@functools.cache
+def _record_patterns() -> tuple[Any, Any]:
+    return (compile_re2(_KEYED_LINE, max_length=1 << 14),
+            compile_re2(_PERSONAL_KEY, max_length=1 << 14))
+
+
 _SCORES = {"title": 0.85, "greeting": 0.75, "json field": 0.85, "line field": 0.85}
 
 # Lines of a block: a line break, or a literal "\n" as pasted from JSON; then a quote
@@ -166,6 +184,7 @@ def find(text: str) -> list[Span]:
             found.append((start, end, _SCORES[cue], f"name after a {cue}"))
     found.extend(_columns(text))
     found.extend(_block_heads(text))
+    found.extend(_record_fields(text))
     return _disjoint(found)
 
 
@@ -189,13 +208,8 @@ def _block_heads(text: str) -> list[Span]:
     from sidecar.pii import organizations
     from sidecar.pii.addresses import find_addresses
 
-    lines: list[tuple[int, int]] = []  # (start, end) of each line's content
-    start = 0
-    for brk in _LINE_BREAK.finditer(text):
-        lines.append((start, brk.start()))
-        start = brk.end()
-    lines.append((start, len(text)))
-    lines = [(_after_marker(text, low, high), high) for low, high in lines]
+    lines = [(low, high) for low, high in _lines(text) if text[low:high].strip()]
+
     def starts(finder: Any, number: int) -> bool:
         if number >= len(lines) or lines[number][1] <= lines[number][0]:
             return False
@@ -212,6 +226,47 @@ def _block_heads(text: str) -> list[Span]:
                 starts(organizations.find, number + 1)
                 and (starts(find_addresses, number + 2) or starts(find_addresses, number + 3))):
             found.append((low, low + len(head), 0.75, "name above an organisation or address"))
+    return found
+
+
+def _lines(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each line's content: split at real line breaks and at literal
+    `\\n`, past a quote marker."""
+    lines: list[tuple[int, int]] = []
+    start = 0
+    for brk in _LINE_BREAK.finditer(text):
+        lines.append((start, brk.start()))
+        start = brk.end()
+    lines.append((start, len(text)))
+    return [(_after_marker(text, low, high), high) for low, high in lines]
+
+
+def _record_fields(text: str) -> list[Span]:
+    """Names in the fields of a record written one per line, also where the lines are
+    broken by a literal `\\n` (which `_LINE_FIELD`'s `^` and `$` do not see); a bare
+    `Name:` only in a record with a field only people have (a phone, an address, an
+    e-mail, a birth date), as for CSV columns."""
+    if "\\n" not in text and "\n" not in text:
+        return []
+    lines = _lines(text)
+    keyed, personal = _record_patterns()
+    has_personal: bool | None = None
+    found: list[Span] = []
+    for low, high in lines:
+        line = text[low:high]  # RE2 encodes what it is given: a line, not the text
+        match = keyed.match(line)
+        if match is None or line[match.end():].strip():
+            continue
+        value = match.group(2)
+        if not _a_name(value):
+            continue
+        if match.group(1).strip().lower() == "name":
+            if has_personal is None:
+                has_personal = any(personal.match(text[a:b]) for a, b in lines)
+            if not has_personal:
+                continue
+        found.append((low + match.start(2), low + match.end(2), 0.85,
+                      "name in a record field"))
     return found
 
 
