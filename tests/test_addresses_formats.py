@@ -69,8 +69,11 @@ def assert_replaced(pipeline: Pipeline, before: str, address: str, after: str) -
     # Portuguese "R." for Rua
     "R Sarmento Pimentel 114",
     "R. Augusta 274, 1100-053 Lisboa",
-    # Galician rúa
+    # Galician rúa, Spanish plazuela
     "Rúa Olmos 55, 15703 Santiago",
+    "Plazuela do Porto 83, 28013 Madrid",
+    # a US Naval Vessel
+    "USNV Söderström\nFPO AA 48827",
     # a house number after a street named first (Belgium), then a unit
     "0189 Rue des Buissons 386\nSuite 559\nRunkelen",
     # the street type followed by a unit: "Rd S..." is not a direction
@@ -118,7 +121,8 @@ def test_a_street_line_then_the_real_address_are_not_one(shipped: Pipeline) -> N
 # --- properties ---------------------------------------------------------------------
 
 names = st.sampled_from(["Impala", "Circle", "Paterson", "Sara", "Maple", "Jónmundsson",
-                         "Urzáiz", "Feldstrasse", "Bahnhofstrasse", "Oak Tree"])
+                         "Urzáiz", "Feldstrasse", "Bahnhofstrasse", "Oak Tree",
+                         "Via dalla Staziun", "Calle de Alcalá"])
 types = st.sampled_from(["St", "Street", "Way", "Locks", "Pass", "Brook", "Roads", "Manors",
                          "Avenue", "Lane"])
 numbers = st.integers(1, 9999).map(str)
