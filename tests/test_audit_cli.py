@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -146,7 +148,7 @@ def test_filters_are_strict_and_case_insensitive(data: str) -> None:
     assert code == 0 and len(out.splitlines()) == 4
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
+BAD_INPUT = [
     (("export", "--since", "yesterday"), 2, "'yesterday' is not an RFC 3339 time"),
     (("export", "--since", "2026-01-01T00:00:00"), 2, "has no time zone: add Z"),
     (("export", "--until", "2026-01-01"), 2, "has no time zone"),
@@ -165,16 +167,42 @@ def test_filters_are_strict_and_case_insensitive(data: str) -> None:
     (("hold", "release", "one"), 2, "invalid int value: 'one'"),
     (("reset-anchor",), 2, "the following arguments are required: --reason"),
     (("erase", "--subject", "x", "--override-hold"), 2, "needs --reason"),
-])
-def test_bad_input_gets_a_message_and_an_exit_code(data: str, args: tuple[str, ...],
-                                                    code: int, message: str) -> None:
-    got, _, err = cli("audit", *args, "--data-dir", data)
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bad_input_runs(base: Path, tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[dict[tuple[str, ...], Future[tuple[int, str, str]]]]:
+    """Every row of BAD_INPUT as its own `guardrail audit` process on its own copy of the
+    trail, started when the module starts, in one background lane: each spends most of
+    its second importing on one core while the module's other tests (one subprocess at
+    a time) leave the second core idle, and none depends on another. Each test reads
+    its own row's outcome."""
+    def run(args: tuple[str, ...], copy: Path) -> tuple[int, str, str]:
+        shutil.copytree(base, copy)
+        return cli("audit", *args, "--data-dir", str(copy))
+
+    work = tmp_path_factory.mktemp("bad-input")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield {args: pool.submit(run, args, work / str(n))
+               for n, (args, _, _) in enumerate(BAD_INPUT)}
+
+
+@pytest.mark.parametrize(("args", "code", "message"), BAD_INPUT)
+def test_bad_input_gets_a_message_and_an_exit_code(
+        bad_input_runs: dict[tuple[str, ...], Future[tuple[int, str, str]]],
+        args: tuple[str, ...], code: int, message: str) -> None:
+    got, _, err = bad_input_runs[args].result(timeout=300)
     assert (got, message in err) == (code, True), err
 
 
 def test_commands_on_a_directory_without_a_trail(tmp_path: Path) -> None:
-    for args in (("public-key",), ("verify",), ("export",), ("hold", "list")):
-        code, _, err = cli("audit", *args, "--data-dir", str(tmp_path / "none"))
+    commands = (("public-key",), ("verify",), ("export",), ("hold", "list"))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # independent processes
+        outcomes = list(pool.map(lambda n: cli("audit", *commands[n], "--data-dir",
+                                               str(tmp_path / f"none{n}")),
+                                 range(len(commands))))
+    for args, (code, _, err) in zip(commands, outcomes, strict=True):
         assert code == 2 and "nothing was served there" in err, (args, err)
     code, _, err = cli("audit", "verify-export", str(tmp_path / "missing.jsonl"))
     assert code == 2 and "cannot read manifest" in err
