@@ -18,6 +18,13 @@ TALLY: defaultdict[str, Counter[str]] = defaultdict(Counter)
 SCALE = int(os.environ.get("GUARDRAIL_REDTEAM_SCALE", "1"))
 
 
+def examples(base: int, quick: int) -> int:
+    """max_examples for a property whose examples cost enough to weigh on `make test`:
+    `quick` there (SCALE 1), and `base` x SCALE under `make redteam`, the deep count it
+    had before it was cut for the suite's time budget."""
+    return quick if SCALE == 1 else base * SCALE
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not TALLY:
         return

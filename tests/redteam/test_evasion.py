@@ -56,9 +56,10 @@ from sidecar.stages.content import ContentStage
 from sidecar.streaming import CompletionStream, StreamLimits
 from sidecar.types import Decision, Direction, Inspection, Verdict
 from tests.conftest import make_settings
-from tests.redteam.conftest import SCALE, TALLY
+from tests.redteam.conftest import SCALE, TALLY, examples
 
-EXAMPLES = settings(max_examples=150 * SCALE, deadline=None,
+# 60 in `make test` (150 cost ~20 s of the suite's budget), 150 x 20 in `make redteam`.
+EXAMPLES = settings(max_examples=examples(150, quick=60), deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 
