@@ -29,8 +29,7 @@ def pods(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     try:
         yield running
     finally:
-        for pod in running.pods:
-            pod.stop()
+        running.stop()
         kill_leftovers()
 
 
