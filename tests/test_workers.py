@@ -98,9 +98,18 @@ def test_short_requests_never_wait_behind_a_long_one(sidecar: Sidecar) -> None:
 
 def test_full_queue_sheds_load_with_resource_exhausted(
         one_worker: tuple[_ServerThread, pb_grpc.GuardrailStub]) -> None:
-    _, stub = one_worker
-    futures = [stub.InspectPrompt.future(pb.InspectRequest(text=SLOW_TEXT), timeout=120)
-               for _ in range(16)]
+    """One slow request holds the worker (max_queue=4); of 15 short ones sent meanwhile,
+    three may wait and the rest are refused at once. (The short ones are cheap, so the
+    test does not pay for a queue full of NER.)"""
+    server, stub = one_worker
+    pool = pool_of(server)
+    slow = stub.InspectPrompt.future(pb.InspectRequest(text=SLOW_TEXT), timeout=120)
+    deadline = time.monotonic() + 30
+    while pool.load().queued < 1:  # admitted: it is the one outstanding request
+        assert time.monotonic() < deadline, "the slow request never arrived"
+        time.sleep(0.01)
+    futures = [slow, *(stub.InspectPrompt.future(pb.InspectRequest(
+        text=f"Mail j{n}@example.com"), timeout=120) for n in range(15))]
     codes, details = [], []
     for future in futures:
         codes.append(future.code())
