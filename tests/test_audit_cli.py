@@ -171,7 +171,8 @@ BAD_INPUT = [
 
 
 @pytest.fixture(scope="module", autouse=True)
-def bad_input_runs(base: Path, tmp_path_factory: pytest.TempPathFactory
+def bad_input_runs(base: Path, tmp_path_factory: pytest.TempPathFactory,
+                   request: pytest.FixtureRequest
                    ) -> Iterator[dict[tuple[str, ...], Future[tuple[int, str, str]]]]:
     """Every row of BAD_INPUT as its own `guardrail audit` process on its own copy of the
     trail, started when the module starts, in one background lane: each spends most of
@@ -184,8 +185,14 @@ def bad_input_runs(base: Path, tmp_path_factory: pytest.TempPathFactory
 
     work = tmp_path_factory.mktemp("bad-input")
     with ThreadPoolExecutor(max_workers=1) as pool:
-        yield {args: pool.submit(run, args, work / str(n))
-               for n, (args, _, _) in enumerate(BAD_INPUT)}
+        selected = {tuple(item.callspec.params.get("args", ())) for item in
+                    request.session.items
+                    if item.module is request.module and hasattr(item, "callspec")}
+        futures = {args: pool.submit(run, args, work / str(n))
+                   for n, (args, _, _) in enumerate(BAD_INPUT) if args in selected}
+        yield futures
+        for future in futures.values():  # a run stopped early (-x): start no more
+            future.cancel()
 
 
 @pytest.mark.parametrize(("args", "code", "message"), BAD_INPUT)

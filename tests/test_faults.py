@@ -39,8 +39,11 @@ def outcomes(request: pytest.FixtureRequest,
     selected = {item.callspec.params["name"] for item in request.session.items
                 if item.module is request.module and hasattr(item, "callspec")}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fault") as pool:
-        yield {name: pool.submit(_run, name, tmp_path_factory.mktemp("fault"))
-               for name in LONGEST_FIRST if name in selected}
+        futures = {name: pool.submit(_run, name, tmp_path_factory.mktemp("fault"))
+                   for name in LONGEST_FIRST if name in selected}
+        yield futures
+        for future in futures.values():  # a run stopped early (-x): start no more
+            future.cancel()
 
 
 @pytest.mark.slow
