@@ -39,7 +39,7 @@ def spans(text: str) -> list[str]:
     return [text[start:end] for start, end, _, _ in find(text)]
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=st.sampled_from(FIRST), initial=INITIAL, last=st.sampled_from(LAST),
        below=st.sampled_from(ORGS + STREETS), marker=st.sampled_from(MARKERS),
        newline=st.sampled_from(BREAKS),
@@ -56,7 +56,7 @@ def test_a_name_heading_an_organisation_or_address_is_found(
     assert name in spans(text), (text, spans(text))
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(line=st.sampled_from(["Kind Regards", "Best Wishes", "Many Thanks", "Head Office",
                              "Contact Details", "Personal Info", "ACME SUPPORT TEAM",
                              "Thyrocare Technologies Ltd", "Sent From My iPhone",
@@ -68,7 +68,7 @@ def test_closings_headings_and_organisations_are_no_name(line: str, below: str, 
     assert spans(f"{marker}{line}{newline}{marker}{below}{newline}{marker}12 Baker St") == []
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(line=st.sampled_from(["Release Notes", "Quarterly Report", "Product Team",
                              "Jonas Berg"]),
        org=st.sampled_from(ORGS), newline=st.sampled_from(BREAKS))
@@ -120,7 +120,7 @@ PERSONAL = ["Phone: 449 5500", "Address: 12 Baker Street", "E-mail: x@example.or
             "DOB: 1961-04-02"]
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=st.sampled_from(FIRST), last=st.sampled_from(LAST), key=st.sampled_from(KEYS),
        other=st.sampled_from(PERSONAL), newline=st.sampled_from(BREAKS),
        marker=st.sampled_from(MARKERS), pad=st.sampled_from([" ", "    "]))
@@ -134,7 +134,7 @@ def test_a_name_field_of_a_pasted_record_is_found(first: str, last: str, key: st
     assert name in spans(text), (text, spans(text))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(value=st.sampled_from(["CI", "Release Notes", "Mobile App", "Acme Portal"]),
        other=st.sampled_from(["Version: 2.4.1", "Status: green", "Owner: platform"]),
        newline=st.sampled_from(BREAKS))
