@@ -31,22 +31,13 @@ SERVE = [*conftest.SERVE, "--workers", "1", "--policies", str(TEST_POLICIES)]
 UNPRIVILEGED = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
 
 
-# Per thread: tests/test_faults.py runs two scenarios at once, each in a thread of its
-# own, and one scenario's clean-up must not kill the other's sidecars.
-_STARTED = threading.local()
-
-
-def _started() -> list[subprocess.Popen[str]]:
-    if not hasattr(_STARTED, "processes"):
-        _STARTED.processes = []
-    return _STARTED.processes  # type: ignore[no-any-return]
+STARTED: list[subprocess.Popen[str]] = []
 
 
 def kill_leftovers() -> None:
-    """Kill every sidecar this thread started and did not stop (a scenario failed midway)."""
-    started = _started()
-    while started:
-        process = started.pop()
+    """Kill every sidecar a scenario started and did not stop (it failed midway)."""
+    while STARTED:
+        process = STARTED.pop()
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
@@ -61,7 +52,7 @@ class Sidecar:
             [*(prefix or []), *SERVE, "--data-dir", str(data), *extra], cwd=REPO,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, **(env or {})})
-        _started().append(self.process)
+        STARTED.append(self.process)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
