@@ -40,9 +40,6 @@ class Runner(Protocol):
     def load(self) -> Load:
         """The current load (cheap: read at every metrics scrape)."""
 
-    def outstanding(self) -> int:
-        """Inspections queued or running now (cheap, and safe to read from any thread)."""
-
     def start(self) -> None:
         """Load models and warm up; blocks, so call it off the event loop."""
 
@@ -68,9 +65,6 @@ class InlineRunner:
 
     def load(self) -> Load:
         return Load(self.waiting, 0, 0, 0)
-
-    def outstanding(self) -> int:
-        return self.waiting
 
     def start(self) -> None:
         self.pipeline.prepare()

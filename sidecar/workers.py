@@ -127,11 +127,6 @@ class WorkerPool:
                     sum(worker.restarts for worker in self._workers),
                     self.batches, self.batched_requests)
 
-    def outstanding(self) -> int:
-        """Inspections queued or running at a worker (read from other threads: the
-        audit writer gathers while this is above zero)."""
-        return self._outstanding()
-
     def start(self) -> None:
         """Start every worker and wait until all have loaded and warmed their models."""
         for worker in self._workers:

@@ -138,8 +138,7 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
                              max_messages=50, workers=2)
     pipeline = Pipeline.from_settings(settings)
     audit = AuditWriter(open_store(settings), lambda name: (
-        pipeline.policies.by_name[name].policy if name in pipeline.policies.by_name else None),
-        gather_seconds=settings.batch_wait_ms / 1000)  # as `guardrail serve` builds it
+        pipeline.policies.by_name[name].policy if name in pipeline.policies.by_name else None))
     server = _ServerThread(settings, make_runner(settings, pipeline), audit,
                            pseudonymizer(settings, pipeline))
     channel = grpc.insecure_channel(server.running.address)

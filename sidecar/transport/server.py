@@ -90,8 +90,6 @@ async def start_server(settings: Settings, runner: Runner,
         holdback=settings.stream_holdback_chars, min_release=settings.stream_min_release_chars,
         context=settings.stream_context_chars, max_bytes=settings.max_text_bytes)
     inspector = Inspector(runner, audit, pseudonyms, metrics, stream_limits=limits)
-    if audit is not None:  # records of inspections still running are coming: gather them
-        audit.gather_while(runner.outstanding)
     servicer = GuardrailServicer(runner, policies, audit, pseudonyms, stream_limits=limits,
                                  stream_idle_timeout=settings.stream_idle_timeout,
                                  metrics=metrics, inspector=inspector)
