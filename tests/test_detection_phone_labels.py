@@ -80,3 +80,11 @@ def test_the_trials_example_is_allowed(shipped: Pipeline) -> None:
     text = ('Error output: "Build failed\\nStatus: 500\\nMobile: disabled\\nFax: n/a\\n'
             'Version: 12 34 567"')
     assert national_phones(shipped, text) == []
+
+
+def test_a_phone_word_label_still_reads_the_line_above(shipped: Pipeline) -> None:
+    """A bare number under its own phone-word label (`Desk:`, a weak word) keeps the
+    context of the phone label above it, as before round 5 (an evaluator sample)."""
+    text = "Bulat Butusov\\nMobile: 031-103-543\\nDesk: 07289025797\\nFax: 475-661-2500"
+    verdict = shipped.run(Inspection.of_text(text))
+    assert "07289025797" not in verdict.messages[0].content

@@ -106,12 +106,14 @@ def _before(text: str, start: int) -> list[str]:
     the value of its own labelled line (`Version: 12 34 567`) takes its words from that
     line only: a phone label above it whose value was no number (`Mobile: disabled`)
     lends it nothing (round 5 of issue 18). An unlabelled line still reads the line
-    above (`Mobile:` / `+44 7700 900123`)."""
+    above (`Mobile:` / `+44 7700 900123`), and so does a line labelled with a phone
+    word of its own (`Desk: 07289025797` under `Mobile: 031-103-543`)."""
     window = text[max(0, start - 48):start]
     real, pasted = window.rfind("\n"), window.rfind("\\n")
     own = max(real + 1 if real >= 0 else -1, pasted + 2 if pasted >= 0 else -1)
-    if own >= 0 and _OWN_LABEL.match(window, own):
-        window = window[own:]
+    label = _OWN_LABEL.match(window, own) if own >= 0 else None
+    if label is not None and not set(_words(label.group())) & _CONTEXT:
+        window = window[own:]  # `Version:`, not `Desk:` (a phone's label of its own)
     return _words(window)[-6:]
 
 
