@@ -142,6 +142,14 @@ _CORES = [
     (False, rf"{_LEAD}?(?:{_CAP}(?:{_H}{_CAP}){{0,2}}{_H}{_SUFFIX}|"
             rf"\p{{Lu}}[\p{{L}}\p{{M}}-]+{_SUFFIX}){_H}"
             rf"(?:(?i:no:?)[ \t]*)?{_NUM}\.?"),
+    # Kongens gate 14 / Olav Tryggvasons gate 5: Norwegian writes the street word `gate`
+    # apart, in lower case, mostly after a genitive -s (round 5 of issue 18). A capital
+    # "Gate 14" is an airport's or a building's.
+    (False, rf"{_LEAD}?(?:{_CAP}{_H}){{0,2}}\p{{Lu}}[\p{{L}}\p{{M}}'-]*s{_H}gate{_H}{_NUM}\.?"),
+    # Nordre gate 3 / Kongensgate 14: only with a postcode or a unit after it ("Heathrow
+    # gate 22", "Stargate 2" are no streets)
+    (True, rf"{_LEAD}?(?:{_CAP}(?:{_H}{_CAP}){{0,2}}{_H}gate|\p{{Lu}}[\p{{L}}\p{{M}}-]+gate)"
+           rf"{_H}{_NUM}\.?"),
     # R. Augusta 274 / R Sarmento Pimentel 114 (Portuguese "R." for Rua; a capital R,
     # and without its full stop two words at least, so "R Studio 2" is not one)
     (False, rf"{_LEAD}?(?:R\.{_H}{_CAP}(?:{_H}{_NAME}){{0,3}}|"
