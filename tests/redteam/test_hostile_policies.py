@@ -414,8 +414,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     deadline = time.monotonic() + 120
     while "serving" not in entries:
         assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-        for line in log.read_text().splitlines():
-            if line.startswith("{"):
+        for line in log.read_text().splitlines(keepends=True):
+            if line.startswith("{") and line.endswith("\n"):  # not a line half-written
                 entry = json.loads(line)
                 entries.setdefault(str(entry.get("msg")), entry)
         time.sleep(0.2)
