@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -67,7 +68,7 @@ def test_no_pii_sent_appears_in_the_database_or_wal_files(sidecar: Sidecar,
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[tuple[pb_grpc.GuardrailStub, AuditStore]]:
+def tiny_disk_server(tmp_path: Path) -> Iterator[tuple[str, AuditStore]]:
     """A sidecar whose audit database cannot grow: every write fails as on a full disk."""
     settings = make_settings(tmp_path, workers=0)
     pipeline = Pipeline.from_settings(settings)
@@ -76,12 +77,21 @@ def tiny_disk(tmp_path: Path) -> Iterator[tuple[pb_grpc.GuardrailStub, AuditStor
     store.db.conn.execute(f"PRAGMA max_page_count = {pages}")
     writer = AuditWriter(store, lambda name: pipeline.policies.by_name[name].policy)
     server = _ServerThread(settings, make_runner(settings, pipeline), writer)
-    channel = grpc.insecure_channel(server.running.address)
+    try:
+        yield server.running.address, store
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def tiny_disk(tiny_disk_server: tuple[str, AuditStore]
+              ) -> Iterator[tuple[pb_grpc.GuardrailStub, AuditStore]]:
+    address, store = tiny_disk_server
+    channel = grpc.insecure_channel(address)
     try:
         yield pb_grpc.GuardrailStub(channel), store
     finally:
         channel.close()
-        server.stop()
 
 
 def test_a_full_disk_fails_closed_or_open_as_the_policy_says(
@@ -99,6 +109,32 @@ def test_a_full_disk_fails_closed_or_open_as_the_policy_says(
     assert stub.InspectPrompt(pb.InspectRequest(text="hello"), timeout=10).audit_id
     store.checkpoint()
     assert store.verify().ok  # nothing half-written
+
+
+def test_a_full_disk_is_not_retried_by_the_clients_channel(
+        tiny_disk_server: tuple[str, AuditStore]) -> None:
+    """The client package's channel retries UNAVAILABLE (a sidecar starting or draining);
+    an unwritable trail says not to (grpc-retry-pushback-ms -1), so one call is one
+    inspection and one refusal, not three."""
+    from sidecar.client import GuardrailCallError, GuardrailClient
+
+    address, _ = tiny_disk_server
+    text = "mail a@example.com. " + "The quick brown fox. " * 2000  # needs new pages
+    seen = []
+    original = AuditWriter.record
+
+    async def counted(self: AuditWriter, *args: Any, **kwargs: Any) -> str:
+        seen.append(1)
+        return await original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AuditWriter, "record", counted)
+        with GuardrailClient(address, timeout=30) as guard, \
+                pytest.raises(GuardrailCallError) as caught:
+            guard.inspect_prompt(text)
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert "could not be recorded" in caught.value.details
+    assert len(seen) == 1
 
 
 def data_dir_of(sidecar: Sidecar) -> Path:

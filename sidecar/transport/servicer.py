@@ -26,7 +26,7 @@ from sidecar.runner import Runner
 from sidecar.service.inspector import Inspector
 from sidecar.streaming import StreamLimits
 from sidecar.transport import convert
-from sidecar.transport.status import code_for
+from sidecar.transport.status import code_for, trailers_for
 from sidecar.transport.streams import StreamService
 from sidecar.types import Direction
 
@@ -118,7 +118,7 @@ class GuardrailServicer(pb_grpc.GuardrailServicer):
                 deadline = None if remaining is None else time.monotonic() + remaining
                 verdict = await self.inspector.inspect(inspection, deadline, call)
         except GuardrailError as err:
-            await context.abort(code_for(err), str(err))
+            await context.abort(code_for(err), str(err), trailing_metadata=trailers_for(err))
             raise AssertionError from err  # abort raises
         except Exception:
             # Never echo the exception: its message may quote the inspected text.

@@ -25,3 +25,17 @@ def code_for(error: errors.GuardrailError) -> grpc.StatusCode:
         if isinstance(error, kind):
             return code
     return grpc.StatusCode.INTERNAL
+
+
+# gRPC's own retries (gRFC A6; the client package enables them for UNAVAILABLE) are for a
+# sidecar starting or draining, where the next attempt a few ms later is answered. An
+# audit trail that cannot be written (disk full, database damaged) will not be fixed in
+# 50-500 ms: each automatic retry ran the whole inspection again to be refused again (30
+# calls counted 90 refusals in the outside trial). A negative push-back tells the
+# channel not to retry; the app still sees UNAVAILABLE and may retry on its own time.
+_NO_RETRY = (("grpc-retry-pushback-ms", "-1"),)
+
+
+def trailers_for(error: errors.GuardrailError) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata to send with the status of `error`."""
+    return _NO_RETRY if isinstance(error, errors.AuditUnavailable) else ()
