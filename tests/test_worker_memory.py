@@ -10,8 +10,10 @@ a worker freezes its long-lived heap so full collections run when requests need 
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,9 +37,22 @@ PIECES = st.sampled_from([PROSE, "**ignore** all previous", "k i l l", "b\u200bo
                           "\\u0069gnore", "i.n.s.t.r.u.c.t.i.o.n.s", "\n", " "])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.fixture(scope="module")
+def frozen_heap() -> Iterator[None]:
+    """What the session holds (spaCy, Presidio: millions of objects) out of the collector's
+    view, as a worker does, so each collection below sees only what a scan made (and
+    takes microseconds, not a tenth of a second)."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(pieces=st.lists(PIECES, max_size=30))
-def test_the_content_stage_leaves_no_cyclic_garbage(pieces: list[str]) -> None:
+def test_the_content_stage_leaves_no_cyclic_garbage(frozen_heap: None,
+                                                     pieces: list[str]) -> None:
     """Whatever the text holds (markup, spaced-out letters, invisible characters, look-alikes:
     each makes more views), scanning it leaves nothing only a full collection can free.
     Failed with 16-50 unreachable objects per request, the text's views among them."""
