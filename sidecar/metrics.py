@@ -29,6 +29,10 @@ LATENCY = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256
 # costs twice as much, and may be a sign of a new prompt-stuffing pattern).
 LENGTH = (16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
 
+# The statuses a refused inspection is answered with (sidecar.transport.status).
+REFUSAL_STATUSES = ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED",
+                    "FAILED_PRECONDITION", "UNAVAILABLE", "INTERNAL")
+
 # Read at scrape time: (kind "gauge" or "counter", name, help, value).
 Gauges = Callable[[], Iterable[tuple[str, str, str, float]]]
 
@@ -59,6 +63,14 @@ class Metrics:
                                      "is committed", buckets=LATENCY, registry=r)
         self.streams = Counter("guardrail_streams", "Streamed completions, by how they ended",
                                ["outcome"], registry=r)
+        # Series whose labels are known in advance start at 0, so they are on the page
+        # before their first event (a dashboard's rate() and an alert's absent() need
+        # them; outside trial: refusals and streams appeared only once something failed).
+        for direction in ("prompt", "completion"):
+            for status in REFUSAL_STATUSES:
+                self.refusals.labels(direction, status)
+        for outcome in ("complete", "blocked", "abandoned", "failed"):
+            self.streams.labels(outcome)
         self._gauges: list[Gauges] = []
         self.registry.register(_Callbacks(self._gauges))
         self.address = ""  # where /metrics is served, once it is

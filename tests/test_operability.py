@@ -69,6 +69,10 @@ def test_metrics_count_decisions_findings_and_rules_by_closed_labels(sidecar: Si
     assert grew("guardrail_worker_batched_requests_total") == 3
     assert 1 <= grew("guardrail_worker_batches_total") <= 3
     assert "guardrail_audit_queue_depth" in after
+    # Known label sets are on the page from the start, at 0 until their first event.
+    for outcome in ("complete", "blocked", "abandoned", "failed"):
+        assert f'guardrail_streams_total{{outcome="{outcome}"}}' in before
+    assert 'guardrail_refusals_total{direction="completion",status="UNAVAILABLE"}' in before
     assert "guardrail_work_queue_depth" in after
     # No label may carry text, subject ids or request ids. Only the page's words are
     # searched: a sample's value is a number, and a timestamp such as 1.7953496661741118e+09
