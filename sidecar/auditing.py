@@ -13,8 +13,8 @@ record, within noise, while a lone caller beside a slow request waited the whole
 it was taken out. Answers go back to each event loop in one callback per batch, not
 one wake-up per record.
 
-The record holds metadata in plain columns and, as the policy's `audit.payload` says, nothing, the
-redacted text or the original text, encrypted (see `audit/`).
+The record holds metadata in plain columns and, as the policy's `audit.payload` says,
+nothing, the redacted text or the original text, encrypted (see `audit/`).
 
 The same thread signs a checkpoint (and advances the head anchor, `keys/audit-anchor.json`)
 every `CHECKPOINT_INTERVAL` seconds when records came in, every 1,000 records, and on
@@ -539,9 +539,9 @@ class _LoopWaiter:
         self.loop = loop
         self.future = future
 
-    def __call__(self, outcome: str | BaseException) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-            self.loop.call_soon_threadsafe(settle, self.future, outcome)
+
+# Who waits for a record: a coroutine on an event loop, or a thread (`record_event`).
+Waiter = _LoopWaiter | Callable[[str | BaseException], None]
 
 
 def _settle_all(pairs: list[tuple[asyncio.Future[str], str | BaseException]]) -> None:
@@ -556,7 +556,7 @@ class AuditWriter:
         self.policy_of = policy_of
         self.checkpoint_interval = checkpoint_interval
         # Each entry: the record, and how to hand its id (or the failure) to whoever waits.
-        self._queue: deque[tuple[NewRecord, Callable[[str | BaseException], None]]] = deque()
+        self._queue: deque[tuple[NewRecord, Waiter]] = deque()
         self._cond = threading.Condition()
         self.batches = 0  # transactions committed (metrics: records per commit)
         self.committed = 0
@@ -612,8 +612,7 @@ class AuditWriter:
         """Records handed over and not yet committed."""
         return len(self._queue)
 
-    def _enqueue(self, record: NewRecord,
-                 hand_over: Callable[[str | BaseException], None]) -> None:
+    def _enqueue(self, record: NewRecord, hand_over: Waiter) -> None:
         with self._cond:
             self._queue.append((record, hand_over))
             self._cond.notify()
@@ -655,8 +654,7 @@ class AuditWriter:
         except Exception as err:  # a broken chain or disk: the next write will say too
             log.error("audit checkpoint failed", extra={"error_type": type(err).__name__})
 
-    def _write(self, batch: list[tuple[NewRecord, Callable[[str | BaseException], None]]]
-               ) -> None:
+    def _write(self, batch: list[tuple[NewRecord, Waiter]]) -> None:
         outcomes: list[str | BaseException]
         try:
             outcomes = list(self.store.append([item[0] for item in batch]))

@@ -101,11 +101,12 @@ def _despaced(words_view: View, regex: Any) -> list[tuple[int, int]]:
 def _view_of(text: str, name: str, views: dict[str, View]) -> View:
     """`views[name]`, made (with the views it is read from) when missing: `clean` views
     from the text, `skeleton` from `clean`, `words` from `skeleton`, each with the same
-    `+`/`^` suffix."""
-    from sidecar.content.normalize import clean, original, skeleton, visible, words
-
+    suffix. A name ending in `+` is read from the unmarked clean view, one ending in `^`
+    from the clean view with loose ends (both: `+^`)."""
     if name in views:
         return views[name]
+    from sidecar.content.normalize import clean, original, skeleton, visible, words
+
     base = name.rstrip("+^")
     suffix = name[len(base):]
     if base == "original":
@@ -114,13 +115,15 @@ def _view_of(text: str, name: str, views: dict[str, View]) -> View:
         made = visible(text)
     elif base == "folded":
         made = clean(text, join=False)
-    else:
-        made = views.get("clean" + suffix) or clean(
-            text, unmark="+" in suffix, loose_ends="^" in suffix)
-        views["clean" + suffix] = made
+    else:  # clean, then skeleton from it, then words from that
+        if "clean" + suffix not in views:
+            views["clean" + suffix] = clean(text, unmark="+" in suffix,
+                                            loose_ends="^" in suffix)
+        made = views["clean" + suffix]
         if base in ("skeleton", "words"):
-            made = views.get("skeleton" + suffix) or skeleton(made)
-            views["skeleton" + suffix] = made
+            if "skeleton" + suffix not in views:
+                views["skeleton" + suffix] = skeleton(made)
+            made = views["skeleton" + suffix]
         if base == "words":
             made = words(made)
     views[name] = made
@@ -227,8 +230,7 @@ class ContentStage:
         views: dict[str, View] = {}
 
         def view(name: str) -> View:
-            """A view by name; a name ending in `+` is read from the unmarked clean view,
-            one ending in `^` from the clean view with loose ends (both: `+^`)."""
+            """A view by name (see `_view_of`)."""
             return _view_of(text, name, views)
 
         # Wording is read twice when the text holds markup or escapes: as written, and
