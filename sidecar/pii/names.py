@@ -37,8 +37,9 @@ the name, so it holds for names from any culture:
   (`> `, `}} `). Closings, greetings and headings (`Kind Regards`, `Head Office`) are
   not names. Read off the PERSON misses on held-out evaluator
   samples (seeds 7 and 1234), where such heads were a quarter of them. Score 0.75.
-  Known false positive: a two-word capitalised heading not in the stop-list right
-  above a street (`Site Visit` / `12 Baker Street`).
+  A head holding a word of a business, a product, a role or a heading is a thing
+  (`_NOT_A_PERSON_WORD`). Known false positive: a two-word heading whose words are in
+  no list, right above a street (`Silver Birch` / `12 Baker Street`).
 
 - `record`: the same fields when a record's lines are broken by a literal `\\n`
   (pasted from JSON; `^` and `$` see no line there) or carry a quote marker, and a
@@ -68,8 +69,11 @@ ENTITY = "PERSON"
 NAME = "NameByContextRecognizer"
 
 _WORD = r"\p{Lu}[\p{L}\p{M}'\x{2019}]*(?:-\p{Lu}[\p{L}\p{M}'\x{2019}]*)?"
-_PARTICLE = (r"(?:de|del|della|di|da|do|dos|das|du|van|von|der|den|ter|le|la|bin|binti|ibn|"
-             r"al|el|Ó|Ní|Mac|Mc|St\.?)")
+# Lower-case words that may stand inside a name (`Ana de la Cruz`, `Siti binti Ahmad`);
+# the capitalised ones (Ó, Ní, Mac, Mc, St.) read as name words anyway in a block's head.
+_PARTICLES = ("de", "del", "della", "di", "da", "do", "dos", "das", "du", "van", "von", "der",
+              "den", "ter", "le", "la", "bin", "binti", "ibn", "al", "el")
+_PARTICLE = rf"(?:{'|'.join(_PARTICLES)}|Ó|Ní|Mac|Mc|St\.?)"
 _NAME = rf"{_WORD}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{_WORD}){{0,3}}"
 _TITLES = (r"Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Rev|Herr|Frau|Fräulein|Mme|Mlle|Sra|Srta|"
            r"Dña|Sig\.ra|Sig\.|Dott\.ssa|Dott|Mevr|Dhr")
@@ -135,6 +139,8 @@ _PERSONAL_COLUMNS = frozenset((
 _FILLED_LINE = re.compile(r"(?m)^.*\S.*$")
 _MAX_COLUMNS = 256  # header cells read; a wider "header" is no table of people
 _DELIMITERS = (",", ";", "\t", "|")
+
+
 @functools.cache
 def _patterns() -> dict[str, Any]:
     return {"title": compile_re2(_TITLE, max_length=1 << 14),
@@ -164,8 +170,6 @@ _LINE = re.compile(r"(?:\A|(?<=\n)|(?<=\\n))(?=[ \t\r\f\v]*(?:[^\s\\]|\\(?!n)))"
 _OPENING = re.compile(r"(?:[\[{,][ \t]*){0,3}(?:\"[^\"\n]{0,64}\"[ \t]*:[ \t]*)?[\"'][ \t]*")
 _MARKER = re.compile(r"[ \t]*(?:[>|}?\u00bb\u203a]{1,3}[ \t]*)?")
 _HEAD_WORD = re.compile(r"[^\W\d_][^\W\d_'\u2019-]*(?:['\u2019-][^\W\d_]+)*")
-_HEAD_PARTICLES = frozenset(("de", "del", "della", "di", "da", "do", "dos", "das", "du", "van",
-                             "von", "der", "den", "ter", "le", "la", "bin", "al", "el"))
 # Two words that open or close a letter, not a name.
 _NOT_A_HEAD = frozenset((
     "kind", "best", "warm", "regards", "wishes", "thanks", "thank", "many", "yours",
@@ -366,7 +370,7 @@ def _a_head(line: str) -> bool:
         return False
     inner = words[1:-1]
     return all(_HEAD_WORD.fullmatch(word) and (word[0].isupper() or (
-        word in _HEAD_PARTICLES and word in inner)) for word in words) and \
+        word in _PARTICLES and word in inner)) for word in words) and \
         not any(word.lower() in _NOT_A_HEAD or word.lower() in _NOT_A_NAME
                 or word.rstrip(".") in _TITLE_WORDS for word in words) and \
         not line.isupper() and not _a_thing(line)
