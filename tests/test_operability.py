@@ -56,7 +56,10 @@ def test_metrics_count_decisions_findings_and_rules_by_closed_labels(sidecar: Si
                 decision="modify") == 1
     assert grew("guardrail_requests_total", policy="default", direction="prompt",
                 decision="block") == 1
-    assert grew("guardrail_findings_total", entity_type="EMAIL_ADDRESS", action="replace") == 1
+    # Named fully: another policy's series for the same type (earlier tests of the session
+    # send tenant "content" e-mail addresses too) would otherwise be read instead.
+    assert grew("guardrail_findings_total", policy="default", direction="prompt",
+                entity_type="EMAIL_ADDRESS", action="replace") == 1
     assert grew("guardrail_violations_total", policy="content", rule="profanity") == 1
     assert grew("guardrail_refusals_total", direction="prompt", status="RESOURCE_EXHAUSTED") == 1
     assert grew("guardrail_stage_seconds_count", stage="pii") >= 2
@@ -86,6 +89,20 @@ def test_metrics_count_decisions_findings_and_rules_by_closed_labels(sidecar: Si
     assert any("EMAIL_ADDRESS" in word for word in words)  # the labels were read
     for value in ("jane.roe", "example.com", "4111", "damn", "subj-77", "m-1"):
         assert not [word for word in words if value in word], value
+
+
+def test_the_refusal_series_cover_every_status_a_refusal_can_carry() -> None:
+    """The series made at start (metrics.REFUSAL_STATUSES) are the statuses the doors
+    answer refusals with: every GuardrailError's code, and INTERNAL for the rest. A new
+    error kind with a new code must show up here, not as a series that appears late."""
+    from sidecar import errors
+    from sidecar.metrics import REFUSAL_STATUSES
+    from sidecar.transport.status import code_for
+
+    kinds = [kind for kind in vars(errors).values()
+             if isinstance(kind, type) and issubclass(kind, errors.GuardrailError)]
+    codes = {code_for(kind.__new__(kind)).name for kind in kinds} | {"INTERNAL"}
+    assert codes == set(REFUSAL_STATUSES)
 
 
 def test_metrics_refuse_a_public_address_and_a_taken_port(tmp_path: Path) -> None:
