@@ -37,6 +37,7 @@ configuration, peak RSS per worker.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import subprocess
@@ -46,6 +47,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# One BLAS thread in every process of both sides (this one, vanilla's, the sidecar's),
+# as `guardrail serve` gives its workers: one process per core, no spinning helpers.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))

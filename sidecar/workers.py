@@ -35,6 +35,7 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from collections import Counter, deque
@@ -284,6 +285,12 @@ class _Worker:
     def spawn(self) -> None:
         # spawn, not fork: forking a process that runs grpc's threads is unsafe.
         context = multiprocessing.get_context("spawn")
+        # A worker is one core's worth of inspection: its NER multiplies matrices with
+        # numpy's OpenBLAS (sidecar.pii.nlp.matmul_with_numpy), which otherwise starts a
+        # thread per core that spins between products (+75% CPU on batches of 8). The
+        # variable is read when the worker loads numpy; a spawned process takes the
+        # parent's environment. An operator's own setting is kept.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         parent_end, child_end = context.Pipe()
         self.process = context.Process(
             target=worker_main, args=(self.settings, self.index, child_end),

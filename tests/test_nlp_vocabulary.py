@@ -1,5 +1,6 @@
-"""The warmed vocabulary (issue 21): the same entities as a cold model, and requests
-still leave the vocabulary as they found it."""
+"""The model as workers load it (issue 21): its vocabulary warmed and its matrices
+multiplied by numpy instead of BLIS, yet the same entities as spaCy's own load of it;
+and requests still leave the vocabulary as they found it."""
 
 from __future__ import annotations
 
@@ -50,6 +51,27 @@ def test_warmed_entities_equal_a_cold_models(cold: Any, text: str) -> None:
     with warm.memory_zone():
         found = _entities(warm(text))
     assert found == _entities(cold(text))
+
+
+def test_every_layer_of_the_ner_model_multiplies_with_numpy() -> None:
+    """BLIS took 3-5x numpy's OpenBLAS on a prompt's small matrices (sidecar.pii.nlp
+    `matmul_with_numpy`); a layer left on BLIS would quietly cost it back."""
+    ner = load_pipeline(MODEL, True).get_pipe("ner")
+    on_blis = [node.name for node in ner.model.walk() if getattr(node.ops, "use_blis", True)]
+    assert on_blis == []
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=25).map(" ".join)
+                | st.sampled_from(SENTENCES), min_size=2, max_size=8))
+def test_batched_entities_equal_a_cold_models(cold: Any, texts: list[str]) -> None:
+    """In batches too (bigger matrices, other summation orders), numpy's products give
+    the entities BLIS's give."""
+    warm = load_pipeline(MODEL, True)
+    with warm.memory_zone():
+        found = [_entities(doc) for doc in warm.pipe(texts, batch_size=len(texts))]
+    assert found == [_entities(doc) for doc in cold.pipe(texts, batch_size=len(texts))]
 
 
 def test_requests_leave_the_vocabulary_as_they_found_it() -> None:

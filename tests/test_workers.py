@@ -169,6 +169,17 @@ def test_a_killed_worker_fails_its_requests_retryably_and_is_replaced(
     assert worker.process.pid != old_pid
 
 
+def test_a_worker_runs_numpys_blas_on_one_thread(
+        one_worker: tuple[_ServerThread, pb_grpc.GuardrailStub]) -> None:
+    """A worker's NER multiplies with numpy's OpenBLAS, which starts a thread per core
+    unless told otherwise; those threads spin between products (batches of 8 cost 3.82
+    CPU-ms a document instead of 2.18). The worker must start with one."""
+    server, _ = one_worker
+    pid = pool_of(server)._workers[0].process.pid
+    environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert b"OPENBLAS_NUM_THREADS=1" in environment
+
+
 @pytest.mark.parametrize(("cpu_max", "expected_cap"), [
     ("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1),
     ("400000 100000\n", 4)])
