@@ -142,7 +142,8 @@ def _load(model_name: str, with_ner: bool) -> Any:
         vocab.lex_attr_getters = {attr: getter for attr, getter in vocab.lex_attr_getters.items()
                                   if attr in (LOWER, IS_STOP, IS_PUNCT)}
     if with_ner:
-        matmul_with_numpy(nlp.get_pipe("ner").model)
+        ner: Any = nlp.get_pipe("ner")
+        matmul_with_numpy(ner.model)
     # spaCy refuses texts over 1,000,000 characters (a guard for the parser's memory, which
     # we never load); our own limit (max_text_bytes, at most 64 MiB) is the one that holds.
     nlp.max_length = MAX_TEXT_CHARS
