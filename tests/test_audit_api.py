@@ -187,7 +187,9 @@ def test_cli_exports_erases_and_verifies(sidecar: Sidecar, tmp_path: Path) -> No
     copy = tmp_path / "copy"
     copy_tree(data, copy)
     with sqlite3.connect(copy / "audit" / "audit.db") as conn:
-        conn.execute("UPDATE records SET decision = 'ALLOW' WHERE seq = 2")
+        # Always a change: seq 2 may already be an ALLOW when other tests shared the trail.
+        conn.execute("UPDATE records SET decision = CASE decision WHEN 'ALLOW' THEN 'BLOCK' "
+                     "ELSE 'ALLOW' END WHERE seq = 2")
     code, _, err = cli("audit", "verify", "--data-dir", str(copy), "--public-key", key)
     assert code == 1 and "seq=2" in err and "metadata altered" in err
 
