@@ -462,7 +462,14 @@ PATTERN_SAMPLES = [
     "00:1A:2b:3C:4d:5E", "001a.2b3c.4d5e", "123e4567-e89b-12d3-a456-426614174000",
     "1BoatSLRHtKNngkdXEeobR76b53LETtpyT", "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
     "912-70-1234", "912701234", "912 70-1234", "123456789", "A12345678", "12345678901",
-    "943 476 5919", "D1234567", "AB1234567", "1234567", "BB1388568", "F 9123456"]
+    "943 476 5919", "D1234567", "AB1234567", "1234567", "BB1388568", "F 9123456",
+    # the boundaries of the tighter prefilters (issue 21, round 4)
+    "A1", "a1", "1A", "4b", "A-Z]]12", "12ABC12345", "123456", "12345", "X12345678",
+    "123AB4567", "A1B2C", "1234567A", "12-JAN", "12-jan", "JAN-2024", "1/24", "12.5.20",
+    "5.20", "1-2-2024", "BC1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+    "3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy", "91270 1234", "912 701234", "9127 01234",
+    "4111111111111111", "5012 3456 7890 1234", "de89370400440532013000", "xx12", "1234-5678",
+    "123.45.6789", "12345-6789", "123-456789", "\u017f1", "1\u212a", "Ab\u0661\u0662"]
 pattern_texts = st.lists(st.one_of(
     st.sampled_from(PATTERN_SAMPLES), st.from_regex(r"[0-9A-Fa-f:. \-/]{1,30}", fullmatch=True),
     st.from_regex(r"[0-9A-Za-z@.:'\-/\u017f\u212a\u0660-\u0669]{1,30}", fullmatch=True),
