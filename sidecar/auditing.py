@@ -17,7 +17,9 @@ A call alone in the process (nothing else in flight, nothing queued, the writer 
 commits its record on its own event loop instead: handing it to the writer thread and
 back costs two wake-ups of an idle thread, which on these VMs took a record from
 0.69-0.74 ms (the commit itself, after the same idle gap) to 1.36-1.44 ms. Nobody waits
-behind the blocked loop but a call that arrives during that one commit.
+behind the blocked loop but a call that arrives during that one commit, and a disk
+that has turned slow cannot hold the loop twice: after a commit that took longer than
+`INLINE_COMMIT_LIMIT`, records go through the writer thread until one is quick again.
 
 The record holds metadata in plain columns and, as the policy's `audit.payload` says,
 nothing, the redacted text or the original text, encrypted (see `audit/`).
@@ -66,6 +68,9 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 1024
 DAY = 86400.0
 CHECKPOINT_INTERVAL = 5.0  # seconds: the longest a written record stays unsigned
+# A lone call commits on its own event loop only while commits take less than this
+# (seconds; a healthy disk: ~1 ms), so a stalled disk never blocks the loop twice.
+INLINE_COMMIT_LIMIT = 0.02
 ANCHOR_FILE = "audit-anchor.json"
 SIGNING_KEY_FILE = "audit-signing.key"
 
@@ -570,6 +575,7 @@ class AuditWriter:
         # Held by whoever uses the store: the writer thread, or a lone caller committing
         # its own record on its event loop (`record(alone=True)`).
         self._store_lock = threading.Lock()
+        self._last_commit_seconds = 0.0  # how long the latest commit took, either path
         self.failures = 0  # records that could not be written (metrics)
         self.shipper: Shipper | None = None  # fleet mode: started by start_shipping
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
@@ -587,7 +593,9 @@ class AuditWriter:
         config = policy.audit if policy is not None else AuditConfig()
         record = build_record(inspection, verdict, config, time.time(), extra_tags)
         try:
-            if alone and not self._queue and self._store_lock.acquire(blocking=False):
+            if alone and not self._queue and \
+                    self._last_commit_seconds < INLINE_COMMIT_LIMIT and \
+                    self._store_lock.acquire(blocking=False):
                 try:
                     (outcome,) = self._commit([record])
                 finally:
@@ -681,6 +689,7 @@ class AuditWriter:
     def _commit(self, records: list[NewRecord]) -> list[str | BaseException]:
         """Append `records` in one transaction (the caller holds the store lock): each
         one's id, or the OSError that stopped them all."""
+        started = time.monotonic()
         try:
             ids: list[str | BaseException] = list(self.store.append(records))
         except Exception as err:  # disk full, database locked or damaged, ...
@@ -692,6 +701,8 @@ class AuditWriter:
             failure = err if isinstance(err, OSError) else OSError(code,
                                                                    os.strerror(code))
             return [failure] * len(records)
+        finally:
+            self._last_commit_seconds = time.monotonic() - started
         self.batches += 1
         self.committed += len(records)
         return ids

@@ -104,6 +104,7 @@ WARM_UP = (
     "+91 98765 43210, +972 3 555 1234, +55 11 91234 5678, key AKIAIOSFODNN7EXAMPLE",
 )
 
+
 class Pipeline:
     def __init__(self, policies: PolicySet, limits: Limits, cache_entries: int = 0) -> None:
         self.policies = policies

@@ -8,8 +8,10 @@ Through a real SQLite trail and, for concurrent callers, the real gRPC server.
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -141,3 +143,46 @@ def test_lone_and_queued_commits_never_share_the_store_at_once(
         assert store.verify([key]).ok
     finally:
         store.close()
+
+
+def test_after_a_slow_commit_lone_records_go_through_the_writer_again(
+        tmp_path: Path) -> None:
+    """A disk that turns slow must not hold a caller's event loop commit after commit:
+    after one commit over INLINE_COMMIT_LIMIT, a lone record waits for the writer thread
+    (the loop stays free); once a commit is quick again, lone records commit inline.
+    The slow disk is stood in for by a delay before the real append."""
+    from sidecar.auditing import INLINE_COMMIT_LIMIT
+
+    writer = AuditWriter(open_store(make_settings(tmp_path)), lambda name: None)
+    real_append = writer.store.append
+    slow = [True]
+
+    def append(records: list[Any]) -> list[str]:
+        if slow[0]:
+            time.sleep(INLINE_COMMIT_LIMIT * 2)
+        return real_append(records)
+
+    writer.store.append = append  # type: ignore[method-assign]
+
+    def suspends(number: int) -> bool:
+        """Whether a lone record waited for the writer thread: inline, its task is done
+        after its first step; through the writer, the answer needs more loop passes."""
+        async def lone() -> bool:
+            inspection = Inspection.of_text("hello", request_id=f"slow-{number}")
+            task = asyncio.ensure_future(writer.record(inspection, verdict_of(inspection),
+                                                       alone=True))
+            await asyncio.sleep(0)  # the task's first step
+            waited = not task.done()
+            assert await task
+            return waited
+
+        return asyncio.run(lone())
+
+    try:
+        assert not suspends(1)  # inline, and slow
+        assert suspends(2)  # the writer thread takes it (and it is slow too)
+        slow[0] = False
+        assert suspends(3)  # the writer's commit is quick again
+        assert not suspends(4)  # so lone records commit inline again
+    finally:
+        writer.close()
