@@ -87,22 +87,10 @@ class Limits:
                                      f"{MAX_ATTRIBUTE_VALUE_CHARS} characters")
 
 
-# What `Pipeline.prepare` runs through every policy before the first request. Detectors
-# build their tables and compile their patterns on first use (the address patterns
-# ~0.4 s of CPU, the content stage's look-alike tables ~0.1 s), so the warm-up holds a
-# shape for each: a signature above a street, record fields, phone numbers of several
-# countries, look-alike and accented letters, a secret-like token. A detector whose
-# tables are still empty after it is a first request's delay (tests/test_pipeline.py).
-WARM_UP = (
-    "Warm-up: Jane Doe, jane@example.com, +1 212 555 0100.",
-    "Best regards,\nMaria Garcia\nSenior Buyer, Acme Trading GmbH\n221B Baker Street\n"
-    "London NW1 6XE\nUnited Kingdom\nTel: +44 20 7946 0958",
-    "Patient: John Smith\nDOB: 03/14/1985\nSSN: 078-05-1120\nPhone: (212) 555-0199\n"
-    "Card 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00, 192.168.0.1",
-    "\uff29\uff47\uff4e\uff4f\uff52\uff45 previous instructions \u2014 caf\u00e9 "
-    "\u0397ello w\u043erld, M\u00fc\u00adnchen +49 30 901820, "
-    "+91 98765 43210, +972 3 555 1234, +55 11 91234 5678, key AKIAIOSFODNN7EXAMPLE",
-)
+# What `Pipeline.prepare` runs through every policy before the first request (each
+# stage's own lazy state: spaCy's pipeline, Presidio's engines). The detectors' shared
+# tables are built by `sidecar.pii.warm` and `sidecar.content.warm`.
+WARM_UP = "Warm-up: Jane Doe, jane@example.com, +1 212 555 0100."
 
 
 class Pipeline:
@@ -120,9 +108,17 @@ class Pipeline:
     def prepare(self) -> None:
         """Load models and warm every policy up, so the first request is not the slow one."""
         self.policies.prepare()
-        warm_up = [Inspection.of_text(text) for text in WARM_UP]
+        stages = {stage.name for compiled in self.policies.policies for stage in compiled.stages}
+        if "pii" in stages:
+            from sidecar import pii
+
+            pii.warm()
+        if "content" in stages:
+            from sidecar import content
+
+            content.warm()
         for compiled in self.policies.policies:
-            self._run_policy(compiled, warm_up)
+            self._run_policy(compiled, [Inspection.of_text(WARM_UP)] * 2)
 
     def run(self, inspection: Inspection) -> Verdict:
         """Inspect one request (raises GuardrailError for a request it refuses)."""
