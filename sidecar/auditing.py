@@ -13,14 +13,6 @@ record, within noise, while a lone caller beside a slow request waited the whole
 it was taken out. Answers go back to each event loop in one callback per batch, not
 one wake-up per record.
 
-A call alone in the process (nothing else in flight, nothing queued, the writer idle)
-commits its record on its own event loop instead: handing it to the writer thread and
-back costs two wake-ups of an idle thread, which on these VMs took a record from
-0.69-0.74 ms (the commit itself, after the same idle gap) to 1.36-1.44 ms. Nobody waits
-behind the blocked loop but a call that arrives during that one commit, and a disk
-that has turned slow cannot hold the loop twice: after a commit that took longer than
-`INLINE_COMMIT_LIMIT`, records go through the writer thread until one is quick again.
-
 The record holds metadata in plain columns and, as the policy's `audit.payload` says,
 nothing, the redacted text or the original text, encrypted (see `audit/`).
 
@@ -68,9 +60,6 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 1024
 DAY = 86400.0
 CHECKPOINT_INTERVAL = 5.0  # seconds: the longest a written record stays unsigned
-# A lone call commits on its own event loop only while commits take less than this
-# (seconds; a healthy disk: ~1 ms), so a stalled disk never blocks the loop twice.
-INLINE_COMMIT_LIMIT = 0.02
 ANCHOR_FILE = "audit-anchor.json"
 SIGNING_KEY_FILE = "audit-signing.key"
 
@@ -572,40 +561,22 @@ class AuditWriter:
         self.batches = 0  # transactions committed (metrics: records per commit)
         self.committed = 0
         self._closing = False
-        # Held by whoever uses the store: the writer thread, or a lone caller committing
-        # its own record on its event loop (`record(alone=True)`).
-        self._store_lock = threading.Lock()
-        self._last_commit_seconds = 0.0  # how long the latest commit took, either path
         self.failures = 0  # records that could not be written (metrics)
         self.shipper: Shipper | None = None  # fleet mode: started by start_shipping
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
     async def record(self, inspection: Inspection, verdict: Verdict,
-                     extra_tags: dict[str, str] | None = None, *, alone: bool = False) -> str:
+                     extra_tags: dict[str, str] | None = None) -> str:
         """Commit the decision's record; its id. Raises AuditUnavailable when the policy
-        fails closed and the write failed; returns "" when it fails open.
-
-        `alone`: the caller is the only call in flight in this process. The record is
-        then committed right here, on the caller's loop, when the writer is idle (see
-        the module docstring); otherwise, and always under load, by the writer thread."""
+        fails closed and the write failed; returns "" when it fails open."""
         policy = self.policy_of(verdict.policy)
         config = policy.audit if policy is not None else AuditConfig()
-        record = build_record(inspection, verdict, config, time.time(), extra_tags)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        self._enqueue(build_record(inspection, verdict, config, time.time(), extra_tags),
+                      _LoopWaiter(loop, future))
         try:
-            if alone and not self._queue and \
-                    self._last_commit_seconds < INLINE_COMMIT_LIMIT and \
-                    self._store_lock.acquire(blocking=False):
-                try:
-                    (outcome,) = self._commit([record])
-                finally:
-                    self._store_lock.release()
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                return outcome
-            loop = asyncio.get_running_loop()
-            future: asyncio.Future[str] = loop.create_future()
-            self._enqueue(record, _LoopWaiter(loop, future))
             return await future
         except OSError as err:
             if policy is not None and policy.on_error == "allow":
@@ -651,7 +622,7 @@ class AuditWriter:
             self._closing = True
             self._cond.notify()
         self._thread.join(timeout=30)
-        with self._store_lock, contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):
             self.store.close()  # writes a final signed checkpoint
         if self.shipper is not None:  # then ships it, if the store is reachable
             self.shipper.close()
@@ -668,14 +639,11 @@ class AuditWriter:
                     return
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
             if time.monotonic() >= due:
-                with self._store_lock:
-                    self._checkpoint()
+                self._checkpoint()
                 due = time.monotonic() + self.checkpoint_interval
             if not batch:
                 continue
-            with self._store_lock:
-                outcomes = self._commit([record for record, _ in batch])
-            self._hand_over(batch, outcomes)
+            self._write(batch)
 
     def _checkpoint(self) -> None:
         """Sign the head if records came in since the last signature (timer)."""
@@ -686,30 +654,22 @@ class AuditWriter:
         except Exception as err:  # a broken chain or disk: the next write will say too
             log.error("audit checkpoint failed", extra={"error_type": type(err).__name__})
 
-    def _commit(self, records: list[NewRecord]) -> list[str | BaseException]:
-        """Append `records` in one transaction (the caller holds the store lock): each
-        one's id, or the OSError that stopped them all."""
-        started = time.monotonic()
+    def _write(self, batch: list[tuple[NewRecord, Waiter]]) -> None:
+        outcomes: list[str | BaseException]
         try:
-            ids: list[str | BaseException] = list(self.store.append(records))
+            outcomes = list(self.store.append([item[0] for item in batch]))
         except Exception as err:  # disk full, database locked or damaged, ...
-            self.failures += len(records)
+            self.failures += len(batch)
             log.error("audit batch failed", extra={
-                "records": len(records), "error_type": type(err).__name__,
+                "records": len(batch), "error_type": type(err).__name__,
                 "error": _reason(err) if isinstance(err, OSError) else type(err).__name__})
             code = errno.ENOSPC if "full" in str(err) else errno.EIO
             failure = err if isinstance(err, OSError) else OSError(code,
                                                                    os.strerror(code))
-            return [failure] * len(records)
-        finally:
-            self._last_commit_seconds = time.monotonic() - started
-        self.batches += 1
-        self.committed += len(records)
-        return ids
-
-    def _hand_over(self, batch: list[tuple[NewRecord, Waiter]],
-                   outcomes: list[str | BaseException]) -> None:
-        """Give each waiter its outcome: one callback per event loop."""
+            outcomes = [failure] * len(batch)
+        else:
+            self.batches += 1
+            self.committed += len(batch)
         by_loop: dict[asyncio.AbstractEventLoop,
                       list[tuple[asyncio.Future[str], str | BaseException]]] = {}
         for (_, hand_over), outcome in zip(batch, outcomes, strict=True):

@@ -184,10 +184,7 @@ class Inspector:
         if self.audit is None:
             return verdict
         started = time.perf_counter()
-        # Alone: no other call in flight here, so the record may be committed on this loop
-        # rather than through the writer thread (two wake-ups saved; sidecar.auditing).
-        audit_id = await self.audit.record(inspection, verdict, extra_tags,
-                                           alone=self.in_flight <= 1)
+        audit_id = await self.audit.record(inspection, verdict, extra_tags)
         if self.metrics is not None:
             self.metrics.audit_write.observe(time.perf_counter() - started)
         return dataclasses.replace(verdict, audit_id=audit_id)
