@@ -38,6 +38,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Every guardrail process is one core's worth of work (a worker, the front with
+    # `--workers 0`, `inspect`, `policy test`): spaCy's NER multiplies matrices with
+    # numpy's OpenBLAS (sidecar.pii.nlp.matmul_with_numpy), which otherwise starts a
+    # thread per core that spins between a prompt's small products (outside trial:
+    # 18 CPU-ms a request with --workers 0 against 11 with one thread). Read when numpy
+    # loads, which importing this module does not do. An operator's own setting is kept.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -178,6 +180,25 @@ def test_a_worker_runs_numpys_blas_on_one_thread(
     pid = pool_of(server)._workers[0].process.pid
     environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert b"OPENBLAS_NUM_THREADS=1" in environment
+
+
+def test_every_guardrail_command_runs_numpys_blas_on_one_thread() -> None:
+    """Not only workers: the front with `--workers 0`, `inspect` and `policy test` run NER
+    in the command's own process (outside trial: 18 CPU-ms a request with --workers 0,
+    11 with one BLAS thread). The `guardrail` entry point sets it before numpy loads:
+    after it, numpy starts no BLAS thread."""
+    script = ("import os, sys\n"
+              "os.environ.pop('OPENBLAS_NUM_THREADS', None)\n"
+              "from sidecar.cli import main\n"
+              "assert 'numpy' not in sys.modules, 'numpy loaded before main()'\n"
+              "main([])\n"
+              "import numpy\n"
+              "print(os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=False,
+                          timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["1", "1"]
 
 
 @pytest.mark.parametrize(("cpu_max", "expected_cap"), [
