@@ -101,7 +101,8 @@ def matmul_with_numpy(model: Any) -> None:
 
     OpenBLAS must run one thread per process: left to itself it starts a thread per
     core, which spins between products and made the same batches of 8 cost 3.82 CPU-ms.
-    Workers are started with OPENBLAS_NUM_THREADS=1 (`sidecar.workers`).
+    Every `guardrail` process sets OPENBLAS_NUM_THREADS=1 before numpy loads
+    (`sidecar.cli.main`), and workers are spawned with it (`sidecar.workers`).
     """
     from thinc.api import NumpyOps
 
