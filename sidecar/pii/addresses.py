@@ -168,7 +168,10 @@ _CORES = [
     (True, rf"{_NUM}{_H}(?:{_CAP}{_H}){{1,3}}{_NUM}"),
 ]
 _CORNER = ("the corner of", "corner of")
-_FIRST_TYPE_CORE = 3  # index in _CORES of "Calle de Alcalá 155"
+# The core of a street word written first ("Calle de Alcalá 155"), found by its pattern
+# rather than by a position that an inserted core would shift
+_FIRST_TYPE_CORE = next(index for index, (_, core) in enumerate(_CORES)
+                        if core.startswith(f"{_LEAD}?{_FIRST_TYPE}"))
 _BACKED_CORE = ("box", "fpo", "apo", "dpo", "postfach", "apartado", "caixa")
 
 # Longest forms first: RE2 prefers the first alternative that matches.

@@ -282,7 +282,6 @@ def _block_heads(text: str, lines: list[tuple[int, int]]) -> list[Span]:
     from sidecar.pii import organizations
     from sidecar.pii.addresses import find_addresses
 
-
     def starts(finder: Any, number: int) -> bool:
         if number >= len(lines) or lines[number][1] <= lines[number][0]:
             return False
