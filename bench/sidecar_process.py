@@ -26,22 +26,29 @@ def start(args: list[str], log_path: Path,
             cwd=ROOT, stderr=log_file, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        for line in log_path.read_text().splitlines():
-            entry = json.loads(line) if line.startswith("{") else {}
-            if entry.get("msg") == "serving":
-                return process, str(entry["address"])
+        address = _logged_address(log_path, "serving")
+        if address is not None:
+            return process, address
         time.sleep(0.2)
     process.kill()
     raise SystemExit("the sidecar did not start:\n" + log_path.read_text())
 
 
-def metrics_address(log_path: Path) -> str:
-    """Where the sidecar started by `start` serves /metrics (from its log)."""
+def _logged_address(log_path: Path, message: str) -> str | None:
+    """The `address` of the first JSON log line whose `msg` is `message`, if any."""
     for line in log_path.read_text().splitlines():
         entry = json.loads(line) if line.startswith("{") else {}
-        if entry.get("msg") == "metrics listening":
+        if entry.get("msg") == message:
             return str(entry["address"])
-    raise SystemExit("the sidecar logged no metrics address")
+    return None
+
+
+def metrics_address(log_path: Path) -> str:
+    """Where the sidecar started by `start` serves /metrics (from its log)."""
+    address = _logged_address(log_path, "metrics listening")
+    if address is None:
+        raise SystemExit("the sidecar logged no metrics address")
+    return address
 
 
 def scrape(address: str, name: str) -> float:
