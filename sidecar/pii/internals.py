@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 WRITTEN_FOR = {
     "presidio-analyzer": "2.2.366",
     "phonenumbers": "9.0.43",
-    "spacy": "3.8.18",
+    # Not newer: the 3.8.8+ wheels take the GIL twice per token read in NER's
+    # transition loop (pyproject.toml, README "Speed suite on equal cores").
+    "spacy": "3.8.7",
 }
 
 
