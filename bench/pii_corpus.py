@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import tempfile
 from pathlib import Path
@@ -49,6 +50,11 @@ def corpus(count: int, seed: int) -> list[tuple[str, list[tuple[str, int, int]]]
 
     # Its hospital provider queries Wikidata; use its built-in list (we stay offline).
     providers.HospitalProvider.load_wiki_hospitals = lambda self: self.default_list
+    # The faker seeds `random` only after it has built its people table, whose full names
+    # (middle initial or not) come from the global `random`: seeded first, the same seed
+    # gives the same names in every process (they changed on every run). Only Faker's
+    # date-times still move, by seconds (their range ends at the current time).
+    random.seed(seed)
     faker = PresidioSentenceFaker("en_US", lower_case_ratio=0.05, random_seed=seed)
     sentences = faker.generate_new_fake_sentences(count)
     return [(s.full_text, [(sp.entity_type, sp.start_position, sp.end_position)
