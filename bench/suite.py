@@ -165,6 +165,20 @@ class Servers:
             self.stop(process)
 
 
+def time_spent(where: str) -> dict[str, tuple[float, float]]:
+    """(seconds, count) so far of the sidecar's server-side time per call, its pii stage
+    and its audit commit wait, read from /metrics: where a call's time goes under load.
+    Callers in a closed loop send their next request when an answer comes back, so docs/s
+    at 16 callers is bound by the whole call's latency, not only by the workers' CPU."""
+    from sidecar_process import scrape
+
+    series = {"server": 'guardrail_request_seconds_{}{{direction="prompt"}}',
+              "pii": 'guardrail_stage_seconds_{}{{stage="pii"}}',
+              "audit": "guardrail_audit_write_seconds_{}"}
+    return {part: (scrape(where, name.format("sum")), scrape(where, name.format("count")))
+            for part, name in series.items()}
+
+
 def side_row(label: str, saturated: Any, single: Any) -> str:
     return (f"{label:44s} {saturated.rate:8.1f} {single.p50 * 1000:8.2f} "
             f"{single.p(.99) * 1000:8.2f} {saturated.cpu_ms:8.2f} {saturated.local_cpu_ms:9.2f}"
@@ -211,7 +225,10 @@ def main() -> int:
             where = metrics_address(Path(tmp) / "corpus.log")
             counts = (scrape(where, "guardrail_worker_batches_total"),
                       scrape(where, "guardrail_worker_batched_requests_total"))
+            spent = time_spent(where)
             saturated = interleave([vanilla, sidecar], texts, CALLERS, size["rounds"])
+            spent = {part: (after[0] - spent[part][0]) / max(1.0, after[1] - spent[part][1])
+                     for part, after in time_spent(where).items()}
             mean_batch = ((scrape(where, "guardrail_worker_batched_requests_total") - counts[1])
                           / max(1.0, scrape(where, "guardrail_worker_batches_total")
                                 - counts[0]))
@@ -239,6 +256,16 @@ def main() -> int:
                          f"{s_one.part_ms('workers'):.2f}")
             lines.append(f"   sidecar workers' mean batch at c={CALLERS}: {mean_batch:.1f} "
                          "requests (/metrics)")
+            # A request's pii stage time is its batch's divided by the batch's requests;
+            # the request waits for the whole batch.
+            server_ms, batch_ms = spent["server"] * 1000, spent["pii"] * mean_batch * 1000
+            lines.append(
+                f"   where a sidecar call's time went at c={CALLERS} (means; /metrics): "
+                f"{statistics.mean(s_sat.latencies) * 1000:.1f} ms at the client, "
+                f"{server_ms:.1f} ms in the server: its batch's pii stage in a worker "
+                f"{batch_ms:.1f}, waiting for its audit commit {spent['audit'] * 1000:.1f}, "
+                f"the rest (waiting for a worker, the hops, the front) "
+                f"{server_ms - batch_ms - spent['audit'] * 1000:.1f}")
             lines.append("   (docs/s and CPU-ms at c=16, summed over the side's processes; "
                          "+client: the benchmark process's share, the gRPC client for the "
                          "sidecar, callers and dispatcher for vanilla; p50/p99 at c=1)")
