@@ -88,3 +88,41 @@ def test_a_surname_that_is_also_a_stop_word_stays_redacted(pipeline: Pipeline, t
     went out in clear; the old rule had redacted 'Tom\\nSwift' whole."""
     redacted = pipeline.run(Inspection.of_text(text)).messages[0].content
     assert not [name for name in names if name in redacted], redacted
+
+
+# Letters of no script: symbols, emoji, the regional indicators flags are made of,
+# punctuation, spaces and marks.
+NO_LETTER = st.text(st.characters(exclude_categories=("Lu", "Ll", "Lt", "Lm", "Lo"),
+                                  exclude_characters="\x00"), min_size=1, max_size=12)
+MODEL_TYPES = ["PERSON", "LOCATION", "ORGANIZATION", "NRP"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(NO_LETTER, st.text(max_size=8), st.text(max_size=8), st.sampled_from(MODEL_TYPES))
+def test_a_model_finding_without_a_letter_is_dropped(value: str, before: str, after: str,
+                                                     entity: str) -> None:
+    """Outside trial: the model took the regional-indicator symbols of flags (🇺🇸🇬🇧)
+    for people and places, and replacing them split the flags. No name is without a
+    letter, whatever the symbols around it or the type the model gave it."""
+    text = before + value + after
+    found = RecognizerResult(entity, len(before), len(before) + len(value), 0.85)
+    assert RULES.apply(text, [found]) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(NO_LETTER, st.sampled_from(MODEL_TYPES))
+def test_a_policy_recognizer_may_find_a_name_without_a_letter(value: str,
+                                                             entity: str) -> None:
+    """The rule is about the model: a policy's own recognizer that finds an organisation
+    by a number (a stock code) is not second-guessed."""
+    found = RecognizerResult(entity, 0, len(value), 0.9, recognition_metadata={
+        RecognizerResult.RECOGNIZER_NAME_KEY: "ticker codes"})
+    assert RULES.apply(value, [found]) == [found]
+
+
+@pytest.mark.parametrize("text", [" 32,🇺🇸🇬🇧 IP", "Flags: 🇺🇸🇬🇧🇫🇷 and 🇩🇪", "🇸",
+                                  "Greetings from 🇯🇵🇰🇷 today"])
+def test_flags_are_neither_people_nor_places(pipeline: Pipeline, text: str) -> None:
+    """The trial's case through the whole pipeline: no finding, the flags whole."""
+    verdict = pipeline.run(Inspection.of_text(text))
+    assert verdict.findings == () and verdict.messages[0].content == text

@@ -5,7 +5,10 @@ as a rule about the *shape* of a finding, not about the example, so it holds for
 whole family:
 
 - `ner_shape` (PERSON, LOCATION from the NER model; organisation names do hold digits
-  and inner capitals): a name holds no digit and none of `_ = / @ < > { } [ ] |`
+  and inner capitals): a name holds a letter -- of any script; this part judges
+  ORGANIZATION and NRP too (outside trial: the model took the regional-indicator
+  symbols of flags, "🇺🇸🇬🇧", for people and places, and replacing them split the
+  flags) -- and it holds no digit and none of `_ = / @ < > { } [ ] |`
   ("user4", "Outlook 16.0", "P2",
   "shared_buffers=4GB", "Raspberry Pi 4"), and has no capital inside a word after
   lower-case letters ("OpenAI", "CrashLoopBackOff", "iPhone", "GitHub") unless that
@@ -55,6 +58,9 @@ RULES = ("ner_shape", "ner_stop_words", "ip_not_host", "phone_shape", "date_vagu
 # Organisation names do hold digits and inner capitals ("3M", "OpenAI"): only people and
 # places are judged by their shape.
 NER_TYPES = frozenset({"PERSON", "LOCATION"})
+# ... but every name the model finds holds a letter (only the model's findings: a
+# policy's own recognizer may well find an organisation by a number).
+NAMED_TYPES = NER_TYPES | {"ORGANIZATION", "NRP"}
 # Identifiers whose recognizers check a checksum or a strict format.
 CHECKED_IDS = frozenset({"UK_NHS", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "AU_TFN", "AU_ABN",
                          "AU_ACN", "AU_MEDICARE", "IN_AADHAAR", "SG_NRIC_FIN", "ES_NIF",
@@ -114,6 +120,12 @@ _DURATION = re.compile(
 _DECADE = re.compile(r"(?:the\s+)?(?:early\s+|late\s+|mid-?\s*)?(?:19|20)?\d0'?s")
 
 
+def _has_letter(value: str) -> bool:
+    """Whether `value` holds a letter of any script (not a digit of any kind, a mark, a
+    symbol: `re`'s \\w also takes "¹" and "½")."""
+    return any(character.isalpha() for character in value)
+
+
 def _camel(value: str) -> bool:
     """A capital after lower-case letters inside a word, unless those letters are a
     surname prefix: "OpenAI", "iPhone", "GitHub" -- but not "McDonald", "DeShawn"."""
@@ -158,7 +170,8 @@ class PrecisionRules:
         value = text[start:end]
         enabled = self.enabled
         if entity in NER_TYPES:
-            if "ner_shape" in enabled and (_NOT_IN_A_NAME.search(value) or _camel(value)):
+            if "ner_shape" in enabled and (not _has_letter(value)
+                                           or _NOT_IN_A_NAME.search(value) or _camel(value)):
                 return False
             if stop_words and "ner_stop_words" in enabled and \
                     value.strip(" .,:;!?'\"").casefold() in self.not_names:
@@ -185,6 +198,10 @@ class PrecisionRules:
         validated = [(r.start, r.end) for r in results if r.entity_type in CHECKED_IDS]
         kept: list[Any] = []
         for result in results:
+            if "ner_shape" in self.enabled and result.entity_type in NAMED_TYPES \
+                    and _from_the_model(result) \
+                    and not _has_letter(text[result.start:result.end]):
+                continue  # no name without a letter (a policy's own recognizers judge theirs)
             if result.entity_type in NER_TYPES and not _from_the_model(result):
                 kept.append(result)  # a name recognizer's own rules decided already
             elif result.entity_type in NER_TYPES:
