@@ -84,3 +84,59 @@ def test_requests_leave_the_vocabulary_as_they_found_it() -> None:
     assert not any(f"{word}{index}" in nlp.vocab for index in range(50)
                    for word in ("Unseenword", "Zorblatt"))
     assert "met" in nlp.vocab
+
+
+def _splits(doc: Any) -> list[tuple[str, str]]:
+    return [(token.text, token.whitespace_) for token in doc]
+
+
+PUNCTUATION = ["", ".", ",", "!", "?", ":", ";", "'s", "n't", "(", ")", '"', "-", "...", "'"]
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(PUNCTUATION), st.sampled_from(WORDS),
+                          st.sampled_from(PUNCTUATION)).map("".join)
+                | st.text(max_size=12), min_size=1, max_size=20).map(" ".join))
+def test_a_warmed_tokenizer_splits_as_a_cold_one(cold: Any, text: str) -> None:
+    """The splits the tokenizer remembers at load (`warm_tokenizer`) are the ones it
+    would make: words with their punctuation, and any text at all."""
+    warm = load_pipeline(MODEL, True)
+    with warm.memory_zone():
+        found = _splits(warm.tokenizer(text))
+    assert found == _splits(cold.tokenizer(text))
+
+
+def test_a_request_reads_warmed_words_from_the_tokenizer_cache() -> None:
+    """What the warming buys: inside a request's memory zone the tokenizer caches no
+    split, so without it every word ran the affix regexes again; warmed words do not.
+    Counted through the tokenizer's public affix hooks, set before the warming (setting
+    one empties the cache)."""
+    import spacy
+
+    from sidecar.pii.nlp import warm_tokenizer
+
+    nlp = spacy.load(MODEL, exclude=["tok2vec", "tagger", "parser", "attribute_ruler",
+                                     "lemmatizer", "senter", "ner"])
+    tokenizer = nlp.tokenizer
+    calls = {"count": 0}
+
+    def counted(search: Any) -> Any:
+        def hook(text: str) -> Any:
+            calls["count"] += 1
+            return search(text)
+        return hook
+
+    tokenizer.prefix_search = counted(tokenizer.prefix_search)
+    tokenizer.suffix_search = counted(tokenizer.suffix_search)
+    words = ["Please", "email", "Jane", "at", "the", "office", "before", "Friday"]
+    text = " ".join(words)
+    with nlp.memory_zone():
+        tokenizer(text)
+    assert calls["count"] > 0  # a cold tokenizer splits every word, every time
+    warm_tokenizer(nlp, words)
+    calls["count"] = 0
+    for _ in range(3):
+        with nlp.memory_zone():
+            assert [token.text for token in tokenizer(text)] == words
+    assert calls["count"] == 0
