@@ -148,12 +148,12 @@ def _load(model_name: str, with_ner: bool) -> Any:
     # spaCy refuses texts over 1,000,000 characters (a guard for the parser's memory, which
     # we never load); our own limit (max_text_bytes, at most 64 MiB) is the one that holds.
     nlp.max_length = MAX_TEXT_CHARS
-    warm_tokenizer(nlp, warm_vocabulary(nlp))
+    warm_vocabulary(nlp)
     return nlp
 
 
-def warm_vocabulary(nlp: Any) -> list[str]:
-    """Make a lexeme, once, for every word of the model's own string table; the words.
+def warm_vocabulary(nlp: Any) -> int:
+    """Make a lexeme, once, for every word of the model's own string table; their count.
 
     Why: each request is analysed inside a memory zone (so the vocabulary does not grow
     with every request), and inside a zone every word the vocabulary has no lexeme for
@@ -170,28 +170,7 @@ def warm_vocabulary(nlp: Any) -> list[str]:
     words = [text for text in list(vocab.strings) if text.isalnum()]
     for word in words:
         vocab[word]  # creates and keeps the lexeme
-    return words
-
-
-def warm_tokenizer(nlp: Any, words: list[str]) -> None:
-    """Have the tokenizer remember, once, how it splits each of `words`.
-
-    Why: spaCy's tokenizer caches how it split each whitespace-free chunk, but caches
-    nothing inside a memory zone (the split would point at lexemes the zone frees), and
-    every request is analysed inside one: every word of every request went through the
-    prefix, suffix and infix regexes again. Splits made outside any zone, of words whose
-    lexemes stay (`warm_vocabulary`), stay valid; a request's chunk that is one of them,
-    or is one once its punctuation is split off, is then read from the cache. It is the
-    tokenizer's own cache (the same splits by construction; tests/test_nlp_vocabulary.py
-    compares them with a cold tokenizer's), with its size limit (the public
-    `max_cache_size`, 10,000 by default) raised to hold the words, and room left.
-    Measured: the tokenizer alone in a zone 0.14-0.24 -> 0.105-0.12 ms a corpus document,
-    for ~13 MiB and ~0.3 s of CPU per worker at start.
-    """
-    tokenizer = nlp.tokenizer
-    tokenizer.max_cache_size = max(tokenizer.max_cache_size, len(words) + 10_000)
-    for word in words:
-        tokenizer(word)
+    return len(words)
 
 
 # NER's scratch memory grows with the characters one pass holds, about 2.8 KB each (the
