@@ -225,10 +225,11 @@ def main() -> int:
             where = metrics_address(Path(tmp) / "corpus.log")
             counts = (scrape(where, "guardrail_worker_batches_total"),
                       scrape(where, "guardrail_worker_batched_requests_total"))
-            spent = time_spent(where)
+            spent_before = time_spent(where)
             saturated = interleave([vanilla, sidecar], texts, CALLERS, size["rounds"])
-            spent = {part: (after[0] - spent[part][0]) / max(1.0, after[1] - spent[part][1])
-                     for part, after in time_spent(where).items()}
+            spent = {part: (seconds - spent_before[part][0])  # mean seconds a call
+                     / max(1.0, count - spent_before[part][1])
+                     for part, (seconds, count) in time_spent(where).items()}
             mean_batch = ((scrape(where, "guardrail_worker_batched_requests_total") - counts[1])
                           / max(1.0, scrape(where, "guardrail_worker_batches_total")
                                 - counts[0]))
