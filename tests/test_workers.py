@@ -14,6 +14,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
@@ -22,7 +24,7 @@ from sidecar.errors import DeadlineExceeded
 from sidecar.pipeline import Pipeline
 from sidecar.runner import available_cpus, make_runner
 from sidecar.types import Inspection
-from sidecar.workers import WorkerPool
+from sidecar.workers import BATCH_TEXT_CHARS, WorkerPool, _Job
 from tests.conftest import Sidecar, _ServerThread, make_settings
 
 # Long enough that one inspection keeps the single worker busy for a while.
@@ -96,6 +98,72 @@ def test_short_requests_never_wait_behind_a_long_one(sidecar: Sidecar) -> None:
     assert not slow.done(), "a short request waited for the long one"
     assert answers == ["Mail <EMAIL_ADDRESS>"] * 6
     assert slow.result().text
+
+
+_SHORT = st.integers(1, 4096)
+_LONG = st.integers(BATCH_TEXT_CHARS // 2, 3 * BATCH_TEXT_CHARS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.one_of(_SHORT, _SHORT, _LONG), min_size=1, max_size=120),
+       batch_max=st.integers(1, 40))
+def test_a_batch_of_several_never_holds_more_than_the_batch_bound(
+        pool_settings: tuple[Settings, Pipeline], sizes: list[int], batch_max: int) -> None:
+    """Whatever waits, batches take it in order, whole; a batch of several requests holds
+    at most BATCH_TEXT_CHARS (a long request goes alone), and short ones are never split
+    needlessly: each batch is as long as the next request, the count and the bound allow.
+    Before: the bound was max_text_bytes (1 MiB), and short calls queued beside a 100 KB
+    prompt rode in its batch, answered after 2-3 s of its NER (outside trial)."""
+    base, pipeline = pool_settings
+    pool = WorkerPool(base.model_copy(update={"batch_max": batch_max}), pipeline, 1)
+    loop = asyncio.new_event_loop()
+    try:
+        jobs = [_Job(Inspection.of_text("x" * size, request_id=str(n)), loop.create_future(),
+                     None) for n, size in enumerate(sizes)]
+        pool._queue.extend(jobs)
+        batches = []
+        while pool._queue:
+            batches.append(pool._next_batch())
+    finally:
+        loop.close()
+    assert [job for batch in batches for job in batch] == jobs
+    for number, batch in enumerate(batches):
+        chars = sum(job.inspection.chars for job in batch)
+        assert 1 <= len(batch) <= batch_max
+        assert len(batch) == 1 or chars <= BATCH_TEXT_CHARS
+        if number + 1 < len(batches):
+            following = batches[number + 1][0].inspection.chars
+            assert len(batch) == batch_max or chars + following > BATCH_TEXT_CHARS
+
+
+@pytest.fixture(scope="module")
+def pool_settings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Pipeline]:
+    settings = make_settings(tmp_path_factory.mktemp("batches"))
+    return settings, Pipeline.from_settings(settings)
+
+
+def test_short_requests_never_ride_in_a_long_requests_batch(
+        one_worker: tuple[_ServerThread, pb_grpc.GuardrailStub]) -> None:
+    """One worker, busy; a long prompt (over BATCH_TEXT_CHARS) and two short ones queue
+    behind it. The long one is answered from a batch of its own and the short ones from
+    another: they are not held for the long one's NER."""
+    server, stub = one_worker
+    pool = pool_of(server)
+    long_text = (SLOW_TEXT * 4)[:BATCH_TEXT_CHARS + 4096]
+    busy = stub.InspectPrompt.future(pb.InspectRequest(text=SLOW_TEXT), timeout=120)
+    deadline = time.monotonic() + 30
+    while pool.load().queued < 1:
+        assert time.monotonic() < deadline, "the first request never arrived"
+        time.sleep(0.01)
+    before = pool.batch_sizes.copy()
+    long_call = stub.InspectPrompt.future(pb.InspectRequest(text=long_text), timeout=120)
+    time.sleep(0.05)  # queued in this order
+    shorts = [stub.InspectPrompt.future(pb.InspectRequest(text=f"Mail j{n}@example.com"),
+                                        timeout=120) for n in range(2)]
+    assert [future.result().text for future in shorts] == ["Mail <EMAIL_ADDRESS>"] * 2
+    assert long_call.result().text and busy.result().text
+    sizes = pool.batch_sizes - before
+    assert sizes == {1: 1, 2: 1}, f"batches by size: {dict(sizes)}"
 
 
 def test_full_queue_sheds_load_with_resource_exhausted(
