@@ -244,8 +244,7 @@ def main() -> int:
             # waiting) but not the sidecar, whose closed loop is bound by its latency
             # (audit commit, gathering, the client) before its CPU. Each side at more
             # callers, and its best documents/s over all three counts is its saturation.
-            wider = {callers: interleave([vanilla, sidecar], texts, callers,
-                                         max(2, size["rounds"] // 2))
+            wider = {callers: interleave([vanilla, sidecar], texts, callers, size["rounds"])
                      for callers in SATURATION_CALLERS[args.quick]}
             wider[CALLERS] = saturated
             servers.stop(process)
@@ -277,13 +276,16 @@ def main() -> int:
                          f"{s_sat.part_ms('front'):.2f}, workers {s_sat.part_ms('workers'):.2f};"
                          f" at c=1: front {s_one.part_ms('front'):.2f}, workers "
                          f"{s_one.part_ms('workers'):.2f}")
-            lines.append("   saturation, docs/s (CPU-ms) by callers: " + "; ".join(
-                f"c={callers}: vanilla {tallies[vanilla.name].rate:.1f} "
-                f"({tallies[vanilla.name].cpu_ms:.2f}), sidecar "
-                f"{tallies[sidecar.name].rate:.1f} ({tallies[sidecar.name].cpu_ms:.2f})"
-                for callers, tallies in sorted(wider.items())))
+            lines.append("   saturation, by callers: docs/s, CPU-ms (+client), p50/p99 ms:")
+            for callers, tallies in sorted(wider.items()):
+                lines.append(f"     c={callers}: " + "; ".join(
+                    f"{label} {tally.rate:.1f}, {tally.cpu_ms:.2f} (+{tally.local_cpu_ms:.2f}), "
+                    f"{tally.p50 * 1000:.0f}/{tally.p(.99) * 1000:.0f}"
+                    for label, tally in (("vanilla", tallies[vanilla.name]),
+                                         ("sidecar", tallies[sidecar.name]))))
             lines.append(f"   each side's best: vanilla c={peak[vanilla.name][0]}, sidecar "
-                         f"c={peak[sidecar.name][0]} (the saturation rows below)")
+                         f"c={peak[sidecar.name][0]} (the saturation rows below: both at "
+                         "that point; the best of noisy samples leans high, for both)")
             lines.append(f"   sidecar workers' mean batch at c={CALLERS}: {mean_batch:.1f} "
                          "requests (/metrics)")
             # A request's pii stage time is its batch's divided by the batch's requests;
