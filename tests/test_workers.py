@@ -150,10 +150,11 @@ def test_short_requests_never_ride_in_a_long_requests_batch(
     server, stub = one_worker
     pool = pool_of(server)
     long_text = (SLOW_TEXT * 4)[:BATCH_TEXT_CHARS + 4096]
+    sent = pool.batches
     busy = stub.InspectPrompt.future(pb.InspectRequest(text=SLOW_TEXT), timeout=120)
     deadline = time.monotonic() + 30
-    while pool.load().queued < 1:
-        assert time.monotonic() < deadline, "the first request never arrived"
+    while pool.batches == sent:  # the worker has it (after any gathering wait)
+        assert time.monotonic() < deadline, "the first request never reached the worker"
         time.sleep(0.01)
     before = pool.batch_sizes.copy()
     long_call = stub.InspectPrompt.future(pb.InspectRequest(text=long_text), timeout=120)
