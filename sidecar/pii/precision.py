@@ -219,8 +219,9 @@ class PrecisionRules:
 
 
 def _from_the_model(result: Any) -> bool:
-    """Whether spaCy's NER made this PERSON/LOCATION finding: the rules here are about
-    what that model gets wrong (names.py and a policy's recognizers judge their own)."""
+    """Whether spaCy's NER made this finding (PERSON, LOCATION, ORGANIZATION, NRP): the
+    rules here are about what that model gets wrong (names.py and a policy's recognizers
+    judge their own)."""
     metadata = result.recognition_metadata or {}
     name = metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY, "SpacyRecognizer")
     return bool(name == "SpacyRecognizer")
