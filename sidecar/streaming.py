@@ -176,7 +176,11 @@ class CompletionStream:
         """Inspect the window and release what is safe (everything, when final)."""
         context, pending = self._context, self._pending
         later = ""  # arrived text beyond this window (see advance)
-        if not final and self._pending_weight > self._window_chars():
+        if not final and self._pending_weight >= self._window_chars():
+            # Cut even at exactly the window's weight: zero-weight characters (zero-width,
+            # combining marks, a second space) that arrived in the same chunk as the one
+            # reaching it belong to the next window, as they would have had they come
+            # one at a time.
             end, _, _ = weigh(pending, self._released_space, limit=self._window_chars())
             pending, later = pending[:end], pending[end:]
         window = context + pending
