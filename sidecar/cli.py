@@ -113,7 +113,8 @@ def _serve(args: argparse.Namespace) -> int:
         from sidecar.auditing import AuditWriter, open_store, policy_change_record
 
         audit = AuditWriter(open_store(settings), lambda name: (
-            manager.current.by_name[name].policy if name in manager.current.by_name else None))
+            manager.current.by_name[name].policy if name in manager.current.by_name else None),
+            checkpoint_interval=settings.audit_checkpoint_interval)
         def record_change(name: str, old: str, new: str, file_hash: str) -> None:
             assert audit is not None
             audit.record_event(policy_change_record(name, old, new, file_hash))

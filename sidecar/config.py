@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     audit_admin_token_file: Path | None = None
     # Seconds between retention sweeps in the server (0: only `guardrail audit sweep`).
     audit_sweep_interval: float = Field(default=3600.0, ge=0)
+    # Seconds a written record may stay unsigned: the writer signs a checkpoint (and
+    # advances the head anchor) this often when records came in. Shorter: `verify`
+    # vouches for records sooner, at one signature per interval.
+    audit_checkpoint_interval: float = Field(default=5.0, ge=0.05, le=3600)
     # The checkpoint signing key (32 raw bytes, 0600). Unset: <data_dir>/keys/
     # audit-signing.key, generated on first start. A fleet mounts one key from a Secret
     # into every pod, so compliance pins a single public key for all chains.

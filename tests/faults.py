@@ -194,11 +194,13 @@ def policy_dir_unreadable(work: Path) -> str:
 
 
 def db_deleted(work: Path) -> str:
-    running = Sidecar(work / "data").serving()
+    # Signed every 0.5 s, not every 5: the scenario waits for the first record's anchor.
+    every_half_second = {"GUARDRAIL_AUDIT_CHECKPOINT_INTERVAL": "0.5"}
+    running = Sidecar(work / "data", env=every_half_second).serving()
     assert running.prompt("mail a@example.com").audit_id
     anchor = work / "data" / "keys" / "audit-anchor.json"
     deadline = time.monotonic() + 30
-    while not anchor.exists() and time.monotonic() < deadline:  # signed within seconds
+    while not anchor.exists() and time.monotonic() < deadline:  # signed within the interval
         time.sleep(0.1)
     assert anchor.exists(), "the record was never signed and anchored"
     for name in ("audit.db", "audit.db-wal", "audit.db-shm"):
@@ -273,7 +275,8 @@ def disk_full(work: Path) -> str:
     data.mkdir()
     mount = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
              f'mount -t tmpfs -o size=4m,mode=0700 none "{data}" && exec "$0" "$@"']
-    running = Sidecar(data, prefix=mount).serving()
+    running = Sidecar(data, prefix=mount,
+                      env={"GUARDRAIL_AUDIT_CHECKPOINT_INTERVAL": "0.5"}).serving()
     assert running.prompt("mail a@example.com").audit_id
     filler = Path(f"/proc/{running.process.pid}/root") / str(data).lstrip("/") / "filler"
     # Unbuffered: a buffered file would flush its leftover bytes at close, and fail.

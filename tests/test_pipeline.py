@@ -117,6 +117,18 @@ def test_cli_reports_bad_settings_without_traceback(capsys: pytest.CaptureFixtur
     assert "invalid settings: listen" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("interval", ["0", "-1", "7200", "soon"])
+def test_a_checkpoint_interval_out_of_bounds_is_refused_at_start(
+        interval: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """0 would sign in a busy loop; hours would leave records unverifiable that long."""
+    from sidecar.cli import main
+
+    monkeypatch.setenv("GUARDRAIL_AUDIT_CHECKPOINT_INTERVAL", interval)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid settings: audit_checkpoint_interval" in err and "Traceback" not in err
+
+
 def _detector_caches() -> list[Any]:
     """Every argument-free functools cache of the sidecar's modules loaded so far (a
     detector's tables, its compiled patterns): what a first request would otherwise

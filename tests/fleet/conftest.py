@@ -73,7 +73,9 @@ class FleetSecrets:
     tags_key: str
 
     def env(self, url: str, **more: str) -> dict[str, str]:
+        # Pods sign every second (5 s in production): tests wait for checkpoints to ship.
         return {"GUARDRAIL_STORE": url, "GUARDRAIL_AUDIT_KEK": self.kek,
+                "GUARDRAIL_AUDIT_CHECKPOINT_INTERVAL": "1",
                 "GUARDRAIL_AUDIT_SIGNING_KEY_FILE": str(self.signing_key),
                 "GUARDRAIL_HASH_KEY_FILE": str(self.hash_key_file),
                 "GUARDRAIL_TAGS_KEY": self.tags_key, **more}

@@ -35,9 +35,9 @@ def _wait_shipped(url: str, ids: set[str], timeout: float = 60) -> None:
 def _wait_signed(url: str, timeout: float = 60) -> None:
     """Until every chain's newest record is under a signed checkpoint in the store.
 
-    A pod signs its head every CHECKPOINT_INTERVAL (5 s) and ships the checkpoint after
-    it, so a verify run seconds after the last write may meet records no checkpoint
-    covers yet, which it cannot tell from deleted checkpoints: in a full suite on two
+    A pod signs its head every checkpoint interval (1 s in these tests) and ships the
+    checkpoint after it, so a verify run seconds after the last write may meet records no
+    checkpoint covers yet, which it cannot tell from deleted checkpoints: in a full suite on two
     loaded cores this test's verify once ran before two new chains' first checkpoints
     had shipped."""
     deadline = time.monotonic() + timeout
