@@ -26,13 +26,16 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from sidecar import __version__
 from sidecar.config import Settings
 from sidecar.errors import ConfigError, GuardrailError, PolicyError
+
+if TYPE_CHECKING:
+    from sidecar.workers import WorkerPool
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -101,31 +104,50 @@ def _serve(args: argparse.Namespace) -> int:
     from sidecar import logs
     from sidecar.pipeline import Limits, Pipeline, resources_from
     from sidecar.policy.reload import PolicyManager
-    from sidecar.runner import make_runner
+    from sidecar.runner import InlineRunner, Runner, worker_count
     from sidecar.transport.server import serve
 
     settings = _settings(args)
     logs.configure(settings.log_level)
-    manager = PolicyManager(settings.policies, settings.data_dir, resources_from(settings))
-    pipeline = Pipeline(manager.current, Limits.from_settings(settings))
+    limits = Limits.from_settings(settings)
+    pool: WorkerPool | None = None  # once the snapshot exists
+
+    def spawn_workers(snapshot: Path) -> None:
+        # Workers compile the snapshot, never the live directory; they start loading
+        # spaCy now, while this process compiles the same snapshot and opens the trail.
+        nonlocal pool
+        if count := worker_count(settings):
+            from sidecar.workers import WorkerPool
+
+            pool = WorkerPool(settings.model_copy(update={"policies": snapshot}), limits, count)
+            pool.spawn()
+
     audit = None
-    if settings.audit:
-        from sidecar.auditing import AuditWriter, open_store, policy_change_record
+    try:
+        manager = PolicyManager(settings.policies, settings.data_dir, resources_from(settings),
+                                on_snapshot=spawn_workers)
+        pipeline = Pipeline(manager.current, limits)
+        if settings.audit:
+            from sidecar.auditing import AuditWriter, open_store, policy_change_record
 
-        audit = AuditWriter(open_store(settings), lambda name: (
-            manager.current.by_name[name].policy if name in manager.current.by_name else None),
-            checkpoint_interval=settings.audit_checkpoint_interval)
-        def record_change(name: str, old: str, new: str, file_hash: str) -> None:
-            assert audit is not None
-            audit.record_event(policy_change_record(name, old, new, file_hash))
+            audit = AuditWriter(open_store(settings), lambda name: (
+                manager.current.by_name[name].policy if name in manager.current.by_name
+                else None), checkpoint_interval=settings.audit_checkpoint_interval)
 
-        manager.on_change = record_change
-        if settings.store:  # fleet mode: the local trail is an outbox, shipped from now on
-            from sidecar.auditing import current_fleet
+            def record_change(name: str, old: str, new: str, file_hash: str) -> None:
+                assert audit is not None
+                audit.record_event(policy_change_record(name, old, new, file_hash))
 
-            audit.start_shipping(current_fleet(settings))
-    # Workers compile the validated snapshot, never the live directory.
-    runner = make_runner(settings.model_copy(update={"policies": manager.snapshot}), pipeline)
+            manager.on_change = record_change
+            if settings.store:  # fleet mode: the local trail is an outbox, shipped from now on
+                from sidecar.auditing import current_fleet
+
+                audit.start_shipping(current_fleet(settings))
+    except BaseException:
+        if pool is not None:  # a start that fails leaves no worker behind
+            pool.terminate()
+        raise
+    runner: Runner = pool if pool is not None else InlineRunner(pipeline, settings.max_queue)
     return asyncio.run(serve(settings, runner, manager, audit))
 
 

@@ -99,12 +99,17 @@ class InlineRunner:
 
 def make_runner(settings: Settings, pipeline: Pipeline) -> Runner:
     """The runner `settings.workers` asks for (None: one worker process per usable CPU)."""
-    count = available_cpus() if settings.workers is None else settings.workers
+    count = worker_count(settings)
     if count == 0:
         return InlineRunner(pipeline, settings.max_queue)
     from sidecar.workers import WorkerPool
 
-    return WorkerPool(settings, pipeline, count)
+    return WorkerPool(settings, pipeline.limits, count)
+
+
+def worker_count(settings: Settings) -> int:
+    """Worker processes `settings.workers` asks for (0: inspect in this process)."""
+    return available_cpus() if settings.workers is None else settings.workers
 
 
 def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:

@@ -56,7 +56,7 @@ from sidecar.errors import (
     WorkerLost,
 )
 from sidecar.logs import error_frames
-from sidecar.pipeline import Pipeline
+from sidecar.pipeline import Limits, Pipeline
 from sidecar.policy.store import PolicySet
 from sidecar.runner import Load
 from sidecar.types import Inspection, Verdict
@@ -105,11 +105,11 @@ class WorkerPool:
     more than the pipe itself (measured: ~0.9 ms against ~0.2 ms).
     """
 
-    def __init__(self, settings: Settings, pipeline: Pipeline, count: int) -> None:
+    def __init__(self, settings: Settings, limits: Limits, count: int) -> None:
         self.settings = settings
-        # The front process's own pipeline is compiled but never loads a model: it checks
-        # limits, so an oversized request is refused before it is copied to a worker.
-        self.pipeline = pipeline
+        # Checked in the front process, so an oversized request is refused before it is
+        # copied to a worker.
+        self.limits = limits
         self.max_queue = settings.max_queue
         self._queue: deque[_Job] = deque()
         self._typical_batch = 1.0  # running mean of batch sizes (gathering)
@@ -135,20 +135,34 @@ class WorkerPool:
                     sum(worker.restarts for worker in self._workers),
                     self.batches, self.batched_requests)
 
+    def spawn(self) -> None:
+        """Start every worker process not started yet, without waiting for it.
+
+        `guardrail serve` calls this as soon as the policy snapshot exists, so the workers
+        load spaCy while the front compiles its own policies, opens the audit trail and
+        binds its ports (start to serving: 6.2 -> 5.6 s, median of six alternating starts).
+        """
+        for worker in self._workers:
+            if worker.process is None:
+                worker.spawn()
+
     def start(self) -> None:
         """Start every worker and wait until all have loaded and warmed their models."""
-        for worker in self._workers:
-            worker.spawn()
         try:
+            self.spawn()
             for worker in self._workers:
                 worker.await_ready()
         except BaseException:
-            for worker in self._workers:
-                worker.terminate()
+            self.terminate()
             raise
 
+    def terminate(self) -> None:
+        """Kill every worker at once (a start that failed; nothing is in flight)."""
+        for worker in self._workers:
+            worker.terminate()
+
     async def run(self, inspection: Inspection, deadline: float | None = None) -> Verdict:
-        self.pipeline.limits.check(inspection)
+        self.limits.check(inspection)
         waiting = self._outstanding()
         if waiting >= self.max_queue:
             raise Overloaded(f"{waiting} requests already waiting (max_queue={self.max_queue});"
@@ -172,7 +186,6 @@ class WorkerPool:
         """Move every worker to a validated snapshot. Batches already sent finish on the
         old policies; a worker reloads before it takes its next batch, so requests
         dispatched after this see the new ones."""
-        self.pipeline.policies = policies
         loop = asyncio.get_running_loop()
         waits = []
         for worker in self._workers:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from sidecar.pipeline import Pipeline
 from sidecar.runner import available_cpus, make_runner
 from sidecar.types import Inspection
 from sidecar.workers import BATCH_TEXT_CHARS, WorkerPool, _Job
-from tests.conftest import Sidecar, _ServerThread, make_settings
+from tests.conftest import REPO, SERVE, Sidecar, _ServerThread, make_settings
 
 # Long enough that one inspection keeps the single worker busy for a while.
 SLOW_TEXT = "Call John Smith at 212-555-0187 about the invoice. " * 400
@@ -115,7 +117,7 @@ def test_a_batch_of_several_never_holds_more_than_the_batch_bound(
     Before: the bound was max_text_bytes (1 MiB), and short calls queued beside a 100 KB
     prompt rode in its batch, answered after 2-3 s of its NER (outside trial)."""
     base, pipeline = pool_settings
-    pool = WorkerPool(base.model_copy(update={"batch_max": batch_max}), pipeline, 1)
+    pool = WorkerPool(base.model_copy(update={"batch_max": batch_max}), pipeline.limits, 1)
     loop = asyncio.new_event_loop()
     try:
         jobs = [_Job(Inspection.of_text("x" * size, request_id=str(n)), loop.create_future(),
@@ -289,7 +291,7 @@ def test_with_no_worker_left_requests_and_reloads_fail_at_once(tmp_path: Path) -
 
     settings = make_settings(tmp_path, workers=1)
     pipeline = Pipeline.from_settings(settings)
-    pool = WorkerPool(settings, pipeline, 1)  # never started: no worker is alive
+    pool = WorkerPool(settings, pipeline.limits, 1)  # never started: no worker is alive
 
     async def scenario() -> None:
         with pytest.raises(WorkerLost):
@@ -362,3 +364,29 @@ def test_after_a_burst_a_lone_caller_waits_once_at_most(
     for n in range(8):
         stub.InspectPrompt(pb.InspectRequest(text=f"Mail j{n}@example.com"), timeout=60)
     assert pool.gathers - gathers <= 1
+
+
+def test_a_start_that_fails_after_the_workers_spawned_leaves_none_behind(
+        tmp_path: Path) -> None:
+    """Workers start as soon as the policy snapshot exists, before the front has compiled
+    it: a policy that then fails to compile ends the start with exit 1 and its message,
+    and no worker process outlives it (they inherit the marker looked for here)."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "bad.yaml").write_text(
+        "name: bad\ncontent:\n  rules:\n    - id: lookahead\n      action: block\n"
+        "      patterns: ['secret(?=s)']\n")
+    name, value = "GUARDRAIL_TEST_MARKER", secrets.token_hex(8)
+    marker = f"{name}={value}"
+    started = subprocess.run(
+        [*SERVE, "--workers", "2", "--policies", str(policies), "--data-dir",
+         str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, name: value}, check=False)
+    assert started.returncode == 1, started.stderr  # a policy that does not compile
+    assert "bad.yaml" in started.stderr and "Traceback" not in started.stderr
+    left = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if marker.encode() in environ.read_bytes().split(b"\0"):
+                left.append(environ.parent.name)
+    assert left == [], f"processes left behind: {left}"

@@ -70,7 +70,13 @@ class PolicyManager:
     """Owns the serving policy set of one sidecar process tree."""
 
     def __init__(self, source: Path, data_dir: Path, resources: StageResources,
-                 on_swap: Callable[[PolicySet, Path], None] | None = None) -> None:
+                 on_swap: Callable[[PolicySet, Path], None] | None = None, *,
+                 on_snapshot: Callable[[Path], None] | None = None) -> None:
+        """Read, snapshot and compile `source` (PolicyError: it does not compile).
+
+        `on_snapshot` is told the first snapshot's path before it is compiled here:
+        `guardrail serve` starts its workers on it then, so they compile the same bytes
+        while this process does."""
         self.source = source
         # Told of every applied change: (policy, old revision, new revision, file sha256);
         # an empty new revision means the policy was removed. The audit trail listens.
@@ -86,7 +92,7 @@ class PolicyManager:
         self._last_attempt = self._last_applied = 0.0
         self.applied = self.rejected = 0  # reloads since start (metrics)
         try:  # a bad start fails loudly, naming files under the directory given
-            self.current, self.snapshot = self._build(files.scan(source))
+            self.current, self.snapshot = self._build(files.scan(source), on_snapshot)
         except PolicyError as err:
             raise PolicyError(files.located(err.issues, source)) from None
         self._record(self.current)
@@ -243,8 +249,11 @@ class PolicyManager:
                     log.error("policy change not recorded in the audit trail",
                               extra={"policy": name, "error_type": type(err).__name__})
 
-    def _build(self, fingerprint: Fingerprint) -> tuple[PolicySet, Path]:
+    def _build(self, fingerprint: Fingerprint,
+               on_snapshot: Callable[[Path], None] | None = None) -> tuple[PolicySet, Path]:
         snapshot = self._snapshot()
+        if on_snapshot is not None:
+            on_snapshot(snapshot)
         policies = compile_directory(snapshot, self.resources)
         self._fingerprint = fingerprint
         return policies, snapshot
