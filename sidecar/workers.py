@@ -450,14 +450,14 @@ def worker_main(settings: Settings, index: int, conn: Connection) -> None:
         pipeline = Pipeline.from_settings(settings)
         pipeline.prepare()
     except GuardrailError as err:
-        conn.send(("failed", err))
+        _tell(conn, ("failed", err))
         return
     except Exception as err:  # reported to the front process, not raised
         log.error("worker failed to start", extra={"worker": index,
                                                    "error_type": type(err).__name__,
                                                    "error_frames": error_frames(err)})
-        conn.send(("failed", ConfigError(f"worker {index} failed to start: "
-                                         f"{type(err).__name__}")))
+        _tell(conn, ("failed", ConfigError(f"worker {index} failed to start: "
+                                           f"{type(err).__name__}")))
         return
     # Everything loaded so far (spaCy's model and vocabulary, Presidio, the policies: a few
     # million objects) lives as long as the worker: keep it out of the garbage collector's
@@ -467,7 +467,8 @@ def worker_main(settings: Settings, index: int, conn: Connection) -> None:
     # 50 KB request's text views) stayed until then: a worker grew by ~250 MiB per 1 MB
     # request. Frozen, full passes run as often as the request's own objects warrant.
     gc.freeze()
-    conn.send(("ready", None))
+    if not _tell(conn, ("ready", None)):
+        return
     while True:
         try:
             batch = conn.recv()
@@ -476,7 +477,8 @@ def worker_main(settings: Settings, index: int, conn: Connection) -> None:
         if batch is None:
             return
         if isinstance(batch, tuple):  # ("policies", snapshot directory)
-            conn.send(_reload(pipeline, settings, Path(batch[1]), index))
+            if not _tell(conn, _reload(pipeline, settings, Path(batch[1]), index)):
+                return
             continue
         outcomes: list[Any]
         try:
@@ -485,7 +487,19 @@ def worker_main(settings: Settings, index: int, conn: Connection) -> None:
             log.error("batch failed", extra={"worker": index, "error_type": type(err).__name__,
                                              "error_frames": error_frames(err)})
             outcomes = [StageFailed("pipeline") for _ in batch]
-        conn.send(outcomes)
+        if not _tell(conn, outcomes):
+            return
+
+
+def _tell(conn: Connection, message: Any) -> bool:
+    """Send `message` to the front process; False when it is gone (killed, or stopped
+    while this worker was still loading): the worker then exits quietly, not with a
+    BrokenPipeError traceback on the shared stderr."""
+    try:
+        conn.send(message)
+    except OSError:  # BrokenPipeError, ConnectionResetError
+        return False
+    return True
 
 
 def _reload(pipeline: Pipeline, settings: Settings, snapshot: Path,

@@ -390,3 +390,43 @@ def test_a_start_that_fails_after_the_workers_spawned_leaves_none_behind(
             if marker.encode() in environ.read_bytes().split(b"\0"):
                 left.append(environ.parent.name)
     assert left == [], f"processes left behind: {left}"
+
+
+def _carrying(name: str, value: str) -> list[int]:
+    """Processes whose environment holds name=value (children inherit it)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if f"{name}={value}".encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+    return found
+
+
+def test_workers_of_a_front_killed_while_they_load_exit_quietly(tmp_path: Path) -> None:
+    """The front killed (SIGKILL, or SIGTERM before it can drain) while its workers still
+    load: each worker finds nobody to tell it is ready and exits without a traceback
+    (found by an outside trial: BrokenPipeError from the worker's 'ready')."""
+    name, value = "GUARDRAIL_TEST_MARKER", secrets.token_hex(8)
+    front = subprocess.Popen(
+        [*SERVE, "--workers", "2", "--data-dir", str(tmp_path / "data")], cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, name: value})
+    try:
+        deadline = time.monotonic() + 60
+        while len(_carrying(name, value)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the front and both workers
+        assert len(_carrying(name, value)) >= 3, "the workers never started"
+        # Past multiprocessing's own hand-over (a front killed within its first
+        # milliseconds leaves the child's bootstrap an EOFError we cannot catch).
+        time.sleep(0.5)
+        front.kill()
+        front.wait(timeout=30)
+        assert front.stderr is not None
+        output = front.stderr.read()  # to EOF: until the last worker has exited
+    finally:
+        front.kill()
+    assert "Traceback" not in output and "BrokenPipeError" not in output, output
+    deadline = time.monotonic() + 30
+    while _carrying(name, value) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _carrying(name, value) == []
