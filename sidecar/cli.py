@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -109,6 +110,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logs.configure(settings.log_level)
+    # Workers start while this process is still compiling (below): a SIGTERM then must
+    # not kill it outright and leave them loading. It is noted and `serve` stops at
+    # once, shutting the workers down as for a SIGTERM while serving. (SIGINT raises
+    # KeyboardInterrupt, which the except below also sees.)
+    stop_requested: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum))
     limits = Limits.from_settings(settings)
     pool: WorkerPool | None = None  # once the snapshot exists
 
@@ -148,7 +155,8 @@ def _serve(args: argparse.Namespace) -> int:
             pool.terminate()
         raise
     runner: Runner = pool if pool is not None else InlineRunner(pipeline, settings.max_queue)
-    return asyncio.run(serve(settings, runner, manager, audit))
+    return asyncio.run(serve(settings, runner, manager, audit,
+                             stop_requested=lambda: bool(stop_requested)))
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -446,6 +447,9 @@ def worker_main(settings: Settings, index: int, conn: Connection) -> None:
     # Ctrl-C reaches the whole process group; the front process decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.configure(settings.log_level)
+    loaded = threading.Event()
+    threading.Thread(target=_exit_with_the_front, args=(os.getppid(), loaded), daemon=True,
+                     name="front-watch").start()
     try:
         pipeline = Pipeline.from_settings(settings)
         pipeline.prepare()
@@ -467,6 +471,7 @@ def worker_main(settings: Settings, index: int, conn: Connection) -> None:
     # 50 KB request's text views) stayed until then: a worker grew by ~250 MiB per 1 MB
     # request. Frozen, full passes run as often as the request's own objects warrant.
     gc.freeze()
+    loaded.set()
     if not _tell(conn, ("ready", None)):
         return
     while True:
@@ -489,6 +494,15 @@ def worker_main(settings: Settings, index: int, conn: Connection) -> None:
             outcomes = [StageFailed("pipeline") for _ in batch]
         if not _tell(conn, outcomes):
             return
+
+
+def _exit_with_the_front(front: int, loaded: threading.Event) -> None:
+    """While this worker loads (seconds of spaCy and RE2 in C, no reading of the pipe),
+    end it as soon as the front process is gone (killed before it could stop us): it
+    would otherwise load to the end for nobody. Once loaded, a closed pipe says so."""
+    while not loaded.wait(0.2):
+        if os.getppid() != front:
+            os._exit(0)
 
 
 def _tell(conn: Connection, message: Any) -> bool:

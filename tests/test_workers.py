@@ -430,3 +430,29 @@ def test_workers_of_a_front_killed_while_they_load_exit_quietly(tmp_path: Path) 
     while _carrying(name, value) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _carrying(name, value) == []
+
+
+def test_a_sigterm_while_the_workers_load_stops_cleanly(tmp_path: Path) -> None:
+    """SIGTERM while the front still compiles its policies and its workers load (found by
+    the outside trial: the front died with -15 and left both workers loading, each then
+    printing a traceback): it stops as for a SIGTERM while serving, exit 0, nobody left."""
+    name, value = "GUARDRAIL_TEST_MARKER", secrets.token_hex(8)
+    front = subprocess.Popen(
+        [*SERVE, "--workers", "2", "--data-dir", str(tmp_path / "data")], cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, name: value})
+    try:
+        deadline = time.monotonic() + 60
+        while len(_carrying(name, value)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the front and both workers: the front is still compiling
+        assert len(_carrying(name, value)) >= 3, "the workers never started"
+        front.send_signal(signal.SIGTERM)
+        code = front.wait(timeout=60)
+        assert front.stderr is not None
+        output = front.stderr.read()
+    finally:
+        front.kill()
+    assert code == 0, output
+    assert '"stopped"' in output and "Traceback" not in output, output
+    assert '"serving"' not in output  # it stopped before it served
+    assert _carrying(name, value) == []

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,8 +209,13 @@ def _gauges(running: RunningServer,
 
 
 async def serve(settings: Settings, runner: Runner, policies: PolicyManager,
-                audit: AuditWriter | None = None) -> int:
-    """Run until SIGTERM/SIGINT; return the process exit code. SIGHUP reloads policies."""
+                audit: AuditWriter | None = None, *,
+                stop_requested: Callable[[], bool] = lambda: False) -> int:
+    """Run until SIGTERM/SIGINT; return the process exit code. SIGHUP reloads policies.
+
+    `stop_requested`: whether a SIGTERM came before this could handle it (while the
+    caller compiled policies, with workers already loading): then it stops as for one
+    that comes now."""
     started = time.perf_counter()
     metrics = start_metrics(settings)
     running = await start_server(settings, runner, policies, audit,
@@ -223,6 +229,8 @@ async def serve(settings: Settings, runner: Runner, policies: PolicyManager,
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if stop_requested():
+        stop.set()
     # A reload runs in a thread; the swap itself runs on this loop (it drives the workers)
     # and the reload waits for it, so a snapshot is never pruned while still in use.
     policies.on_swap = lambda fresh, snapshot: asyncio.run_coroutine_threadsafe(
