@@ -26,6 +26,7 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
     from sidecar.runner import InlineRunner, Runner, worker_count
     from sidecar.transport.server import serve
 
+    started = time.perf_counter()  # `ready_after_s` counts from here: workers start early
     settings = _settings(args)
     logs.configure(settings.log_level)
     # Workers start while this process is still compiling (below): a SIGTERM then must
@@ -156,7 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise
     runner: Runner = pool if pool is not None else InlineRunner(pipeline, settings.max_queue)
     return asyncio.run(serve(settings, runner, manager, audit,
-                             stop_requested=lambda: bool(stop_requested)))
+                             stop_requested=lambda: bool(stop_requested), started=started))
 
 
 def _inspect(args: argparse.Namespace) -> int:

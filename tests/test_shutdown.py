@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import signal
 import subprocess
@@ -19,7 +20,9 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from tests.conftest import REPO, SERVE, TEST_POLICIES
 
 
-def wait_for_log(stream: IO[str], message: str, timeout: float = 120) -> dict[str, object]:
+def wait_for_log(stream: IO[str], message: str, timeout: float = 120,
+                 seen: list[dict[str, object]] | None = None) -> dict[str, object]:
+    """The first log line saying `message`; the lines before it go to `seen`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = stream.readline()
@@ -31,7 +34,13 @@ def wait_for_log(stream: IO[str], message: str, timeout: float = 120) -> dict[st
             continue
         if entry.get("msg") == message:
             return entry  # type: ignore[no-any-return]
+        if seen is not None:
+            seen.append(entry)
     raise AssertionError(f"no {message!r} log line")
+
+
+def _logged_at(entry: dict[str, object]) -> float:
+    return datetime.datetime.fromisoformat(str(entry["time"]).replace("Z", "+00:00")).timestamp()
 
 
 @pytest.mark.slow
@@ -42,9 +51,15 @@ def test_sigterm_lets_in_flight_calls_finish_then_exits_zero(tmp_path: Path) -> 
         cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None
-        serving = wait_for_log(process.stderr, "serving")
+        before: list[dict[str, object]] = []
+        serving = wait_for_log(process.stderr, "serving", seen=before)
         address = str(serving["address"])
-        assert serving["ready_after_s"]
+        # Counted from the start of `serve`, so it covers the whole start, including the
+        # front's policy compile while the workers already load (the first line logged
+        # is a development key made before that compile).
+        assert before, "a fresh data directory logs its new development keys first"
+        assert float(str(serving["ready_after_s"])) >= \
+            _logged_at(serving) - _logged_at(before[0]) - 0.01
         channel = grpc.insecure_channel(address)
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
                                                             timeout=5)

@@ -210,13 +210,15 @@ def _gauges(running: RunningServer,
 
 async def serve(settings: Settings, runner: Runner, policies: PolicyManager,
                 audit: AuditWriter | None = None, *,
-                stop_requested: Callable[[], bool] = lambda: False) -> int:
+                stop_requested: Callable[[], bool] = lambda: False,
+                started: float | None = None) -> int:
     """Run until SIGTERM/SIGINT; return the process exit code. SIGHUP reloads policies.
 
     `stop_requested`: whether a SIGTERM came before this could handle it (while the
     caller compiled policies, with workers already loading): then it stops as for one
-    that comes now."""
-    started = time.perf_counter()
+    that comes now. `started`: the `time.perf_counter()` the start began at, for the
+    `serving` line's `ready_after_s` (default: now)."""
+    started = time.perf_counter() if started is None else started
     metrics = start_metrics(settings)
     running = await start_server(settings, runner, policies, audit,
                                  open_pseudonymizer(settings, policies), metrics=metrics)
