@@ -366,6 +366,19 @@ def test_after_a_burst_a_lone_caller_waits_once_at_most(
     assert pool.gathers - gathers <= 1
 
 
+MARKER = "GUARDRAIL_TEST_MARKER"
+
+
+def _carrying(value: str) -> list[int]:
+    """Processes whose environment holds MARKER=value (children inherit it)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if f"{MARKER}={value}".encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+    return found
+
+
 def test_a_start_that_fails_after_the_workers_spawned_leaves_none_behind(
         tmp_path: Path) -> None:
     """Workers start as soon as the policy snapshot exists, before the front has compiled
@@ -376,46 +389,39 @@ def test_a_start_that_fails_after_the_workers_spawned_leaves_none_behind(
     (policies / "bad.yaml").write_text(
         "name: bad\ncontent:\n  rules:\n    - id: lookahead\n      action: block\n"
         "      patterns: ['secret(?=s)']\n")
-    name, value = "GUARDRAIL_TEST_MARKER", secrets.token_hex(8)
-    marker = f"{name}={value}"
+    value = secrets.token_hex(8)
     started = subprocess.run(
         [*SERVE, "--workers", "2", "--policies", str(policies), "--data-dir",
          str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={**os.environ, name: value}, check=False)
+        env={**os.environ, MARKER: value}, check=False)
     assert started.returncode == 1, started.stderr  # a policy that does not compile
     assert "bad.yaml" in started.stderr and "Traceback" not in started.stderr
-    left = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        with contextlib.suppress(OSError):
-            if marker.encode() in environ.read_bytes().split(b"\0"):
-                left.append(environ.parent.name)
-    assert left == [], f"processes left behind: {left}"
+    assert _carrying(value) == [], "processes left behind"
 
 
-def _carrying(name: str, value: str) -> list[int]:
-    """Processes whose environment holds name=value (children inherit it)."""
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        with contextlib.suppress(OSError):
-            if f"{name}={value}".encode() in environ.read_bytes().split(b"\0"):
-                found.append(int(environ.parent.name))
-    return found
+def _front_with_loading_workers(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """`guardrail serve` with two workers, once both exist (they load for seconds then,
+    the front still compiles); the marker value its processes carry."""
+    value = secrets.token_hex(8)
+    front = subprocess.Popen(
+        [*SERVE, "--workers", "2", "--data-dir", str(tmp_path / "data")], cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, MARKER: value})
+    deadline = time.monotonic() + 60
+    while len(_carrying(value)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)  # the front and both workers
+    if len(_carrying(value)) < 3:
+        front.kill()
+        raise AssertionError("the workers never started")
+    return front, value
 
 
 def test_workers_of_a_front_killed_while_they_load_exit_quietly(tmp_path: Path) -> None:
     """The front killed (SIGKILL, or SIGTERM before it can drain) while its workers still
     load: each worker finds nobody to tell it is ready and exits without a traceback
     (found by an outside trial: BrokenPipeError from the worker's 'ready')."""
-    name, value = "GUARDRAIL_TEST_MARKER", secrets.token_hex(8)
-    front = subprocess.Popen(
-        [*SERVE, "--workers", "2", "--data-dir", str(tmp_path / "data")], cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, name: value})
+    front, value = _front_with_loading_workers(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while len(_carrying(name, value)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)  # the front and both workers
-        assert len(_carrying(name, value)) >= 3, "the workers never started"
         # Past multiprocessing's own hand-over (a front killed within its first
         # milliseconds leaves the child's bootstrap an EOFError we cannot catch).
         time.sleep(0.5)
@@ -427,25 +433,17 @@ def test_workers_of_a_front_killed_while_they_load_exit_quietly(tmp_path: Path) 
         front.kill()
     assert "Traceback" not in output and "BrokenPipeError" not in output, output
     deadline = time.monotonic() + 30
-    while _carrying(name, value) and time.monotonic() < deadline:
+    while _carrying(value) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _carrying(name, value) == []
+    assert _carrying(value) == []
 
 
 def test_a_sigterm_while_the_workers_load_stops_cleanly(tmp_path: Path) -> None:
     """SIGTERM while the front still compiles its policies and its workers load (found by
     the outside trial: the front died with -15 and left both workers loading, each then
     printing a traceback): it stops as for a SIGTERM while serving, exit 0, nobody left."""
-    name, value = "GUARDRAIL_TEST_MARKER", secrets.token_hex(8)
-    front = subprocess.Popen(
-        [*SERVE, "--workers", "2", "--data-dir", str(tmp_path / "data")], cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, name: value})
+    front, value = _front_with_loading_workers(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while len(_carrying(name, value)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)  # the front and both workers: the front is still compiling
-        assert len(_carrying(name, value)) >= 3, "the workers never started"
         front.send_signal(signal.SIGTERM)
         code = front.wait(timeout=60)
         assert front.stderr is not None
@@ -455,4 +453,4 @@ def test_a_sigterm_while_the_workers_load_stops_cleanly(tmp_path: Path) -> None:
     assert code == 0, output
     assert '"stopped"' in output and "Traceback" not in output, output
     assert '"serving"' not in output  # it stopped before it served
-    assert _carrying(name, value) == []
+    assert _carrying(value) == []
