@@ -94,7 +94,7 @@ def compare(docs: list[tuple[str, list[tuple[str, int, int]]]], model: str, roun
     from fair import GrpcSide, Tally, VanillaPool, interleave, usable_cpus, warm
     from sidecar_process import start as start_sidecar
 
-    from sidecar.pii.recognizers import known_entities
+    from sidecar.pii.entities import known_entities
 
     texts = [text for text, _ in docs]
     cores = usable_cpus()

@@ -210,7 +210,7 @@ def main() -> None:
                         help="write the sidecar's misses and false findings here (JSONL)")
     args = parser.parse_args()
 
-    from sidecar.pii.recognizers import known_entities
+    from sidecar.pii.entities import known_entities
 
     entities = sorted(known_entities("en"))
     print(f"entities asked of both sides ({len(entities)}): {', '.join(entities)}")

@@ -196,7 +196,7 @@ def main() -> int:
     from pii_corpus import corpus, score
     from sidecar_process import metrics_address, scrape
 
-    from sidecar.pii.recognizers import known_entities
+    from sidecar.pii.entities import known_entities
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")

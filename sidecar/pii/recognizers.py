@@ -718,8 +718,10 @@ def build_registry(language: str, custom: list[CustomRecognizer],
     return registry
 
 
-def known_entities(language: str) -> set[str]:
-    """Entity types Presidio can detect for `language` without policy recognizers."""
+def presidio_entities(language: str) -> set[str]:
+    """Entity types Presidio can detect for `language` without policy recognizers, as
+    the built recognizers say (sidecar.pii.entities.known_entities has them written
+    out, so that compiling a policy need not build them)."""
     found: set[str] = set(COUNTRY_RECOGNIZERS)
     for recognizer in predefined_recognizers(language):
         found.update(recognizer.supported_entities)

@@ -47,8 +47,7 @@ class PiiStage:
     per_message = True
 
     def __init__(self, config: PiiConfig, resources: StageResources) -> None:
-        from sidecar.pii.nlp import NER_ENTITIES
-        from sidecar.pii.recognizers import known_entities
+        from sidecar.pii.entities import NER_ENTITIES, known_entities
 
         self.config = config
         self.resources = resources
