@@ -111,3 +111,13 @@ def test_every_overridden_private_method_is_listed() -> None:
                     any(name in vars(base) for base in library_bases) and name not in listed:
                 missing.append(f"{cls.__name__}.{name}")
     assert missing == []
+
+
+def test_a_changed_recognizer_name_key_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """precision.py reads Presidio's recognizer name under a key it writes out (so that
+    compiling imports no Presidio): a Presidio that renames the key refuses to start."""
+    from presidio_analyzer import RecognizerResult
+
+    monkeypatch.setattr(RecognizerResult, "RECOGNIZER_NAME_KEY", "recognizer")
+    assert any("RECOGNIZER_NAME_KEY is now 'recognizer'" in p
+               for p in internals.shape_problems())

@@ -2,11 +2,11 @@
 
 Compiling a policy checks its entity names and decides whether it needs the NER model.
 The front process of `guardrail serve` compiles every policy but never inspects (its
-workers do), and `guardrail policy check` only compiles: importing Presidio for the
-names cost either ~1.7 CPU-s (Presidio imports spaCy) and building every predefined
-recognizer. The names are written here instead; tests/test_pipeline.py checks them
-against what Presidio and our recognizers actually detect, so an upgrade that adds or
-renames an entity fails a test, not a policy.
+workers do), and `guardrail policy check` only compiles: reading the names from Presidio
+cost ~1.7 CPU-s of imports (Presidio imports spaCy) plus building every predefined
+recognizer, and left spaCy in the front's memory. The names are written here instead;
+tests/test_pipeline.py checks them against what Presidio and our recognizers actually
+detect, so an upgrade that adds or renames an entity fails a test, not a policy.
 """
 
 from __future__ import annotations

@@ -185,6 +185,14 @@ def shape_problems() -> list[str]:
                 problems.append(f"{where} now takes {params}, not {detail.params} "
                                 f"(used by {detail.used_by})")
     problems.extend(_check_instances())
+    from presidio_analyzer import RecognizerResult
+
+    from sidecar.pii.precision import RECOGNIZER_NAME_KEY
+
+    if RecognizerResult.RECOGNIZER_NAME_KEY != RECOGNIZER_NAME_KEY:
+        problems.append(f"RecognizerResult.RECOGNIZER_NAME_KEY is now "
+                        f"{RecognizerResult.RECOGNIZER_NAME_KEY!r}, not {RECOGNIZER_NAME_KEY!r} "
+                        "(used by sidecar.pii.precision)")
     return problems
 
 

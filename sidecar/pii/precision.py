@@ -52,6 +52,10 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+# Where Presidio's results name their recognizer (`RecognizerResult.RECOGNIZER_NAME_KEY`,
+# written out so compiling a policy imports no Presidio; sidecar.pii.internals checks it
+# against the installed Presidio before any inspection).
+RECOGNIZER_NAME_KEY = "recognizer_name"
 RULES = ("ner_shape", "ner_stop_words", "ip_not_host", "phone_shape", "date_vague")
 # Organisation names do hold digits and inner capitals ("3M", "OpenAI"): only people and
 # places are judged by their shape.
@@ -221,9 +225,7 @@ def _from_the_model(result: Any) -> bool:
     rules here are about what that model gets wrong (names.py and a policy's recognizers
     judge their own)."""
     metadata = result.recognition_metadata or {}
-    from presidio_analyzer import RecognizerResult  # not at import: compiling needs none
-
-    name = metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY, "SpacyRecognizer")
+    name = metadata.get(RECOGNIZER_NAME_KEY, "SpacyRecognizer")
     return bool(name == "SpacyRecognizer")
 
 
