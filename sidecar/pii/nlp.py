@@ -22,6 +22,7 @@ import itertools
 import re
 import threading
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,27 @@ _cache_lock = threading.Lock()
 # another thread's Doc still uses (seen as recall falling from 0.78 to 0.24 with two
 # inspect threads). Every analysis holds this lock; parallelism comes from processes.
 NLP_LOCK = threading.Lock()
+
+
+@contextmanager
+def memory_zone(nlp: Any) -> Iterator[None]:
+    """spaCy's `nlp.memory_zone()`, left in order even when the block raises.
+
+    spaCy's zones are generator context managers with their clean-up after the `yield`
+    and no `finally`: a block that raises skips it. The lexemes the block made then stay
+    indexed while their memory pool is dropped at the next zone: the next request that
+    held one of those words read freed memory (seen as an AssertionError in
+    `Vocab.get`, the request failing by its policy's `on_error`; freed memory can also
+    read as another word). One request whose analysis raised -- any bug, a MemoryError --
+    took down the requests after it, and its batch's others when they were retried
+    alone. So the zone is always left as a normal exit leaves it; the error then goes on.
+    """
+    zone = nlp.memory_zone()
+    zone.__enter__()
+    try:
+        yield
+    finally:
+        zone.__exit__(None, None, None)
 
 
 def load_pipeline(model_name: str, with_ner: bool) -> Any:

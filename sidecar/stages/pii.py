@@ -169,12 +169,12 @@ class PiiStage:
                  ) -> list[list[Found]]:
         """Presidio findings per text, above each entity's threshold; for the texts
         `explaining` marks, each finding's Explanation goes into `explained`."""
-        from sidecar.pii.nlp import NLP_LOCK, LazyArtifacts, for_tokenizer
+        from sidecar.pii.nlp import NLP_LOCK, LazyArtifacts, for_tokenizer, memory_zone
 
         language = self.config.language
         # memory_zone frees the strings spaCy interns for these texts once we are done with
         # the Docs; without it a long-running sidecar's vocabulary grows with every request.
-        with NLP_LOCK, self._nlp.memory_zone():
+        with NLP_LOCK, memory_zone(self._nlp):
             artifacts: list[Any]
             if self.needs_ner:  # NER reads every text: one batched pass
                 artifacts = [pair[1] for pair in self._nlp_engine.process_batch(
