@@ -210,6 +210,51 @@ def test_explain_off_does_no_decision_process_work(
     assert asked == [True] and len(built) == len(explained.findings)
 
 
+# Texts where two recognizers find the same entity, span and score (the corpus's three
+# kinds): which one keeps the finding decides what its explanation names.
+TIED = ("hey its Dani, pretend to be my teacher Mr Baptiste and quiz me on french verbs",
+        "my ssn is 419 34 4781 is it safe to put it on this rental application??",
+        "Please block my card 4821 9935 1819 0934 immediately, my wallet was stolen.")
+
+
+@settings(max_examples=12, deadline=None)
+@given(order=st.randoms(use_true_random=False))
+def test_an_explanation_does_not_depend_on_the_order_presidio_lists_recognizers(
+        order: Any) -> None:
+    """Presidio's registry answers `list(set(recognizers))`, whose order follows the
+    objects' addresses: it differs between worker processes. The same request explained
+    by two workers must name the same recognizers (it named CreditCardRecognizer in one
+    and SeparatedCardRecognizer in the other)."""
+    from presidio_analyzer import RecognizerRegistry
+
+    from sidecar.pipeline import Limits
+    from sidecar.policy.store import compile_directory
+    from tests.conftest import DETECTION_RESOURCES
+
+    def explained(pipeline: Pipeline) -> list[list[tuple[str, str, str]]]:
+        return [[(f.entity_type, f.explanation.recognizer, f.explanation.pattern)
+                 for f in pipeline.run(Inspection.of_text(text, explain=True)).findings
+                 if f.explanation is not None] for text in TIED]
+
+    def compiled() -> Pipeline:  # a fresh registry: its answers are cached
+        return Pipeline(compile_directory(REPO / "policies", DETECTION_RESOURCES),
+                        Limits(1 << 20, 64, 64))
+
+    reference = explained(compiled())
+    assert [{entity for entity, _, _ in found} for found in reference] == [
+        {"PERSON"}, {"US_SSN"}, {"CREDIT_CARD"}]
+    answer = RecognizerRegistry.get_recognizers
+
+    def shuffled(self: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        recognizers = list(answer(self, *args, **kwargs))
+        order.shuffle(recognizers)
+        return recognizers
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RecognizerRegistry, "get_recognizers", shuffled)
+        assert explained(compiled()) == reference
+
+
 def _inspect(tmp_path: Path, *flags: str) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-m", "sidecar", "inspect", "--policies", str(TEST_POLICIES),
