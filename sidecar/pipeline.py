@@ -131,8 +131,32 @@ class Pipeline:
         """Inspect several requests at once; one bad request never fails the others.
 
         Requests that share a policy go through each stage together, so a stage can batch
-        its costly part (the PII stage runs spaCy over all of their texts in one pass).
+        its costly part (the PII stage runs spaCy over all of their texts in one pass). A
+        stage that raises fails only the request that made it raise (`_run_items`). Any
+        other step that raises on a batch (choosing a policy, finishing a verdict) has
+        the batch inspected again one request at a time, so that only the culprit fails,
+        with StageFailed("pipeline"): it used to fail every request of the batch.
         """
+        if len(inspections) > 1:
+            try:
+                return self._run_together(inspections)
+            except Exception as err:  # never echo: the message may quote text
+                log.warning("batch failed; inspecting its requests one at a time",
+                            extra={"error_type": type(err).__name__,
+                                   "batch": len(inspections)})
+        return [self._run_alone(inspection) for inspection in inspections]
+
+    def _run_alone(self, inspection: Inspection) -> Verdict | GuardrailError:
+        try:
+            return self._run_together([inspection])[0]
+        except Exception as err:
+            log.error("inspection failed", extra={"error_type": type(err).__name__,
+                                                  "error_frames": error_frames(err),
+                                                  "request_id": inspection.request_id})
+            return StageFailed("pipeline")
+
+    def _run_together(self, inspections: Sequence[Inspection]
+                      ) -> list[Verdict | GuardrailError]:
         outcomes: list[Verdict | GuardrailError | None] = [None] * len(inspections)
         groups: dict[str, tuple[CompiledPolicy, list[int]]] = {}
         for index, inspection in enumerate(inspections):
