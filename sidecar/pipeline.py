@@ -72,8 +72,10 @@ class Limits:
                 f"content: {size} bytes of text exceed the limit of {self.max_text_bytes} bytes")
         for field in ("request_id", "tenant", "app", "subject_id", "conversation_id",
                       "user_region", "target_region", "output_schema"):
-            if len(getattr(inspection, field)) > MAX_ID_CHARS:
+            value = getattr(inspection, field)
+            if len(value) > MAX_ID_CHARS:
                 raise InvalidRequest(f"{field}: longer than {MAX_ID_CHARS} characters")
+            _refuse_lone_surrogates(field, value)
         if len(inspection.attributes) > self.max_attributes:
             raise InvalidRequest(
                 f"attributes: {len(inspection.attributes)} entries exceed the limit of "
@@ -82,9 +84,22 @@ class Limits:
             if not key or len(key) > MAX_ATTRIBUTE_KEY_CHARS:
                 raise InvalidRequest(f"attributes: keys must be 1 to {MAX_ATTRIBUTE_KEY_CHARS} "
                                      "characters")
+            _refuse_lone_surrogates("attributes: a key", key)
             if len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
                 raise InvalidRequest(f"attributes[{key!r}]: value longer than "
                                      f"{MAX_ATTRIBUTE_VALUE_CHARS} characters")
+            _refuse_lone_surrogates(f"attributes[{key!r}]", value)
+
+
+def _refuse_lone_surrogates(field: str, value: str) -> None:
+    """Every string of a request goes into its audit record (an id, a tag, a keyed hash of
+    the subject), which is UTF-8: a lone surrogate, which JSON over HTTP can carry
+    ("\\ud800"), is refused here, at the door. It used to reach the audit writer and
+    fail the whole group commit it shared with other callers' records."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{field}: contains lone surrogates") from None
 
 
 # What `Pipeline.prepare` runs through every policy before the first request (each

@@ -336,6 +336,25 @@ def test_bad_requests_get_clear_errors(gateway: GatewaySidecar) -> None:
     assert json.loads(caught.value.read())["error"]["message"] == "body: not valid JSON"
 
 
+@pytest.mark.parametrize("identity", [{"user": "\ud800"}, {"metadata": {"app": "a\udfff"}},
+                                      {"metadata": {"conversation_id": "\ud83d"}}])
+def test_an_identity_that_is_not_unicode_is_refused_at_the_door(
+        gateway: GatewaySidecar, upstream: RecordingUpstream, identity: dict[str, Any]) -> None:
+    """JSON carries lone surrogates ("\\ud800"); protobuf cannot, so only HTTP brings
+    them. In a subject or an app one reached the audit writer and failed the group
+    commit it shared with other callers' records: 24 of 48 innocent calls got 503
+    (outside trial 9). Now a 400 that names the field, before any stage or upstream."""
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                       **identity}).encode()  # ensure_ascii: the surrogate goes as \ud800
+    request = urllib.request.Request(f"{gateway.base_url}/chat/completions", method="POST",
+                                     data=body, headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    assert caught.value.code == 400
+    assert "contains lone surrogates" in json.loads(caught.value.read())["error"]["message"]
+    assert upstream.received == []
+
+
 # -- embeddings, responses, residency --------------------------------------------------------
 
 def test_embeddings_inputs_are_inspected_and_token_arrays_refused(

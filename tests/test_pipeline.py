@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sidecar.errors import StageFailed
 from sidecar.pipeline import Pipeline
@@ -70,6 +72,35 @@ def test_lone_surrogates_are_refused_before_any_stage(pipeline: Pipeline) -> Non
 
     with pytest.raises(InvalidRequest, match="lone surrogates"):
         pipeline.run(Inspection.of_text("bad \ud800 text"))
+
+
+ID_FIELDS = ("request_id", "tenant", "app", "subject_id", "conversation_id", "user_region",
+             "target_region", "output_schema")
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from([*ID_FIELDS, "attribute key", "attribute value"]),
+       before=st.text(max_size=5), lone=st.integers(0xD800, 0xDFFF).map(chr),
+       after=st.text(max_size=5))
+def test_every_string_of_a_request_is_refused_with_a_lone_surrogate(
+        pipeline: Pipeline, field: str, before: str, lone: str, after: str) -> None:
+    """Every string of a request reaches its audit record (UTF-8); one that cannot be
+    encoded is refused at the door, naming its field, wherever the surrogate sits."""
+    from sidecar.errors import InvalidRequest
+
+    def request(value: str) -> Inspection:
+        if field == "attribute key":
+            return Inspection.of_text("hi", attributes=((value, "v"),))
+        if field == "attribute value":
+            return Inspection.of_text("hi", attributes=(("k", value),))
+        return Inspection.of_text("hi", **{field: value})
+
+    # st.text draws no surrogates: this one stays lone.
+    with pytest.raises(InvalidRequest, match="contains lone surrogates") as refused:
+        pipeline.limits.check(request(before + lone + after))
+    assert field.split(maxsplit=1)[0] in str(refused.value)
+    pipeline.limits.check(request(before + "?" + after))  # the surrogate, nothing else
 
 
 def test_key_file_is_private_and_refused_when_loose(tmp_path: Path) -> None:
