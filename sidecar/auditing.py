@@ -645,6 +645,19 @@ class AuditWriter:
                 continue
             self._write(batch)
 
+    def _append(self, records: list[NewRecord]) -> list[str | BaseException]:
+        """Commit `records` in one transaction; their ids."""
+        ids: list[str | BaseException] = list(self.store.append(records))
+        self.batches += 1
+        self.committed += len(records)
+        return ids
+
+    def _alone(self, record: NewRecord) -> str | BaseException:
+        try:
+            return self._append([record])[0]
+        except Exception as err:
+            return _failure(err)
+
     def _checkpoint(self) -> None:
         """Sign the head if records came in since the last signature (timer)."""
         if not self.store.records_since_checkpoint:
@@ -657,19 +670,20 @@ class AuditWriter:
     def _write(self, batch: list[tuple[NewRecord, Waiter]]) -> None:
         outcomes: list[str | BaseException]
         try:
-            outcomes = list(self.store.append([item[0] for item in batch]))
+            outcomes = self._append([record for record, _ in batch])
         except Exception as err:  # disk full, database locked or damaged, ...
-            self.failures += len(batch)
+            if len(batch) > 1:
+                # One record the store refuses must not fail the others it shared the
+                # transaction with (other callers', whose answers wait for theirs): write
+                # them one by one, and only the records that fail alone fail.
+                outcomes = [self._alone(record) for record, _ in batch]
+            else:
+                outcomes = [_failure(err)]
+            failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            self.failures += len(failed)
             log.error("audit batch failed", extra={
-                "records": len(batch), "error_type": type(err).__name__,
+                "records": len(batch), "failed": len(failed), "error_type": type(err).__name__,
                 "error": _reason(err) if isinstance(err, OSError) else type(err).__name__})
-            code = errno.ENOSPC if "full" in str(err) else errno.EIO
-            failure = err if isinstance(err, OSError) else OSError(code,
-                                                                   os.strerror(code))
-            outcomes = [failure] * len(batch)
-        else:
-            self.batches += 1
-            self.committed += len(batch)
         by_loop: dict[asyncio.AbstractEventLoop,
                       list[tuple[asyncio.Future[str], str | BaseException]]] = {}
         for (_, hand_over), outcome in zip(batch, outcomes, strict=True):
@@ -680,6 +694,14 @@ class AuditWriter:
         for loop, pairs in by_loop.items():
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
                 loop.call_soon_threadsafe(_settle_all, pairs)
+
+
+def _failure(err: Exception) -> OSError:
+    """What a caller waiting for a record is handed when it could not be written."""
+    if isinstance(err, OSError):
+        return err
+    code = errno.ENOSPC if "full" in str(err) else errno.EIO
+    return OSError(code, os.strerror(code))
 
 
 def _reason(err: OSError) -> str:

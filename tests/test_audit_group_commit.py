@@ -74,3 +74,48 @@ def test_concurrent_callers_each_get_their_own_committed_record(sidecar: Sidecar
     commits = (sample(after, "guardrail_audit_commits_total")
                - sample(before, "guardrail_audit_commits_total"))
     assert records >= len(texts) and 1 <= commits <= records
+
+
+def test_a_record_the_store_refuses_fails_alone_not_its_commit_group(tmp_path: Path) -> None:
+    """Records of several callers share one transaction; one the store refuses (here a
+    subject that is not Unicode, which the doors now refuse before it gets here) failed
+    the whole group, and innocent callers under `on_error: block` got UNAVAILABLE
+    (outside trial 9: 24 of 48). Now the group is written again one record at a time."""
+    import threading
+    import time
+
+    from sidecar.errors import AuditUnavailable
+
+    writer = AuditWriter(open_store(make_settings(tmp_path)), lambda name: None)
+    append = writer.store.append
+    first = threading.Event()
+
+    def slow_first(records: list[object]) -> list[str]:
+        if not first.is_set():  # hold the writer, so that the next callers queue as one group
+            first.set()
+            time.sleep(0.3)
+        return append(records)  # type: ignore[arg-type]
+
+    writer.store.append = slow_first  # type: ignore[method-assign]
+    try:
+        async def callers() -> list[str | BaseException]:
+            opener = Inspection.of_text("hello", request_id="opener")
+            holding = asyncio.ensure_future(writer.record(opener, verdict_of(opener)))
+            await asyncio.get_running_loop().run_in_executor(None, first.wait)
+            group = [Inspection.of_text("hello", request_id=f"r-{n}") for n in range(6)]
+            group.insert(3, Inspection.of_text("hello", request_id="bad",
+                                               subject_id="subject \ud800"))
+            got = await asyncio.gather(*(writer.record(i, verdict_of(i)) for i in group),
+                                       return_exceptions=True)
+            await holding
+            return got
+
+        outcomes = asyncio.run(callers())
+        assert isinstance(outcomes.pop(3), AuditUnavailable)
+        assert all(isinstance(audit_id, str) and audit_id for audit_id in outcomes), outcomes
+        for number, audit_id in enumerate(outcomes):
+            (record,) = writer.store.records("id = ?", (audit_id,))
+            assert f'"request_id": "r-{number}"' in record["tags"]
+        assert writer.failures == 1 and writer.committed == 7
+    finally:
+        writer.close()
