@@ -643,7 +643,15 @@ class AuditWriter:
                 due = time.monotonic() + self.checkpoint_interval
             if not batch:
                 continue
-            self._write(batch)
+            try:
+                self._write(batch)
+            except Exception as err:  # a bug of ours: this thread must outlive it
+                log.error("audit writer failed a batch", extra={
+                    "records": len(batch), "error_type": type(err).__name__})
+                self.failures += len(batch)
+                with contextlib.suppress(Exception):  # whoever is still waiting is told
+                    self._settle(batch, [OSError(errno.EIO, os.strerror(errno.EIO))]
+                                 * len(batch))
 
     def _append(self, records: list[NewRecord]) -> list[str | BaseException]:
         """Commit `records` in one transaction; their ids."""
@@ -672,18 +680,27 @@ class AuditWriter:
         try:
             outcomes = self._append([record for record, _ in batch])
         except Exception as err:  # disk full, database locked or damaged, ...
-            if len(batch) > 1:
+            if len(batch) > 1 and not isinstance(err, (OSError, sqlite3.Error)):
                 # One record the store refuses must not fail the others it shared the
                 # transaction with (other callers', whose answers wait for theirs): write
-                # them one by one, and only the records that fail alone fail.
+                # them one by one, and only the records that fail alone fail. Not after
+                # a disk or database error: it fails every record alike, and a commit
+                # whose sync failed may have landed, so writing again could record a
+                # decision twice.
                 outcomes = [self._alone(record) for record, _ in batch]
             else:
-                outcomes = [_failure(err)]
+                outcomes = [_failure(err)] * len(batch)
             failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
             self.failures += len(failed)
             log.error("audit batch failed", extra={
                 "records": len(batch), "failed": len(failed), "error_type": type(err).__name__,
                 "error": _reason(err) if isinstance(err, OSError) else type(err).__name__})
+        self._settle(batch, outcomes)
+
+    @staticmethod
+    def _settle(batch: list[tuple[NewRecord, Waiter]],
+                outcomes: list[str | BaseException]) -> None:
+        """Hand each waiter its record's id or failure (one wake-up per event loop)."""
         by_loop: dict[asyncio.AbstractEventLoop,
                       list[tuple[asyncio.Future[str], str | BaseException]]] = {}
         for (_, hand_over), outcome in zip(batch, outcomes, strict=True):

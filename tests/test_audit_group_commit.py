@@ -11,6 +11,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -117,5 +118,60 @@ def test_a_record_the_store_refuses_fails_alone_not_its_commit_group(tmp_path: P
             (record,) = writer.store.records("id = ?", (audit_id,))
             assert f'"request_id": "r-{number}"' in record["tags"]
         assert writer.failures == 1 and writer.committed == 7
+    finally:
+        writer.close()
+
+
+def test_a_disk_error_fails_its_group_once_without_writing_it_again(tmp_path: Path) -> None:
+    """A disk or database error is no one record's doing: the group fails as one (one
+    attempt; a commit whose sync failed may have landed, and writing its records again
+    would record those decisions twice)."""
+    import sqlite3
+
+    from sidecar.errors import AuditUnavailable
+
+    writer = AuditWriter(open_store(make_settings(tmp_path)), lambda name: None)
+    attempts: list[int] = []
+
+    def failing(records: list[object]) -> list[str]:
+        attempts.append(len(records))
+        raise sqlite3.OperationalError("disk I/O error")
+
+    writer.store.append = failing  # type: ignore[method-assign]
+    try:
+        async def callers() -> list[str | BaseException]:
+            group = [Inspection.of_text("hello", request_id=f"r-{n}") for n in range(8)]
+            return await asyncio.gather(*(writer.record(i, verdict_of(i)) for i in group),
+                                        return_exceptions=True)
+
+        outcomes = asyncio.run(callers())
+        assert all(isinstance(outcome, AuditUnavailable) for outcome in outcomes)
+        assert sum(attempts) == 8 and writer.failures == 8  # each record tried once
+    finally:
+        writer.store.append = lambda records: []  # type: ignore[method-assign]
+        writer.close()
+
+
+def test_the_writer_thread_outlives_a_batch_it_fails_on(tmp_path: Path) -> None:
+    """Every caller's answer waits for the one writer thread: a batch that makes it
+    raise (here the store answers the wrong number of ids) fails that batch's callers,
+    and the next records are committed; before, the thread died and every later call
+    waited until its deadline."""
+    from sidecar.errors import AuditUnavailable
+
+    writer = AuditWriter(open_store(make_settings(tmp_path)), lambda name: None)
+    append = writer.store.append
+    writer.store.append = lambda records: []  # type: ignore[method-assign]
+    try:
+        async def one(request_id: str) -> str:
+            inspection = Inspection.of_text("hello", request_id=request_id)
+            return await asyncio.wait_for(writer.record(inspection, verdict_of(inspection)), 10)
+
+        with pytest.raises(AuditUnavailable):
+            asyncio.run(one("lost"))
+        writer.store.append = append  # type: ignore[method-assign]
+        audit_id = asyncio.run(one("after"))
+        (record,) = writer.store.records("id = ?", (audit_id,))
+        assert '"request_id": "after"' in record["tags"]
     finally:
         writer.close()
