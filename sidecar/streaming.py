@@ -128,6 +128,7 @@ class CompletionStream:
         self.blocked = False
         self.totals = _Totals()
         self._wait_until = 0
+        self._spanless: set[tuple[str, str]] = set()  # (rule, message) reported (_first)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -196,7 +197,7 @@ class CompletionStream:
             self.totals.decision = Decision.BLOCK
             findings = [_shift(f, origin) for f in verdict.findings if f.end > local]
             violations = [_shift(v, origin) for v in verdict.violations
-                          if v.end > local or v.end <= v.start]
+                          if v.end > local or (v.end <= v.start and self._first(v))]
             self.totals.findings.extend(findings)
             self.totals.violations.extend(violations)
             return Release("", findings, violations, [], self.received, self.released, True)
@@ -216,7 +217,7 @@ class CompletionStream:
                     or f.start < local < f.end]
         violations = [_shift(v, origin) for v in verdict.violations
                       if local <= v.start < cut or v.start < local < v.end
-                      or (final and v.end <= v.start)]
+                      or (v.end <= v.start and self._first(v))]
         restored = [window[e.start:e.end] for e in released_edits
                     if window[e.start:e.end] in verdict.restored]
         self.totals.findings.extend(findings)
@@ -232,6 +233,20 @@ class CompletionStream:
         self._context = window[_word_start(window, max(0, cut - self.limits.context), cut):cut]
         return Release(text, findings, violations, list(dict.fromkeys(restored)),
                        self.received, self.released)
+
+    def _first(self, violation: Violation) -> bool:
+        """Whether this stream reports a violation without a span for the first time.
+
+        Such a violation is about a window, not a place in it (a stage that failed under
+        `on_error: allow`, the pseudonym vault down, a residency rule in shadow): it is
+        reported once, by the first window that has it. Only the final window's were
+        reported before, so a stage that failed in a middle window and released its
+        text unchanged left no trace in the updates or the audit record."""
+        key = (violation.rule_id, violation.message)
+        if key in self._spanless:
+            return False
+        self._spanless.add(key)
+        return True
 
     def _cut(self, window: str, local: int, verdict: Verdict,
              edits: tuple[Edit, ...]) -> int:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sidecar.pipeline import Pipeline
 from sidecar.pseudonyms import finish_locally
-from sidecar.streaming import CompletionStream, StreamLimits
+from sidecar.streaming import CompletionStream, Release, StreamLimits
 from sidecar.types import Direction, Inspection, Verdict
 from tests.conftest import make_settings
 
@@ -109,3 +109,42 @@ def test_a_window_ends_where_its_weight_is_reached_whatever_came_with_it(
     assert (together.windows, together.analysed_chars) == \
         (trickle.windows, trickle.analysed_chars)
     assert together_shown == shown == text
+
+
+def test_a_stage_that_fails_in_a_middle_window_is_reported_once(pipeline: Pipeline) -> None:
+    """Under `on_error: allow` a failing stage releases its window unchanged; the stream
+    must still say so (its updates and its audit record), once. Only the final window's
+    span-less violations were kept: a failure in a middle window left no trace while
+    twelve addresses went out in clear (outside trial 9)."""
+    from presidio_analyzer import AnalyzerEngine
+
+    analyze = AnalyzerEngine.analyze
+
+    def failing(self: object, text: str, *args: object, **kwargs: object) -> object:
+        if "Faultmarker" in text:
+            raise RuntimeError("a recognizer bug")
+        return analyze(self, text, *args, **kwargs)  # type: ignore[arg-type]
+
+    clean = "The quarterly report is ready for review. " * 8
+    text = clean + "Faultmarker: write to ana.sousa@example.com today. " + clean * 3
+    template = Inspection.of_text("", Direction.COMPLETION, tenant="lenient")
+
+    async def drive() -> tuple[CompletionStream, list[Release]]:
+        async def inspect(window: Inspection) -> Verdict:
+            return finish_locally(window, pipeline.run(window))
+
+        stream = CompletionStream(template, inspect, StreamLimits(min_release=64))
+        releases = []
+        for start in range(0, len(text), 40):
+            stream.add(text[start:start + 40])
+            releases += await stream.advance(final=False)
+        return stream, releases + await stream.advance(final=True)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AnalyzerEngine, "analyze", failing)
+        stream, releases = asyncio.run(drive())
+    assert stream.windows > 4
+    assert [v.rule_id for v in stream.totals.violations] == ["error.pii"]
+    said = [v.rule_id for release in releases for v in release.violations]
+    assert said == ["error.pii"] and not releases[-1].violations  # in the middle, once
+    assert "".join(release.text for release in releases) == text  # allowed, as it says
