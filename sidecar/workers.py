@@ -485,15 +485,38 @@ def worker_main(settings: Settings, index: int, conn: Connection) -> None:
             if not _tell(conn, _reload(pipeline, settings, Path(batch[1]), index)):
                 return
             continue
-        outcomes: list[Any]
-        try:
-            outcomes = list(pipeline.run_batch(batch))
-        except Exception as err:  # never echo: the message may quote text
-            log.error("batch failed", extra={"worker": index, "error_type": type(err).__name__,
-                                             "error_frames": error_frames(err)})
-            outcomes = [StageFailed("pipeline") for _ in batch]
-        if not _tell(conn, outcomes):
+        if not _tell(conn, inspect_batch(pipeline, batch, index)):
             return
+
+
+def inspect_batch(pipeline: Pipeline, batch: list[Inspection], worker: int
+                  ) -> list[Verdict | GuardrailError]:
+    """The outcome of each request of `batch`; whatever a request makes the code raise,
+    the others are answered and this worker lives on.
+
+    The pipeline already isolates an Exception to its request. A BaseException that is
+    not one (SystemExit, KeyboardInterrupt or GeneratorExit raised by a library) ended
+    this process, and its batch with it; the same request, sent again, did it again:
+    one caller kept a worker restarting and others' calls missing their deadlines
+    (outside trial 9). No such exception is ours to honour here: SIGINT is ignored and
+    the front stops a worker through its pipe. So the batch goes again one request at a
+    time, and the request that raises fails alone (StageFailed -> INTERNAL)."""
+    try:
+        return list(pipeline.run_batch(batch))
+    except BaseException as err:  # never echo: the message may quote text
+        log.error("batch failed; inspecting its requests one at a time", extra={
+            "worker": worker, "error_type": type(err).__name__,
+            "error_frames": error_frames(err)})
+    outcomes: list[Verdict | GuardrailError] = []
+    for inspection in batch:
+        try:
+            outcomes.extend(pipeline.run_batch([inspection]))
+        except BaseException as err:
+            log.error("inspection failed", extra={
+                "worker": worker, "error_type": type(err).__name__,
+                "request_id": inspection.request_id})
+            outcomes.append(StageFailed("pipeline"))
+    return outcomes
 
 
 def _exit_with_the_front(front: int, loaded: threading.Event) -> None:

@@ -310,3 +310,33 @@ def test_a_request_that_breaks_a_step_outside_the_stages_fails_alone(
     assert isinstance(failed, StageFailed)
     assert [_seen(outcome) for outcome in outcomes] == alone
     assert CULPRIT not in caplog.text
+
+
+@pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt, GeneratorExit])
+def test_a_worker_answers_the_others_when_a_request_raises_a_base_exception(
+        tmp_path: Path, kind: type[BaseException]) -> None:
+    """A library raising SystemExit, KeyboardInterrupt or GeneratorExit inside a stage
+    killed the worker and its whole batch; the same request again killed it again
+    (outside trial 9: 42 of 65 other calls missed their deadline). The worker's batch
+    loop now answers every other request and fails the culprit alone."""
+    from presidio_analyzer import AnalyzerEngine
+
+    from sidecar.workers import inspect_batch
+
+    pipeline = Pipeline.from_settings(make_settings(tmp_path))  # the PII stage intact
+    alone = [_seen(pipeline.run_batch([mate])[0]) for mate in MATES]
+    analyze = AnalyzerEngine.analyze
+
+    def raising(self: Any, text: str, *args: Any, **kwargs: Any) -> Any:
+        if CULPRIT in text:
+            raise kind()
+        return analyze(self, text, *args, **kwargs)
+
+    culprit = Inspection.of_text(f"{CULPRIT}: mail jane.roe@example.com")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AnalyzerEngine, "analyze", raising)
+        outcomes = inspect_batch(pipeline, [*MATES[:2], culprit, *MATES[2:]], 0)
+        again = inspect_batch(pipeline, [culprit, MATES[0]], 0)
+    assert isinstance(outcomes.pop(2), StageFailed) and isinstance(again[0], StageFailed)
+    assert [_seen(outcome) for outcome in outcomes] == alone
+    assert _seen(again[1]) == alone[0]
