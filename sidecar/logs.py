@@ -36,9 +36,19 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Presidio logs analysed words at DEBUG and chatty notices at INFO.
-    for noisy in ("presidio-analyzer", "presidio-anonymizer"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    # Presidio logs analysed words at DEBUG and chatty notices at INFO: only its errors
+    # are shown. The analyzer's warnings are still made, for the filter that counts the
+    # patterns it skipped on a regex timeout (sidecar.pii.internals.PatternTimeouts), and
+    # then dropped by this one.
+    logging.getLogger("presidio-anonymizer").setLevel(logging.ERROR)
+    analyzer = logging.getLogger("presidio-analyzer")
+    analyzer.setLevel(logging.WARNING)
+    if _errors_only not in analyzer.filters:
+        analyzer.addFilter(_errors_only)
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
 
 
 def error_frames(error: BaseException) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,57 @@ def test_a_changed_recognizer_name_key_is_named(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(RecognizerResult, "RECOGNIZER_NAME_KEY", "recognizer")
     assert any("RECOGNIZER_NAME_KEY is now 'recognizer'" in p
                for p in internals.shape_problems())
+
+
+def test_the_timeout_warnings_are_the_ones_presidio_logs() -> None:
+    """PatternTimeouts recognises Presidio's skipped patterns by their warning's text;
+    a reworded warning would make a timeout a silent miss again."""
+    import inspect
+
+    sources = [inspect.getsource(internals._resolve(detail))
+               for detail in internals.PRIVATE_DETAILS
+               if detail.used_by.startswith("PatternTimeouts")]
+    assert len(sources) == 3
+    assert all(any(f'"{warning}"' in source for warning in internals.TIMEOUT_WARNINGS)
+               for source in sources)
+    assert all(any(f'"{warning}"' in source for source in sources)
+               for warning in internals.TIMEOUT_WARNINGS)
+
+
+def test_presidio_warnings_stay_out_of_the_logs_and_timeouts_are_still_counted(
+        tmp_path: Path) -> None:
+    """As a worker runs: logs configured first (Presidio shows errors only), then the PII
+    stage; a pattern skipped on a timeout fails the request, and no warning is printed."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, TEST_POLICIES
+
+    script = f"""
+import logging
+from sidecar import logs
+logs.configure("INFO")
+from presidio_analyzer.predefined_recognizers import EmailRecognizer
+from sidecar.pipeline import Pipeline
+from sidecar.types import Inspection
+from tests.conftest import make_settings
+from pathlib import Path
+
+def timing_out(self, pattern_text):
+    raise TimeoutError("slow")
+
+EmailRecognizer.validate_result = timing_out
+pipeline = Pipeline.from_settings(make_settings(Path({str(tmp_path)!r}),
+                                                policies=Path({str(TEST_POLICIES)!r})))
+verdict = pipeline.run(Inspection.of_text("write to ana@example.com", tenant="fast-x"))
+print("RULES", [v.rule_id for v in verdict.violations], verdict.decision.name)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "RULES ['error.pii']" in done.stdout
+    logged = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert not [entry for entry in logged if entry["logger"].startswith("presidio")], logged
+    failed = [entry for entry in logged if entry["msg"] == "stage failed"]
+    assert [entry["error_type"] for entry in failed] == ["PatternTimedOut"]
+    assert "Traceback" not in done.stderr

@@ -76,3 +76,37 @@ def test_the_cache_is_bounded_and_keyed_by_policy_revision(tmp_path_factory: pyt
     first = pipeline.run(chat(["mail jane@example.com"], tenant="acme"))
     assert pipeline.cache.misses > misses
     assert first.messages[0].content == "mail "  # acme redacts emails
+
+
+@pytest.mark.parametrize("fault", ["once", "always"])
+def test_a_pattern_presidio_skips_on_a_timeout_is_never_a_silent_miss(
+        pipelines: tuple[Pipeline, Pipeline], fault: str) -> None:
+    """Presidio catches its regex's TimeoutError and skips the pattern: the card below
+    came back in clear, and that chat message's result was cached and served to another
+    caller after the fault was gone (outside trial 9). The stage now fails instead:
+    retried alone, a passing timeout finds the card; a lasting one fails the request by
+    `on_error` (block here); nothing incomplete is cached."""
+    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
+
+    cached, plain = pipelines
+    card = f"My card is 5555555555554444, charge it ({fault})"  # not cached by another run
+    first, other = chat(["hello", card], "default"), chat(["hi there", card], "default")
+    validate = CreditCardRecognizer.validate_result
+    budget = [1 if fault == "once" else 10**6]
+
+    def timing_out(self: object, pattern_text: str) -> object:
+        if budget[0] > 0 and "4444" in pattern_text:
+            budget[0] -= 1
+            raise TimeoutError("the regex took too long")
+        return validate(self, pattern_text)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CreditCardRecognizer, "validate_result", timing_out)
+        during = cached.run(first)
+    if fault == "once":
+        assert comparable(during) == comparable(plain.run(first))
+        assert "CREDIT_CARD" in {f.entity_type for f in during.findings}
+    else:
+        assert [v.rule_id for v in during.violations] == ["error.pii"]
+        assert during.decision.name == "BLOCK"
+    assert comparable(cached.run(other)) == comparable(plain.run(other))

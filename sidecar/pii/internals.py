@@ -33,6 +33,7 @@ import importlib
 import importlib.metadata
 import inspect
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,21 @@ PRIVATE_DETAILS: tuple[Detail, ...] = (
     Detail("presidio_analyzer.nlp_engine", "SpacyNlpEngine._doc_to_nlp_artifact",
            "presidio-analyzer", ("self", "doc", "language"), "96eedc40b43ed6bd",
            "nlp.LeanSpacyEngine: overridden (same artifacts, read from Doc arrays)"),
+    # Presidio's regex matching: a pattern whose match times out (REGEX_TIMEOUT_SECONDS)
+    # is skipped with a warning, never an error; `PatternTimeouts` counts the warnings
+    # (their texts are TIMEOUT_WARNINGS) so that the PII stage fails instead.
+    Detail("presidio_analyzer.pattern_recognizer",
+           "PatternRecognizer._PatternRecognizer__analyze_patterns", "presidio-analyzer",
+           ("self", "text", "flags"), "a9f12c77810d2f1a",
+           "PatternTimeouts: its TimeoutError warning is TIMEOUT_WARNINGS[0]"),
+    Detail("presidio_analyzer.predefined_recognizers",
+           "IbanRecognizer._IbanRecognizer__analyze_patterns", "presidio-analyzer",
+           ("self", "text", "flags"), "c21700d984218eb5",
+           "PatternTimeouts: its TimeoutError warning is TIMEOUT_WARNINGS[0]"),
+    Detail("presidio_analyzer.predefined_recognizers",
+           "IbanRecognizer._IbanRecognizer__is_valid_format", "presidio-analyzer",
+           ("iban", "bos_eos", "flags"), "7c35ee6dc8038dd8",
+           "PatternTimeouts: its TimeoutError warning is TIMEOUT_WARNINGS[1]"),
     # spaCy: the lexeme attribute getters, trimmed for tokenizer-only pipelines.
     Detail("spacy.vocab", "Vocab.lex_attr_getters", "spacy", None, "",
            "nlp._load: replaced for pipelines without NER"),
@@ -226,6 +242,50 @@ def check() -> None:
         log.warning("PII stage libraries differ from the versions its fast paths were "
                     "checked against", extra={"installed": drifted, "written_for": {
                         name: WRITTEN_FOR[name] for name in drifted}})
+
+
+# What Presidio logs when it skips a pattern (or fails an IBAN's format check) because
+# its regex timed out, instead of raising: the finding is then silently missing.
+PRESIDIO_LOGGER = "presidio-analyzer"
+TIMEOUT_WARNINGS = ("Regex pattern '%s' timed out after %s seconds, skipping.",
+                    "IBAN format validation regex timed out after %s seconds.")
+
+
+class PatternTimeouts(logging.Filter):
+    """Counts, per thread, the patterns Presidio skipped because their regex timed out.
+
+    Presidio catches the TimeoutError of its `regex` matching (a backtracking engine,
+    60 s by default) and goes on without that pattern: the text comes back with fewer
+    findings and nothing says so, and a chat message's result was then cached and served
+    to other callers (outside trial 9). The PII stage reads this count around each
+    analysis and fails when it moved, so the policy's `on_error` decides and nothing is
+    cached. A filter on Presidio's logger sees the warning however the logger is
+    configured, as long as its level lets warnings be made (`sidecar.logs.configure`
+    keeps them from the output with a filter of its own, after this one).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in TIMEOUT_WARNINGS:
+            self._local.count = self.count() + 1
+        return True
+
+    def count(self) -> int:
+        return int(getattr(self._local, "count", 0))
+
+
+@functools.cache
+def pattern_timeouts() -> PatternTimeouts:
+    """The process's one watch, first among the filters of Presidio's logger."""
+    watch = PatternTimeouts()
+    logger = logging.getLogger(PRESIDIO_LOGGER)
+    logger.filters.insert(0, watch)
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)  # a warning not made is a warning not seen
+    return watch
 
 
 @dataclass(frozen=True)

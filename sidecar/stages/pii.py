@@ -72,6 +72,7 @@ class PiiStage:
             for name, rule in self.rules.items()}
         self.needs_ner = bool(NER_ENTITIES & set(self.rules))
         self._analyzer: Any = None
+        self._timeouts: Any = None  # sidecar.pii.internals.PatternTimeouts, once prepared
         self._anonymizer: Any = None
         self._operators: dict[str, Any] = {}
         self._entities = list(self.rules)
@@ -100,12 +101,14 @@ class PiiStage:
 
             from sidecar.offline import enforce_offline
             from sidecar.pii.internals import check as check_library_internals
+            from sidecar.pii.internals import pattern_timeouts
             from sidecar.pii.nlp import LeanSpacyEngine
             from sidecar.pii.operators import KeyedHash, MaskKeepLast
             from sidecar.pii.recognizers import BisectContextEnhancer, build_registry
 
             enforce_offline()
             check_library_internals()  # the fast paths' assumptions, before they run
+            self._timeouts = pattern_timeouts()
             language = self.config.language
             nlp_engine = LeanSpacyEngine(self.resources.spacy_model, self.needs_ner, language)
             nlp_engine.load()
@@ -186,11 +189,15 @@ class PiiStage:
             out = []
             for number, (text, nlp_artifacts) in enumerate(zip(texts, artifacts, strict=True)):
                 explain = explaining is not None and explaining[number]
+                skipped = self._timeouts.count()
                 raw = self._analyzer.analyze(
                     text=text, language=language, entities=self._entities,
                     score_threshold=self._lowest_threshold, nlp_artifacts=nlp_artifacts,
                     allow_list=self._allow, return_decision_process=explain,
                 )
+                if self._timeouts.count() != skipped:  # a finding may be missing: say so
+                    raise PatternTimedOut("a Presidio pattern's regex timed out and was "
+                                          "skipped")
                 raw = self._precision.apply(text, raw)
                 kept = [r for r in raw if r.score >= self.thresholds[r.entity_type]]
                 out.append([(r.entity_type, r.start, r.end, float(r.score)) for r in kept])
@@ -261,6 +268,12 @@ class PiiStage:
                          in zip(acting, replaced, strict=True))
         if edits:
             result.edits[index] = sorted(edits, key=lambda e: e.start)
+
+
+class PatternTimedOut(RuntimeError):
+    """Presidio skipped a pattern whose regex timed out (sidecar.pii.internals
+    .PatternTimeouts): the analysis is incomplete, so the stage fails by `on_error`
+    rather than answer (and cache) fewer findings than the text holds."""
 
 
 def _explainer(explained: dict[Found, Explanation] | None
