@@ -221,7 +221,10 @@ class Pipeline:
                     cache: MessageCache) -> list[StageResult | StageFailed]:
         """A per-message stage over chat requests: cached messages are not analysed again;
         the others go through the stage together, one message per item, and are cached."""
-        merged = [StageResult() for _ in items]
+        # Each request's message results, merged in message order at the end: merged as
+        # they came (cached ones first), a warm cache gave the same findings in another
+        # order than a cold one (outside trial 9).
+        parts: list[dict[int, StageResult]] = [{} for _ in items]
         whole: dict[int, StageResult | StageFailed] = {}  # text requests; failed requests
         todo: list[tuple[int, int | None, Key | None]] = []  # (item, message or whole, key)
         run: list[tuple[Inspection, Prior]] = []
@@ -237,7 +240,7 @@ class Pipeline:
                                   message.content)
                 hit = cache.get(key)
                 if hit is not None:
-                    _merge(merged[number], hit, index)
+                    parts[number][index] = hit
                     continue
                 todo.append((number, index, key))
                 run.append((dataclasses.replace(inspection, messages=(message,)), prior))
@@ -248,7 +251,11 @@ class Pipeline:
                 continue
             if new_key is not None:
                 cache.put(new_key, outcome)
-            _merge(merged[number], outcome, at)
+            parts[number][at] = outcome
+        merged = [StageResult() for _ in items]
+        for into, results in zip(merged, parts, strict=True):
+            for index in sorted(results):
+                _merge(into, results[index], index)
         return [whole.get(number, result) for number, result in enumerate(merged)]
 
     def _run_items(self, compiled: CompiledPolicy, stage: Stage,
