@@ -574,9 +574,14 @@ class AuditWriter:
         config = policy.audit if policy is not None else AuditConfig()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
-        self._enqueue(build_record(inspection, verdict, config, time.time(), extra_tags),
-                      _LoopWaiter(loop, future))
         try:
+            # A record that cannot be built (a string that is not Unicode: the doors
+            # refuse those, this is the fallback) is a record not written: on_error says.
+            try:
+                record = build_record(inspection, verdict, config, time.time(), extra_tags)
+            except ValueError as err:
+                raise OSError(errno.EIO, os.strerror(errno.EIO)) from err
+            self._enqueue(record, _LoopWaiter(loop, future))
             return await future
         except OSError as err:
             if policy is not None and policy.on_error == "allow":

@@ -67,6 +67,7 @@ class Limits:
             except UnicodeEncodeError:
                 raise InvalidRequest(f"messages[{index}].content: contains lone "
                                      "surrogates") from None
+            _refuse_lone_surrogates(f"messages[{index}].role", message.role)
         if size > self.max_text_bytes:
             raise RequestTooLarge(
                 f"content: {size} bytes of text exceed the limit of {self.max_text_bytes} bytes")

@@ -175,3 +175,23 @@ def test_the_writer_thread_outlives_a_batch_it_fails_on(tmp_path: Path) -> None:
         assert '"request_id": "after"' in record["tags"]
     finally:
         writer.close()
+
+
+def test_a_record_that_cannot_be_built_fails_by_on_error_not_with_a_traceback(
+        tmp_path: Path) -> None:
+    """A string the doors should have refused (here a role that is not Unicode, which
+    they did not: outside trial 10) made building the record raise UnicodeEncodeError
+    out of the call: a 500 even under `on_error: allow`. It is a record not written."""
+    from sidecar.errors import AuditUnavailable
+    from sidecar.types import Message
+
+    writer = AuditWriter(open_store(make_settings(tmp_path)), lambda name: None)
+    try:
+        bad = Inspection(Inspection.of_text("").direction, (Message("user\udc00", "hi"),),
+                         chat=True, request_id="bad")
+        with pytest.raises(AuditUnavailable):
+            asyncio.run(writer.record(bad, verdict_of(bad)))
+        good = Inspection.of_text("hello", request_id="good")
+        assert asyncio.run(writer.record(good, verdict_of(good)))
+    finally:
+        writer.close()

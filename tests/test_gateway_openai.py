@@ -337,7 +337,8 @@ def test_bad_requests_get_clear_errors(gateway: GatewaySidecar) -> None:
 
 
 @pytest.mark.parametrize("identity", [{"user": "\ud800"}, {"metadata": {"app": "a\udfff"}},
-                                      {"metadata": {"conversation_id": "\ud83d"}}])
+                                      {"metadata": {"conversation_id": "\ud83d"}},
+                                      {"messages": [{"role": "user\udc00", "content": "hi"}]}])
 def test_an_identity_that_is_not_unicode_is_refused_at_the_door(
         gateway: GatewaySidecar, upstream: RecordingUpstream, identity: dict[str, Any]) -> None:
     """JSON carries lone surrogates ("\\ud800"); protobuf cannot, so only HTTP brings

@@ -80,7 +80,7 @@ ID_FIELDS = ("request_id", "tenant", "app", "subject_id", "conversation_id", "us
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(field=st.sampled_from([*ID_FIELDS, "attribute key", "attribute value"]),
+@given(field=st.sampled_from([*ID_FIELDS, "attribute key", "attribute value", "messages role"]),
        before=st.text(max_size=5), lone=st.integers(0xD800, 0xDFFF).map(chr),
        after=st.text(max_size=5))
 def test_every_string_of_a_request_is_refused_with_a_lone_surrogate(
@@ -94,6 +94,8 @@ def test_every_string_of_a_request_is_refused_with_a_lone_surrogate(
             return Inspection.of_text("hi", attributes=((value, "v"),))
         if field == "attribute value":
             return Inspection.of_text("hi", attributes=(("k", value),))
+        if field == "messages role":  # trial 10: it reached the audit record (500)
+            return Inspection(Direction.PROMPT, (Message(value, "hi"),), chat=True)
         return Inspection.of_text("hi", **{field: value})
 
     # st.text draws no surrogates: this one stays lone.
