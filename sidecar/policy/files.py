@@ -129,6 +129,19 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    """A file name as text any log or terminal takes: stray bytes as `\\xff`."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _os_reason(err: OSError) -> str:
     if err.errno == errno.ELOOP:
         return "is a symbolic link that changed while it was read"
@@ -245,6 +258,11 @@ class _Walker:
             if name.startswith("."):
                 continue
             display = f"{shown}/{name}" if shown else name
+            if not _utf8(name):  # os.scandir decodes a name's stray bytes to surrogates
+                self.issues.append(PolicyIssue(
+                    _printable(display), "", "its name is not valid UTF-8; rename or remove "
+                    "it (every file here is hashed into the policy revision)"))
+                continue
             try:
                 real, info = self._resolve(where, name)
                 if stat.S_ISDIR(info.st_mode):

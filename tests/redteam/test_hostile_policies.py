@@ -460,7 +460,22 @@ def _hostile_edits(canary: str, outside: Path) -> list[tuple[str, Callable[[Path
          "values in one file"),
         ("latin1.yaml", write("latin1.yaml", f"name: x\ndescription: {canary} \xe9\n"
                               .encode("latin-1")), "not valid UTF-8"),
+        # Not even a policy: any file is hashed into the revision, and hashing its name
+        # raised UnicodeEncodeError (outside trial 10): every reload was refused as an
+        # unnamed internal error, and a start died with a traceback.
+        (STRAY_SHOWN, write(STRAY_NAME, "notes\n"), "its name is not valid UTF-8"),
     ]
+
+
+STRAY_NAME = os.fsdecode(b"notes\xff.txt")  # as os.scandir hands it over: with a surrogate
+STRAY_SHOWN = "notes\\xff.txt"  # as every message names it
+
+
+def test_a_file_whose_name_is_not_utf8_is_refused_by_a_printable_name(tmp_path: Path) -> None:
+    (tmp_path / "default.yaml").write_text(DEFAULT)
+    (tmp_path / STRAY_NAME).write_text("never-written\n")  # never echoed either
+    code, output = run_check(tmp_path)
+    assert_refused(code, output, STRAY_SHOWN, "its name is not valid UTF-8", "never-written")
 
 
 @pytest.mark.slow
@@ -521,7 +536,7 @@ def test_a_live_sidecar_survives_hostile_edits_and_still_drains(served: Served,
             code = main(["policy", "status", "--listen", served.address])
         assert code == 1 and f"rejected: {file}" in err.getvalue()
         assert canary not in out.getvalue() + err.getvalue()
-        (served.policies / file).unlink()
+        (served.policies / (STRAY_NAME if file == STRAY_SHOWN else file)).unlink()
         served.wait(lambda: not served.status().errors, f"{file} removed")
     # Live reload is alive: a good edit is served.
     staging = served.policies / ".default.tmp"
