@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return EXIT_USAGE
+    stray = _not_utf8(args)
+    if stray:
+        print(f"error: {stray}: not valid UTF-8 (stray bytes in the argument); it would be "
+              "recorded or sent as text", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return int(args.handler(args))
     except PolicyError as err:
@@ -579,7 +584,7 @@ def _audit_export(args: argparse.Namespace) -> int:
             writer.writerow([json.dumps(v) if isinstance(v, dict | list) else v
                              for v in row.values()])
         else:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.write(_json_line(row) + "\n")
         count += 1
     filters = {k: v for k, v in vars(args).items()
                if k in ("tenant", "app", "decision", "policy", "format",
@@ -954,6 +959,43 @@ def _add_audit_commands(commands: Any) -> None:
 
     _add_audit_hold_commands(audit, audit_common)
     _add_store_commands(commands)
+
+
+# Arguments that name files: Linux paths are bytes, and Python keeps a path's stray
+# bytes as lone surrogates, which `open` takes back. Every other text argument is
+# recorded (a reason, an actor) or sent (a tenant, a filter) as UTF-8.
+_PATH_ARGUMENTS = frozenset({"directory", "output", "file", "manifest", "anchor", "filename",
+                             "public_key_file", "new_kek_file"})
+
+
+def _not_utf8(args: argparse.Namespace) -> str:
+    """The first text argument that is not valid UTF-8, as its option; "" when none.
+
+    Outside trial 10: `audit erase --reason` with a stray byte was chained into the trail
+    for good, and from then on every JSON Lines export holding that event died half
+    written."""
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if name in _PATH_ARGUMENTS or not all(isinstance(v, str) for v in values):
+            continue
+        try:
+            for text in values:
+                text.encode("utf-8")
+        except UnicodeEncodeError:
+            return name if name in ("directory", "file") else "--" + name.replace("_", "-")
+    return ""
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    """A record as one JSON line; with \\u escapes where it holds text that is not valid
+    Unicode (written to the trail before such text was refused), so the export never
+    dies half written."""
+    line = json.dumps(row, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(row)
+    return line
 
 
 def _add_audit_export_commands(audit: Any, audit_common: Any, pinning: Any) -> None:

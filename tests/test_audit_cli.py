@@ -213,3 +213,40 @@ def test_commands_on_a_directory_without_a_trail(tmp_path: Path) -> None:
         assert code == 2 and "nothing was served there" in err, (args, err)
     code, _, err = cli("audit", "verify-export", str(tmp_path / "missing.jsonl"))
     assert code == 2 and "cannot read manifest" in err
+
+
+STRAY = os.fsdecode(b"req-7 \xff")  # a byte that is not UTF-8, as argv hands it to Python
+
+
+def test_a_text_argument_that_is_not_utf8_is_refused_before_anything_is_recorded(
+        data: str) -> None:
+    """Outside trial 10: `erase --reason` with a stray byte was chained into the trail
+    for good (rc 0), and every JSON Lines export holding the event then died."""
+    for args in (["audit", "erase", "--data-dir", data, "--subject", "bob-42",
+                  "--reason", STRAY],
+                 ["audit", "erase", "--data-dir", data, "--subject", STRAY],
+                 ["audit", "hold", "add", "--data-dir", data, "--tenant", "acme",
+                  "--reason", "case", "--actor", STRAY]):
+        code, _, err = cli(*args)
+        option = args[args.index(STRAY) - 1]
+        assert code == 2 and f"error: {option}: not valid UTF-8" in err, err
+    assert not events(data, "erasure") and not events(data, "hold")
+
+
+def test_an_export_of_a_trail_holding_such_text_is_whole_and_verifies(
+        data: str, tmp_path: Path) -> None:
+    """A trail written before that refusal keeps the event: the export escapes it
+    instead of dying half written, and verify-export accepts the file."""
+    store = open_store(make_settings(Path(data).parent))
+    try:
+        store.erase("ann", reason=STRAY)
+    finally:
+        store.close()
+    out = tmp_path / "all.jsonl"
+    code, _, err = cli("audit", "export", "--data-dir", data, "-o", str(out))
+    assert code == 0, err
+    lines = out.read_bytes().decode("utf-8").splitlines()  # valid UTF-8 throughout
+    assert any(json.loads(line).get("kind") == "erasure" for line in lines)
+    key = cli("audit", "public-key", "--data-dir", data)[1].strip()
+    code, out_text, err = cli("audit", "verify-export", str(out), "--public-key", key)
+    assert code == 0, out_text + err
