@@ -149,6 +149,12 @@ PRIVATE_DETAILS: tuple[Detail, ...] = (
            "IbanRecognizer._IbanRecognizer__is_valid_format", "presidio-analyzer",
            ("iban", "bos_eos", "flags"), "7c35ee6dc8038dd8",
            "PatternTimeouts: its TimeoutError warning is TIMEOUT_WARNINGS[1]"),
+    # Presidio's URL patterns, matched by RE2 after a translation checked for exactly
+    # these (sidecar.pii.re2_patterns); the Pattern attributes Presidio reads to decide
+    # whether to compile again are set there (its __analyze_patterns, above).
+    Detail("presidio_analyzer.predefined_recognizers", "UrlRecognizer.PATTERNS",
+           "presidio-analyzer", None, "d7b7f08ec2e7e35d",
+           "re2_patterns.match_with_re2: translates them; tests/test_re2_patterns.py"),
     # spaCy: the lexeme attribute getters, trimmed for tokenizer-only pipelines.
     Detail("spacy.vocab", "Vocab.lex_attr_getters", "spacy", None, "",
            "nlp._load: replaced for pipelines without NER"),

@@ -29,6 +29,8 @@ from presidio_analyzer import (
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
+from sidecar.errors import ConfigError
+from sidecar.pii import re2_patterns
 from sidecar.pii.internals import phone_matcher_constants
 from sidecar.pii.nlp import LazyArtifacts
 from sidecar.policy.model import CustomRecognizer
@@ -606,6 +608,10 @@ def predefined_recognizers(language: str) -> list[Any]:
                 required = _REQUIRED.get(type(recognizer).__name__)
                 if required is not None:
                     _skip_texts_without(recognizer, required)
+                if type(recognizer).__name__ in re2_patterns.ON_RE2 \
+                        and not re2_patterns.match_with_re2(recognizer):
+                    raise ConfigError(f"{type(recognizer).__name__}'s patterns changed: "
+                                      "see sidecar/pii/re2_patterns.py")
                 recognizers.append(recognizer)
         from sidecar.pii import cards, emails, names, organizations, phones, ssn
         from sidecar.pii.addresses import StreetAddressRecognizer
