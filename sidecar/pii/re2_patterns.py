@@ -35,15 +35,15 @@ ON_RE2 = frozenset({"UrlRecognizer"})
 _UNCHECKED = re.compile(r"\\[bBwWAZzG]|\(\?[=!<]|\\[1-9]")
 
 
-@functools.cache
 def _every_character() -> str:
-    return "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+    """Every code point but the surrogates (which no analysed text holds)."""
+    return "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))
 
 
 @functools.cache
 def _class_of(escape: str) -> str:
     """The code points `regex` matches with `escape` (`\\d`, `\\s`), as RE2 class ranges
-    (read once per process: ~0.2 s)."""
+    (read once per process and escape: ~0.1 s each)."""
     import regex  # type: ignore[import-untyped]
 
     points = sorted({ord(ch) for ch in regex.findall(escape, _every_character())})
