@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from sidecar import __version__
 from sidecar.config import Settings
 from sidecar.errors import ConfigError, GuardrailError, PolicyError
+from sidecar.wellformed import has_surrogates
 
 if TYPE_CHECKING:
     from sidecar.workers import WorkerPool
@@ -976,12 +977,8 @@ def _not_utf8(args: argparse.Namespace) -> str:
     written."""
     for name, value in vars(args).items():
         values = value if isinstance(value, list) else [value]
-        if name in _PATH_ARGUMENTS or not all(isinstance(v, str) for v in values):
-            continue
-        try:
-            for text in values:
-                text.encode("utf-8")
-        except UnicodeEncodeError:
+        if name not in _PATH_ARGUMENTS and any(isinstance(text, str) and has_surrogates(text)
+                                               for text in values):
             return name if name in ("directory", "file") else "--" + name.replace("_", "-")
     return ""
 
@@ -991,11 +988,7 @@ def _json_line(row: dict[str, Any]) -> str:
     Unicode (written to the trail before such text was refused), so the export never
     dies half written."""
     line = json.dumps(row, ensure_ascii=False)
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(row)
-    return line
+    return json.dumps(row) if has_surrogates(line) else line
 
 
 def _add_audit_export_commands(audit: Any, audit_common: Any, pinning: Any) -> None:

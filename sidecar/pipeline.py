@@ -37,6 +37,7 @@ from sidecar.types import (
     Verdict,
     Violation,
 )
+from sidecar.wellformed import has_surrogates
 
 log = logging.getLogger(__name__)
 MAX_ID_CHARS = 128
@@ -97,10 +98,8 @@ def _refuse_lone_surrogates(field: str, value: str) -> None:
     the subject), which is UTF-8: a lone surrogate, which JSON over HTTP can carry
     ("\\ud800"), is refused here, at the door. It used to reach the audit writer and
     fail the whole group commit it shared with other callers' records."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(f"{field}: contains lone surrogates") from None
+    if has_surrogates(value):
+        raise InvalidRequest(f"{field}: contains lone surrogates")
 
 
 # What `Pipeline.prepare` runs through every policy before the first request (each

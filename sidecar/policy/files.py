@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.errors import PolicyError, PolicyIssue
+from sidecar.wellformed import has_surrogates
 
 MAX_TREE_FILES = 2000
 # A policy file is refused above 4 MiB (loader) and a schema file above 4 MiB (schema
@@ -127,14 +128,6 @@ def _kind(mode: int) -> str:
         if test(mode):
             return name
     return "not a regular file"
-
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _printable(name: str) -> str:
@@ -258,7 +251,7 @@ class _Walker:
             if name.startswith("."):
                 continue
             display = f"{shown}/{name}" if shown else name
-            if not _utf8(name):  # os.scandir decodes a name's stray bytes to surrogates
+            if has_surrogates(name):  # os.scandir decodes a name's stray bytes to surrogates
                 self.issues.append(PolicyIssue(
                     _printable(display), "", "its name is not valid UTF-8; rename or remove "
                     "it (every file here is hashed into the policy revision)"))
