@@ -197,7 +197,7 @@ class CompletionStream:
             self.totals.decision = Decision.BLOCK
             findings = [_shift(f, origin) for f in verdict.findings if f.end > local]
             violations = [_shift(v, origin) for v in verdict.violations
-                          if v.end > local or (v.end <= v.start and self._first(v))]
+                          if (self._first(v) if v.end <= v.start else v.end > local)]
             self.totals.findings.extend(findings)
             self.totals.violations.extend(violations)
             return Release("", findings, violations, [], self.received, self.released, True)
@@ -216,8 +216,8 @@ class CompletionStream:
         findings = [_shift(f, origin) for f in verdict.findings if local <= f.start < cut
                     or f.start < local < f.end]
         violations = [_shift(v, origin) for v in verdict.violations
-                      if local <= v.start < cut or v.start < local < v.end
-                      or (v.end <= v.start and self._first(v))]
+                      if (self._first(v) if v.end <= v.start
+                          else local <= v.start < cut or v.start < local < v.end)]
         restored = [window[e.start:e.end] for e in released_edits
                     if window[e.start:e.end] in verdict.restored]
         self.totals.findings.extend(findings)

@@ -148,3 +148,33 @@ def test_a_stage_that_fails_in_a_middle_window_is_reported_once(pipeline: Pipeli
     said = [v.rule_id for release in releases for v in release.violations]
     assert said == ["error.pii"] and not releases[-1].violations  # in the middle, once
     assert "".join(release.text for release in releases) == text  # allowed, as it says
+
+
+def test_a_stage_that_fails_in_every_window_is_reported_once(pipeline: Pipeline) -> None:
+    """A span-less violation in the first window (which starts at 0) matched the span
+    test and was reported without being remembered, so the next window reported it
+    again: once means once, however many windows have it."""
+    from presidio_analyzer import AnalyzerEngine
+
+    def failing(self: object, text: str, *args: object, **kwargs: object) -> object:
+        raise RuntimeError("a recognizer bug")
+
+    text = "The quarterly report for ana.sousa@example.com is ready for review. " * 12
+    template = Inspection.of_text("", Direction.COMPLETION, tenant="lenient")
+
+    async def drive() -> list[Release]:
+        async def inspect(window: Inspection) -> Verdict:
+            return finish_locally(window, pipeline.run(window))
+
+        stream = CompletionStream(template, inspect, StreamLimits(min_release=64))
+        releases = []
+        for start in range(0, len(text), 40):
+            stream.add(text[start:start + 40])
+            releases += await stream.advance(final=False)
+        return releases + await stream.advance(final=True)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AnalyzerEngine, "analyze", failing)
+        releases = asyncio.run(drive())
+    assert sum(bool(release.text) for release in releases) > 4
+    assert [v.rule_id for release in releases for v in release.violations] == ["error.pii"]
