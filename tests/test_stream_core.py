@@ -127,22 +127,9 @@ def test_a_stage_that_fails_in_a_middle_window_is_reported_once(pipeline: Pipeli
 
     clean = "The quarterly report is ready for review. " * 8
     text = clean + "Faultmarker: write to ana.sousa@example.com today. " + clean * 3
-    template = Inspection.of_text("", Direction.COMPLETION, tenant="lenient")
-
-    async def drive() -> tuple[CompletionStream, list[Release]]:
-        async def inspect(window: Inspection) -> Verdict:
-            return finish_locally(window, pipeline.run(window))
-
-        stream = CompletionStream(template, inspect, StreamLimits(min_release=64))
-        releases = []
-        for start in range(0, len(text), 40):
-            stream.add(text[start:start + 40])
-            releases += await stream.advance(final=False)
-        return stream, releases + await stream.advance(final=True)
-
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(AnalyzerEngine, "analyze", failing)
-        stream, releases = asyncio.run(drive())
+        stream, releases = _lenient_stream(pipeline, text)
     assert stream.windows > 4
     assert [v.rule_id for v in stream.totals.violations] == ["error.pii"]
     said = [v.rule_id for release in releases for v in release.violations]
@@ -160,9 +147,18 @@ def test_a_stage_that_fails_in_every_window_is_reported_once(pipeline: Pipeline)
         raise RuntimeError("a recognizer bug")
 
     text = "The quarterly report for ana.sousa@example.com is ready for review. " * 12
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AnalyzerEngine, "analyze", failing)
+        _, releases = _lenient_stream(pipeline, text)
+    assert sum(bool(release.text) for release in releases) > 4
+    assert [v.rule_id for release in releases for v in release.violations] == ["error.pii"]
+
+
+def _lenient_stream(pipeline: Pipeline, text: str) -> tuple[CompletionStream, list[Release]]:
+    """`text` streamed in 40-character chunks under the fail-open policy, windows of 64."""
     template = Inspection.of_text("", Direction.COMPLETION, tenant="lenient")
 
-    async def drive() -> list[Release]:
+    async def drive() -> tuple[CompletionStream, list[Release]]:
         async def inspect(window: Inspection) -> Verdict:
             return finish_locally(window, pipeline.run(window))
 
@@ -171,10 +167,6 @@ def test_a_stage_that_fails_in_every_window_is_reported_once(pipeline: Pipeline)
         for start in range(0, len(text), 40):
             stream.add(text[start:start + 40])
             releases += await stream.advance(final=False)
-        return releases + await stream.advance(final=True)
+        return stream, releases + await stream.advance(final=True)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(AnalyzerEngine, "analyze", failing)
-        releases = asyncio.run(drive())
-    assert sum(bool(release.text) for release in releases) > 4
-    assert [v.rule_id for release in releases for v in release.violations] == ["error.pii"]
+    return asyncio.run(drive())
