@@ -1,23 +1,38 @@
-"""Time every predefined Presidio pattern recognizer on crafted text shapes.
+"""Time every recognizer the sidecar builds on crafted and generated text shapes.
 
-    .venv/bin/python bench/regex_shapes.py
+    .venv/bin/python bench/regex_shapes.py              # twelve crafted shapes
+    .venv/bin/python bench/regex_shapes.py --search 300 --seed 1   # + generated ones
 
 Presidio's predefined recognizers match with the backtracking `regex` module (bounded
 only by a 60 s timeout per pattern); a shape that makes one of them slow holds a worker.
-Each recognizer the sidecar builds runs over twelve shapes (runs of digits, separators,
-dots, hex, `a@a.a.…`) at 5,000 and 20,000 characters; the slowest pairs are printed
-with their growth from 5,000 to 20,000 (4x is linear). Round 8: UrlRecognizer on
-`"a@" + "a." * n` took 20.9 s at 20,000 characters (its patterns now run on RE2:
-sidecar/pii/re2_patterns.py); after that change the slowest pair is DateRecognizer
-on "1-1-1…" at ~31 ms (growth ~2-4x: linear).
+
+Crafted: each recognizer runs over twelve shapes (runs of digits, separators, dots, hex,
+`a@a.a.…`) at 5,000 and 20,000 characters; the slowest pairs are printed with their
+growth (4x is linear). Round 8: UrlRecognizer on `"a@" + "a." * n` took 20.9 s at
+20,000 characters (its patterns now run on RE2: sidecar/pii/re2_patterns.py).
+
+Generated (`--search N`): for each recognizer, N random shapes (a unit of 1-4 pieces
+from digits, letters, symbols, accents and newlines, repeated, sometimes between a
+random prefix and suffix) at 1,000 characters; its five slowest are timed again at
+4,000 and 16,000. Round 9's first search (seed 1, 300 shapes) found what the twelve
+crafted shapes had not: Presidio's EmailRecognizer is quadratic in a run of local-part
+characters before an "@" with no dotted domain after it (`"=0" * n + "@9"`: 18.3 s at
+16,000 characters, growth 15x; through the shipped default policy 17.4 s, and 100 KB
+hit the 60 s timeout). Its starts are now found by RE2 (re2_patterns.StartsOnRe2).
+After it, the slowest generated shapes (seeds 1 and 2) grow linearly; the heaviest is
+phone numbers on `" -0" * n` (~66 µs a character: every run of zeros is parsed, once
+per region), so a 1 MiB request of it holds a worker over a minute (see README:
+"What a request can cost").
 """
 
 from __future__ import annotations
 
+import argparse
+import random
+import statistics
 import time
 from collections.abc import Callable
-
-from presidio_analyzer import PatternRecognizer
+from typing import Any
 
 from sidecar.pii.recognizers import predefined_recognizers
 
@@ -35,25 +50,63 @@ SHAPES: dict[str, Callable[[int], str]] = {
     "slash": lambda n: "1/" * (n // 2),
     "spaces-words": lambda n: "ab " * (n // 3),
 }
+PIECES = list("1 90aAxZ-./:@_,+()#\né%=?&;'\"") + ["ab", "12", "a1", "1a", "A1"]
+
+
+def seconds(recognizer: Any, text: str) -> float:
+    started = time.perf_counter()
+    recognizer.analyze(text, recognizer.supported_entities, None)
+    return time.perf_counter() - started
+
+
+def generated(rng: random.Random) -> Callable[[int], str]:
+    def unit() -> str:
+        return "".join(rng.choice(PIECES) for _ in range(rng.randint(1, 4)))
+
+    repeated, prefix, suffix = unit(), unit(), unit()
+    if rng.random() < 0.6:
+        return lambda n: (repeated * (n // len(repeated) + 1))[:n]
+    return lambda n: prefix + (repeated * (n // len(repeated) + 1))[
+        :n - len(prefix) - len(suffix)] + suffix
 
 
 def main() -> None:
-    recognizers = [r for r in predefined_recognizers("en") if isinstance(r, PatternRecognizer)]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--search", type=int, default=0, metavar="N",
+                        help="also time N generated shapes per recognizer")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    recognizers = [r for r in predefined_recognizers("en")
+                   if type(r).__name__ != "SpacyRecognizer"]  # NER: not a pattern
     rows = []
     for recognizer in recognizers:
+        name = getattr(recognizer, "name", type(recognizer).__name__)
         for shape, make in SHAPES.items():
-            seconds = []
-            for size in (5_000, 20_000):
-                text = make(size)
-                started = time.perf_counter()
-                recognizer.analyze(text, recognizer.supported_entities, None)
-                seconds.append(time.perf_counter() - started)
-            rows.append((seconds[1], seconds[1] / max(seconds[0], 1e-6),
-                         type(recognizer).__name__, shape))
+            small, large = seconds(recognizer, make(5_000)), seconds(recognizer, make(20_000))
+            rows.append((large, large / max(small, 1e-6), name, shape))
     rows.sort(reverse=True)
-    print("recognizer                   shape          20K ms   growth 5K->20K")
+    print("crafted: recognizer           shape          20K ms   growth 5K->20K")
     for at_20k, growth, name, shape in rows[:12]:
-        print(f"{name:28s} {shape:12s} {at_20k * 1e3:8.1f}   x{growth:4.1f}")
+        print(f"{name:30s} {shape:12s} {at_20k * 1e3:8.1f}   x{growth:4.1f}")
+    if not args.search:
+        return
+    rng = random.Random(args.seed)
+    found = []
+    for recognizer in recognizers:
+        name = getattr(recognizer, "name", type(recognizer).__name__)
+        shapes = [generated(rng) for _ in range(args.search)]
+        timed = sorted(((seconds(recognizer, make(1_000)), index)
+                        for index, make in enumerate(shapes)), reverse=True)
+        print(f"{name:30s} median at 1K {statistics.median(t for t, _ in timed) * 1e3:.3f} "
+              f"ms, slowest {timed[0][0] * 1e3:.3f}", flush=True)
+        for _, index in timed[:5]:
+            make = shapes[index]
+            small, large = seconds(recognizer, make(4_000)), seconds(recognizer, make(16_000))
+            found.append((large, large / max(small, 1e-7), name, make(40)))
+    found.sort(reverse=True)
+    print("generated: recognizer          16K ms   growth 4K->16K   shape (40 characters)")
+    for at_16k, growth, name, sample in found[:20]:
+        print(f"{name:30s} {at_16k * 1e3:8.1f}   x{growth:5.1f}   {sample!r}")
 
 
 if __name__ == "__main__":

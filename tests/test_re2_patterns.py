@@ -1,18 +1,21 @@
-"""Presidio's URL patterns on RE2 (sidecar.pii.re2_patterns): the same findings as
-Presidio's own engine, on generated texts and the corpora, in time linear in the text."""
+"""Presidio's URL and e-mail patterns on RE2 (sidecar.pii.re2_patterns): the same
+findings as Presidio's own engine, on generated texts and the corpora, in time linear in
+the text."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from presidio_analyzer.predefined_recognizers import UrlRecognizer
+from presidio_analyzer.predefined_recognizers import EmailRecognizer, UrlRecognizer
 
-from sidecar.pii.re2_patterns import Re2Finder
+from sidecar.pii import re2_patterns
+from sidecar.pii.re2_patterns import Re2Finder, StartsOnRe2
 from sidecar.pii.recognizers import predefined_recognizers
 from sidecar.pipeline import Limits, Pipeline
 from sidecar.policy.store import compile_directory
@@ -90,3 +93,99 @@ def test_crafted_text_costs_a_worker_no_minute(tmp_path: Path) -> None:
     verdict = pipeline.run(Inspection.of_text("a@" + "a." * 50_000 + "a.com"))
     assert not [v.rule_id for v in verdict.violations]
     assert [f.entity_type for f in verdict.findings] == ["URL"]
+
+
+def test_an_at_after_a_long_run_costs_a_worker_no_minute(tmp_path: Path) -> None:
+    """Presidio's EMAIL_ADDRESS pattern, on its backtracking engine, reads from every
+    word boundary of a run of the characters an address's local part may hold up to the
+    "@" after it, and fails there when no dotted domain follows: quadratic in the run.
+    With the shipped default policy, 16 KB of `"=0"` and an "@" took 17 s, a base64 blob
+    of 16 KB followed by "@bob" 5.9 s; 100 KB held a worker until the 60 s regex timeout
+    and the request was then blocked by on_error. Counted by the outcome, not timed."""
+    shutil.copy(REPO / "policies" / "default.yaml", tmp_path / "default.yaml")
+    pipeline = Pipeline(compile_directory(tmp_path, DETECTION_RESOURCES),
+                        Limits(1 << 20, 64, 64))
+    text = "=0" * 50_000 + "@9 and write to jane@example.com"
+    verdict = pipeline.run(Inspection.of_text(text))
+    assert not [v.rule_id for v in verdict.violations]
+    assert [(f.entity_type, text[f.start:f.end]) for f in verdict.findings] == [
+        ("EMAIL_ADDRESS", "jane@example.com")]
+
+
+# -- EMAIL_ADDRESS: RE2 finds where each match starts, Presidio's engine reads it --------
+
+@pytest.fixture(scope="module")
+def email() -> Any:
+    return next(r for r in predefined_recognizers("en") if isinstance(r, EmailRecognizer))
+
+
+def test_the_email_pattern_finds_its_starts_on_re2(email: Any) -> None:
+    assert [type(pattern.compiled_regex) for pattern in email.patterns] == [StartsOnRe2]
+    assert [pattern.regex for pattern in email.patterns] == [re2_patterns.EMAIL_PATTERN]
+
+
+def test_what_the_email_rewrite_assumes_of_regex_holds(email: Any) -> None:
+    """StartsOnRe2 drops the trailing `\\b` because `\\b`'s word characters are `\\w`'s,
+    and writes "@", "-" and "." as themselves: both checked here for the installed
+    `regex` under Presidio's flags, over every code point."""
+    import regex
+
+    flags = email.global_regex_flags
+    assert flags == re2_patterns.PRESIDIO_FLAGS  # the flags its classes are read with
+    every = "".join(map(chr, range(1, 0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))
+    spaced = "\x00" + "\x00".join(every) + "\x00"  # a word character has \b before it
+    bounded = {spaced[m.start()] for m in regex.finditer(r"\b", spaced, flags=flags)}
+    assert bounded - {"\x00"} == set(regex.findall(r"\w", every, flags=flags))
+    for literal in "@-.":
+        assert regex.findall(regex.escape(literal), every, flags=flags) == [literal]
+
+
+# Characters where the engines or the boundary rule could differ: Unicode letters, digits
+# and marks that are \w (accents, İ, Kelvin, Arabic-Indic digits, a combining accent,
+# ZWJ, Roman numerals), symbols a local part may hold, and characters that are neither.
+EMAIL_PIECES = st.sampled_from([
+    "a", "Z", "0", "9", "_", "é", "İ", "\u212a", "ß", "٣", "\u0301", "\u200d", "\u2160",
+    "\u00b2", "!", "#", "$", "%", "&", "'", "*", "+", "-", "/", "=", "?", "^", "`", "{",
+    "|", "}", "~", ".", "@", " ", ",", ";", '"', "(", ")", "<", ">", "\n", "\u00a0",
+    "\u2003", "\U0001f600", "\ufffd", "example", ".com", "a@b.co", "--", "..", "@@",
+    "jane.doe", "x-y", "=0=0=0", "!x@y.de", "+tag@ex.org"])  # a match right after one
+# can start with a symbol (the \\b after the first match's last word character)
+
+
+def _spans(finditer: Any, text: str) -> list[tuple[int, int]]:
+    return [m.span() for m in finditer(text)]
+
+
+@settings(max_examples=600, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.lists(EMAIL_PIECES, max_size=24).map("".join))
+def test_email_matches_are_presidio_engines_own(email: Any, text: str) -> None:
+    """Every match, valid address or not, before Presidio scores and validates it."""
+    import regex
+
+    exact = regex.compile(re2_patterns.EMAIL_PATTERN, flags=email.global_regex_flags)
+    assert _spans(email.patterns[0].compiled_regex.finditer, text) == _spans(
+        exact.finditer, text)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.lists(EMAIL_PIECES, max_size=24).map("".join))
+def test_email_findings_are_presidios(email: Any, text: str) -> None:
+    found = sorted((r.start, r.end, r.score)
+                   for r in email.analyze(text, ["EMAIL_ADDRESS"], None))
+    assert found == sorted((r.start, r.end, r.score) for r in EmailRecognizer().analyze(
+        text, ["EMAIL_ADDRESS"], None))
+
+
+def test_email_findings_are_presidios_on_the_corpus(email: Any) -> None:
+    texts = [json.loads(line)["text"]
+             for line in (REPO / "bench" / "data" / "prompts.jsonl").open(encoding="utf-8")]
+    presidio = EmailRecognizer()
+
+    def found(recognizer: Any, text: str) -> list[tuple[int, int, float]]:
+        return sorted((r.start, r.end, r.score)
+                      for r in recognizer.analyze(text, ["EMAIL_ADDRESS"], None))
+
+    assert [text for text in texts if found(email, text) != found(presidio, text)] == []
+    assert sum(bool(found(email, text)) for text in texts) >= 20  # the corpora hold 20

@@ -155,6 +155,10 @@ PRIVATE_DETAILS: tuple[Detail, ...] = (
     Detail("presidio_analyzer.predefined_recognizers", "UrlRecognizer.PATTERNS",
            "presidio-analyzer", None, "d7b7f08ec2e7e35d",
            "re2_patterns.match_with_re2: translates them; tests/test_re2_patterns.py"),
+    Detail("presidio_analyzer.predefined_recognizers", "EmailRecognizer.PATTERNS",
+           "presidio-analyzer", None, "36416eb15ee71653",
+           "re2_patterns.StartsOnRe2: derived for exactly this pattern; "
+           "tests/test_re2_patterns.py"),
     # spaCy: the lexeme attribute getters, trimmed for tokenizer-only pipelines.
     Detail("spacy.vocab", "Vocab.lex_attr_getters", "spacy", None, "",
            "nlp._load: replaced for pipelines without NER"),

@@ -19,6 +19,14 @@ checked (a word boundary, `\\w`, an anchor, lookaround) is refused, and the work
 refuses to start naming it (sidecar.pii.recognizers), as for any other changed private
 detail. `tests/test_re2_patterns.py` checks the results equal Presidio's on generated
 URL-shaped texts and on the hand-labelled corpus.
+
+`EmailRecognizer`'s one pattern holds `\\b` and `\\w`, which RE2 cannot read as `regex`
+does, and its backtracking is quadratic in a run of the characters a local part may
+hold before an "@" with no dotted domain after it (`"=0" * n + "@9"`: 16 KB took 17 s;
+a 16 KB base64 blob then "@bob" 5.9 s; found by a generated search in round 9). There
+RE2 only finds where the next match starts (`StartsOnRe2`), which it can do exactly,
+and Presidio's own compiled pattern reads the match at that start: the same match
+objects, each start read once.
 """
 
 from __future__ import annotations
@@ -26,13 +34,15 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from typing import Any
 
-from sidecar.regex import compile_re2
+from sidecar.regex import Utf8Text, compile_re2
 
+# Presidio's PatternRecognizer flags (its `global_regex_flags` default).
+PRESIDIO_FLAGS = 2 | 8 | 16  # regex.IGNORECASE | regex.MULTILINE | regex.DOTALL
 # Recognizers whose patterns RE2 runs (by class name); measured slow on crafted text.
-ON_RE2 = frozenset({"UrlRecognizer"})
+ON_RE2 = frozenset({"UrlRecognizer", "EmailRecognizer"})
 _UNCHECKED = re.compile(r"\\[bBwWAZzG]|\(\?[=!<]|\\[1-9]")
 
 
@@ -41,13 +51,43 @@ def _every_character() -> str:
     return "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))
 
 
+# What the translations below read from `regex`: (escape, flags) pairs.
+_READ = ((r"\d", 0), (r"\s", 0), (r"\w", PRESIDIO_FLAGS), (r"[!#$%&'*+\-/=?^_`{|}~\.]",
+                                                          PRESIDIO_FLAGS))
+
+
 @functools.cache
-def _class_of(escape: str) -> str:
-    """The code points `regex` matches with `escape` (`\\d`, `\\s`), as RE2 class ranges
-    (read once per process and escape: ~0.1 s each)."""
+def _read_classes(pairs: tuple[tuple[str, int], ...] = _READ
+                  ) -> dict[tuple[str, int], frozenset[int]]:
+    """The code points `regex` matches with each (escape, flags) of `pairs`, read in one
+    pass over every code point (~0.3 s once per process, while the recognizers are
+    built; the 4.4 MB text is dropped after)."""
     import regex  # type: ignore[import-untyped]
 
-    points = sorted({ord(ch) for ch in regex.findall(escape, _every_character())})
+    every = _every_character()
+    return {(escape, flags): frozenset(map(ord, regex.findall(escape, every, flags=flags)))
+            for escape, flags in pairs}
+
+
+def _points_of(escape: str, flags: int = 0) -> frozenset[int]:
+    """The code points `regex` matches with `escape` under `flags`."""
+    read = _read_classes()
+    if (escape, flags) in read:
+        return read[escape, flags]
+    import regex
+
+    return frozenset(map(ord, regex.findall(escape, _every_character(), flags=flags)))
+
+
+@functools.cache
+def _class_of(escape: str, flags: int = 0) -> str:
+    """`_points_of(escape, flags)` as RE2 class ranges."""
+    return _ranges(_points_of(escape, flags))
+
+
+def _ranges(code_points: Set[int]) -> str:
+    """`code_points` as the inside of an RE2 character class."""
+    points = sorted(code_points)
     ranges: list[tuple[int, int]] = []
     for point in points:
         if ranges and point == ranges[-1][1] + 1:
@@ -105,12 +145,101 @@ class Re2Finder:
         return iter(self._compiled.finditer(text.replace("\u0130", "i")))
 
 
+# Presidio's EMAIL_ADDRESS pattern, the one `StartsOnRe2` was derived for (below).
+EMAIL_PATTERN = (r"\b((([!#$%&'*+\-/=?^_`{|}~\w])|([!#$%&'*+\-/=?^_`{|}~\w]"
+                 r"[!#$%&'*+\-/=?^_`{|}~\.\w]{0,}[!#$%&'*+\-/=?^_`{|}~\w]))[@]\w+(?:-+\w+)*"
+                 r"(?:\.\w+(?:-+\w+)*)+)\b")
+_LOCAL = r"[!#$%&'*+\-/=?^_`{|}~\w]"  # any character of a local part but its dots
+_LOCAL_OR_DOT = r"[!#$%&'*+\-/=?^_`{|}~\.\w]"
+_SYMBOLS = _READ[3][0]  # the characters the local-part classes name besides \w
+
+
+class StartsOnRe2:
+    """Presidio's EMAIL_ADDRESS pattern, each match read by Presidio's own engine at the
+    start RE2 finds for it.
+
+    A backtracking `finditer` tries every position in turn and, at the first where the
+    pattern can match, takes the match its order of alternatives gives. So the matches
+    are: s = the leftmost position at or after the last match's end where the pattern
+    matches at all; `regex`'s match anchored at s (which reads the character before s
+    for `\\b`, as `finditer` does); and again from its end. Only "where can it match"
+    is slow for `regex` (it walks a whole run for each start), and that question does
+    not depend on the order of alternatives, so RE2 answers it with the pattern
+    rewritten for existence:
+
+    - `\\w` and the two local-part classes become the exact code-point sets `regex`
+      matches under Presidio's flags (so IGNORECASE needs nothing more);
+    - the leading `\\b` holds at s when the character before s (none at the start of
+      the text) is not a word character and the one at s is, or the other way round;
+      every character a match starts with is a word character or one of the local
+      part's symbols, so the search reads the character before s too: at the text's
+      start, `\\A` then a word character; elsewhere, a non-word character then a word
+      character, or a word character then a symbol; the group after it is s;
+    - the trailing `\\b` is dropped: a match's domain ends with `\\w+`, which can
+      always grow to the end of its word, where `\\b` holds; this needs `\\b`'s word
+      characters to be `\\w`'s, which tests/test_re2_patterns.py checks for the
+      installed `regex` (read at run time it would cost each worker 0.6 s).
+
+    The local part cannot hold "@" and a match holds one, so each anchored match reads
+    at most the stretch up to its "@" and its domain: linear in the text.
+    """
+
+    def __init__(self, pattern: str, flags: int) -> None:
+        import regex
+
+        if pattern != EMAIL_PATTERN:
+            raise ValueError("not the EMAIL_ADDRESS pattern this finder was derived for")
+        words = _points_of(r"\w", flags)
+        # The classes' other characters (found among the symbols they name, in one scan):
+        # which of them each class matches is asked of `regex` itself.
+        others = [ch for ch in map(chr, _points_of(_SYMBOLS, flags)) if ord(ch) not in words]
+        symbols = {ord(ch) for ch in others if regex.fullmatch(_LOCAL, ch, flags=flags)}
+        dots = {ord(ch) for ch in others if regex.fullmatch(_LOCAL_OR_DOT, ch, flags=flags)}
+        word, local = _ranges(words), _ranges(words | symbols)
+        rest = (f"(?:[{_ranges(words | dots)}]*[{local}])?@[{word}]+(?:-+[{word}]+)*"
+                f"(?:\\.[{word}]+(?:-+[{word}]+)*)+")
+        self._at_text_start = compile_re2(f"[{word}]{rest}", max_length=1 << 22)
+        self._elsewhere = compile_re2(
+            f"[^{word}]([{word}]){rest}|[{word}]([{_ranges(symbols)}]){rest}",
+            max_length=1 << 22)
+        self._exact = regex.compile(pattern, flags=flags)
+        list(self.finditer("warm a@b.co"))  # RE2 builds its automaton lazily: ~18 ms, here
+
+    def finditer(self, text: str, timeout: float | None = None) -> Iterator[Any]:
+        encoded = Utf8Text(text)
+        position = 0
+        while position < len(text):
+            start = self._next_start(encoded, position)
+            if start is None:
+                return
+            found = self._exact.match(text, start, timeout=timeout)
+            if found is None:  # RE2 and regex disagree: regex has the last word, move on
+                position = start + 1
+                continue
+            yield found
+            position = max(found.end(), start + 1)
+
+    def _next_start(self, encoded: Utf8Text, position: int) -> int | None:
+        """The leftmost position >= `position` where the pattern matches."""
+        if position == 0 and self._at_text_start.match(encoded.data, 0) is not None:
+            return 0
+        # The character before the start is part of the search (see the class docstring).
+        found = self._elsewhere.search(encoded.data, encoded.to_byte(max(position - 1, 0)))
+        if found is None:
+            return None
+        byte = found.start(1) if found.start(1) >= 0 else found.start(2)
+        return encoded.to_char(byte)
+
+
 def match_with_re2(recognizer: Any) -> bool:
     """Have `recognizer` (a Presidio PatternRecognizer) match its patterns with RE2;
     False, leaving it untouched, when one of them is not one this module can translate
     (the caller then refuses to start: the slow engine is not an option to fall back to)."""
     try:
-        finders = [Re2Finder(pattern.regex) for pattern in recognizer.patterns]
+        finders: list[Re2Finder | StartsOnRe2] = [
+            StartsOnRe2(pattern.regex, recognizer.global_regex_flags)
+            if type(recognizer).__name__ == "EmailRecognizer" else Re2Finder(pattern.regex)
+            for pattern in recognizer.patterns]
     except ValueError:
         return False
     # Copies: a recognizer class's PATTERNS are shared by all its instances (a test's
