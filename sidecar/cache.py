@@ -36,6 +36,10 @@ class MessageCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def entries(self) -> dict[Key, StageResult]:
+        """A copy of what is cached, oldest first."""
+        return dict(self._entries)
+
     def get(self, key: Key) -> StageResult | None:
         found = self._entries.get(key)
         if found is None:

@@ -10,7 +10,8 @@
     ├── AuditUnavailable           the audit record could not be written → UNAVAILABLE
     ├── Overloaded                 the work queue is full; shed at once  → RESOURCE_EXHAUSTED
     ├── DeadlineExceeded           the caller's deadline passed before
-    │                              the work could start                  → DEADLINE_EXCEEDED
+    │                              the work could start (or every caller
+    │                              of a batch went while it ran)         → DEADLINE_EXCEEDED
     └── StageFailed                a pipeline stage broke; the policy's
                                    on_error turns it into BLOCK or ALLOW → INTERNAL
 
@@ -83,7 +84,10 @@ class Overloaded(GuardrailError):
 
 
 class DeadlineExceeded(GuardrailError):
-    """The caller's deadline passed while the request waited; the work was never started."""
+    """The caller's deadline passed while the request waited; the work was never started.
+
+    Also what a worker answers for a batch it stopped because all its callers had gone
+    (sidecar.abandon): nobody reads it, but every request of a batch gets an outcome."""
 
 
 class StageFailed(GuardrailError):

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sidecar import abandon
 from sidecar.cache import Key, MessageCache, message_key
 from sidecar.config import Settings
 from sidecar.edits import apply_resolved, resolve
@@ -194,6 +195,7 @@ class Pipeline:
         states = [_Progress(inspection) for inspection in inspections]
         shadow_mode = compiled.policy.mode == "shadow"
         for stage in compiled.stages:
+            abandon.check()  # every caller gone (sidecar.abandon): no verdict at all
             # In shadow mode every stage runs: the point is to see everything it would do.
             live = [state for state in states if shadow_mode or not state.blocked]
             if not live:

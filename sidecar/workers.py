@@ -46,6 +46,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from sidecar import abandon
 from sidecar.aio import settle
 from sidecar.config import Settings
 from sidecar.errors import (
@@ -285,6 +286,9 @@ class _Worker:
         self._on_idle = on_idle
         self.process: Any = None  # multiprocessing.context.SpawnProcess
         self.conn: Connection | None = None
+        # Shared with the process: set when every caller of the batch it inspects has
+        # gone (sidecar.abandon); cleared before each batch is sent. Only the front writes.
+        self.abandoned: Any = None
         self.alive = False
         self.respawning = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -314,8 +318,9 @@ class _Worker:
         # parent's environment. An operator's own setting is kept.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         parent_end, child_end = context.Pipe()
+        self.abandoned = context.RawValue("b", 0)
         self.process = context.Process(
-            target=worker_main, args=(self.settings, self.index, child_end),
+            target=worker_main, args=(self.settings, self.index, child_end, self.abandoned),
             name=f"guardrail-worker-{self.index}", daemon=True)
         self.process.start()
         child_end.close()  # so that the worker's exit shows here as EOF
@@ -370,7 +375,18 @@ class _Worker:
         self.largest_batch = max(self.largest_batch, len(batch))
         self.largest_batch_chars = max(self.largest_batch_chars,
                                        sum(job.inspection.chars for job in batch))
+        self.abandoned.value = 0
         self._write([job.inspection for job in batch], batch)
+        for job in batch:
+            job.future.add_done_callback(self._on_caller_done)
+
+    def _on_caller_done(self, _: asyncio.Future[Verdict]) -> None:
+        """When every caller of the batch in flight has gone (cancelled: a deadline, a
+        hang-up), tell the worker to stop inspecting it (sidecar.abandon)."""
+        in_flight = self._in_flight
+        if isinstance(in_flight, list) and in_flight \
+                and all(job.future.cancelled() for job in in_flight):
+            self.abandoned.value = 1
 
     def detach(self) -> bool:
         """Stop watching the pipe (on the loop); True when there is a process to shut down."""
@@ -440,8 +456,10 @@ class _Worker:
         self._on_idle()
 
 
-def worker_main(settings: Settings, index: int, conn: Connection) -> None:
-    """Entry point of a worker process: load, warm up, then answer batches until told to stop."""
+def worker_main(settings: Settings, index: int, conn: Connection,
+                abandoned: Any = None) -> None:
+    """Entry point of a worker process: load, warm up, then answer batches until told to
+    stop. `abandoned`: the flag the front sets when a batch's callers have all gone."""
     from sidecar import logs
 
     # Ctrl-C reaches the whole process group; the front process decides when we stop.
@@ -471,6 +489,8 @@ def worker_main(settings: Settings, index: int, conn: Connection) -> None:
     # 50 KB request's text views) stayed until then: a worker grew by ~250 MiB per 1 MB
     # request. Frozen, full passes run as often as the request's own objects warrant.
     gc.freeze()
+    if abandoned is not None:
+        abandon.watch(lambda: abandoned.value != 0)
     loaded.set()
     if not _tell(conn, ("ready", None)):
         return
@@ -503,6 +523,11 @@ def inspect_batch(pipeline: Pipeline, batch: list[Inspection], worker: int
     time, and the request that raises fails alone (StageFailed -> INTERNAL)."""
     try:
         return list(pipeline.run_batch(batch))
+    except abandon.Abandoned:  # every caller has gone: nobody reads these
+        log.info("batch stopped: its callers have gone", extra={
+            "worker": worker, "batch": len(batch)})
+        return [DeadlineExceeded("the call was cancelled while it was inspected")
+                for _ in batch]
     except BaseException as err:  # never echo: the message may quote text
         log.error("batch failed; inspecting its requests one at a time", extra={
             "worker": worker, "error_type": type(err).__name__,
@@ -511,6 +536,9 @@ def inspect_batch(pipeline: Pipeline, batch: list[Inspection], worker: int
     for inspection in batch:
         try:
             outcomes.extend(pipeline.run_batch([inspection]))
+        except abandon.Abandoned:
+            return [DeadlineExceeded("the call was cancelled while it was inspected")
+                    for _ in batch]
         except BaseException as err:
             log.error("inspection failed", extra={
                 "worker": worker, "error_type": type(err).__name__,

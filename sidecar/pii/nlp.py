@@ -29,6 +29,7 @@ from typing import Any
 
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 
+from sidecar import abandon
 from sidecar.errors import ConfigError
 from sidecar.pii.entities import NER_ENTITIES, NER_ENTITY_MAPPING
 
@@ -291,6 +292,7 @@ class LeanSpacyEngine(SpacyNlpEngine):
                   for segment in ner_segments(text, self.segment_chars, self.overlap_chars)]
         found: list[list[Entity]] = [[] for _ in texts]
         for group in _passes(pieces, self.pass_chars):
+            abandon.check()  # a pass is up to 16 KiB of NER: ~0.5 s
             parts = [texts[index][start:end] for index, start, _, _, end in group]
             for (index, start, low, high, _), doc in zip(
                     group, nlp.pipe(parts, batch_size=len(parts),

@@ -29,6 +29,7 @@ from presidio_analyzer import (
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
+from sidecar import abandon
 from sidecar.errors import ConfigError
 from sidecar.pii import re2_patterns
 from sidecar.pii.internals import phone_matcher_constants
@@ -124,6 +125,7 @@ def bounded_matcher() -> Any:
             """phonenumbers' search loop, with each candidate found once per text."""
             found = self._shared.candidate_at(self.text, index)
             while self._max_tries > 0 and found is not None:
+                abandon.check()  # digit-dense text: ~100 µs of parsing a character
                 start, candidate = found
                 if len(candidate) >= self._min_candidate_length:
                     match = self._extract_match(candidate, start)
@@ -592,6 +594,18 @@ def _skip_texts_without(recognizer: Any, required: str) -> None:
     recognizer.analyze = analyze_if_possible
 
 
+def _stop_before_if_abandoned(recognizer: Any) -> None:
+    """Have `recognizer` stop the inspection before it reads a text nobody waits for
+    (sidecar.abandon): a recognizer's pass over a 1 MiB text takes up to seconds."""
+    analyze = recognizer.analyze
+
+    def analyze_unless_abandoned(text: str, *args: Any, **kwargs: Any) -> Any:
+        abandon.check()
+        return analyze(text, *args, **kwargs)
+
+    recognizer.analyze = analyze_unless_abandoned
+
+
 def predefined_recognizers(language: str) -> list[Any]:
     """Presidio's predefined recognizers for `language`, built once per process.
 
@@ -608,6 +622,7 @@ def predefined_recognizers(language: str) -> list[Any]:
                 required = _REQUIRED.get(type(recognizer).__name__)
                 if required is not None:
                     _skip_texts_without(recognizer, required)
+                _stop_before_if_abandoned(recognizer)
                 if type(recognizer).__name__ in re2_patterns.ON_RE2 \
                         and not re2_patterns.match_with_re2(recognizer):
                     raise ConfigError(f"{type(recognizer).__name__}'s patterns changed: "

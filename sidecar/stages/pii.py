@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sidecar import abandon
 from sidecar.errors import PolicyError, PolicyIssue
 from sidecar.policy.model import EntityRule, PiiConfig
 from sidecar.types import (
@@ -188,6 +189,7 @@ class PiiStage:
                              for text in texts]
             out = []
             for number, (text, nlp_artifacts) in enumerate(zip(texts, artifacts, strict=True)):
+                abandon.check()
                 explain = explaining is not None and explaining[number]
                 skipped = self._timeouts.count()
                 raw = self._analyzer.analyze(
