@@ -50,7 +50,7 @@ SHAPES: dict[str, Callable[[int], str]] = {
     "slash": lambda n: "1/" * (n // 2),
     "spaces-words": lambda n: "ab " * (n // 3),
 }
-PIECES = list("1 90aAxZ-./:@_,+()#\né%=?&;'\"") + ["ab", "12", "a1", "1a", "A1"]
+PIECES = [*"1 90aAxZ-./:@_,+()#\né%=?&;'\"", "ab", "12", "a1", "1a", "A1"]
 
 
 def seconds(recognizer: Any, text: str) -> float:
