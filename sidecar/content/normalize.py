@@ -352,10 +352,12 @@ def words(view: View) -> View:
     out.append(text[position:])
     origin.extend(view.origin[position:])
 
+    ends = [end for end, _ in shift]  # once: rebuilt per position it made 1 MB take 7.6 s
+
     def moved(old: int) -> int:
         """Where an old position between two characters is now (joins and gaps are only
         ever between letters or digits, never inside a run)."""
-        index = bisect.bisect_right([end for end, _ in shift], old) - 1
+        index = bisect.bisect_right(ends, old) - 1
         return old - (shift[index][1] if index >= 0 else 0)
 
     return View("".join(out), tuple(origin), view.source,
