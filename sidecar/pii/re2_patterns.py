@@ -38,6 +38,7 @@ from collections.abc import Iterator, Set
 from typing import Any
 
 from sidecar.regex import Utf8Text, compile_re2
+from sidecar.wellformed import well_formed
 
 # Presidio's PatternRecognizer flags (its `global_regex_flags` default).
 PRESIDIO_FLAGS = 2 | 8 | 16  # regex.IGNORECASE | regex.MULTILINE | regex.DOTALL
@@ -142,7 +143,9 @@ class Re2Finder:
 
     def finditer(self, text: str, timeout: float | None = None) -> Iterator[Any]:
         del timeout  # linear time: nothing to time out
-        return iter(self._compiled.finditer(text.replace("\u0130", "i")))
+        # RE2 reads UTF-8, which cannot carry a lone surrogate: U+FFFD stands in for it
+        # (one character for one; no URL pattern tells the two apart).
+        return iter(self._compiled.finditer(well_formed(text).replace("\u0130", "i")))
 
 
 # Presidio's EMAIL_ADDRESS pattern, the one `StartsOnRe2` was derived for (below).
@@ -206,7 +209,9 @@ class StartsOnRe2:
         list(self.finditer("warm a@b.co"))  # RE2 builds its automaton lazily: ~18 ms, here
 
     def finditer(self, text: str, timeout: float | None = None) -> Iterator[Any]:
-        encoded = Utf8Text(text)
+        # RE2 reads UTF-8, which cannot carry a lone surrogate; U+FFFD stands in for it
+        # (one character for one, and like it neither a word nor a local-part character).
+        encoded = Utf8Text(well_formed(text))
         position = 0
         while position < len(text):
             start = self._next_start(encoded, position)
