@@ -149,9 +149,10 @@ EMAIL_PIECES = st.sampled_from([
     "\u00b2", "!", "#", "$", "%", "&", "'", "*", "+", "-", "/", "=", "?", "^", "`", "{",
     "|", "}", "~", ".", "@", " ", ",", ";", '"', "(", ")", "<", ">", "\n", "\u00a0",
     "\u2003", "\U0001f600", "\ufffd", "example", ".com", "a@b.co", "--", "..", "@@",
-    "jane.doe", "x-y", "=0=0=0", "!x@y.de", "+tag@ex.org",
-    "\ud800", "\udfff"])  # lone surrogates: UTF-8 cannot carry them, RE2 reads UTF-8  # a match right after one
-# can start with a symbol (the \\b after the first match's last word character)
+    "jane.doe", "x-y", "=0=0=0", "!x@y.de", "+tag@ex.org",  # a match right after one can
+    # start with a symbol (the \\b after the first match's last word character); lone
+    # surrogates, which UTF-8 (what RE2 reads) cannot carry:
+    "\ud800", "\udfff"])
 
 
 def _spans(finditer: Any, text: str) -> list[tuple[int, int]]:
