@@ -8,8 +8,9 @@ regex search (bench/regex_shapes.py --search) found heaviest per character. Ever
 recognizer is linear in the text since round 9, so these rates tell what a request of
 `max_text_bytes` holds a worker. Round 9, 65,536 characters: prose 41 µs a character
 (2.7 CPU-s, mostly spaCy's `ner`), `" -0"` repeated 100 (phone numbers: every run of
-digits is parsed), `"a1 "` 51, `"1/"` 46, base64 3.5; 1,000,000 characters: prose 78
-(dense PII prose grows faster than linearly there), `" -0"` 36, `"1/"` 22.
+digits is parsed), `"a1 "` 51, `"1/"` 46, base64 3.5; 1,000,000 characters: prose 39
+(78 before the content stage's `words` view lost a quadratic step), `"a1 "` 46, `" -0"`
+29, `"0 "` 34, `"1/"` 16, base64 8.5.
 """
 
 from __future__ import annotations
