@@ -1,9 +1,9 @@
 """Stop inspecting a batch that nobody waits for any more.
 
-A worker inspects a batch to the end once it has started: a 1 MiB request costs it
-40-100 s of CPU (README, "What a request can cost"), and a caller whose deadline passes
-or who hangs up gets its answer from gRPC at once while the worker goes on for nobody.
-Several such calls in a row held every worker, and the pod answered no one.
+A worker inspected a batch to the end once it had started: a 1 MiB request costs it
+~15-50 s of CPU (README, "What a request can cost"), and a caller whose deadline passed
+or who hung up got its answer from gRPC at once while the worker went on for nobody:
+two such calls held both workers of a 2-CPU pod, and everyone else waited.
 
 The front process knows when every caller of a batch has gone (their calls cancelled:
 gRPC cancels a call at its deadline and when the client disconnects), and says so

@@ -1,6 +1,6 @@
 """A batch whose callers have all gone is not inspected to the end (sidecar.abandon).
 
-A 1 MiB request costs a worker 40-100 s of CPU; before round 9 a caller whose deadline
+A 1 MiB request costs a worker ~15-50 s of CPU; before round 9 a caller whose deadline
 passed, or who hung up, got its answer from gRPC at once while the worker went on for
 nobody, and the next callers waited behind it.
 """
