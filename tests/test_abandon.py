@@ -138,3 +138,34 @@ def test_a_gone_callers_megabyte_does_not_hold_the_worker(tmp_path: Path, how: s
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_gateway_client_that_hangs_up_stops_its_inspection_and_its_model_call(
+        tmp_path: Path) -> None:
+    """Through the OpenAI-compatible gateway (one worker): a client sends 1 MB of
+    digit-dense text and hangs up after 1 s. aiohttp used to let the handler run on
+    (its `handler_cancellation` is off by default): the worker inspected the megabyte
+    for nobody, and the prompt, allowed, then went to the model anyway."""
+    import openai
+
+    from tests.gateway import RecordingUpstream, gateway_sidecar
+
+    upstream = RecordingUpstream()
+    try:
+        with gateway_sidecar(tmp_path, upstream, workers=1, max_text_bytes=1 << 20,
+                             upstream_timeout=30.0) as running:
+            client = openai.OpenAI(base_url=running.base_url, api_key="sk-test",
+                                   max_retries=0)
+            heavy = (" -0" * 400_000)[:1_000_000]
+            with pytest.raises(openai.APITimeoutError):
+                client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": heavy}], timeout=1.0)
+            answer = client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hello there"}],
+                timeout=10.0)
+            assert answer.choices[0].message.content == "You said: hello there"
+            assert [r.json["messages"][-1]["content"] for r in upstream.received] == [
+                "hello there"]
+    finally:
+        upstream.stop()

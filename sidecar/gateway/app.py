@@ -72,8 +72,13 @@ async def start_gateway(settings: Settings, inspector: Inspector) -> Gateway:
     if settings.upstream is None and not settings.upstream_regions:
         raise ConfigError("the gateway needs an upstream: set --upstream URL "
                           "(GUARDRAIL_UPSTREAM) or GUARDRAIL_UPSTREAM_REGIONS")
+    # handler_cancellation: a client that hangs up cancels its handler, as gRPC cancels
+    # a call, so its inspection stops (sidecar.abandon) and a prompt nobody waits for is
+    # not sent to the model. aiohttp leaves it off by default (since 3.9): the handler
+    # ran on, a worker inspected a megabyte for nobody and the model was called anyway.
+    # Streams' `finally` still audits what a relay had already shown (ChatRelay.run).
     runner = web.AppRunner(build_app(inspector, settings), access_log=None,
-                           handle_signals=False)
+                           handle_signals=False, handler_cancellation=True)
     await runner.setup()
     host, _, port = listen.rpartition(":")
     site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=_ssl(settings))
