@@ -21,25 +21,35 @@ callers are gone. spaCy's memory zone is left in order on the way out
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-__all__ = ["Abandoned", "check", "watch"]
+__all__ = ["Abandoned", "check", "watching"]
 
 
 class Abandoned(BaseException):
     """Every caller of the batch being inspected has gone: stop."""
 
 
-# What `check` asks: the one question of this process (a worker's shared flag).
+# What `check` asks while a batch is inspected (a worker's shared flag); nothing else.
 _watching: list[Callable[[], bool]] = []
 
 
-def watch(gone: Callable[[], bool] | None) -> None:
-    """Have `check` ask `gone` (None: never stop). Set once by a worker at start."""
+@contextmanager
+def watching(gone: Callable[[], bool] | None) -> Iterator[None]:
+    """Have `check` ask `gone` inside the block, and only there (None: never stop).
+
+    Only a batch's inspection may stop: a policy reload warms the new policies up by
+    inspecting a sample through the same code, and must never be cut short by a flag
+    a gone batch left set."""
     _watching[:] = [] if gone is None else [gone]
+    try:
+        yield
+    finally:
+        _watching.clear()
 
 
 def check() -> None:
-    """Raise Abandoned when the callers of the current batch have all gone."""
+    """Raise Abandoned when the callers of the batch being inspected have all gone."""
     if _watching and _watching[0]():
         raise Abandoned

@@ -375,7 +375,6 @@ class _Worker:
         self.largest_batch = max(self.largest_batch, len(batch))
         self.largest_batch_chars = max(self.largest_batch_chars,
                                        sum(job.inspection.chars for job in batch))
-        self.abandoned.value = 0
         self._write([job.inspection for job in batch], batch)
         for job in batch:
             job.future.add_done_callback(self._on_caller_done)
@@ -401,6 +400,9 @@ class _Worker:
             self._loop = asyncio.get_running_loop()
             self._loop.add_reader(self.conn.fileno(), self._on_readable)
         self._in_flight = held
+        # A flag a gone batch left set must not stop the next batch, nor a reload's
+        # warm-up (which inspects a sample through the same code).
+        self.abandoned.value = 0
         try:
             self.conn.send(message)
         except OSError:
@@ -489,8 +491,7 @@ def worker_main(settings: Settings, index: int, conn: Connection,
     # 50 KB request's text views) stayed until then: a worker grew by ~250 MiB per 1 MB
     # request. Frozen, full passes run as often as the request's own objects warrant.
     gc.freeze()
-    if abandoned is not None:
-        abandon.watch(lambda: abandoned.value != 0)
+    gone = None if abandoned is None else (lambda: abandoned.value != 0)
     loaded.set()
     if not _tell(conn, ("ready", None)):
         return
@@ -505,12 +506,12 @@ def worker_main(settings: Settings, index: int, conn: Connection,
             if not _tell(conn, _reload(pipeline, settings, Path(batch[1]), index)):
                 return
             continue
-        if not _tell(conn, inspect_batch(pipeline, batch, index)):
+        if not _tell(conn, inspect_batch(pipeline, batch, index, gone)):
             return
 
 
-def inspect_batch(pipeline: Pipeline, batch: list[Inspection], worker: int
-                  ) -> list[Verdict | GuardrailError]:
+def inspect_batch(pipeline: Pipeline, batch: list[Inspection], worker: int,
+                  gone: Callable[[], bool] | None = None) -> list[Verdict | GuardrailError]:
     """The outcome of each request of `batch`; whatever a request makes the code raise,
     the others are answered and this worker lives on.
 
@@ -520,7 +521,16 @@ def inspect_batch(pipeline: Pipeline, batch: list[Inspection], worker: int
     one caller kept a worker restarting and others' calls missing their deadlines
     (outside trial 9). No such exception is ours to honour here: SIGINT is ignored and
     the front stops a worker through its pipe. So the batch goes again one request at a
-    time, and the request that raises fails alone (StageFailed -> INTERNAL)."""
+    time, and the request that raises fails alone (StageFailed -> INTERNAL).
+
+    `gone` says whether every caller of the batch has gone (sidecar.abandon): the
+    inspection then stops and the batch is answered DeadlineExceeded."""
+    with abandon.watching(gone):
+        return _inspect_batch(pipeline, batch, worker)
+
+
+def _inspect_batch(pipeline: Pipeline, batch: list[Inspection], worker: int
+                   ) -> list[Verdict | GuardrailError]:
     try:
         return list(pipeline.run_batch(batch))
     except abandon.Abandoned:  # every caller has gone: nobody reads these

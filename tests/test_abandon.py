@@ -20,10 +20,10 @@ from sidecar import abandon
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.cache import MessageCache
-from sidecar.errors import GuardrailError
+from sidecar.errors import DeadlineExceeded, GuardrailError
 from sidecar.pipeline import Pipeline
 from sidecar.types import Direction, Inspection, Message, Verdict
-from tests.conftest import REPO, SERVE
+from tests.conftest import REPO, SERVE, make_settings
 from tests.test_shutdown import wait_for_log
 
 TEXT = "Call Jane Doe on +1 212 555 0100 or mail jane@example.com. " * 3
@@ -35,7 +35,6 @@ def pipeline(shipped: Pipeline) -> Iterator[Pipeline]:
     shipped.cache = MessageCache(64)
     yield shipped
     shipped.cache = None
-    abandon.watch(None)
 
 
 def _timeless(outcomes: list[Verdict | GuardrailError]) -> list[object]:
@@ -64,9 +63,8 @@ def _checks_of(pipeline: Pipeline, inspection: Inspection) -> int:
         asked[0] += 1
         return False
 
-    abandon.watch(count)
-    pipeline.run_batch([inspection])
-    abandon.watch(None)
+    with abandon.watching(count):
+        pipeline.run_batch([inspection])
     return asked[0]
 
 
@@ -90,12 +88,28 @@ def test_stopping_at_any_point_leaves_nothing_behind(pipeline: Pipeline, message
     # candidates: dozens) and the last.
     for stop_at in sorted({*range(1, min(points, 12) + 1), *range(20, points, 20), points}):
         pipeline.cache = MessageCache(64)
-        abandon.watch(_gone_at(stop_at))
-        with pytest.raises(abandon.Abandoned):
+        with abandon.watching(_gone_at(stop_at)), pytest.raises(abandon.Abandoned):
             pipeline.run_batch([inspection])
-        abandon.watch(None)
         assert pipeline.cache.entries().items() <= whole.items()
         assert _timeless(pipeline.run_batch([inspection])) == _timeless(expected)
+
+
+def test_only_a_batchs_inspection_stops_never_a_reload(tmp_path: Path) -> None:
+    """The flag a gone batch set stays set until the front sends its next message: a
+    policy reload (which warms the new policies up by inspecting a sample through the
+    same code) must not be stopped by it, nor anything else outside a batch (while the
+    question was asked process-wide, a reload right after a stopped batch raised
+    Abandoned and ended the worker)."""
+    from sidecar.workers import _reload, inspect_batch
+
+    settings = make_settings(tmp_path, policies=REPO / "policies")
+    pipeline = Pipeline.from_settings(settings)  # its own: the reload replaces policies
+    stopped = inspect_batch(pipeline, [Inspection.of_text(TEXT)], 0, lambda: True)
+    assert [type(outcome) for outcome in stopped] == [DeadlineExceeded]
+    abandon.check()  # outside a batch: never stops
+    assert _reload(pipeline, settings, REPO / "policies", 0) is None
+    [verdict] = inspect_batch(pipeline, [Inspection.of_text(TEXT)], 0, lambda: False)
+    assert isinstance(verdict, Verdict) and verdict.findings
 
 
 def _serve(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
