@@ -192,3 +192,20 @@ def test_email_findings_are_presidios_on_the_corpus(email: Any) -> None:
 
     assert [text for text in texts if found(email, text) != found(presidio, text)] == []
     assert sum(bool(found(email, text)) for text in texts) >= 20  # the corpora hold 20
+
+
+@pytest.mark.parametrize("name", sorted(re2_patterns.ON_RE2))
+def test_other_flags_are_refused_not_run_on_the_slow_engine(name: str) -> None:
+    """Presidio compiles a pattern again, on its backtracking engine and for good, when
+    called with other regex_flags (outside trial 11: one such call, then the crafted
+    e-mail text took 7 s again). Refused; the RE2 finders stay."""
+    import regex
+
+    recognizer = next(r for r in predefined_recognizers("en") if type(r).__name__ == name)
+    with pytest.raises(ValueError, match="RE2"):
+        recognizer.analyze("mail a@b.co at www.example.com", recognizer.supported_entities,
+                           None, regex_flags=regex.IGNORECASE)
+    assert all(isinstance(p.compiled_regex, Re2Finder | StartsOnRe2)
+               for p in recognizer.patterns)
+    assert recognizer.analyze("=0" * 50_000 + "@9", recognizer.supported_entities,
+                              None, regex_flags=recognizer.global_regex_flags) == []

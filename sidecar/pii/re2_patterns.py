@@ -256,4 +256,25 @@ def match_with_re2(recognizer: Any) -> bool:
         # __analyze_patterns, fingerprinted), and it is always called with these.
         pattern.compiled_regex = finder
         pattern.compiled_with_flags = recognizer.global_regex_flags
+    _refuse_other_flags(recognizer)
     return True
+
+
+def _refuse_other_flags(recognizer: Any) -> None:
+    """Make `recognizer.analyze` refuse `regex_flags` other than its own.
+
+    Called with other flags, Presidio compiles the pattern again on its backtracking
+    engine and keeps that for every later call: the slow engine back for good, silently
+    (outside trial 11: one call with IGNORECASE alone, then `"=0" * 4000 + "@9"` took
+    7 s again). The sidecar never passes them; whoever does is told at once."""
+    analyze = recognizer.analyze
+    flags = recognizer.global_regex_flags
+
+    def analyze_on_re2(text: str, entities: list[str], nlp_artifacts: Any = None,
+                       regex_flags: int | None = None) -> Any:
+        if regex_flags is not None and regex_flags != flags:
+            raise ValueError("this recognizer's patterns run on RE2, checked for its own "
+                             "flags only (sidecar.pii.re2_patterns)")
+        return analyze(text, entities, nlp_artifacts)
+
+    recognizer.analyze = analyze_on_re2
