@@ -182,7 +182,21 @@ class WorkerPool:
         job = _Job(inspection, asyncio.get_running_loop().create_future(), deadline)
         self._queue.append(job)
         self._feed()
-        return await job.future
+        try:
+            return await job.future
+        finally:
+            if job.future.cancelled():  # the caller went (deadline, hang-up) while queued
+                self._forget(job)
+
+    def _forget(self, job: _Job) -> None:
+        """Take a gone caller's job out of the queue: waiting, it counted against
+        `max_queue` and the queued-text budget, and living callers were refused for it
+        (outside trial 12: 256 callers that had hung up, and the next call got
+        RESOURCE_EXHAUSTED while one long request ran)."""
+        for index, queued in enumerate(self._queue):
+            if queued is job:
+                del self._queue[index]
+                return
 
     async def swap(self, policies: PolicySet, snapshot: Path) -> None:
         """Move every worker to a validated snapshot. Batches already sent finish on the

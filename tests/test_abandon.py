@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -112,11 +113,11 @@ def test_only_a_batchs_inspection_stops_never_a_reload(tmp_path: Path) -> None:
     assert isinstance(verdict, Verdict) and verdict.findings
 
 
-def _serve(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+def _serve(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [*SERVE, "--policies", str(REPO / "policies"), "--data-dir", str(tmp_path / "data")],
         cwd=REPO, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "GUARDRAIL_WORKERS": "1"})
+        env={**os.environ, "GUARDRAIL_WORKERS": "1", **env})
     assert process.stderr is not None
     return process, str(wait_for_log(process.stderr, "serving")["address"])
 
@@ -183,3 +184,33 @@ def test_a_gateway_client_that_hangs_up_stops_its_inspection_and_its_model_call(
                 "hello there"]
     finally:
         upstream.stop()
+
+
+@pytest.mark.slow
+def test_callers_who_went_while_queued_leave_the_queue(tmp_path: Path) -> None:
+    """One worker busy with a long request whose caller waits; eight callers queue
+    behind it and hang up; a ninth must be queued, not refused: the gone callers'
+    requests stayed in the queue until a worker was free and counted against
+    `max_queue` (outside trial 12: 256 gone callers, then RESOURCE_EXHAUSTED)."""
+    import threading
+
+    process, address = _serve(tmp_path, GUARDRAIL_MAX_QUEUE="4")
+    try:
+        stub = pb_grpc.GuardrailStub(grpc.insecure_channel(address))
+        long_done: list[object] = []
+        long_call = threading.Thread(target=lambda: long_done.append(stub.InspectPrompt(
+            pb.InspectRequest(text=(" -0" * 70_000)[:200_000]), timeout=120)))
+        long_call.start()
+        time.sleep(1.0)  # the worker has the long request
+        for number in range(8):
+            call = stub.InspectPrompt.future(pb.InspectRequest(text=f"hi {number}"))
+            time.sleep(0.05)
+            call.cancel()
+        answer = stub.InspectPrompt(pb.InspectRequest(text="mail jane@example.com"),
+                                    timeout=120)
+        assert [f.entity_type for f in answer.findings] == ["EMAIL_ADDRESS"]
+        long_call.join(timeout=120)
+        assert len(long_done) == 1  # the waiting caller was answered too
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
