@@ -4,6 +4,8 @@ and any chunking, the streamed output equals the buffered one, and the work stay
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -170,3 +172,57 @@ def _lenient_stream(pipeline: Pipeline, text: str) -> tuple[CompletionStream, li
         return stream, releases + await stream.advance(final=True)
 
     return asyncio.run(drive())
+
+
+def test_a_stream_cancelled_while_its_final_record_commits_has_one_record(
+        pipeline: Pipeline) -> None:
+    """The final record is queued before its commit is awaited; a client that cancels
+    during that wait used to get a second record, `abandoned`, beside the `complete`
+    one (outside trial 12: 24 of 90 streams cancelled 3-12 ms after end=true)."""
+    from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
+    from sidecar.transport.streams import StreamService
+
+    recorded: list[str] = []
+    committing = asyncio.Event()
+
+    async def inspect(window: Inspection, deadline: float | None) -> Verdict:
+        return pipeline.run(window)
+
+    async def record(inspection: Inspection, verdict: Verdict,
+                     tags: dict[str, str]) -> Verdict:
+        recorded.append(tags["stream"])
+        committing.set()
+        await asyncio.sleep(3600)  # a commit that takes long: the client cancels meanwhile
+        return verdict
+
+    class Context:
+        def time_remaining(self) -> float | None:
+            return None
+
+        async def abort(self, code: object, details: str) -> None:
+            raise AssertionError(details)
+
+    async def chunks() -> Any:
+        yield pb.CompletionChunk(request=pb.InspectRequest(request_id="r1"),
+                                 text="Dear John Smith, mail john@example.com", end=True)
+        await asyncio.sleep(3600)  # the client keeps its side open
+
+    async def main() -> None:
+        service = StreamService(inspect, record, StreamLimits(), 30.0,
+                                rule_rank=lambda policy, rule: 0)
+
+        async def consume() -> None:
+            async for _ in service.serve(chunks(), Context()):  # type: ignore[arg-type]
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await committing.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.05)  # an `abandoned` record would be written now
+        for background in list(service._background):
+            background.cancel()
+
+    asyncio.run(main())
+    assert recorded == ["complete"]

@@ -151,6 +151,7 @@ class StreamService:
         reader: asyncio.Future[None] | None = None
         stream: CompletionStream | None = None
         outcome = "failed"
+        final: list[str] = []  # the final record's outcome, once it is queued
         try:
             if self.open_streams > self.max_streams:
                 raise RequestTooLarge(f"{self.max_streams} streams already open "
@@ -158,7 +159,8 @@ class StreamService:
             reader = asyncio.ensure_future(_read_into(request_iterator, chunks, budget))
             batch = await self._next_chunks(chunks, budget)
             stream = self._open(batch[0], context)
-            async for verdict in self._run(stream, batch, chunks, budget, started):
+            async for verdict in self._run(stream, batch, chunks, budget, started,
+                                           final=final):
                 if verdict.final:
                     outcome = "blocked" if verdict.decision == pb.BLOCK else "complete"
                 yield verdict
@@ -169,7 +171,8 @@ class StreamService:
                 self.metrics.refused(Direction.COMPLETION.value, code.name)
             await context.abort(code, str(err))
         except (asyncio.CancelledError, GeneratorExit):  # the client went away
-            outcome = "abandoned"
+            # ... after its final record was queued: that record stands, and is the one.
+            outcome = final[0] if final else "abandoned"
             raise
         except Exception as err:
             log.error("stream failed", extra={"error_type": type(err).__name__,
@@ -204,7 +207,7 @@ class StreamService:
 
     async def _run(self, stream: CompletionStream, batch: list[Chunk],
                    chunks: asyncio.Queue[Chunk], budget: _Budget,
-                   started: float) -> AsyncIterator[pb.StreamVerdict]:
+                   started: float, *, final: list[str]) -> AsyncIterator[pb.StreamVerdict]:
         first = batch[0]
         ended = False
         while True:
@@ -228,6 +231,9 @@ class StreamService:
                 if release.blocked or (ended and release is releases[-1]):
                     inspection, verdict = stream.summary()
                     outcome = "blocked" if release.blocked else "complete"
+                    # The record is queued before its commit is awaited: a cancel from
+                    # here on must not write a second one (`abandoned`) in `serve`.
+                    final.append(outcome)
                     verdict = await self._audit(inspection, verdict, outcome)
                     if self.metrics is not None:
                         self.metrics.inspected(Direction.COMPLETION.value, verdict,
