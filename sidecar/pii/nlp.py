@@ -224,6 +224,7 @@ def ner_segments(text: str, size: int = NER_SEGMENT_CHARS,
         return [(0, 0, len(text), len(text))]
     cores = [0]
     while cores[-1] < len(text):
+        abandon.check()  # 1 MB of base64 or "1/": seconds of finding chunk starts
         cut = _chunk_start_from(text, cores[-1] + size)
         if cut - cores[-1] > 2 * size:
             cut = cores[-1] + size

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sidecar import abandon
 from sidecar.errors import PolicyError, PolicyIssue
 from sidecar.policy.model import ContentConfig, ContentRule
 from sidecar.types import Edit, Inspection, Prior, StageResult, Violation
@@ -105,6 +106,7 @@ def _view_of(text: str, name: str, views: dict[str, View]) -> View:
     from the clean view with loose ends (both: `+^`)."""
     if name in views:
         return views[name]
+    abandon.check()  # a view of 1 MB takes ~1-2 s: not for a caller who has gone
     from sidecar.content.normalize import clean, original, skeleton, visible, words
 
     base = name.rstrip("+^")
@@ -251,6 +253,7 @@ class ContentStage:
                             for m in regex.finditer(clean_view.text) if m.end() > m.start())
         ascii_text = text.isascii()
         for rule, detector in self._detectors:
+            abandon.check()
             if not applies[rule] or (detector.disguise_only and ascii_text):
                 continue
             if detector.view == "despaced":
