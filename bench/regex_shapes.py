@@ -21,8 +21,9 @@ characters before an "@" with no dotted domain after it (`"=0" * n + "@9"`: 18.3
 hit the 60 s timeout). Its starts are now found by RE2 (re2_patterns.StartsOnRe2).
 After it, the slowest generated shapes (seeds 1 and 2) grow linearly; the heaviest is
 phone numbers on `" -0" * n` (~66 µs a character: every run of zeros is parsed, once
-per region), so a 1 MiB request of it holds a worker over a minute (see README:
-"What a request can cost").
+per region; README: "What a request can cost"). The thirteen national-identifier
+recognizers a policy may list (UK_NINO, IT_FISCAL_CODE, ...), searched with seed 3:
+all linear, the slowest ~9 ms at 16,000 characters.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sidecar.pii.recognizers import predefined_recognizers
+from sidecar.pii.recognizers import (
+    COUNTRY_RECOGNIZERS,
+    country_recognizer,
+    predefined_recognizers,
+)
 
 SHAPES: dict[str, Callable[[int], str]] = {
     "digits": lambda n: "1" * n,
@@ -78,6 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     recognizers = [r for r in predefined_recognizers("en")
                    if type(r).__name__ != "SpacyRecognizer"]  # NER: not a pattern
+    # The national identifiers a policy may list (sidecar.pii.recognizers), too.
+    recognizers += [country_recognizer(entity, "en") for entity in COUNTRY_RECOGNIZERS]
     rows = []
     for recognizer in recognizers:
         name = getattr(recognizer, "name", type(recognizer).__name__)
