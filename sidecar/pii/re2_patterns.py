@@ -31,10 +31,11 @@ objects, each start read once.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import functools
 import re
-from collections.abc import Iterator, Set
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sidecar.regex import Utf8Text, compile_re2
@@ -57,46 +58,76 @@ _READ = ((r"\d", 0), (r"\s", 0), (r"\w", PRESIDIO_FLAGS), (r"[!#$%&'*+\-/=?^_`{|
                                                           PRESIDIO_FLAGS))
 
 
+# A set of code points as sorted, disjoint (first, last) ranges: `\w` is ~700 of them,
+# where its 162,226 code points as a set of ints kept ~15 MB in every worker.
+Ranges = tuple[tuple[int, int], ...]
+
+
+def _as_ranges(points: Iterable[int], *, adding: Ranges = ()) -> Ranges:
+    """`points`, with the ranges `adding`, as Ranges."""
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted([*adding, *((point, point) for point in points)]):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(high, merged[-1][1]))
+        else:
+            merged.append((low, high))
+    return tuple(merged)
+
+
+def _runs(ascending: Iterable[int]) -> Ranges:
+    """Code points given in ascending order (as `regex.findall` over every code point
+    finds them) as Ranges, in one pass."""
+    merged: list[list[int]] = []
+    for point in ascending:
+        if merged and point == merged[-1][1] + 1:
+            merged[-1][1] = point
+        else:
+            merged.append([point, point])
+    return tuple((low, high) for low, high in merged)
+
+
+def _points(ranges: Ranges) -> Iterator[int]:
+    for low, high in ranges:
+        yield from range(low, high + 1)
+
+
+def _holds(ranges: Ranges, point: int) -> bool:
+    index = bisect.bisect_right(ranges, (point, 0x110000)) - 1
+    return index >= 0 and ranges[index][0] <= point <= ranges[index][1]
+
+
+def _format(ranges: Ranges) -> str:
+    """`ranges` as the inside of an RE2 character class."""
+    return "".join(f"\\x{{{low:x}}}-\\x{{{high:x}}}" if high > low else f"\\x{{{low:x}}}"
+                   for low, high in ranges)
+
+
 @functools.cache
-def _read_classes(pairs: tuple[tuple[str, int], ...] = _READ
-                  ) -> dict[tuple[str, int], frozenset[int]]:
+def _read_classes(pairs: tuple[tuple[str, int], ...] = _READ) -> dict[tuple[str, int], Ranges]:
     """The code points `regex` matches with each (escape, flags) of `pairs`, read in one
     pass over every code point (~0.3 s once per process, while the recognizers are
-    built; the 4.4 MB text is dropped after)."""
+    built; the 4.4 MB text is dropped after, the ranges kept are a few KB)."""
     import regex  # type: ignore[import-untyped]
 
     every = _every_character()
-    return {(escape, flags): frozenset(map(ord, regex.findall(escape, every, flags=flags)))
+    return {(escape, flags): _runs(map(ord, regex.findall(escape, every, flags=flags)))
             for escape, flags in pairs}
 
 
-def _points_of(escape: str, flags: int = 0) -> frozenset[int]:
+def _ranges_of(escape: str, flags: int = 0) -> Ranges:
     """The code points `regex` matches with `escape` under `flags`."""
     read = _read_classes()
     if (escape, flags) in read:
         return read[escape, flags]
     import regex
 
-    return frozenset(map(ord, regex.findall(escape, _every_character(), flags=flags)))
+    return _runs(map(ord, regex.findall(escape, _every_character(), flags=flags)))
 
 
 @functools.cache
 def _class_of(escape: str, flags: int = 0) -> str:
-    """`_points_of(escape, flags)` as RE2 class ranges."""
-    return _ranges(_points_of(escape, flags))
-
-
-def _ranges(code_points: Set[int]) -> str:
-    """`code_points` as the inside of an RE2 character class."""
-    points = sorted(code_points)
-    ranges: list[tuple[int, int]] = []
-    for point in points:
-        if ranges and point == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], point)
-        else:
-            ranges.append((point, point))
-    return "".join(f"\\x{{{low:x}}}-\\x{{{high:x}}}" if high > low else f"\\x{{{low:x}}}"
-                   for low, high in ranges)
+    """`_ranges_of(escape, flags)` as the inside of an RE2 class."""
+    return _format(_ranges_of(escape, flags))
 
 
 def translate(pattern: str) -> str:
@@ -192,18 +223,20 @@ class StartsOnRe2:
 
         if pattern != EMAIL_PATTERN:
             raise ValueError("not the EMAIL_ADDRESS pattern this finder was derived for")
-        words = _points_of(r"\w", flags)
+        words = _ranges_of(r"\w", flags)
         # The classes' other characters (found among the symbols they name, in one scan):
         # which of them each class matches is asked of `regex` itself.
-        others = [ch for ch in map(chr, _points_of(_SYMBOLS, flags)) if ord(ch) not in words]
-        symbols = {ord(ch) for ch in others if regex.fullmatch(_LOCAL, ch, flags=flags)}
-        dots = {ord(ch) for ch in others if regex.fullmatch(_LOCAL_OR_DOT, ch, flags=flags)}
-        word, local = _ranges(words), _ranges(words | symbols)
-        rest = (f"(?:[{_ranges(words | dots)}]*[{local}])?@[{word}]+(?:-+[{word}]+)*"
-                f"(?:\\.[{word}]+(?:-+[{word}]+)*)+")
+        others = [chr(point) for point in _points(_ranges_of(_SYMBOLS, flags))
+                  if not _holds(words, point)]
+        symbols = [ord(ch) for ch in others if regex.fullmatch(_LOCAL, ch, flags=flags)]
+        dots = [ord(ch) for ch in others if regex.fullmatch(_LOCAL_OR_DOT, ch, flags=flags)]
+        word = _format(words)
+        local = _format(_as_ranges(symbols, adding=words))
+        rest = (f"(?:[{_format(_as_ranges(dots, adding=words))}]*[{local}])?@[{word}]+"
+                f"(?:-+[{word}]+)*(?:\\.[{word}]+(?:-+[{word}]+)*)+")
         self._at_text_start = compile_re2(f"[{word}]{rest}", max_length=1 << 22)
         self._elsewhere = compile_re2(
-            f"[^{word}]([{word}]){rest}|[{word}]([{_ranges(symbols)}]){rest}",
+            f"[^{word}]([{word}]){rest}|[{word}]([{_format(_as_ranges(symbols))}]){rest}",
             max_length=1 << 22)
         self._exact = regex.compile(pattern, flags=flags)
         list(self.finditer("warm a@b.co"))  # RE2 builds its automaton lazily: ~18 ms, here
