@@ -8,8 +8,9 @@ two such calls held both workers of a 2-CPU pod, and everyone else waited.
 The front process knows when every caller of a batch has gone (their calls cancelled:
 gRPC cancels a call at its deadline and when the client disconnects), and says so
 through a flag it shares with the worker (`sidecar.workers`). The inspection reads
-the flag at points where it can stop cheaply (between spaCy passes, texts, recognizers
-and phone-number candidates) and `check` raises `Abandoned` there.
+the flag at points where it can stop cheaply (between stages, spaCy passes and segment
+cuts, texts, content views and detectors, recognizers, phone-number candidates) and
+`check` raises `Abandoned` there.
 
 `Abandoned` is a BaseException so that nothing on its way turns it into a verdict: the
 pipeline's and the stages' fault isolation catch Exception (a stage that fails is
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 __all__ = ["Abandoned", "check", "watching"]
 
@@ -32,7 +34,7 @@ class Abandoned(BaseException):
 
 
 # What `check` asks while a batch is inspected (a worker's shared flag); nothing else.
-_watching: list[Callable[[], bool]] = []
+_gone: ContextVar[Callable[[], bool] | None] = ContextVar("gone", default=None)
 
 
 @contextmanager
@@ -42,14 +44,15 @@ def watching(gone: Callable[[], bool] | None) -> Iterator[None]:
     Only a batch's inspection may stop: a policy reload warms the new policies up by
     inspecting a sample through the same code, and must never be cut short by a flag
     a gone batch left set."""
-    _watching[:] = [] if gone is None else [gone]
+    token = _gone.set(gone)
     try:
         yield
     finally:
-        _watching.clear()
+        _gone.reset(token)
 
 
 def check() -> None:
     """Raise Abandoned when the callers of the batch being inspected have all gone."""
-    if _watching and _watching[0]():
+    gone = _gone.get()
+    if gone is not None and gone():
         raise Abandoned

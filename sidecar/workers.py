@@ -301,7 +301,7 @@ class _Worker:
         self.process: Any = None  # multiprocessing.context.SpawnProcess
         self.conn: Connection | None = None
         # Shared with the process: set when every caller of the batch it inspects has
-        # gone (sidecar.abandon); cleared before each batch is sent. Only the front writes.
+        # gone (sidecar.abandon); cleared before every message. Only the front writes.
         self.abandoned: Any = None
         self.alive = False
         self.respawning = False
@@ -540,18 +540,21 @@ def inspect_batch(pipeline: Pipeline, batch: list[Inspection], worker: int,
     `gone` says whether every caller of the batch has gone (sidecar.abandon): the
     inspection then stops and the batch is answered DeadlineExceeded."""
     with abandon.watching(gone):
-        return _inspect_batch(pipeline, batch, worker)
+        try:
+            return _inspect_batch(pipeline, batch, worker)
+        except abandon.Abandoned:  # every caller has gone: nobody reads these
+            log.info("batch stopped: its callers have gone", extra={
+                "worker": worker, "batch": len(batch)})
+            return [DeadlineExceeded("the call was cancelled while it was inspected")
+                    for _ in batch]
 
 
 def _inspect_batch(pipeline: Pipeline, batch: list[Inspection], worker: int
                    ) -> list[Verdict | GuardrailError]:
     try:
         return list(pipeline.run_batch(batch))
-    except abandon.Abandoned:  # every caller has gone: nobody reads these
-        log.info("batch stopped: its callers have gone", extra={
-            "worker": worker, "batch": len(batch)})
-        return [DeadlineExceeded("the call was cancelled while it was inspected")
-                for _ in batch]
+    except abandon.Abandoned:
+        raise  # a stop, not a fault: inspect_batch answers it
     except BaseException as err:  # never echo: the message may quote text
         log.error("batch failed; inspecting its requests one at a time", extra={
             "worker": worker, "error_type": type(err).__name__,
@@ -561,8 +564,7 @@ def _inspect_batch(pipeline: Pipeline, batch: list[Inspection], worker: int
         try:
             outcomes.extend(pipeline.run_batch([inspection]))
         except abandon.Abandoned:
-            return [DeadlineExceeded("the call was cancelled while it was inspected")
-                    for _ in batch]
+            raise
         except BaseException as err:
             log.error("inspection failed", extra={
                 "worker": worker, "error_type": type(err).__name__,
