@@ -49,6 +49,15 @@ def test_a_name_after_a_greeting_is_found(name: str, template: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
+@given(names, st.sampled_from(GREETED), st.sampled_from(["I'm", "I\u2019m", "It's"]))
+def test_after_a_greeting_and_an_introduction_the_name_alone_is_found(
+        name: str, template: str, introduction: str) -> None:
+    """An outside trial saw "Hi I'm Alice Johnson" become "Hi <PERSON><PERSON>": the cue
+    took "I'm" for the first word of a name."""
+    assert spans(template.format(name=f"{introduction} {name}")) == [name]
+
+
+@settings(max_examples=200, deadline=None)
 @given(names, st.sampled_from(FIELDS))
 def test_a_name_in_a_field_is_found(name: str, template: str) -> None:
     assert spans(template.format(name=name)) == [name]
@@ -81,6 +90,8 @@ def test_cells_of_a_name_column_are_found_and_no_others(rows: list[tuple[str, in
     "Hi Devops,", "Hi Engineering,", "Hi Marketing: numbers", "Dear Valued Customer,",
     "Dear Reviewers,", "Hello Product Owners:", "Dear Diary,", "Sig Sauer P226 manual",
     "| Name | Email |\n| --- | --- |",
+    "Hi I Need Help!", "Hey We Have A Problem:", "Hi I'm Back!", "Hello I\u2019m Stuck,",
+    "Hi Just Checking In,", "Hi I'm", "Hi It's Me!",
 ])
 def test_what_greets_a_group_or_names_a_thing_is_no_person(text: str) -> None:
     assert spans(text) == []

@@ -14,7 +14,9 @@ the name, so it holds for names from any culture:
 - `greeting`: a greeting (Dear, Hi, Hello, Bonjour, Hola, Liebe, ...) followed by one to
   three capitalised words and a comma, a colon, an exclamation mark or the end of the
   line. Words that greet a group or a role (`Dear Team,`, `Hi all,`, `Hello Support:`)
-  are listed in `_NOT_A_NAME`. Score 0.75.
+  are listed in `_NOT_A_NAME`; a sentence the writer starts (`Hi I Need Help!`,
+  `Hey We Have A Problem:`) is not a name either (`_NOT_AFTER_GREETING`), and after an
+  introduction (`Hi I'm Alice Johnson`) the name is what follows it. Score 0.75.
 - `field`: the value of a key that names a person whatever the record (`full_name`,
   `first_name`, `surname`, `customer_name`, `patientName`, `cardholder`, `patient`, ...)
   in JSON (`"customer_name": "Yasmin Khoury"`, single quotes too) or on a line of its
@@ -117,6 +119,18 @@ _NOT_A_NAME = frozenset((
     "crew", "gang", "squad", "channel", "group", "department", "office",
     "management", "leadership", "security", "infra", "platform", "qa", "design",
     "accounts", "billing", "helpdesk", "service", "desk", "editor", "editors", "team's",
+))
+# A greeting followed by the writer introducing themselves: the name is what follows.
+_INTRODUCING = frozenset(("i'm", "i\u2019m", "it's", "it\u2019s"))
+# Capitalised words that start a sentence after a greeting rather than name anyone
+# (`Hi I Need Help!`, `Hey We Have A Problem:`) or say how the writer is (`Hi I'm Back!`).
+# Not modal verbs: Will, May and Can are also first names.
+_NOT_AFTER_GREETING = frozenset((
+    "i", "me", "us", "i've", "i\u2019ve", "i'd", "i\u2019d", "i'll", "i\u2019ll", "we", "we're",
+    "we\u2019re", "we've", "we\u2019ve", "we'd", "we\u2019d", "we'll", "we\u2019ll", "it",
+    "just", "hope", "quick", "back", "sorry", "new", "here", "late", "ready", "stuck",
+    "confused", "lost", "done", "fine", "glad", "happy", "excited", "writing", "reaching",
+    "following", "checking", "looking", "trying", "having", "getting", "sending",
 ))
 # Columns whose cells are people's names; `name` (or `customer`, `contact`) alone only
 # when the header also has a column that only people have (`name,price,stock` lists
@@ -250,9 +264,15 @@ def find(text: str) -> list[Span]:
             start, end = match.span(1)
             value = text[start:end]
             first = value.split()[0]
+            if cue == "greeting" and first.lower() in _INTRODUCING:
+                start, value = _introduced(start, value)  # "Hi I'm Alice Johnson"
+                if not value:
+                    continue
+                first = value.split()[0]
             if cue == "greeting" and (first.lower() in _NOT_A_NAME
+                                      or first.lower() in _NOT_AFTER_GREETING
                                       or first.rstrip(".") in _TITLE_WORDS):
-                continue  # a group or a role; or a title, which the title cue reads
+                continue  # a group, a role, the writer; or a title, which its cue reads
             if cue.endswith("field") and not _a_name(value):
                 continue
             found.append((start, end, _SCORES[cue], f"name after a {cue}"))
@@ -262,6 +282,13 @@ def find(text: str) -> list[Span]:
         found.extend(_block_heads(text, lines))
         found.extend(_record_fields(text, lines))
     return _disjoint(found)
+
+
+def _introduced(start: int, value: str) -> tuple[int, str]:
+    """The name after "I'm" / "It's" in a greeting's capitalised words, and where it
+    starts ("" when nothing follows): the introduction itself is no part of the name."""
+    rest = value.split(None, 1)[1] if len(value.split(None, 1)) == 2 else ""
+    return start + len(value) - len(rest), rest
 
 
 def _a_name(value: str) -> bool:
