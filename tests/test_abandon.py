@@ -113,46 +113,96 @@ def test_only_a_batchs_inspection_stops_never_a_reload(tmp_path: Path) -> None:
     assert isinstance(verdict, Verdict) and verdict.findings
 
 
-def _serve(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], str]:
+@dataclasses.dataclass
+class _Served:
+    process: subprocess.Popen[str]
+    stub: pb_grpc.GuardrailStub
+
+    def stopped_batch(self) -> dict[str, object]:
+        """The next "batch stopped" line the worker logs (each test waits for its own)."""
+        assert self.process.stderr is not None
+        return wait_for_log(self.process.stderr, "batch stopped: its callers have gone",
+                            timeout=60)
+
+    def answers_at_once(self) -> None:
+        answer = self.stub.InspectPrompt(pb.InspectRequest(text="mail jane@example.com"),
+                                         timeout=10)
+        assert [f.entity_type for f in answer.findings] == ["EMAIL_ADDRESS"]
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Served]:
+    """One real `guardrail serve` with one worker and max_queue 4, for the scenarios
+    below (one server for all: each starts with the worker idle and leaves it so)."""
+    data = tmp_path_factory.mktemp("abandon") / "data"
     process = subprocess.Popen(
-        [*SERVE, "--policies", str(REPO / "policies"), "--data-dir", str(tmp_path / "data")],
+        [*SERVE, "--policies", str(REPO / "policies"), "--data-dir", str(data)],
         cwd=REPO, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "GUARDRAIL_WORKERS": "1", **env})
+        env={**os.environ, "GUARDRAIL_WORKERS": "1", "GUARDRAIL_MAX_QUEUE": "4"})
     assert process.stderr is not None
-    return process, str(wait_for_log(process.stderr, "serving")["address"])
+    try:
+        address = str(wait_for_log(process.stderr, "serving")["address"])
+        yield _Served(process, pb_grpc.GuardrailStub(grpc.insecure_channel(address)))
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["deadline", "hang-up"])
-def test_a_gone_callers_megabyte_does_not_hold_the_worker(tmp_path: Path, how: str) -> None:
+def test_a_gone_callers_megabyte_does_not_hold_the_worker(one_worker: _Served,
+                                                          how: str) -> None:
     """One worker; a caller sends 1 MB of digit-dense text and goes: its deadline passes
     after 1 s, or it cancels the call. The worker stops (logging so), and the next
     caller is answered at once. Before round 9 it waited out the whole megabyte (this
     scenario against the previous commit: the next call answered after 23.5 s; 2.8 s
     with the stop, counted from the heavy call's start)."""
-    process, address = _serve(tmp_path)
-    try:
-        assert process.stderr is not None
-        stub = pb_grpc.GuardrailStub(grpc.insecure_channel(address))
-        heavy = pb.InspectRequest(text=(" -0" * 400_000)[:1_000_000])
-        if how == "deadline":
-            with pytest.raises(grpc.RpcError) as raised:
-                stub.InspectPrompt(heavy, timeout=1.0)
-            assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        else:
-            call = stub.InspectPrompt.future(heavy)
-            with pytest.raises(grpc.FutureTimeoutError):
-                call.result(timeout=1.0)
-            call.cancel()
-        stopped = wait_for_log(process.stderr, "batch stopped: its callers have gone",
-                               timeout=60)
-        assert stopped["batch"] == 1
-        answer = stub.InspectPrompt(pb.InspectRequest(text="mail jane@example.com"),
-                                    timeout=10)
-        assert [f.entity_type for f in answer.findings] == ["EMAIL_ADDRESS"]
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    heavy = pb.InspectRequest(text=(" -0" * 400_000)[:1_000_000])
+    if how == "deadline":
+        with pytest.raises(grpc.RpcError) as raised:
+            one_worker.stub.InspectPrompt(heavy, timeout=1.0)
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    else:
+        call = one_worker.stub.InspectPrompt.future(heavy)
+        with pytest.raises(grpc.FutureTimeoutError):
+            call.result(timeout=1.0)
+        call.cancel()
+    assert one_worker.stopped_batch()["batch"] == 1
+    one_worker.answers_at_once()
+
+
+@pytest.mark.slow
+def test_callers_who_went_while_queued_leave_the_queue(one_worker: _Served) -> None:
+    """One worker busy with a long request whose caller waits; eight callers queue
+    behind it and hang up; a ninth must be queued, not refused: the gone callers'
+    requests stayed in the queue until a worker was free and counted against
+    `max_queue` (outside trial 12: 256 gone callers, then RESOURCE_EXHAUSTED). The long
+    caller waits 4 s (its text would take the worker 6-20 s), then its deadline stops it
+    and the ninth is answered."""
+    import threading
+
+    stub = one_worker.stub
+    long_outcome: list[grpc.StatusCode] = []
+
+    def long_call() -> None:
+        try:
+            stub.InspectPrompt(pb.InspectRequest(text=(" -0" * 70_000)[:200_000]), timeout=4)
+            long_outcome.append(grpc.StatusCode.OK)
+        except grpc.RpcError as err:
+            long_outcome.append(err.code())
+
+    caller = threading.Thread(target=long_call)
+    caller.start()
+    time.sleep(1.0)  # the worker has the long request
+    for number in range(8):
+        call = stub.InspectPrompt.future(pb.InspectRequest(text=f"hi {number}"))
+        time.sleep(0.05)
+        call.cancel()
+    answer = stub.InspectPrompt(pb.InspectRequest(text="mail jane@example.com"), timeout=120)
+    assert [f.entity_type for f in answer.findings] == ["EMAIL_ADDRESS"]
+    caller.join(timeout=120)
+    assert long_outcome == [grpc.StatusCode.DEADLINE_EXCEEDED]  # waited until it went
+    assert one_worker.stopped_batch()["batch"] == 1
 
 
 @pytest.mark.slow
@@ -184,33 +234,3 @@ def test_a_gateway_client_that_hangs_up_stops_its_inspection_and_its_model_call(
                 "hello there"]
     finally:
         upstream.stop()
-
-
-@pytest.mark.slow
-def test_callers_who_went_while_queued_leave_the_queue(tmp_path: Path) -> None:
-    """One worker busy with a long request whose caller waits; eight callers queue
-    behind it and hang up; a ninth must be queued, not refused: the gone callers'
-    requests stayed in the queue until a worker was free and counted against
-    `max_queue` (outside trial 12: 256 gone callers, then RESOURCE_EXHAUSTED)."""
-    import threading
-
-    process, address = _serve(tmp_path, GUARDRAIL_MAX_QUEUE="4")
-    try:
-        stub = pb_grpc.GuardrailStub(grpc.insecure_channel(address))
-        long_done: list[object] = []
-        long_call = threading.Thread(target=lambda: long_done.append(stub.InspectPrompt(
-            pb.InspectRequest(text=(" -0" * 70_000)[:200_000]), timeout=120)))
-        long_call.start()
-        time.sleep(1.0)  # the worker has the long request
-        for number in range(8):
-            call = stub.InspectPrompt.future(pb.InspectRequest(text=f"hi {number}"))
-            time.sleep(0.05)
-            call.cancel()
-        answer = stub.InspectPrompt(pb.InspectRequest(text="mail jane@example.com"),
-                                    timeout=120)
-        assert [f.entity_type for f in answer.findings] == ["EMAIL_ADDRESS"]
-        long_call.join(timeout=120)
-        assert len(long_done) == 1  # the waiting caller was answered too
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
