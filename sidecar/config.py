@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     # batch (mean 3.4 -> 4.0 requests). Less CPU under load, a few ms more for a lone call
     # right after a burst: the trade, measured, is in the README (round 6).
     batch_wait_ms: float = Field(default=6.0, ge=0, le=1000)
+    # A text longer than this many characters holds a worker for seconds (~40 us a
+    # character of prose: 64 Ki ~2.7 s, 1 MiB 15-50 s). With two workers or more, long
+    # texts run on all living workers but one, which is kept for shorter ones: two 1 MB
+    # prompts no longer stop every other caller for their whole inspection. 0: no worker
+    # is kept (long texts may take every worker, as before round 10).
+    long_text_chars: int = Field(default=64 * 1024, ge=0)
     # Requests waiting or running across all workers before new ones are refused with
     # RESOURCE_EXHAUSTED: a fast "no" beats a latency that grows without bound.
     max_queue: int = Field(default=256, ge=1)

@@ -101,6 +101,13 @@ class WorkerPool:
     free (queues bound at arrival, least-loaded first, put every other request of a
     burst behind it).
 
+    One worker is kept for shorter texts (`long_text_chars`): with two workers or more,
+    a text longer than that is taken only while fewer than all living workers but one
+    run one; otherwise it waits, in its place, and idle workers take the shorter
+    requests behind it. A long text costs seconds (1 MiB: 15-50 s of one core), so
+    without this two of them took both workers of a 2-CPU pod and every other caller
+    waited for them. The price: long texts run one at a time there.
+
     Each worker's pipe is watched with `loop.add_reader`; a batch is written only when
     the worker is idle (so it is blocked reading and drains the pipe at once), and the
     answer is read when the pipe turns readable. Two thread hand-offs per request cost
@@ -229,7 +236,7 @@ class WorkerPool:
                 continue
             if self._queue and self._gathering():
                 continue
-            batch = self._next_batch()
+            batch = self._next_batch(long_allowed=self._long_allowed())
             if batch:
                 self._typical_batch = 0.8 * self._typical_batch + 0.2 * len(batch)
                 self.batch_sizes[len(batch)] += 1
@@ -263,31 +270,48 @@ class WorkerPool:
             self._typical_batch = 1.0  # the wait gathered nobody: the burst is over
         return False
 
-    def _next_batch(self) -> list[_Job]:
+    def _long(self, job: _Job) -> bool:
+        return 0 < self.settings.long_text_chars < job.inspection.chars
+
+    def _long_allowed(self) -> bool:
+        """Whether an idle worker may take a long text now: not while all living workers
+        but one already run one (at least one may, so a lone worker takes everything)."""
+        if self.settings.long_text_chars <= 0:
+            return True
+        alive = sum(worker.alive for worker in self._workers)
+        running = sum(worker.longest_in_flight > self.settings.long_text_chars
+                      for worker in self._workers)
+        return running < max(1, alive - 1)
+
+    def _next_batch(self, long_allowed: bool = True) -> list[_Job]:
         """What waits, in order, up to `batch_max` requests and `BATCH_TEXT_CHARS`
         characters in all (`max_text_bytes` if lower), at least one request: a worker's
         peak memory is that of the largest request it may get, not of 32 of them at once,
-        and a short request never waits for a long one's pass."""
+        and a short request never waits for a long one's pass. Without `long_allowed`,
+        long texts are passed over and keep their places (see the class docstring)."""
         now = time.monotonic()
         batch: list[_Job] = []
+        passed_over: list[_Job] = []
         chars = 0
         bound = min(self.settings.max_text_bytes, BATCH_TEXT_CHARS)
         while self._queue and len(batch) < self.settings.batch_max:
-            job = self._queue[0]
+            job = self._queue.popleft()
             if job.future.done():
-                self._queue.popleft()
                 continue  # the caller went away (cancelled call)
             if job.deadline is not None and now >= job.deadline:
-                self._queue.popleft()
                 job.future.set_exception(DeadlineExceeded(
                     "the call's deadline passed while it waited for a worker"))
                 continue
+            if not long_allowed and self._long(job):
+                passed_over.append(job)
+                continue
             size = job.inspection.chars
             if batch and chars + size > bound:
-                break  # the next batch starts with it
-            self._queue.popleft()
+                self._queue.appendleft(job)  # the next batch starts with it
+                break
             batch.append(job)
             chars += size
+        self._queue.extendleft(reversed(passed_over))
         return batch
 
 
@@ -315,6 +339,14 @@ class _Worker:
     @property
     def in_flight(self) -> int:
         return len(self._in_flight) if isinstance(self._in_flight, list) else 0
+
+    @property
+    def longest_in_flight(self) -> int:
+        """Characters of the longest text in the batch this worker runs (0: none)."""
+        held = self._in_flight
+        if not isinstance(held, list):
+            return 0
+        return max((job.inspection.chars for job in held), default=0)
 
     @property
     def idle(self) -> bool:

@@ -155,7 +155,7 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
     # Two worker processes, as on a 2-CPU pod: the API is tested through the same
     # dispatch, batching and pickling that production uses.
     settings = make_settings(tmp_path_factory.mktemp("sidecar"), max_text_bytes=64 * 1024,
-                             max_messages=50, workers=2)
+                             max_messages=50, workers=2, long_text_chars=16 * 1024)
     pipeline = Pipeline.from_settings(settings)
     audit = AuditWriter(open_store(settings), lambda name: (
         pipeline.policies.by_name[name].policy if name in pipeline.policies.by_name else None))

@@ -10,9 +10,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -102,6 +103,30 @@ def test_short_requests_never_wait_behind_a_long_one(sidecar: Sidecar) -> None:
     assert slow.result().text
 
 
+def test_two_long_texts_leave_a_worker_for_short_ones(sidecar: Sidecar) -> None:
+    """Two workers (long_text_chars 16 KiB here), two long texts sent one after the
+    other: the second waits for the first, and short requests sent meanwhile are
+    answered by the other worker while both long ones are still pending. Before, the
+    two long ones took both workers and the short ones waited for one of them."""
+    long_text = (SLOW_TEXT * 2)[:40 * 1024]  # a second or more of inspection each
+    first = sidecar.stub.InspectPrompt.future(pb.InspectRequest(text=long_text), timeout=120)
+    time.sleep(0.3)  # it has reached a worker
+    second = sidecar.stub.InspectPrompt.future(
+        pb.InspectRequest(text=long_text.replace("John", "Jane")), timeout=120)
+    time.sleep(0.1)  # queued
+
+    def short(n: int) -> str:
+        reply = sidecar.stub.InspectPrompt(pb.InspectRequest(text=f"Mail j{n}@example.com"),
+                                           timeout=60)
+        return str(reply.text)
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(short, range(4)))
+    assert not first.done() and not second.done(), "a short request waited for a long one"
+    assert answers == ["Mail <EMAIL_ADDRESS>"] * 4
+    assert "Jane Smith" not in second.result().text and "John Smith" not in first.result().text
+
+
 _SHORT = st.integers(1, 4096)
 _LONG = st.integers(BATCH_TEXT_CHARS // 2, 3 * BATCH_TEXT_CHARS)
 
@@ -136,6 +161,92 @@ def test_a_batch_of_several_never_holds_more_than_the_batch_bound(
         if number + 1 < len(batches):
             following = batches[number + 1][0].inspection.chars
             assert len(batch) == batch_max or chars + following > BATCH_TEXT_CHARS
+
+
+LONG = 16 * 1024  # long_text_chars in the tests below
+_ANY_SIZE = st.one_of(st.integers(1, 4096), st.integers(1, 4096),
+                      st.integers(LONG + 1, 4 * BATCH_TEXT_CHARS))
+
+
+@settings(max_examples=300, deadline=None)
+@given(count=st.integers(1, 4), events=st.lists(st.one_of(
+    st.tuples(st.just("arrive"), _ANY_SIZE),
+    st.tuples(st.just("finish"), st.integers(0, 3)),
+    st.tuples(st.just("die or revive"), st.integers(0, 3))), max_size=80))
+def test_long_texts_never_take_the_last_free_worker(
+        pool_settings: tuple[Settings, Pipeline], count: int,
+        events: list[tuple[str, int]]) -> None:
+    """The pool's dispatch, driven through random arrivals, finished batches and workers
+    dying and coming back (the pipes replaced by a recorder). Invariants: a long text is
+    sent only while fewer than all living workers but one (at least one) run one; no
+    worker is left idle while something it may take waits; no request is sent twice;
+    a request overtakes an earlier one only if it is short and that one long; one worker
+    takes everything in arrival order. Before round 10 two long texts took both workers
+    of a pod and every other caller waited for them."""
+    base, pipeline = pool_settings
+    pool = WorkerPool(base.model_copy(update={"batch_wait_ms": 0, "long_text_chars": LONG}),
+                      pipeline.limits, count)
+    loop = asyncio.new_event_loop()
+    sent: list[_Job] = []
+    arrived: list[_Job] = []
+
+    def is_long(job: _Job) -> bool:
+        return job.inspection.chars > LONG
+
+    def limit() -> int:
+        return max(1, sum(worker.alive for worker in pool._workers) - 1)
+
+    def running_long(but: object = None) -> int:
+        return sum(worker is not but and worker.longest_in_flight > LONG
+                   for worker in pool._workers)
+
+    def recorder(worker: Any) -> Callable[[list[_Job]], None]:
+        def send(batch: list[_Job]) -> None:
+            assert worker.idle and batch
+            if any(is_long(job) for job in batch):
+                assert running_long(but=worker) < limit()
+            worker._in_flight = batch
+            sent.extend(batch)
+        return send
+
+    for worker in pool._workers:
+        worker.alive = True
+        worker.send = recorder(worker)  # type: ignore[method-assign]
+    try:
+        for kind, value in events:
+            if kind == "arrive":
+                job = _Job(Inspection.of_text("x" * value), loop.create_future(), None)
+                arrived.append(job)
+                pool._queue.append(job)
+            else:
+                worker = pool._workers[value % count]
+                worker._in_flight = []
+                if kind == "die or revive":
+                    worker.alive = not worker.alive
+            pool._feed()
+            waiting = [job for job in pool._queue if not job.future.done()]
+            for worker in pool._workers:
+                if worker.idle:
+                    assert not any(not is_long(job) for job in waiting)
+                    assert not any(is_long(job) for job in waiting) or \
+                        running_long() >= limit()
+    finally:
+        loop.close()
+    assert len({id(job) for job in sent}) == len(sent)
+    order = {id(job): n for n, job in enumerate(sent)}
+    for job in arrived:  # none lost: sent, still waiting, or failed (every worker down)
+        assert id(job) in order or job in pool._queue or job.future.done()
+    for n, earlier in enumerate(arrived):
+        for later in arrived[n + 1:]:
+            if id(later) not in order or earlier.future.done():
+                continue  # not sent; or failed unsent (every worker down)
+            if order.get(id(earlier), len(sent)) > order[id(later)]:
+                assert is_long(earlier) and not is_long(later)
+    if count == 1:
+        assert sent == [job for job in arrived if id(job) in order]
+    for job in arrived:  # every worker down failed them: read, so asyncio does not warn
+        if job.future.done():
+            job.future.exception()
 
 
 @pytest.fixture(scope="module")
