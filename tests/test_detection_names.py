@@ -57,6 +57,18 @@ def test_after_a_greeting_and_an_introduction_the_name_alone_is_found(
     assert spans(template.format(name=f"{introduction} {name}")) == [name]
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(["Hope", "Grace", "Joy", "June", "Will", "May", "Faith", "Rose",
+                        "Mark", "Bill", "Sunny", "Glen"]),
+       st.sampled_from(LAST), st.sampled_from(GREETED))
+def test_first_names_that_are_also_words_are_found_after_a_greeting(
+        first: str, last: str, template: str) -> None:
+    """Outside trial 13: "hope" was listed as a sentence starter, and `Dear Hope
+    Williams,` lost its whole name."""
+    for name in (first, f"{first} {last}"):
+        assert spans(template.format(name=name)) == [name]
+
+
 @settings(max_examples=200, deadline=None)
 @given(names, st.sampled_from(FIELDS))
 def test_a_name_in_a_field_is_found(name: str, template: str) -> None:
@@ -91,7 +103,7 @@ def test_cells_of_a_name_column_are_found_and_no_others(rows: list[tuple[str, in
     "Dear Reviewers,", "Hello Product Owners:", "Dear Diary,", "Sig Sauer P226 manual",
     "| Name | Email |\n| --- | --- |",
     "Hi I Need Help!", "Hey We Have A Problem:", "Hi I'm Back!", "Hello I\u2019m Stuck,",
-    "Hi Just Checking In,", "Hi I'm", "Hi It's Me!",
+    "Hi Just Checking In,", "Hi I'm", "Hi It's Me!", "Hi It's Friday:", "Hi I'm Not Sure,",
 ])
 def test_what_greets_a_group_or_names_a_thing_is_no_person(text: str) -> None:
     assert spans(text) == []

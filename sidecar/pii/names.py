@@ -123,12 +123,14 @@ _NOT_A_NAME = frozenset((
 # A greeting followed by the writer introducing themselves: the name is what follows.
 _INTRODUCING = frozenset(("i'm", "i\u2019m", "it's", "it\u2019s"))
 # Capitalised words that start a sentence after a greeting rather than name anyone
-# (`Hi I Need Help!`, `Hey We Have A Problem:`) or say how the writer is (`Hi I'm Back!`).
-# Not modal verbs: Will, May and Can are also first names.
+# (`Hi I Need Help!`, `Hey We Have A Problem:`) or say how the writer is (`Hi I'm Back!`,
+# `Hi It's Friday:`). Never a word that is also a first name: Will, May, Can, Hope, Grace,
+# Joy, June (an outside trial found "Hope" here: `Dear Hope Williams,` went unredacted).
 _NOT_AFTER_GREETING = frozenset((
     "i", "me", "us", "i've", "i\u2019ve", "i'd", "i\u2019d", "i'll", "i\u2019ll", "we", "we're",
     "we\u2019re", "we've", "we\u2019ve", "we'd", "we\u2019d", "we'll", "we\u2019ll", "it",
-    "just", "hope", "quick", "back", "sorry", "new", "here", "late", "ready", "stuck",
+    "just", "quick", "back", "not", "so", "very", "really", "also", "still", "monday",
+    "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "today", "tonight", "sorry", "new", "here", "late", "ready", "stuck",
     "confused", "lost", "done", "fine", "glad", "happy", "excited", "writing", "reaching",
     "following", "checking", "looking", "trying", "having", "getting", "sending",
 ))
