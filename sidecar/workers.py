@@ -486,6 +486,10 @@ class _Worker:
         loop, self._loop = self._loop, None
         future = loop.run_in_executor(None, self._respawn)
         future.add_done_callback(lambda _: self._on_respawned())
+        # One worker fewer changes what the others may take (a long text the rule held
+        # back while this one ran another: outside trial 13 saw it wait for the restart).
+        # Scheduled, not called: _lost may run inside the pool's own _feed (a failed send).
+        loop.call_soon(self._on_idle)
 
     def _respawn(self) -> None:
         self.terminate()

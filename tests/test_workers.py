@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -247,6 +248,68 @@ def test_long_texts_never_take_the_last_free_worker(
     for job in arrived:  # every worker down failed them: read, so asyncio does not warn
         if job.future.done():
             job.future.exception()
+
+
+def test_a_worker_that_dies_lets_the_kept_one_take_the_long_text_at_once(
+        pool_settings: tuple[Settings, Pipeline]) -> None:
+    """Two workers, one running a long text, another long text held back for it. The
+    busy worker dies: the kept one may now run long texts and takes the waiting one at
+    once, not after the replacement has loaded (outside trial 13: 5.4 s later, the kept
+    worker idle meanwhile). The pipes are stand-ins; the death goes through the real
+    `_on_readable` -> `_lost` path, with a respawn that stays loading throughout."""
+    base, pipeline = pool_settings
+    reading_end, writing_end = os.pipe()
+
+    class DeadPipe:
+        def fileno(self) -> int:
+            return reading_end
+
+        def recv(self) -> object:
+            raise EOFError
+
+    async def scenario() -> tuple[list[_Job], list[_Job]]:
+        loop = asyncio.get_running_loop()
+        pool = WorkerPool(base.model_copy(update={"batch_wait_ms": 0,
+                                                  "long_text_chars": LONG}),
+                          pipeline.limits, 2)
+        sent: dict[int, list[_Job]] = {0: [], 1: []}
+
+        def recorder(worker: Any) -> Callable[[list[_Job]], None]:
+            def send(batch: list[_Job]) -> None:
+                worker._in_flight = batch
+                sent[worker.index].extend(batch)
+            return send
+
+        for worker in pool._workers:
+            worker.alive = True
+            worker.send = recorder(worker)  # type: ignore[method-assign]
+        dying = pool._workers[0]
+        dying.conn, dying._loop = DeadPipe(), loop  # type: ignore[assignment]
+        dying.process = type("Exited", (), {"exitcode": -9})()
+        restarted = threading.Event()
+        dying._respawn = lambda: restarted.wait(30)  # type: ignore[method-assign]
+        jobs = [_Job(Inspection.of_text("x" * (LONG + n + 1)), loop.create_future(), None)
+                for n in range(2)]
+        for job in jobs:
+            pool._queue.append(job)
+            pool._feed()
+        assert sent == {0: [jobs[0]], 1: []}  # the second is held back: worker 1 is kept
+        dying._on_readable()  # EOF: the worker died
+        for _ in range(3):
+            await asyncio.sleep(0)  # callbacks scheduled meanwhile
+        with pytest.raises(Exception, match="exited; retry"):
+            jobs[0].future.result()
+        assert dying.respawning, "the replacement must still be loading"
+        taken = list(sent[1])
+        restarted.set()
+        return sent[0], taken
+
+    try:
+        first, second = asyncio.run(scenario())
+    finally:
+        os.close(reading_end)
+        os.close(writing_end)
+    assert len(first) == 1 and [job.inspection.chars for job in second] == [LONG + 2]
 
 
 @pytest.fixture(scope="module")
