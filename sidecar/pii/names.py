@@ -130,7 +130,8 @@ _NOT_AFTER_GREETING = frozenset((
     "i", "me", "us", "i've", "i\u2019ve", "i'd", "i\u2019d", "i'll", "i\u2019ll", "we", "we're",
     "we\u2019re", "we've", "we\u2019ve", "we'd", "we\u2019d", "we'll", "we\u2019ll", "it",
     "just", "quick", "back", "not", "so", "very", "really", "also", "still", "monday",
-    "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "today", "tonight", "sorry", "new", "here", "late", "ready", "stuck",
+    "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "today", "tonight",
+    "sorry", "new", "here", "late", "ready", "stuck",
     "confused", "lost", "done", "fine", "glad", "happy", "excited", "writing", "reaching",
     "following", "checking", "looking", "trying", "having", "getting", "sending",
 ))
