@@ -40,7 +40,7 @@ import signal
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -65,6 +65,7 @@ from sidecar.types import Inspection, Verdict
 
 log = logging.getLogger(__name__)
 Outcome = Verdict | BaseException
+_DONE = object()  # what next() gives for an exhausted iterator of idle steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,7 +546,15 @@ def worker_main(settings: Settings, index: int, conn: Connection,
     loaded.set()
     if not _tell(conn, ("ready", None)):
         return
+    idle: Iterator[None] | None = pipeline.idle_steps()
     while True:
+        # While nothing waits, a step of work that makes later inspections cheaper (a few
+        # ms: a request that comes meanwhile waits for one step at most).
+        if idle is not None and not conn.poll(0):
+            if next(idle, _DONE) is _DONE:
+                idle = None
+                log.info("worker finished its idle work", extra={"worker": index})
+            continue
         try:
             batch = conn.recv()
         except (EOFError, OSError):
@@ -555,6 +564,7 @@ def worker_main(settings: Settings, index: int, conn: Connection,
         if isinstance(batch, tuple):  # ("policies", snapshot directory)
             if not _tell(conn, _reload(pipeline, settings, Path(batch[1]), index)):
                 return
+            idle = pipeline.idle_steps()  # a model the new policies loaded, if any
             continue
         if not _tell(conn, inspect_batch(pipeline, batch, index, gone)):
             return

@@ -142,6 +142,9 @@ def one_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Served]:
     assert process.stderr is not None
     try:
         address = str(wait_for_log(process.stderr, "serving")["address"])
+        # The worker fills spaCy's tokenizer cache while idle, then says so; the scenarios
+        # below then run on a worker as it serves after its first second or so.
+        assert wait_for_log(process.stderr, "worker finished its idle work")["worker"] == 0
         yield _Served(process, pb_grpc.GuardrailStub(grpc.insecure_channel(address)))
     finally:
         process.terminate()

@@ -1,6 +1,7 @@
 """The model as workers load it (issue 21): its vocabulary warmed and its matrices
-multiplied by numpy instead of BLIS, yet the same entities as spaCy's own load of it;
-and requests still leave the vocabulary as they found it."""
+multiplied by numpy instead of BLIS, its tokenizer's cache filled, yet the same tokens
+and entities as spaCy's own load of it; and requests still leave the vocabulary as they
+found it."""
 
 from __future__ import annotations
 
@@ -53,6 +54,52 @@ def test_warmed_entities_equal_a_cold_models(cold: Any, text: str) -> None:
     with warm.memory_zone():
         found = _entities(warm(text))
     assert found == _entities(cold(text))
+
+
+@pytest.fixture(scope="module")
+def filled() -> Any:
+    """The model as a worker holds it after its idle steps: its tokenizer's cache filled
+    with the model's words (its own copy: the process-wide one stays as it was)."""
+    from sidecar.pii import nlp as nlp_module
+
+    nlp = nlp_module._load(MODEL, True)
+    assert sum(1 for _ in nlp_module.tokenizer_cache_steps([nlp])) > 100
+    assert nlp.tokenizer.max_cache_size > 75_000
+    return nlp
+
+
+PIECES = st.one_of(
+    st.sampled_from(["the", "The", "call", "email", "invoice", "Tomorrow", "London", "Paris",
+                     "cannot", "Cannot", "gonna", "can't", "don't", "U.S.", "Mr.", "e.g.",
+                     "10km", "5pm", "3rd", "1990s", "2,000", "$50", "50%", "A1", "x86",
+                     "e-mail", "well-known", "jane@example.com", "https://example.com/a?b=1",
+                     "(call", "call)", "call,", "call.", "\"call\"", "'s", "n't", "...",
+                     ":)", "<3", "Straße", "naïve", "Ελλάδα", "東京", "🙂", "I", "Jonas",
+                     "Okonkwo", "O'Brien", "McDonald's", "Smith-Jones", "ID:", "#42"]),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8))
+SPACES = st.sampled_from([" ", " ", " ", "  ", "\n", "\t", " \n "])
+
+
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(PIECES, SPACES), min_size=1, max_size=25))
+def test_a_filled_tokenizer_cache_changes_no_token_and_no_entity(
+        filled: Any, cold: Any, parts: list[tuple[str, str]]) -> None:
+    """The cache a worker fills while idle (`tokenizer_cache_steps`) changes how fast a
+    request is tokenized, never what comes out: tokens, offsets and spacing, the lexeme
+    attributes NER and the context words read, and the entities, against the model as
+    spaCy loads it (its cache empty), inside a memory zone as workers run requests."""
+    text = "".join(piece + space for piece, space in parts)
+    seen = []
+    for nlp in (filled, cold):
+        with nlp.memory_zone():
+            doc = nlp(text)
+            seen.append(([(t.text, t.idx, t.whitespace_, t.norm_, t.shape_, t.prefix_,
+                           t.suffix_, t.lower_, t.is_stop, t.is_punct, t.like_num,
+                           t.is_alpha) for t in doc], _entities(doc)))
+    assert seen[0] == seen[1]
 
 
 def test_every_layer_of_the_ner_model_multiplies_with_numpy() -> None:
