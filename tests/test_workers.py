@@ -84,6 +84,17 @@ def test_concurrent_requests_get_their_own_answers(
     assert largest_batch(server) >= 2
 
 
+def short_calls(sidecar: Sidecar, count: int) -> list[str]:
+    """`count` short prompts sent at once; their answers' text."""
+    def short(n: int) -> str:
+        reply = sidecar.stub.InspectPrompt(pb.InspectRequest(text=f"Mail j{n}@example.com"),
+                                           timeout=60)
+        return str(reply.text)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(short, range(count)))
+
+
 def test_short_requests_never_wait_behind_a_long_one(sidecar: Sidecar) -> None:
     """Two workers, one busy with a long text: short requests sent meanwhile are all
     answered by the other. A request is bound to a worker only when that worker is free,
@@ -92,13 +103,7 @@ def test_short_requests_never_wait_behind_a_long_one(sidecar: Sidecar) -> None:
     slow = sidecar.stub.InspectPrompt.future(pb.InspectRequest(text=long_text), timeout=120)
     time.sleep(0.3)  # it has reached a worker
 
-    def short(n: int) -> str:
-        reply = sidecar.stub.InspectPrompt(pb.InspectRequest(text=f"Mail j{n}@example.com"),
-                                           timeout=60)
-        return str(reply.text)
-
-    with ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(short, range(6)))
+    answers = short_calls(sidecar, 6)
     assert not slow.done(), "a short request waited for the long one"
     assert answers == ["Mail <EMAIL_ADDRESS>"] * 6
     assert slow.result().text
@@ -116,13 +121,7 @@ def test_two_long_texts_leave_a_worker_for_short_ones(sidecar: Sidecar) -> None:
         pb.InspectRequest(text=long_text.replace("John", "Jane")), timeout=120)
     time.sleep(0.1)  # queued
 
-    def short(n: int) -> str:
-        reply = sidecar.stub.InspectPrompt(pb.InspectRequest(text=f"Mail j{n}@example.com"),
-                                           timeout=60)
-        return str(reply.text)
-
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(short, range(4)))
+    answers = short_calls(sidecar, 4)
     assert not first.done() and not second.done(), "a short request waited for a long one"
     assert answers == ["Mail <EMAIL_ADDRESS>"] * 4
     assert "Jane Smith" not in second.result().text and "John Smith" not in first.result().text
