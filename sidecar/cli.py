@@ -103,9 +103,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-                             for e in err.errors())
+        problems = "; ".join(f"{_where(e['loc'], overrides)}: {e['msg']}" for e in err.errors())
         raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def _where(location: tuple[Any, ...], overrides: dict[str, Any]) -> str:
+    """A bad setting as the operator wrote it: `long_text_chars (GUARDRAIL_LONG_TEXT_CHARS)`
+    or `listen (--listen)`, so the message names what to change (outside trial 13: only
+    the field's name, which appears nowhere an operator sets it)."""
+    name = ".".join(map(str, location)) or "settings"
+    field = str(location[0]) if location else ""
+    if field in overrides:
+        return f"{name} (--{field.replace('_', '-')})"
+    variable = f"GUARDRAIL_{field.upper()}"
+    return f"{name} ({variable})" if field and variable in os.environ else name
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -149,7 +149,7 @@ def test_cli_reports_bad_settings_without_traceback(capsys: pytest.CaptureFixtur
 
     assert main(["serve", "--listen", "nonsense"]) == 2
     err = capsys.readouterr().err
-    assert "invalid settings: listen" in err and "Traceback" not in err
+    assert "invalid settings: listen (--listen)" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("interval", ["0", "-1", "7200", "soon"])
@@ -161,7 +161,8 @@ def test_a_checkpoint_interval_out_of_bounds_is_refused_at_start(
     monkeypatch.setenv("GUARDRAIL_AUDIT_CHECKPOINT_INTERVAL", interval)
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
-    assert "invalid settings: audit_checkpoint_interval" in err and "Traceback" not in err
+    assert "invalid settings: audit_checkpoint_interval (GUARDRAIL_AUDIT_CHECKPOINT_INTERVAL)" \
+        in err and "Traceback" not in err
 
 
 def _detector_caches() -> list[Any]:
