@@ -271,8 +271,8 @@ class WorkerPool:
             self._typical_batch = 1.0  # the wait gathered nobody: the burst is over
         return False
 
-    def _long(self, job: _Job) -> bool:
-        return 0 < self.settings.long_text_chars < job.inspection.chars
+    def _long(self, chars: int) -> bool:
+        return 0 < self.settings.long_text_chars < chars
 
     def _long_allowed(self) -> bool:
         """Whether an idle worker may take a long text now: not while all living workers
@@ -280,8 +280,7 @@ class WorkerPool:
         if self.settings.long_text_chars <= 0:
             return True
         alive = sum(worker.alive for worker in self._workers)
-        running = sum(worker.longest_in_flight > self.settings.long_text_chars
-                      for worker in self._workers)
+        running = sum(self._long(worker.longest_in_flight) for worker in self._workers)
         return running < max(1, alive - 1)
 
     def _next_batch(self, long_allowed: bool = True) -> list[_Job]:
@@ -303,7 +302,7 @@ class WorkerPool:
                 job.future.set_exception(DeadlineExceeded(
                     "the call's deadline passed while it waited for a worker"))
                 continue
-            if not long_allowed and self._long(job):
+            if not long_allowed and self._long(job.inspection.chars):
                 passed_over.append(job)
                 continue
             size = job.inspection.chars

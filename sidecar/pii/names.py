@@ -290,7 +290,8 @@ def find(text: str) -> list[Span]:
 def _introduced(start: int, value: str) -> tuple[int, str]:
     """The name after "I'm" / "It's" in a greeting's capitalised words, and where it
     starts ("" when nothing follows): the introduction itself is no part of the name."""
-    rest = value.split(None, 1)[1] if len(value.split(None, 1)) == 2 else ""
+    words = value.split(None, 1)
+    rest = words[1] if len(words) == 2 else ""
     return start + len(value) - len(rest), rest
 
 

@@ -201,13 +201,15 @@ def tokenizer_cache_steps(pipelines: list[Any] | None = None) -> Iterator[None]:
     Why: requests are tokenized inside a memory zone, where spaCy's tokenizer saves
     nothing to its cache, so every whitespace-delimited chunk ran the prefix, suffix,
     infix and URL patterns again on every request: 4-9 us a known word, 0.7 from the
-    cache. On the PII corpus in-process (batches of 5) the tokenizer took 0.28-0.33
-    CPU-ms a document, 0.20-0.21 with the cache (~4% of a worker's CPU). The cache is
-    spaCy's own, keyed by the chunk, and gives what the patterns give (that is what it
-    is for; tests/test_nlp_cache.py compares tokens and lexeme attributes with a fresh
-    pipeline); only chunks equal to one of the model's words are in it, never a
-    request's text. Filling costs ~0.8 s of CPU, which is why it is done in idle steps
-    rather than at load (every worker start and every `guardrail inspect` would pay).
+    cache. On the PII corpus in-process (batches of 5; bench/tokenizer_cache.py) the
+    tokenizer took 0.25-0.32 CPU-ms a document, 0.19-0.24 with the cache (~3% of a
+    worker's CPU). The cache is spaCy's own, keyed by the chunk, and gives what the
+    patterns give (that is what it is for; tests/test_nlp_vocabulary.py compares tokens,
+    lexeme attributes and entities with an unfilled model); only chunks equal to one of
+    the model's words are in it, never a request's text (requests are tokenized inside
+    a memory zone, where nothing is saved to it). Filling costs ~0.8 s of CPU, which is
+    why it is done in idle steps rather than at load (every worker start and every
+    `guardrail inspect` would pay).
 
     Two details of spaCy's tokenizer shape it: it caches at most `max_cache_size`
     chunks (10,000 by default; raised to hold every word), and after a special case
