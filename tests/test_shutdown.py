@@ -56,10 +56,13 @@ def test_sigterm_lets_in_flight_calls_finish_then_exits_zero(tmp_path: Path) -> 
         address = str(serving["address"])
         # Counted from the start of `serve`, so it covers the whole start, including the
         # front's policy compile while the workers already load (the first line logged
-        # is a development key made before that compile).
+        # is a development key made before that compile). The `serving` record is made
+        # just after `ready_after_s` is read, but a busy machine can hand the GIL to
+        # another thread in between: 13 ms once, with the suite in two processes. 0.1 s
+        # of slack still fails a count that leaves out the compile (~0.4 s here).
         assert before, "a fresh data directory logs its new development keys first"
         assert float(str(serving["ready_after_s"])) >= \
-            _logged_at(serving) - _logged_at(before[0]) - 0.01
+            _logged_at(serving) - _logged_at(before[0]) - 0.1
         channel = grpc.insecure_channel(address)
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
                                                             timeout=5)
