@@ -57,6 +57,46 @@ def test_after_a_greeting_and_an_introduction_the_name_alone_is_found(
     assert spans(template.format(name=f"{introduction} {name}")) == [name]
 
 
+INTRODUCED = ["Hi, {intro} {name}, I need help", "Hello! {intro} {name} and I work here",
+              "Hey there, {intro} {name} from support.", "Hi all - {intro} {name}",
+              "Bonjour, {intro} {name}.", "Hello \u2014 {intro} {name}!", "Hi;{intro} {name}"]
+INTRODUCTIONS = ["I'm", "I\u2019m", "i'm", "I am", "this is", "This is", "it's", "It\u2019s",
+                 "my name is", "My name is", "My name's"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(names, st.sampled_from(INTRODUCED), st.sampled_from(INTRODUCTIONS))
+def test_a_writer_introducing_themselves_after_a_greeting_is_found(
+        name: str, template: str, intro: str) -> None:
+    """Outside trial 13: `Hi, I'm Alice Johnson,` went through unredacted: the comma
+    after the greeting hid the name from the greeting cue, and spaCy missed it there."""
+    assert spans(template.format(intro=intro, name=name)) == [name]
+
+
+@settings(max_examples=200, deadline=None)
+@given(names, st.sampled_from(["my name is", "My name is", "MY NAME IS", "my name\u2019s",
+                               "je m'appelle", "Je m\u2019appelle", "me llamo", "Mi nombre es",
+                               "mi chiamo", "Mein Name ist", "ich hei\u00dfe", "meu nome \u00e9",
+                               "Mijn naam is"]),
+       st.sampled_from(["{naming} {name}.", "Thanks! {naming} {name} and my order is late",
+                        "(ok) {naming} {name}", "{naming}\t{name}\nphone: 555"]))
+def test_a_name_a_phrase_introduces_is_found_anywhere(name: str, naming: str,
+                                                      template: str) -> None:
+    assert spans(template.format(naming=naming, name=name)) == [name]
+
+
+@pytest.mark.parametrize("text", [
+    "Hi, I'm Interested In Your Offer", "Hi, This Is A Test", "Hi, This Is Urgent",
+    "Hi, I Am Legend", "Hi, I'm Back!", "Hello, it's Monday!", "Hey, I am Here",
+    "Hi, this is Python code", "Hi, I'm Not Sure", "Hi there, I'm a developer",
+    "Hello, this is a question", "Hi, I'm Stuck On Step 3", "Hi, it's Me again",
+    "Hi, I am New Here", "Hey, I'm Unable To Log In", "Hi team, this is The Plan",
+    "the file my name is stored in", "Hi, I'm", "my name is", "Hello, this is Your Bank",
+])
+def test_an_introduction_of_no_name_is_no_person(text: str) -> None:
+    assert spans(text) == []
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.sampled_from(["Hope", "Grace", "Joy", "June", "Will", "May", "Faith", "Rose",
                         "Mark", "Bill", "Sunny", "Glen"]),
@@ -117,6 +157,14 @@ def test_through_the_shipped_policy_the_name_is_replaced() -> None:
         'Dear Mr Okonkwo, your parcel for "customer_name":"Yasmin Khoury" left today.'))
     text = verdict.messages[0].content
     assert "Okonkwo" not in text and "Yasmin Khoury" not in text, text
+    # spaCy alone let these three through (the introduction cue's test, round 11)
+    for said, redacted in [
+            ("Hello, my name is Keiko Sato and my order is late",
+             "Hello, my name is <PERSON> and my order is late"),
+            ("Hey, I'm Amara. My card was charged twice.",
+             "Hey, I'm <PERSON>. My card was charged twice."),
+            ("my name is Thabo Mokoena", "my name is <PERSON>")]:
+        assert pipeline.run(Inspection.of_text(said)).messages[0].content == redacted
 
 
 @pytest.mark.parametrize(("text", "name"), [

@@ -17,6 +17,13 @@ the name, so it holds for names from any culture:
   are listed in `_NOT_A_NAME`; a sentence the writer starts (`Hi I Need Help!`,
   `Hey We Have A Problem:`) is not a name either (`_NOT_AFTER_GREETING`), and after an
   introduction (`Hi I'm Alice Johnson`) the name is what follows it. Score 0.75.
+- `self-introduction`: the writer naming themselves. A phrase that only introduces a name
+  (`My name is`, `my name's`, `je m'appelle`, `me llamo`, `mi chiamo`, `mein Name ist`,
+  `ich heiße`, `meu nome é`, `mijn naam is`), anywhere, score 0.85; and right after a
+  greeting and its punctuation (`Hi, I'm Alice Johnson,` `Hello! This is Jonas from
+  support`), `I'm`, `I am`, `this is` or `it's`, score 0.75. A Title Case sentence
+  (`Hi, This Is Urgent`, `Hi, I'm Interested In Your Offer`) introduces nobody: the
+  phrase must be written as in a sentence, and a name holds no function word.
 - `field`: the value of a key that names a person whatever the record (`full_name`,
   `first_name`, `surname`, `customer_name`, `patientName`, `cardholder`, `patient`, ...)
   in JSON (`"customer_name": "Yasmin Khoury"`, single quotes too) or on a line of its
@@ -76,7 +83,7 @@ _WORD = r"\p{Lu}[\p{L}\p{M}'\x{2019}]*(?:-\p{Lu}[\p{L}\p{M}'\x{2019}]*)?"
 _PARTICLES = ("de", "del", "della", "di", "da", "do", "dos", "das", "du", "van", "von", "der",
               "den", "ter", "le", "la", "bin", "binti", "ibn", "al", "el")
 _PARTICLE = rf"(?:{'|'.join(_PARTICLES)}|Ó|Ní|Mac|Mc|St\.?)"
-_NAME = rf"{_WORD}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{_WORD}){{0,3}}"
+_NAME = rf"{_WORD}(?:[ \t]+(?:{_PARTICLE}[ \t]+){{0,2}}{_WORD}){{0,3}}"
 _TITLES = (r"Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Rev|Herr|Frau|Fräulein|Mme|Mlle|Sra|Srta|"
            r"Dña|Sig\.ra|Sig\.|Dott\.ssa|Dott|Mevr|Dhr")
 _TITLE = rf"(?:\b(?:{_TITLES})\.?|\bM\.)[ \t]+({_NAME})(?:[^\p{{L}}\p{{N}}]|$)"
@@ -85,6 +92,21 @@ _GREETINGS = (r"Dear|Hi|Hello|Hey|Hiya|Greetings|Morning|Bonjour|Bonsoir|Salut|C
               r"Hola|Estimado|Estimada|Querido|Querida|Ciao|Caro|Cara|Gentile|Hallo|Liebe|"
               r"Lieber|Hej|Hei|Olá|Prezado|Prezada|Beste|Geachte")
 _GREETING = rf"(?m)(?:^|[\s\"'(>])(?:{_GREETINGS})[ \t]+({_NAME})[ \t]*(?:[,:!;]|$)"
+# The writer introducing themselves. Anywhere: a phrase that can only introduce a name
+# (`My name is Keiko Sato`, `je m'appelle Thabo`, `mein Name ist Jonas`). Right after a
+# greeting and its punctuation, also `I'm`, `I am`, `this is`, `it's` (`Hi, I'm Alice
+# Johnson,` `Hello! This is Jonas from support`): outside trial 13 found a comma between
+# the greeting and the introduction hid the name from both this module and spaCy.
+_NAMING = (r"(?i:my[ \t]+name[ \t]+is|my[ \t]+name['\x{2019}]s|je[ \t]+m['\x{2019}]appelle|"
+           r"me[ \t]+llamo|mi[ \t]+nombre[ \t]+es|mi[ \t]+chiamo|mein[ \t]+name[ \t]+ist|"
+           r"ich[ \t]+hei(?:ß|ss)e|meu[ \t]+nome[ \t]+(?:é|e)|mijn[ \t]+naam[ \t]+is)")
+_NAMED = rf"(?:^|[^\p{{L}}\p{{N}}_]){_NAMING}[ \t]+({_NAME})(?:[^\p{{L}}\p{{N}}'\x{{2019}}]|$)"
+# Case-sensitive: in a Title Case sentence (`Hi, This Is Urgent`) it introduces nobody.
+_INTRODUCTION = r"(?:[Ii]['\x{2019}]m|I[ \t]+am|[Tt]his[ \t]+is|[Ii]t['\x{2019}]s)"
+_GREETED_INTRODUCTION = (
+    rf"(?m)(?:^|[\s\"'(>])(?:{_GREETINGS})(?i:[ \t]+(?:there|all|everyone|team|folks))?"
+    rf"[ \t]*(?:[,!.:;]|[ \t]+[-\x{{2013}}\x{{2014}}])[ \t]*{_INTRODUCTION}[ \t]+({_NAME})"
+    r"(?:[^\p{L}\p{N}'\x{2019}]|$)")
 # Keys that name a person whatever the record: `customer`, `client`, `contact`, `name`
 # alone also name products, apps and teams (`"client": "Mobile App"`, `name: CI`).
 _FIELD_KEYS = (r"full[ _]?name|first[ _]?name|last[ _]?name|given[ _]?name|middle[ _]?name|"
@@ -134,6 +156,18 @@ _NOT_AFTER_GREETING = frozenset((
     "sorry", "new", "here", "late", "ready", "stuck",
     "confused", "lost", "done", "fine", "glad", "happy", "excited", "writing", "reaching",
     "following", "checking", "looking", "trying", "having", "getting", "sending",
+    "a", "an", "interested", "unable", "able", "afraid", "curious", "worried", "concerned",
+    "available", "aware", "wondering", "hoping", "working", "building", "planning",
+    "currently", "now", "sure", "unsure", "new", "calling", "asking", "responding",
+    "replying", "contacting", "emailing", "messaging", "pleased", "delighted", "sad",
+    "tired", "busy", "free", "online", "away", "off", "out", "home", "in", "on", "at",
+))
+# Words no name holds, though a Title Case sentence capitalises them (`Hi, I'm
+# Interested In Your Offer`): a greeted introduction holding one introduces no name.
+_FUNCTION_WORDS = frozenset((
+    "a", "an", "the", "in", "on", "at", "of", "to", "for", "with", "from", "by", "about",
+    "your", "my", "our", "their", "his", "her", "its", "and", "or", "but", "is", "are",
+    "was", "be", "not", "this", "that", "these", "those", "it", "you", "we", "they", "i",
 ))
 # Columns whose cells are people's names; `name` (or `customer`, `contact`) alone only
 # when the header also has a column that only people have (`name,price,stock` lists
@@ -162,6 +196,9 @@ _DELIMITERS = (",", ";", "\t", "|")
 def _patterns() -> dict[str, Any]:
     return {"title": compile_re2(_TITLE, max_length=1 << 14),
             "greeting": compile_re2(_GREETING, max_length=1 << 14),
+            "self-introduction": compile_re2(_NAMED, max_length=1 << 14),
+            "greeting and self-introduction": compile_re2(_GREETED_INTRODUCTION,
+                                                         max_length=1 << 14),
             "json field": compile_re2(_JSON_FIELD, max_length=1 << 14),
             "line field": compile_re2(_LINE_FIELD, max_length=1 << 14)}
 
@@ -172,7 +209,8 @@ def _record_patterns() -> tuple[Any, Any]:
             compile_re2(_PERSONAL_KEY, max_length=1 << 14))
 
 
-_SCORES = {"title": 0.85, "greeting": 0.75, "json field": 0.85, "line field": 0.85}
+_SCORES = {"title": 0.85, "greeting": 0.75, "self-introduction": 0.85,
+           "greeting and self-introduction": 0.75, "json field": 0.85, "line field": 0.85}
 
 # Lines of a block: a line break, or a literal "\n" as pasted from JSON; then a quote
 # marker, as a quoted e-mail or a chat log writes it.
@@ -272,10 +310,13 @@ def find(text: str) -> list[Span]:
                 if not value:
                     continue
                 first = value.split()[0]
-            if cue == "greeting" and (first.lower() in _NOT_A_NAME
+            if cue.startswith("greeting") and (first.lower() in _NOT_A_NAME
                                       or first.lower() in _NOT_AFTER_GREETING
                                       or first.rstrip(".") in _TITLE_WORDS):
                 continue  # a group, a role, the writer; or a title, which its cue reads
+            if cue.endswith("introduction") and any(
+                    word.lower() in _FUNCTION_WORDS for word in value.split()):
+                continue  # a Title Case sentence, not a name
             if cue.endswith("field") and not _a_name(value):
                 continue
             found.append((start, end, _SCORES[cue], f"name after a {cue}"))
