@@ -3,6 +3,7 @@ equals buffered, restoration mid-stream, blocks, bad streams, abandoned streams.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -263,3 +264,59 @@ def test_an_abandoned_stream_releases_everything(sidecar: Sidecar) -> None:
         time.sleep(0.05)
     assert row is not None  # what was shown is on the record
     assert not [t for t in threading.enumerate() if "stream" in t.name.lower()]
+
+
+def test_an_abandoned_streams_record_shows_only_what_was_handed_over(sidecar: Sidecar) -> None:
+    """Outside trial 12: a client that sent one long chunk and went away 0.15-0.6 s
+    later had received nothing, yet the record said 3,500-14,945 characters were shown:
+    every step `advance` had finished counted, though its merged release was never
+    handed to gRPC. The record's shown text is now whole messages handed over: for one
+    long chunk, nothing, the first release, or that and the final one."""
+    text = (FILLER + "Ask Jane Doe or mail jane@example.com about it. ") * 40
+    assert len(text) > 30 * (LIMITS.holdback + LIMITS.min_release)  # many steps
+
+    def opened(request_id: str) -> tuple[object, queue.Queue[pb.CompletionChunk | None]]:
+        feed: queue.Queue[pb.CompletionChunk | None] = queue.Queue()
+        call = sidecar.stub.InspectCompletionStream(fed_from(feed), timeout=60)
+        feed.put(pb.CompletionChunk(request=pb.InspectRequest(tenant="pseudo",
+                                                              request_id=request_id)))
+        feed.put(pb.CompletionChunk(text=text))
+        return call, feed
+
+    call, feed = opened("handed-over-whole")
+    first = next(call)  # type: ignore[call-overload]
+    while not first.released_chars:
+        first = next(call)  # type: ignore[call-overload]
+    feed.put(pb.CompletionChunk(end=True))
+    feed.put(None)
+    rest = "".join(v.text for v in call)  # type: ignore[attr-defined]
+    whole_messages = {"", first.text, first.text + rest}
+
+    def shown_on_record(request_id: str) -> str | None:
+        """The shown text of the stream's record; None if it was cancelled before its
+        first window (nothing to record). Written after the stream closes."""
+        assert sidecar.servicer is not None
+        deadline = time.monotonic() + 15
+        while sidecar.servicer.streams.open_streams and time.monotonic() < deadline:
+            time.sleep(0.02)
+        settled = time.monotonic() + 3
+        while time.monotonic() < settled:
+            found = list(sidecar.audit.records("tags LIKE ?", (f'%"{request_id}"%',)))
+            if found:
+                payload = json.loads(sidecar.audit.payload(found[0]) or b"{}")
+                return str(payload["messages"][0]["content"])
+            time.sleep(0.05)
+        return None
+
+    recorded = []
+    for number, delay in enumerate([0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.45]):
+        request_id = f"handed-over-{number}"
+        call, feed = opened(request_id)
+        time.sleep(delay)
+        call.cancel()  # type: ignore[attr-defined]
+        feed.put(None)
+        shown = shown_on_record(request_id)
+        if shown is not None:
+            recorded.append(shown)
+            assert shown in whole_messages, (delay, len(shown), len(first.text))
+    assert recorded, "every stream was cancelled before its first window"

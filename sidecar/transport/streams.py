@@ -152,6 +152,11 @@ class StreamService:
         stream: CompletionStream | None = None
         outcome = "failed"
         final: list[str] = []  # the final record's outcome, once it is queued
+        # Characters of released text handed to gRPC so far. A release is counted as it
+        # is yielded, before its write completes: a client gone while it was in flight
+        # may have seen it, so the record keeps it (it over-claims by one message at
+        # most, never under-claims); steps released after the last yield were not.
+        handed = [0]
         try:
             if self.open_streams > self.max_streams:
                 raise RequestTooLarge(f"{self.max_streams} streams already open "
@@ -160,7 +165,7 @@ class StreamService:
             batch = await self._next_chunks(chunks, budget)
             stream = self._open(batch[0], context)
             async for verdict in self._run(stream, batch, chunks, budget, started,
-                                           final=final):
+                                           final=final, handed=handed):
                 if verdict.final:
                     outcome = "blocked" if verdict.decision == pb.BLOCK else "complete"
                 yield verdict
@@ -184,7 +189,7 @@ class StreamService:
             budget.release()
             self.open_streams -= 1
             if stream is not None:
-                self._close(stream, outcome, started)
+                self._close(stream, outcome, started, handed[0])
 
     def _open(self, first: Chunk, context: Context) -> CompletionStream:
         if first is None:
@@ -207,7 +212,8 @@ class StreamService:
 
     async def _run(self, stream: CompletionStream, batch: list[Chunk],
                    chunks: asyncio.Queue[Chunk], budget: _Budget,
-                   started: float, *, final: list[str]) -> AsyncIterator[pb.StreamVerdict]:
+                   started: float, *, final: list[str], handed: list[int]
+                   ) -> AsyncIterator[pb.StreamVerdict]:
         first = batch[0]
         ended = False
         while True:
@@ -242,6 +248,7 @@ class StreamService:
                     if not release.blocked and batch[-1] is not None:
                         await self._expect_close(chunks)
                     return
+                handed[0] += len(release.text)
                 yield convert.to_stream_verdict(release)
             if not releases:  # an acknowledgement: received, nothing more released yet
                 yield pb.StreamVerdict(received_chars=stream.received,
@@ -274,10 +281,12 @@ class StreamService:
     async def _audit(self, inspection: Inspection, verdict: Verdict, outcome: str) -> Verdict:
         return await self.record(inspection, verdict, {"stream": outcome})
 
-    def _close(self, stream: CompletionStream, outcome: str, started: float) -> None:
+    def _close(self, stream: CompletionStream, outcome: str, started: float,
+               handed: int) -> None:
         if outcome not in ("complete", "blocked") and stream.windows:
-            # Some text may have been shown: the stream still gets its audit record.
-            inspection, verdict = stream.summary()
+            # Some text may have been shown: the stream still gets its audit record,
+            # with what was handed to gRPC as shown.
+            inspection, verdict = stream.summary(shown_chars=handed)
             task = asyncio.ensure_future(self._audit(inspection, verdict, outcome))
             self._background.add(task)
             task.add_done_callback(self._audited)
