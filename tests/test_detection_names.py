@@ -57,44 +57,82 @@ def test_after_a_greeting_and_an_introduction_the_name_alone_is_found(
     assert spans(template.format(name=f"{introduction} {name}")) == [name]
 
 
-INTRODUCED = ["Hi, {intro} {name}, I need help", "Hello! {intro} {name} and I work here",
-              "Hey there, {intro} {name} from support.", "Hi all - {intro} {name}",
-              "Bonjour, {intro} {name}.", "Hello \u2014 {intro} {name}!", "Hi;{intro} {name}"]
-INTRODUCTIONS = ["I'm", "I\u2019m", "i'm", "I am", "this is", "This is", "it's", "It\u2019s",
-                 "my name is", "My name is", "My name's"]
+GREETED_INTRODUCTIONS = [
+    "Hi, {intro} {name}, I need help", "hi, {intro} {name} and my order is late",
+    "Hello!\n{intro} {name} from Acme. My order is late.", "Hey there, {intro} {name}.",
+    "Hi!! {intro} {name} I need help", "Hello \U0001f44b {intro} {name}, ok",
+    "Good morning, {intro} {name}. Please help", "Hi guys, {intro} {name} It's about my order",
+    "Dear Support Team, {intro} {name}", "Hi {intro} {name}'s account is locked",
+    "Bonjour, {intro} {name}\u00a0: merci", "Hello \u2014 {intro} {name}!"]
+GREETED_INTROS = ["I'm", "I\u2019m", "i'm", "I am", "I\u00b4m", "I`m"]
+NAMING_PHRASES = ["my name is", "My name is", "MY NAME IS", "my name\u2019s", "My full name is",
+                  "My name\u00a0is", "My name is:", "je m'appelle", "Je m\u00b4appelle",
+                  "me llamo", "Mi nombre es", "mi chiamo", "Mein Name ist",
+                  "meu nome \u00e9", "Mijn naam is"]
+NAMED = ["{naming} {name}.", "Thanks! {naming} {name} and my order is late",
+         "(ok) {naming} {name}", "{naming}\t{name}\nphone: 555", '{naming} "{name}" and',
+         "{naming} **{name}** here", "{naming} {name} I need help with my order",
+         "{naming} {name} Please help"]
 
 
-@settings(max_examples=300, deadline=None)
-@given(names, st.sampled_from(INTRODUCED), st.sampled_from(INTRODUCTIONS))
+@settings(max_examples=400, deadline=None)
+@given(names, st.sampled_from(GREETED_INTRODUCTIONS), st.sampled_from(GREETED_INTROS))
 def test_a_writer_introducing_themselves_after_a_greeting_is_found(
         name: str, template: str, intro: str) -> None:
-    """Outside trial 13: `Hi, I'm Alice Johnson,` went through unredacted: the comma
-    after the greeting hid the name from the greeting cue, and spaCy missed it there."""
+    """Outside trial 13: `Hi, I'm Alice Johnson,` went through unredacted where spaCy
+    missed the name: the comma after the greeting hid it from the greeting cue. Outside
+    trial 14: a lower-case greeting, a line break, an emoji, `Good morning`, a group
+    greeted first, a sentence going on in capitals (`It's`), a possessive."""
     assert spans(template.format(intro=intro, name=name)) == [name]
 
 
-@settings(max_examples=200, deadline=None)
-@given(names, st.sampled_from(["my name is", "My name is", "MY NAME IS", "my name\u2019s",
-                               "je m'appelle", "Je m\u2019appelle", "me llamo", "Mi nombre es",
-                               "mi chiamo", "Mein Name ist", "ich hei\u00dfe", "meu nome \u00e9",
-                               "Mijn naam is"]),
-       st.sampled_from(["{naming} {name}.", "Thanks! {naming} {name} and my order is late",
-                        "(ok) {naming} {name}", "{naming}\t{name}\nphone: 555"]))
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(names, st.sampled_from(["\u5c71\u7530\u592a\u90ce", "\uae40\ubbfc\uc900",
+                                         "\u0645\u062d\u0645\u062f \u0639\u0644\u064a",
+                                         "\u0930\u093e\u0939\u0941\u0932 \u0936\u0930\u094d\u092e\u093e",
+                                         "AMARA OKAFOR", "Or Cohen", "Keiko\u00a0Sato",
+                                         "Ng\u0169g\u0129 wa Thiong'o"])),
+       st.sampled_from(NAMING_PHRASES), st.sampled_from(NAMED))
 def test_a_name_a_phrase_introduces_is_found_anywhere(name: str, naming: str,
                                                       template: str) -> None:
     assert spans(template.format(naming=naming, name=name)) == [name]
 
 
 @pytest.mark.parametrize("text", [
+    # Title Case and states of the writer (outside trial 14's false positives among them)
     "Hi, I'm Interested In Your Offer", "Hi, This Is A Test", "Hi, This Is Urgent",
     "Hi, I Am Legend", "Hi, I'm Back!", "Hello, it's Monday!", "Hey, I am Here",
     "Hi, this is Python code", "Hi, I'm Not Sure", "Hi there, I'm a developer",
     "Hello, this is a question", "Hi, I'm Stuck On Step 3", "Hi, it's Me again",
     "Hi, I am New Here", "Hey, I'm Unable To Log In", "Hi team, this is The Plan",
     "the file my name is stored in", "Hi, I'm", "my name is", "Hello, this is Your Bank",
+    "Hi, I'm American and I need help with a visa form", "Hi, I am German and live in Berlin",
+    "Hi, I'm Vietnamese", "Hi, I'm Catholic and my fianc\u00e9 is Muslim",
+    "Hello, I'm Blind and use a screen reader", "Hi, I'm Autistic and find calls hard",
+    "Hi, I'm Pregnant and need advice", "Hello, I'm Vegan, can you suggest recipes?",
+    "Hi, it's December already and my invoice is missing", "Hi, it's Christmas Eve",
+    "Hi, this is Microsoft Support calling about your computer",
+    "Hello, this is Amazon Customer Service", "Hi, this is Netflix, your account is on hold",
+    "Hi, I'm Using Django 4.2 with Postgres", "Hi, I'm Running Ubuntu 22.04",
+    "Hi, this is Part 2 of my question", "Hey, I'm Bored. Tell me a joke",
+    "Hi, I'm Frustrated with your service", "Hi I'm American!",
+    # "my name is" in sentences about a form
+    "My name is Misspelled on the certificate", "Error: My name is Missing from the invoice",
+    "Why does it say My name is Invalid when I sign up?", "My name is Required",
+    "the field my name is Unicode-encoded", "Ich hei\u00dfe Sie herzlich willkommen",
+    "Mein Name ist Hase, ich wei\u00df von nichts.",
 ])
 def test_an_introduction_of_no_name_is_no_person(text: str) -> None:
     assert spans(text) == []
+
+
+def test_a_name_read_after_an_introduction_stays_on_its_line_and_in_bounds() -> None:
+    """Outside trial 14: `Hi, I'm Alice` + a megabyte of spaces + `Johnson` was one
+    span; a megabyte of letters after the phrase is read no further than a word."""
+    assert spans("Hi, I'm Alice" + " " * 1_000_000 + "Johnson") == ["Alice"]
+    assert spans("Hi, I'm Alice\nJohnson is my manager") == ["Alice"]
+    long = spans("my name is " + "A" * 1_000_000)
+    assert len(long) == 1 and len(long[0]) < 300
 
 
 @settings(max_examples=100, deadline=None)
@@ -157,13 +195,17 @@ def test_through_the_shipped_policy_the_name_is_replaced() -> None:
         'Dear Mr Okonkwo, your parcel for "customer_name":"Yasmin Khoury" left today.'))
     text = verdict.messages[0].content
     assert "Okonkwo" not in text and "Yasmin Khoury" not in text, text
-    # spaCy alone let these three through (the introduction cue's test, round 11)
+    # spaCy alone let these through (the introduction cue's test, rounds 11 and 14)
     for said, redacted in [
             ("Hello, my name is Keiko Sato and my order is late",
              "Hello, my name is <PERSON> and my order is late"),
             ("Hey, I'm Amara. My card was charged twice.",
              "Hey, I'm <PERSON>. My card was charged twice."),
-            ("my name is Thabo Mokoena", "my name is <PERSON>")]:
+            ("my name is Thabo Mokoena", "my name is <PERSON>"),
+            ("hi, I'm Thabo Mokoena and my order is late",
+             "hi, I'm <PERSON> and my order is late"),
+            ("Hello,\nI'm Aroha Ngata from Acme. My order is late.",
+             "Hello,\nI'm <PERSON> from Acme. My order is late.")]:
         assert pipeline.run(Inspection.of_text(said)).messages[0].content == redacted
 
 

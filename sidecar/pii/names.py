@@ -18,12 +18,18 @@ the name, so it holds for names from any culture:
   `Hey We Have A Problem:`) is not a name either (`_NOT_AFTER_GREETING`), and after an
   introduction (`Hi I'm Alice Johnson`) the name is what follows it. Score 0.75.
 - `self-introduction`: the writer naming themselves. A phrase that only introduces a name
-  (`My name is`, `my name's`, `je m'appelle`, `me llamo`, `mi chiamo`, `mein Name ist`,
-  `ich heiße`, `meu nome é`, `mijn naam is`), anywhere, score 0.85; and right after a
-  greeting and its punctuation (`Hi, I'm Alice Johnson,` `Hello! This is Jonas from
-  support`), `I'm`, `I am`, `this is` or `it's`, score 0.75. A Title Case sentence
-  (`Hi, This Is Urgent`, `Hi, I'm Interested In Your Offer`) introduces nobody: the
-  phrase must be written as in a sentence, and a name holds no function word.
+  (`my name is`, `my full name is`, `my name's`, `je m'appelle`, `me llamo`, `mi
+  chiamo`, `mein Name ist`, `meu nome é`, `mijn naam is`; any case, a colon or quotes
+  or Markdown emphasis after it), anywhere, score 0.85; `I'm` or `I am` after a greeting
+  (`Hi, I'm Alice Johnson,`, `Hello,\nI'm Thabo`, `Hi 👋 I'm Amara`, `Dear Support
+  Team, I am ...`), score 0.75. The name is read word by word (`_name_after`): words
+  written with a capital (after `my name is` also words of scripts without capitals),
+  up to four, on one line, stopping at a word a sentence goes on with (`I`, `and`,
+  `It's`, `Please`), without a possessive `'s`. Not `this is` or `it's` (`Hi, this is
+  Microsoft Support`, `Hi, it's December`: outside trial 14), nor a first word that says
+  how the writer is (`Hi, I'm American`, `I'm Pregnant`) or what a form did (`My name is
+  Misspelled`). Known gaps: a name in lower case, `Mokoena, Thabo` (the part after the
+  comma), a name word that is also a function word after the first (`Nguyễn Văn An`).
 - `field`: the value of a key that names a person whatever the record (`full_name`,
   `first_name`, `surname`, `customer_name`, `patientName`, `cardholder`, `patient`, ...)
   in JSON (`"customer_name": "Yasmin Khoury"`, single quotes too) or on a line of its
@@ -81,7 +87,7 @@ _WORD = r"\p{Lu}[\p{L}\p{M}'\x{2019}]*(?:-\p{Lu}[\p{L}\p{M}'\x{2019}]*)?"
 # Lower-case words that may stand inside a name (`Ana de la Cruz`, `Siti binti Ahmad`);
 # the capitalised ones (Ó, Ní, Mac, Mc, St.) read as name words anyway in a block's head.
 _PARTICLES = ("de", "del", "della", "di", "da", "do", "dos", "das", "du", "van", "von", "der",
-              "den", "ter", "le", "la", "bin", "binti", "ibn", "al", "el")
+              "den", "ter", "le", "la", "bin", "binti", "ibn", "al", "el", "wa")
 _PARTICLE = rf"(?:{'|'.join(_PARTICLES)}|Ó|Ní|Mac|Mc|St\.?)"
 _NAME = rf"{_WORD}(?:[ \t]+(?:{_PARTICLE}[ \t]+){{0,2}}{_WORD}){{0,3}}"
 _TITLES = (r"Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Rev|Herr|Frau|Fräulein|Mme|Mlle|Sra|Srta|"
@@ -92,21 +98,20 @@ _GREETINGS = (r"Dear|Hi|Hello|Hey|Hiya|Greetings|Morning|Bonjour|Bonsoir|Salut|C
               r"Hola|Estimado|Estimada|Querido|Querida|Ciao|Caro|Cara|Gentile|Hallo|Liebe|"
               r"Lieber|Hej|Hei|Olá|Prezado|Prezada|Beste|Geachte")
 _GREETING = rf"(?m)(?:^|[\s\"'(>])(?:{_GREETINGS})[ \t]+({_NAME})[ \t]*(?:[,:!;]|$)"
-# The writer introducing themselves. Anywhere: a phrase that can only introduce a name
-# (`My name is Keiko Sato`, `je m'appelle Thabo`, `mein Name ist Jonas`). Right after a
-# greeting and its punctuation, also `I'm`, `I am`, `this is`, `it's` (`Hi, I'm Alice
-# Johnson,` `Hello! This is Jonas from support`): outside trial 13 found a comma between
-# the greeting and the introduction hid the name from both this module and spaCy.
-_NAMING = (r"(?i:my[ \t]+name[ \t]+is|my[ \t]+name['\x{2019}]s|je[ \t]+m['\x{2019}]appelle|"
-           r"me[ \t]+llamo|mi[ \t]+nombre[ \t]+es|mi[ \t]+chiamo|mein[ \t]+name[ \t]+ist|"
-           r"ich[ \t]+hei(?:ß|ss)e|meu[ \t]+nome[ \t]+(?:é|e)|mijn[ \t]+naam[ \t]+is)")
-_NAMED = rf"(?:^|[^\p{{L}}\p{{N}}_]){_NAMING}[ \t]+({_NAME})(?:[^\p{{L}}\p{{N}}'\x{{2019}}]|$)"
-# Case-sensitive: in a Title Case sentence (`Hi, This Is Urgent`) it introduces nobody.
-_INTRODUCTION = r"(?:[Ii]['\x{2019}]m|I[ \t]+am|[Tt]his[ \t]+is|[Ii]t['\x{2019}]s)"
+# The writer naming themselves: each pattern ends where the name would start, and
+# `_name_after` reads the name's words from there (see `self-introduction` above).
+_SPACE = r"[ \t\x{a0}\x{202f}\x{2009}]"
+_APOSTROPHE = r"['\x{2019}\x{b4}`]"
+_NAMING = (rf"(?i:my{_SPACE}+(?:(?:full|first|last|real|given){_SPACE}+)?name{_SPACE}+is|"
+           rf"my{_SPACE}+name{_APOSTROPHE}s|je{_SPACE}+m{_APOSTROPHE}appelle|me{_SPACE}+llamo|"
+           rf"mi{_SPACE}+nombre{_SPACE}+es|mi{_SPACE}+chiamo|mein{_SPACE}+name{_SPACE}+ist|"
+           rf"meu{_SPACE}+nome{_SPACE}+[e\x{{e9}}]|mijn{_SPACE}+naam{_SPACE}+is)")
+_NAMED = (rf"(?:\A|[^\p{{L}}\p{{N}}_]){_NAMING}{_SPACE}*:?{_SPACE}*"
+          r"[\"'*_\x{201c}\x{2018}]{0,2}")
 _GREETED_INTRODUCTION = (
-    rf"(?m)(?:^|[\s\"'(>])(?:{_GREETINGS})(?i:[ \t]+(?:there|all|everyone|team|folks))?"
-    rf"[ \t]*(?:[,!.:;]|[ \t]+[-\x{{2013}}\x{{2014}}])[ \t]*{_INTRODUCTION}[ \t]+({_NAME})"
-    r"(?:[^\p{L}\p{N}'\x{2019}]|$)")
+    rf"(?:\A|[^\p{{L}}\p{{N}}_])(?i:{_GREETINGS}|good{_SPACE}+(?:morning|afternoon|evening|day))"
+    rf"(?:{_SPACE}+[\p{{L}}\p{{M}}'\x{{2019}}]+){{0,3}}[^\p{{L}}\p{{N}}]{{1,8}}"
+    rf"(?:[Ii]{_APOSTROPHE}[mM]|[Ii]{_SPACE}+(?:am|AM)){_SPACE}+")
 # Keys that name a person whatever the record: `customer`, `client`, `contact`, `name`
 # alone also name products, apps and teams (`"client": "Mobile App"`, `name: CI`).
 _FIELD_KEYS = (r"full[ _]?name|first[ _]?name|last[ _]?name|given[ _]?name|middle[ _]?name|"
@@ -196,9 +201,6 @@ _DELIMITERS = (",", ";", "\t", "|")
 def _patterns() -> dict[str, Any]:
     return {"title": compile_re2(_TITLE, max_length=1 << 14),
             "greeting": compile_re2(_GREETING, max_length=1 << 14),
-            "self-introduction": compile_re2(_NAMED, max_length=1 << 14),
-            "greeting and self-introduction": compile_re2(_GREETED_INTRODUCTION,
-                                                         max_length=1 << 14),
             "json field": compile_re2(_JSON_FIELD, max_length=1 << 14),
             "line field": compile_re2(_LINE_FIELD, max_length=1 << 14)}
 
@@ -209,8 +211,7 @@ def _record_patterns() -> tuple[Any, Any]:
             compile_re2(_PERSONAL_KEY, max_length=1 << 14))
 
 
-_SCORES = {"title": 0.85, "greeting": 0.75, "self-introduction": 0.85,
-           "greeting and self-introduction": 0.75, "json field": 0.85, "line field": 0.85}
+_SCORES = {"title": 0.85, "greeting": 0.75, "json field": 0.85, "line field": 0.85}
 
 # Lines of a block: a line break, or a literal "\n" as pasted from JSON; then a quote
 # marker, as a quoted e-mail or a chat log writes it.
@@ -310,16 +311,15 @@ def find(text: str) -> list[Span]:
                 if not value:
                     continue
                 first = value.split()[0]
-            if cue.startswith("greeting") and (first.lower() in _NOT_A_NAME
+            if cue == "greeting" and (first.lower() in _NOT_A_NAME
+                                      or first.lower() in _NOT_A_WRITER_NAME
                                       or first.lower() in _NOT_AFTER_GREETING
                                       or first.rstrip(".") in _TITLE_WORDS):
                 continue  # a group, a role, the writer; or a title, which its cue reads
-            if cue.endswith("introduction") and any(
-                    word.lower() in _FUNCTION_WORDS for word in value.split()):
-                continue  # a Title Case sentence, not a name
             if cue.endswith("field") and not _a_name(value):
                 continue
             found.append((start, end, _SCORES[cue], f"name after a {cue}"))
+    found.extend(_introductions(text))
     found.extend(_columns(text))
     if "\n" in text or "\\n" in text:  # a real line break, or one pasted from JSON
         lines = _lines(text)
@@ -334,6 +334,148 @@ def _introduced(start: int, value: str) -> tuple[int, str]:
     words = value.split(None, 1)
     rest = words[1] if len(words) == 2 else ""
     return start + len(value) - len(rest), rest
+
+
+@functools.cache
+def _introduction_patterns() -> tuple[Any, Any]:
+    return (compile_re2(_NAMED, max_length=1 << 14),
+            compile_re2(_GREETED_INTRODUCTION, max_length=1 << 14))
+
+
+@functools.cache
+def _name_word() -> Any:
+    """One word of a name: letters and marks (Devanagari's vowel signs are marks), joined
+    by an apostrophe or a hyphen; at most 64 letters a piece, so a megabyte of letters
+    after "my name is" is read no further than that."""
+    import regex  # type: ignore[import-untyped]
+
+    return regex.compile(r"[\p{L}\p{M}]{1,64}(?:['\u2019\u00b4`-][\p{L}\p{M}]{1,64}){0,3}")
+
+
+_GAP = re.compile(r"[ \t\u00a0\u202f\u2009]{1,3}")  # between a name's words: no line break
+_POSSESSIVE = re.compile(r"['\u2019]s$")
+# Words that end a name read after an introduction: what a sentence goes on with
+# (`My name is Thabo Mokoena I need help`, `... It's about my order`, `... Please help`).
+_STOP_WORDS = _FUNCTION_WORDS | _NOT_AFTER_GREETING | _NOT_A_NAME | frozenset(
+    word.lower() for word in _GREETINGS.split("|")) | frozenset((
+        "i'm", "i\u2019m", "im", "it's", "it\u2019s", "please", "pls", "thanks", "thank",
+        "order", "regards", "cheers", "ty", "hase", "programm"))
+# What "I'm" after a greeting says of the writer that is not their name: a nationality,
+# a faith, a condition, a state (outside trial 14: `Hi, I'm American and I need help
+# with a visa form` became `Hi, I'm <PERSON> and ...`). Words that are also common first
+# names are not here (Christian, Jordan, Israel, Georgia, Victoria): a name is redacted
+# rather than risked.
+_NOT_A_WRITER_NAME = frozenset((
+    "american", "canadian", "mexican", "brazilian", "argentinian", "argentine", "chilean",
+    "colombian", "peruvian", "venezuelan", "cuban", "british", "english", "scottish",
+    "welsh", "irish", "french", "german", "dutch", "belgian", "swiss", "austrian",
+    "italian", "spanish", "portuguese", "greek", "turkish", "polish", "czech", "slovak",
+    "hungarian", "romanian", "bulgarian", "serbian", "croatian", "ukrainian", "russian",
+    "belarusian", "lithuanian", "latvian", "estonian", "finnish", "swedish", "norwegian",
+    "danish", "icelandic", "israeli", "palestinian", "lebanese", "syrian", "iraqi",
+    "iranian", "persian", "saudi", "emirati", "egyptian", "moroccan", "algerian",
+    "tunisian", "libyan", "nigerian", "ghanaian", "kenyan", "ethiopian", "somali",
+    "south", "african", "indian", "pakistani", "bangladeshi", "sri", "lankan", "nepali",
+    "afghan", "chinese", "japanese", "korean", "vietnamese", "thai", "filipino",
+    "filipina", "indonesian", "malaysian", "singaporean", "australian", "kiwi",
+    "european", "asian", "latino", "latina", "latinx", "hispanic", "arab", "arabic",
+    "jewish", "muslim", "catholic", "protestant", "orthodox", "hindu", "buddhist",
+    "sikh", "atheist", "agnostic", "mormon", "evangelical", "christian's",
+    "blind", "deaf", "autistic", "disabled", "dyslexic", "diabetic", "pregnant",
+    "vegan", "vegetarian", "bored", "frustrated", "angry", "upset", "annoyed",
+    "disappointed", "using", "running", "trying", "stuck", "retired", "unemployed",
+    "self-employed", "freelance", "single", "married", "divorced", "widowed", "gay",
+    "lesbian", "bisexual", "trans", "transgender", "nonbinary", "non-binary", "straight",
+    "male", "female", "old", "young", "hungry", "sick", "ill", "injured", "tired",
+    "confused", "lost", "sorry", "back", "here", "new", "interested", "unable",
+    "american's", "english-speaking", "bilingual", "left-handed",
+    # what follows "my name is" in a sentence about a form, not an introduction
+    "misspelled", "misspelt", "missing", "wrong", "invalid", "required", "incorrect",
+    "correct", "spelled", "spelt", "listed", "shown", "displayed", "printed", "written",
+    "stored", "saved", "empty", "blank", "already", "too", "being", "used", "taken",
+    "changed", "different", "same", "unknown", "hidden", "truncated", "cut", "garbled",
+    "unicode-encoded", "encoded", "mandatory", "optional", "legally", "officially",
+))
+
+
+def _introductions(text: str) -> list[Span]:
+    """Names the writer gives as their own (`My name is Keiko Sato`, `Hi, I'm Amara,`):
+    the capitalised words right after the phrase, read by `_name_after`."""
+    found: list[Span] = []
+    named, greeted = _introduction_patterns()
+    for pattern, score, label, uncased in (
+            (named, 0.85, "name after a self-introduction", True),
+            (greeted, 0.75, "name after a greeting and self-introduction", False)):
+        for match in pattern.finditer(text):
+            span = _name_after(text, match.end(), uncased=uncased)
+            if span is not None:
+                found.append((*span, score, label))
+    return found
+
+
+def _name_after(text: str, at: int, *, uncased: bool) -> tuple[int, int] | None:
+    """[start, end) of the name that starts at `at`: one to four words each written with
+    a capital (in every piece of a hyphenated word: `Nakamura-Schmidt`, not
+    `Unicode-encoded`), up to two particles between them (`Ana de la Cruz`), on one line;
+    it ends at a word a sentence goes on with (`I`, `and`, `It's`, `Please`), and a
+    possessive `'s` is left out. A first word that says how the writer is (`American`,
+    `Pregnant`) or what a form did (`Misspelled`) is no name. `uncased` (after "my name
+    is"): a word of a script without capitals (Han, Hangul, Arabic, Devanagari...) may be
+    a name word too, and so may a capitalised first word that is a function word when a
+    name word follows (`Or Cohen`, `To Lam`)."""
+    word = _name_word()
+    start = end = -1
+    words = particles = 0
+    position = at
+    while words < 4:
+        found = word.match(text, position)
+        if found is None:
+            break
+        piece = found.group()
+        lower = piece.lower()
+        if not words and lower in _NOT_A_WRITER_NAME:
+            break
+        if lower in _STOP_WORDS and not (uncased and not words and lower in _FUNCTION_WORDS
+                                         and piece[:1].isupper() and piece != "I"
+                                         and _name_follows(text, found.end())):
+            break
+        if lower in _PARTICLES and words and particles < 2:
+            particles += 1
+        elif _capitalised(piece) or (uncased and _uncased(piece)):
+            if not words:
+                start = found.start()
+            possessive = _POSSESSIVE.search(piece)
+            end = found.end() - (2 if possessive else 0)
+            words += 1
+            if possessive:
+                break
+        else:
+            break
+        gap = _GAP.match(text, found.end())
+        if gap is None:
+            break
+        position = gap.end()
+    if not words or _a_thing(text[start:end]):
+        return None
+    return start, end
+
+
+def _name_follows(text: str, at: int) -> bool:
+    """Whether a capitalised word that ends no name comes right after `at`."""
+    gap = _GAP.match(text, at)
+    following = _name_word().match(text, gap.end()) if gap is not None else None
+    return following is not None and _capitalised(following.group()) and \
+        following.group().lower() not in _STOP_WORDS
+
+
+def _capitalised(token: str) -> bool:
+    return all(piece[:1].isupper() for piece in re.split(r"['\u2019\u00b4`-]", token)
+               if len(piece) > 1 or piece.isupper())
+
+
+def _uncased(token: str) -> bool:
+    """Letters of a script without capitals (and their marks)."""
+    return not any(char.isupper() or char.islower() for char in token)
 
 
 def _a_name(value: str) -> bool:
