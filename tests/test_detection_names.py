@@ -75,8 +75,20 @@ NAMED = ["{naming} {name}.", "Thanks! {naming} {name} and my order is late",
          "{naming} {name} Please help"]
 
 
+# Scripts without capitals, shouting, function words and particles, pasted spaces,
+# hyphens and apostrophes before a lower-case piece (outside trials 14 and 15).
+UNUSUAL_NAMES = ["\u5c71\u7530\u592a\u90ce", "\uae40\ubbfc\uc900",
+                 "\u0645\u062d\u0645\u062f \u0639\u0644\u064a",
+                 "\u0930\u093e\u0939\u0941\u0932 \u0936\u0930\u094d\u092e\u093e",
+                 "AMARA OKAFOR", "Keiko\u00a0Sato", "Ng\u0169g\u0129 wa Thiong'o",
+                 "Ji-woo", "Min-jun Kim", "Jean-luc Martin", "Ya'el", "Pita Taufa'ahau",
+                 "Wanjiru Ng'ang'a", "Ahmed al-Rashid", "Minh Do", "Kei\u200bko Sato",
+                 "Thabo\u3000Mokoena", "J. R. Tolkien", "John Q. Public"]
+
+
 @settings(max_examples=400, deadline=None)
-@given(names, st.sampled_from(GREETED_INTRODUCTIONS), st.sampled_from(GREETED_INTROS))
+@given(st.one_of(names, st.sampled_from(UNUSUAL_NAMES)),
+       st.sampled_from(GREETED_INTRODUCTIONS), st.sampled_from(GREETED_INTROS))
 def test_a_writer_introducing_themselves_after_a_greeting_is_found(
         name: str, template: str, intro: str) -> None:
     """Outside trial 13: `Hi, I'm Alice Johnson,` went through unredacted where spaCy
@@ -87,11 +99,7 @@ def test_a_writer_introducing_themselves_after_a_greeting_is_found(
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.one_of(names, st.sampled_from(["\u5c71\u7530\u592a\u90ce", "\uae40\ubbfc\uc900",
-                                         "\u0645\u062d\u0645\u062f \u0639\u0644\u064a",
-                                         "\u0930\u093e\u0939\u0941\u0932 \u0936\u0930\u094d\u092e\u093e",
-                                         "AMARA OKAFOR", "Or Cohen", "Keiko\u00a0Sato",
-                                         "Ng\u0169g\u0129 wa Thiong'o"])),
+@given(st.one_of(names, st.sampled_from(UNUSUAL_NAMES)),
        st.sampled_from(NAMING_PHRASES), st.sampled_from(NAMED))
 def test_a_name_a_phrase_introduces_is_found_anywhere(name: str, naming: str,
                                                       template: str) -> None:
@@ -121,9 +129,49 @@ def test_a_name_a_phrase_introduces_is_found_anywhere(name: str, naming: str,
     "Why does it say My name is Invalid when I sign up?", "My name is Required",
     "the field my name is Unicode-encoded", "Ich hei\u00dfe Sie herzlich willkommen",
     "Mein Name ist Hase, ich wei\u00df von nichts.",
+    # outside trial 15: a brand, a place or a degree before a role; shouting; more of
+    # how a writer is; Title Case bug reports
+    "Hi, I'm Verizon customer and my bill is wrong", "Hi, I'm Tesla owner",
+    "Hi, I'm Google Fi user", "Hi, I'm PhD student", "Hey, I'm AWS certified",
+    "Hi, I'm SUPER annoyed with your service", "Hi, I'm TOTALLY lost here",
+    "Hi, I'm UK based and need a VAT invoice", "Hi, I'm HIV positive and need advice",
+    "Hi, I'm ESL so sorry for my English", "Hi, I'm OOO until Monday", "Hi, I'm Jamaican",
+    "Hi, I'm Puerto Rican", "Hi, I'm Mexican-American", "Hi, I'm Sunni",
+    "Hi, I'm Gluten Intolerant", "Hi, I'm Gen Z", "Hi, I'm Seeing A 500 Error On Checkout",
+    "Hi, I'm Facing an issue with login", "Hi, I'm Locked Out Of My Account",
+    "Hey, I'm Kinda Lost", "Hi, I'm Pretty Sure", "Hi, I'm Great thanks",
+    "Dear Hiring Manager, I am Applying For The Senior Role",
+    "# Hello World! I'm Learning Go\nok", "My name is Showing As Unknown in the app",
+    "Bug: My Name Is Appearing Twice On The Invoice", "My name is Greyed Out in settings",
+    "My name is Case Sensitive?", "My name is Longer Than 20 characters",
+    "My name is NULL in the database", "my name is TODO", "My name is N/A on the receipt",
+    "# My Name Is Not Updated\nSteps to reproduce",
 ])
 def test_an_introduction_of_no_name_is_no_person(text: str) -> None:
     assert spans(text) == []
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("My name is:\nKeiko Sato\nOrder 1234 is late", "Keiko Sato"),
+    ("my name is - Keiko Sato, my order is late", "Keiko Sato"),
+    ("my name is \u00abKeiko Sato\u00bb and", "Keiko Sato"),
+    ("my name is (Keiko Sato) and", "Keiko Sato"),
+    ("my name is ***Keiko Sato*** and", "Keiko Sato"),
+    ("My name is \U0001f60aThabo Mokoena, ok", "Thabo Mokoena"),
+    ("Hi, I\u2018m Keiko Sato and", "Keiko Sato"),
+    ("Hi, I'm \u200bThabo Mokoena, ok", "Thabo Mokoena"),
+    ("my\u200b name is Keiko Sato and my order is late", "Keiko Sato"),
+    ("my surname is Mokoena and", "Mokoena"), ("my name: Keiko Sato", "Keiko Sato"),
+    ("Il mio nome \u00e8 Keiko Sato e", "Keiko Sato"),
+    ("Mon nom est Thabo Mokoena et", "Thabo Mokoena"),
+    ("Hi, I'm Mr Thabo Mokoena", "Thabo Mokoena"), ("my name is Dr. Keiko Sato and", "Keiko Sato"),
+    ("Hi, I'm Amara from Acme", "Amara"), ("Hello, I'm Amara btw", "Amara"),
+])
+def test_an_introduction_shaped_as_outside_trial_15_wrote_it_is_found(text: str,
+                                                                      name: str) -> None:
+    """Outside trial 15: a line break after `My name is:`, quotes and brackets, a left
+    quote as apostrophe, a zero-width space, `my surname is`, a title inside the span."""
+    assert spans(text) == [name]
 
 
 def test_a_name_read_after_an_introduction_stays_on_its_line_and_in_bounds() -> None:

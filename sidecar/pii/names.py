@@ -18,18 +18,23 @@ the name, so it holds for names from any culture:
   `Hey We Have A Problem:`) is not a name either (`_NOT_AFTER_GREETING`), and after an
   introduction (`Hi I'm Alice Johnson`) the name is what follows it. Score 0.75.
 - `self-introduction`: the writer naming themselves. A phrase that only introduces a name
-  (`my name is`, `my full name is`, `my name's`, `je m'appelle`, `me llamo`, `mi
-  chiamo`, `mein Name ist`, `meu nome é`, `mijn naam is`; any case, a colon or quotes
-  or Markdown emphasis after it), anywhere, score 0.85; `I'm` or `I am` after a greeting
+  (`my name is`, `my full name is`, `my surname is`, `my name's`, `my name:`, `je
+  m'appelle`, `mon nom est`, `me llamo`, `mi chiamo`, `il mio nome è`, `mein Name ist`,
+  `meu nome é`, `mijn naam is`; any case; quotes, brackets, a dash, Markdown, an emoji
+  or one line break after it), anywhere, score 0.85; `I'm` or `I am` after a greeting
   (`Hi, I'm Alice Johnson,`, `Hello,\nI'm Thabo`, `Hi 👋 I'm Amara`, `Dear Support
-  Team, I am ...`), score 0.75. The name is read word by word (`_name_after`): words
-  written with a capital (after `my name is` also words of scripts without capitals),
-  up to four, on one line, stopping at a word a sentence goes on with (`I`, `and`,
-  `It's`, `Please`), without a possessive `'s`. Not `this is` or `it's` (`Hi, this is
-  Microsoft Support`, `Hi, it's December`: outside trial 14), nor a first word that says
-  how the writer is (`Hi, I'm American`, `I'm Pregnant`) or what a form did (`My name is
-  Misspelled`). Known gaps: a name in lower case, `Mokoena, Thabo` (the part after the
-  comma), a name word that is also a function word after the first (`Nguyễn Văn An`).
+  Team, I am ...`), score 0.75. The name is read word by word (`_name_after`): up to
+  four capitalised words (`Ji-woo`, `Ya'el`, `al-Rashid`), words of scripts without
+  capitals, initials, on one line, a title before them left out, stopping at a word a
+  sentence goes on with (`I`, `and`, `It's`, `Please`), without a possessive `'s`; the
+  spaces and invisible characters pasted text carries count as spaces. No name: after
+  `this is` or `it's` (`Hi, this is Microsoft Support`, `Hi, it's December`: outside
+  trial 14); a first word that says how the writer is (`Hi, I'm American`, `I'm Seeing
+  A 500 Error`) or what a form did (`My name is Misspelled`); a capitalised word that a
+  lower-case one follows other than `and`, `from`, `here`... (`Hi, I'm Verizon
+  customer`, `I'm UK based`: outside trial 15). Known gaps: a name in lower case, a
+  first name that is also such a word (`Hi, I'm Sunday Okafor`), `Mokoena, Thabo` (the
+  part after the comma), Title Case `I Am`.
 - `field`: the value of a key that names a person whatever the record (`full_name`,
   `first_name`, `surname`, `customer_name`, `patientName`, `cardholder`, `patient`, ...)
   in JSON (`"customer_name": "Yasmin Khoury"`, single quotes too) or on a line of its
@@ -100,18 +105,25 @@ _GREETINGS = (r"Dear|Hi|Hello|Hey|Hiya|Greetings|Morning|Bonjour|Bonsoir|Salut|C
 _GREETING = rf"(?m)(?:^|[\s\"'(>])(?:{_GREETINGS})[ \t]+({_NAME})[ \t]*(?:[,:!;]|$)"
 # The writer naming themselves: each pattern ends where the name would start, and
 # `_name_after` reads the name's words from there (see `self-introduction` above).
-_SPACE = r"[ \t\x{a0}\x{202f}\x{2009}]"
-_APOSTROPHE = r"['\x{2019}\x{b4}`]"
-_NAMING = (rf"(?i:my{_SPACE}+(?:(?:full|first|last|real|given){_SPACE}+)?name{_SPACE}+is|"
-           rf"my{_SPACE}+name{_APOSTROPHE}s|je{_SPACE}+m{_APOSTROPHE}appelle|me{_SPACE}+llamo|"
-           rf"mi{_SPACE}+nombre{_SPACE}+es|mi{_SPACE}+chiamo|mein{_SPACE}+name{_SPACE}+ist|"
-           rf"meu{_SPACE}+nome{_SPACE}+[e\x{{e9}}]|mijn{_SPACE}+naam{_SPACE}+is)")
-_NAMED = (rf"(?:\A|[^\p{{L}}\p{{N}}_]){_NAMING}{_SPACE}*:?{_SPACE}*"
-          r"[\"'*_\x{201c}\x{2018}]{0,2}")
+# Spaces a pasted or typed text puts between words: no-break, thin, ideographic, and
+# the zero-width ones (outside trial 15: `Hi, I'm \u200bThabo` hid the name).
+_SPACE = r"[ \t\x{a0}\x{2000}-\x{200d}\x{202f}\x{205f}\x{2060}\x{3000}\x{feff}]"
+_APOSTROPHE = r"['\x{2018}\x{2019}\x{b4}`\x{2032}\x{ff07}]"
+_NAMING = (rf"(?i:my{_SPACE}+(?:(?:full|first|last|real|given|legal){_SPACE}+)?name{_SPACE}+is|"
+           rf"my{_SPACE}+surname{_SPACE}+is|my{_SPACE}+name{_APOSTROPHE}s|my{_SPACE}+name{_SPACE}*:|"
+           rf"je{_SPACE}+m{_APOSTROPHE}appelle|mon{_SPACE}+nom{_SPACE}+est|me{_SPACE}+llamo|"
+           rf"mi{_SPACE}+nombre{_SPACE}+es|mi{_SPACE}+chiamo|il{_SPACE}+mio{_SPACE}+nome{_SPACE}+[e\x{{e8}}]|"
+           rf"mein{_SPACE}+name{_SPACE}+ist|meu{_SPACE}+nome{_SPACE}+[e\x{{e9}}]|"
+           rf"mijn{_SPACE}+naam{_SPACE}+is)")
+# After the phrase: a colon, quotes, brackets, a dash, Markdown, an emoji; one line break
+# (`My name is:\nKeiko Sato`).
+_NAMED = (rf"(?:\A|[^\p{{L}}\p{{N}}_]){_NAMING}(?:{_SPACE}|[^\p{{L}}\p{{N}}\n]){{0,6}}"
+          rf"(?:\r?\n(?:{_SPACE}|[^\p{{L}}\p{{N}}\n]){{0,4}})?")
 _GREETED_INTRODUCTION = (
     rf"(?:\A|[^\p{{L}}\p{{N}}_])(?i:{_GREETINGS}|good{_SPACE}+(?:morning|afternoon|evening|day))"
     rf"(?:{_SPACE}+[\p{{L}}\p{{M}}'\x{{2019}}]+){{0,3}}[^\p{{L}}\p{{N}}]{{1,8}}"
-    rf"(?:[Ii]{_APOSTROPHE}[mM]|[Ii]{_SPACE}+(?:am|AM)){_SPACE}+")
+    rf"(?:[Ii]{_APOSTROPHE}[mM]|[Ii]{_SPACE}+(?:am|AM)){_SPACE}+"
+    rf"(?:{_SPACE}|[^\p{{L}}\p{{N}}\n]){{0,3}}")
 # Keys that name a person whatever the record: `customer`, `client`, `contact`, `name`
 # alone also name products, apps and teams (`"client": "Mobile App"`, `name: CI`).
 _FIELD_KEYS = (r"full[ _]?name|first[ _]?name|last[ _]?name|given[ _]?name|middle[ _]?name|"
@@ -344,15 +356,17 @@ def _introduction_patterns() -> tuple[Any, Any]:
 
 @functools.cache
 def _name_word() -> Any:
-    """One word of a name: letters and marks (Devanagari's vowel signs are marks), joined
-    by an apostrophe or a hyphen; at most 64 letters a piece, so a megabyte of letters
+    """One word of a name: letters and marks (Devanagari's vowel signs are marks) and
+    the invisible format characters pasted text carries (`Kei\u200bko`), joined by an
+    apostrophe or a hyphen; at most 64 characters a piece, so a megabyte of letters
     after "my name is" is read no further than that."""
     import regex  # type: ignore[import-untyped]
 
-    return regex.compile(r"[\p{L}\p{M}]{1,64}(?:['\u2019\u00b4`-][\p{L}\p{M}]{1,64}){0,3}")
+    piece = r"[\p{L}\p{M}][\p{L}\p{M}\p{Cf}]{0,63}"
+    return regex.compile(rf"{piece}(?:['\u2018\u2019\u00b4`\u2032\uff07-]{piece}){{0,3}}")
 
 
-_GAP = re.compile(r"[ \t\u00a0\u202f\u2009]{1,3}")  # between a name's words: no line break
+_GAP = re.compile(r"[ \t\u00a0\u2000-\u200d\u202f\u205f\u2060\u3000\ufeff]{1,3}")
 _POSSESSIVE = re.compile(r"['\u2019]s$")
 # Words that end a name read after an introduction: what a sentence goes on with
 # (`My name is Thabo Mokoena I need help`, `... It's about my order`, `... Please help`).
@@ -395,7 +409,50 @@ _NOT_A_WRITER_NAME = frozenset((
     "stored", "saved", "empty", "blank", "already", "too", "being", "used", "taken",
     "changed", "different", "same", "unknown", "hidden", "truncated", "cut", "garbled",
     "unicode-encoded", "encoded", "mandatory", "optional", "legally", "officially",
+    # outside trial 15: more of how a writer is, and how a bug report goes on
+    "jamaican", "taiwanese", "puerto", "bengali", "kurdish", "armenian", "zimbabwean",
+    "maori", "m\u0101ori", "haitian", "dominican", "salvadoran", "guatemalan",
+    "honduran", "ecuadorian", "bolivian", "paraguayan", "uruguayan", "trinidadian",
+    "barbadian", "bahamian", "belizean", "costa", "panamanian", "nicaraguan", "cambodian",
+    "laotian", "burmese", "mongolian", "tibetan", "uyghur", "kazakh", "uzbek", "tajik",
+    "georgian", "azerbaijani", "albanian", "bosnian", "macedonian", "slovenian",
+    "slovene", "montenegrin", "moldovan", "maltese", "cypriot", "luxembourgish",
+    "flemish", "walloon", "catalan", "basque", "galician", "sicilian", "corsican",
+    "breton", "cornish", "manx", "faroese", "greenlandic", "sami", "inuit", "yemeni",
+    "omani", "qatari", "kuwaiti", "bahraini", "jordanian", "sudanese", "eritrean",
+    "ugandan", "tanzanian", "rwandan", "burundian", "congolese", "angolan", "zambian",
+    "malawian", "mozambican", "namibian", "botswanan", "motswana", "senegalese",
+    "malian", "ivorian", "cameroonian", "gabonese", "beninese", "togolese", "liberian",
+    "sierra", "gambian", "guinean", "mauritian", "malagasy", "fijian", "samoan",
+    "tongan", "hawaiian", "native", "indigenous", "aboriginal", "black", "white",
+    "brown", "mixed", "biracial", "caucasian", "jain", "lutheran", "sunni", "shia",
+    "shiite", "methodist", "baptist", "anglican", "episcopalian", "presbyterian",
+    "pentecostal", "quaker", "amish", "mennonite", "druze", "bahai", "zoroastrian",
+    "pagan", "wiccan", "intolerant", "gluten", "lactose", "colorblind", "colourblind",
+    "neurodivergent", "neurotypical", "asthmatic", "epileptic", "anxious", "depressed",
+    "overwhelmed", "stressed", "gen", "millennial", "boomer", "left", "right-handed",
+    "kinda", "sorta", "fairly", "pretty", "almost", "doing", "great", "super", "totally",
+    "always", "never", "really", "quite", "locked", "logged", "signed", "blocked",
+    "charged", "billed", "subscribed", "registered", "enrolled", "employed",
+    "self", "greyed", "grayed", "case", "visible", "invisible", "longer", "shorter",
+    "duplicated", "null", "none", "nil", "undefined", "todo", "tbd", "n/a", "na", "test",
+    "testing", "admin", "user", "anonymous", "redacted", "hidden", "placeholder",
 ))
+# Lower-case words that may come right after a name (`Hi, I'm Amara from Acme`, `...
+# Amara here`); any other (`Hi, I'm Verizon customer`, `I'm UK based`) says the
+# capitalised word was a brand, a place or a degree, not the writer's name.
+_FOLLOWERS = _FUNCTION_WORDS | frozenset((
+    "here", "again", "speaking", "calling", "writing", "btw", "too", "also", "just",
+    "currently", "now", "today", "who", "which", "living", "working", "contacting",
+    "reaching", "asking", "following", "checking", "hoping", "needing", "trying", "lol",
+    "haha", "thanks", "thank", "please", "pls", "so", "but", "if", "as", "when", "since",
+    "because", "then", "though", "however", "not", "still", "hello", "hi", "hey",
+    # the same in the languages of the phrases (`Mon nom est Thabo Mokoena et ...`)
+    "et", "e", "y", "und", "en", "ed", "mais", "pero", "aber", "ma", "mas", "maar", "je",
+    "ich", "io", "yo", "eu", "ik", "mon", "ma", "mi", "mein", "meine", "mijn", "ich",
+))
+# Function words that are names too (`My name is Or Cohen`, `To Lam`, `Minh An`).
+_NAME_FUNCTION_WORDS = frozenset(("or", "to", "an", "in", "on", "at", "by", "so", "do"))
 
 
 def _introductions(text: str) -> list[Span]:
@@ -403,74 +460,99 @@ def _introductions(text: str) -> list[Span]:
     the capitalised words right after the phrase, read by `_name_after`."""
     found: list[Span] = []
     named, greeted = _introduction_patterns()
-    for pattern, score, label, uncased in (
-            (named, 0.85, "name after a self-introduction", True),
-            (greeted, 0.75, "name after a greeting and self-introduction", False)):
+    for pattern, score, label in (
+            (named, 0.85, "name after a self-introduction"),
+            (greeted, 0.75, "name after a greeting and self-introduction")):
         for match in pattern.finditer(text):
-            span = _name_after(text, match.end(), uncased=uncased)
+            span = _name_after(text, match.end(), named=pattern is named)
             if span is not None:
                 found.append((*span, score, label))
     return found
 
 
-def _name_after(text: str, at: int, *, uncased: bool) -> tuple[int, int] | None:
-    """[start, end) of the name that starts at `at`: one to four words each written with
-    a capital (in every piece of a hyphenated word: `Nakamura-Schmidt`, not
-    `Unicode-encoded`), up to two particles between them (`Ana de la Cruz`), on one line;
-    it ends at a word a sentence goes on with (`I`, `and`, `It's`, `Please`), and a
-    possessive `'s` is left out. A first word that says how the writer is (`American`,
-    `Pregnant`) or what a form did (`Misspelled`) is no name. `uncased` (after "my name
-    is"): a word of a script without capitals (Han, Hangul, Arabic, Devanagari...) may be
-    a name word too, and so may a capitalised first word that is a function word when a
-    name word follows (`Or Cohen`, `To Lam`)."""
+def _name_after(text: str, at: int, *, named: bool) -> tuple[int, int] | None:
+    """[start, end) of the name that starts at `at`, or None.
+
+    One to four words on one line, each a capitalised word (`Ji-woo`, `Ya'el`,
+    `al-Rashid` too), a word of a script without capitals (Han, Hangul, Arabic,
+    Devanagari...) or an initial (`J. R. Tolkien`), with up to two lower-case particles
+    between them (`Ana de la Cruz`); a title before it stays outside (`Mr`, `Dr.`), and
+    so does a possessive `'s`. It ends at a word a sentence goes on with (`I`, `and`,
+    `It's`, `Please`). No name, when: its first word says how the writer is
+    (`American`, `Pregnant`, `Seeing ...`) or what a form did (`Misspelled`); a
+    lower-case word other than a follower comes right after it (`I'm Verizon customer`,
+    `I'm UK based`); it is a single letter. `named` (after "my name is"): a
+    capitalised function word may start it when a name word follows (`Or Cohen`)."""
     word = _name_word()
     start = end = -1
     words = particles = 0
+    caps = False
     position = at
     while words < 4:
         found = word.match(text, position)
         if found is None:
             break
-        piece = found.group()
+        possessive = _POSSESSIVE.search(found.group())
+        piece = found.group()[:-2] if possessive else found.group()
         lower = piece.lower()
-        if not words and lower in _NOT_A_WRITER_NAME:
+        after = found.end()
+        if not words and piece.rstrip(".") in _TITLE_WORDS:
+            after += text.startswith(".", after)  # `Mr`, `Dr.`: the title is no part
+        elif not words and (lower in _NOT_A_WRITER_NAME or lower.split("-")[0] in
+                            _NOT_A_WRITER_NAME or (lower.endswith("ing") and len(lower) > 5)):
+            return None
+        elif lower in _STOP_WORDS and not (
+                named and not words and lower in _NAME_FUNCTION_WORDS
+                and piece[:1].isupper() and _name_follows(text, after)):
             break
-        if lower in _STOP_WORDS and not (uncased and not words and lower in _FUNCTION_WORDS
-                                         and piece[:1].isupper() and piece != "I"
-                                         and _name_follows(text, found.end())):
-            break
-        if lower in _PARTICLES and words and particles < 2:
+        elif lower in _PARTICLES and piece[:1].islower() and words and particles < 2:
             particles += 1
-        elif _capitalised(piece) or (uncased and _uncased(piece)):
+        elif _capitalised(piece) or _uncased(piece):
             if not words:
                 start = found.start()
-            possessive = _POSSESSIVE.search(piece)
-            end = found.end() - (2 if possessive else 0)
+            initial = len(piece) == 1 and text.startswith(".", after)
+            after += initial
+            end = after - (2 if possessive else 0)
             words += 1
+            caps |= len(piece) > 1 and piece.isupper()
             if possessive:
                 break
         else:
             break
-        gap = _GAP.match(text, found.end())
+        gap = _GAP.match(text, after)
         if gap is None:
             break
         position = gap.end()
-    if not words or _a_thing(text[start:end]):
+    if not words or (words == 1 and end - start < 2) or _a_thing(text[start:end]):
         return None
+    following = _next_word(text, end)
+    if following is not None and following[:1].islower() and \
+            following.lower() not in (_FUNCTION_WORDS if caps else _FOLLOWERS):
+        return None  # `I'm Tesla owner`, `I'm SUPER annoyed`: not a name
     return start, end
+
+
+def _next_word(text: str, at: int) -> str | None:
+    """The word right after `at` on the same line, past spaces only."""
+    gap = _GAP.match(text, at)
+    following = _name_word().match(text, gap.end()) if gap is not None else None
+    return following.group() if following is not None else None
 
 
 def _name_follows(text: str, at: int) -> bool:
     """Whether a capitalised word that ends no name comes right after `at`."""
-    gap = _GAP.match(text, at)
-    following = _name_word().match(text, gap.end()) if gap is not None else None
-    return following is not None and _capitalised(following.group()) and \
-        following.group().lower() not in _STOP_WORDS
+    following = _next_word(text, at)
+    return following is not None and _capitalised(following) and \
+        following.lower() not in _STOP_WORDS
 
 
 def _capitalised(token: str) -> bool:
-    return all(piece[:1].isupper() for piece in re.split(r"['\u2019\u00b4`-]", token)
-               if len(piece) > 1 or piece.isupper())
+    """A name word's first piece starts with a capital (`Ji-woo`, `Ya'el`, `O'Brien`),
+    or it is an Arabic article before one (`al-Rashid`, `el-Amin`)."""
+    pieces = re.split(r"['\u2018\u2019\u00b4`\u2032\uff07-]", token)
+    if pieces[0] in ("al", "el", "bin", "ibn", "abu", "ben") and len(pieces) > 1:
+        return pieces[1][:1].isupper()
+    return pieces[0][:1].isupper()
 
 
 def _uncased(token: str) -> bool:
