@@ -446,6 +446,8 @@ _FOLLOWERS = _FUNCTION_WORDS | frozenset((
     "currently", "now", "today", "who", "which", "living", "working", "contacting",
     "reaching", "asking", "following", "checking", "hoping", "needing", "trying", "lol",
     "haha", "thanks", "thank", "please", "pls", "so", "but", "if", "as", "when", "since",
+    "looking", "wondering", "having", "getting", "using", "planning", "needing", "going",
+    "wanting", "waiting", "emailing", "messaging", "replying", "responding",
     "because", "then", "though", "however", "not", "still", "hello", "hi", "hey",
     # the same in the languages of the phrases (`Mon nom est Thabo Mokoena et ...`)
     "et", "e", "y", "und", "en", "ed", "mais", "pero", "aber", "ma", "mas", "maar", "je",
