@@ -174,6 +174,18 @@ def test_an_introduction_shaped_as_outside_trial_15_wrote_it_is_found(text: str,
     assert spans(text) == [name]
 
 
+@pytest.mark.parametrize(("text", "found"), [
+    ("Hi Sarah I'm Tom Baker, order 5521 is late", ["Sarah", "Tom Baker"]),
+    ("Hello Hi I'm Tom Baker, ok", ["Tom Baker"]),
+    ("Dear Ms Okafor I am Thabo Mokoena", ["Okafor", "Thabo Mokoena"]),
+])
+def test_a_greeting_or_title_span_stops_where_the_writer_starts_a_sentence(
+        text: str, found: list[str]) -> None:
+    """Outside trial 15: `Hi Sarah I'm Tom Baker,` was one PERSON span over both names
+    and the `I'm` between them (the greeting cue read every capitalised word)."""
+    assert spans(text) == found
+
+
 def test_a_name_read_after_an_introduction_stays_on_its_line_and_in_bounds() -> None:
     """Outside trial 14: `Hi, I'm Alice` + a megabyte of spaces + `Johnson` was one
     span; a megabyte of letters after the phrase is read no further than a word."""

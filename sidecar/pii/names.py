@@ -323,7 +323,11 @@ def find(text: str) -> list[Span]:
                 if not value:
                     continue
                 first = value.split()[0]
+            if cue in ("greeting", "title"):  # `Hi Sarah I'm Tom Baker,`: Sarah, then
+                value = _before_sentence(value)  # Tom Baker (the introduction's cue)
+                end = start + len(value)
             if cue == "greeting" and (first.lower() in _NOT_A_NAME
+                                      or first.lower() in _GREETING_WORDS
                                       or first.lower() in _NOT_A_WRITER_NAME
                                       or first.lower() in _NOT_AFTER_GREETING
                                       or first.rstrip(".") in _TITLE_WORDS):
@@ -338,6 +342,23 @@ def find(text: str) -> list[Span]:
         found.extend(_block_heads(text, lines))
         found.extend(_record_fields(text, lines))
     return _disjoint(found)
+
+
+_GREETING_WORDS = frozenset(word.lower() for word in _GREETINGS.split("|"))
+# Words that start the writer's own sentence inside a run of capitalised words.
+_SENTENCE_WORDS = _GREETING_WORDS | frozenset((
+    "i", "i'm", "i\u2019m", "im", "it's", "it\u2019s", "i've", "i\u2019ve", "i'd",
+    "i\u2019d", "i'll", "i\u2019ll"))
+
+
+def _before_sentence(value: str) -> str:
+    """`value` up to a word after its first that starts a sentence of the writer's
+    (`Sarah I'm Tom Baker` -> `Sarah`, `Okafor I` -> `Okafor`): outside trial 15 saw
+    one PERSON span over both names and the `I'm` between them."""
+    for word in re.finditer(r"\S+", value):
+        if word.start() and word.group().lower().rstrip(",.!:;") in _SENTENCE_WORDS:
+            return value[:word.start()].rstrip()
+    return value
 
 
 def _introduced(start: int, value: str) -> tuple[int, str]:
@@ -370,10 +391,9 @@ _GAP = re.compile(r"[ \t\u00a0\u2000-\u200d\u202f\u205f\u2060\u3000\ufeff]{1,3}"
 _POSSESSIVE = re.compile(r"['\u2019]s$")
 # Words that end a name read after an introduction: what a sentence goes on with
 # (`My name is Thabo Mokoena I need help`, `... It's about my order`, `... Please help`).
-_STOP_WORDS = _FUNCTION_WORDS | _NOT_AFTER_GREETING | _NOT_A_NAME | frozenset(
-    word.lower() for word in _GREETINGS.split("|")) | frozenset((
-        "i'm", "i\u2019m", "im", "it's", "it\u2019s", "please", "pls", "thanks", "thank",
-        "order", "regards", "cheers", "ty", "hase", "programm"))
+_STOP_WORDS = _FUNCTION_WORDS | _NOT_AFTER_GREETING | _NOT_A_NAME | _GREETING_WORDS | frozenset((
+    "i'm", "i\u2019m", "im", "it's", "it\u2019s", "please", "pls", "thanks", "thank",
+    "order", "regards", "cheers", "ty", "hase", "programm"))
 # What "I'm" after a greeting says of the writer that is not their name: a nationality,
 # a faith, a condition, a state (outside trial 14: `Hi, I'm American and I need help
 # with a visa form` became `Hi, I'm <PERSON> and ...`). Words that are also common first
