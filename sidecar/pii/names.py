@@ -457,6 +457,7 @@ _NOT_A_WRITER_NAME = frozenset((
     "self", "greyed", "grayed", "case", "visible", "invisible", "longer", "shorter",
     "duplicated", "null", "none", "nil", "undefined", "todo", "tbd", "n/a", "na", "test",
     "testing", "admin", "user", "anonymous", "redacted", "hidden", "placeholder",
+    "name", "person", "username", "fullname", "firstname", "lastname", "xxx",
 ))
 # Lower-case words that may come right after a name (`Hi, I'm Amara from Acme`, `...
 # Amara here`); any other (`Hi, I'm Verizon customer`, `I'm UK based`) says the
