@@ -18,6 +18,8 @@ def warm() -> None:
     emails._patterns()
     names._patterns()
     names._record_patterns()
+    names._introduction_patterns()
+    names._name_word()
     phones._candidates()
     phones._word_regions()
     recognizers.bounded_matcher()
