@@ -320,3 +320,54 @@ def test_an_abandoned_streams_record_shows_only_what_was_handed_over(sidecar: Si
             recorded.append(shown)
             assert shown in whole_messages, (delay, len(shown), len(first.text))
     assert recorded, "every stream was cancelled before its first window"
+
+
+def test_a_client_that_cancels_without_ending_gets_an_abandoned_record(sidecar: Sidecar) -> None:
+    """Outside trial 16: a client that cancelled after reading every verdict, without
+    end=true, got a `stream=complete` record holding the held-back tail it never
+    received: gRPC ends the request stream of a cancelled call as it ends a half-closed
+    one, and the cancellation reaches the handler a moment later, after the final
+    record was queued. Every time, with either client."""
+    for attempt in range(3):
+        request_id = f"cancelled-not-ended-{attempt}"
+        text = FILLER * 3 + "Write to jane.doe@example.com about it. "
+        feed: queue.Queue[pb.CompletionChunk | None] = queue.Queue()
+        call = sidecar.stub.InspectCompletionStream(fed_from(feed), timeout=60)
+        feed.put(pb.CompletionChunk(request=pb.InspectRequest(tenant="pseudo",
+                                                              request_id=request_id)))
+        feed.put(pb.CompletionChunk(text=text))
+        received = ""
+        verdict = next(call)
+        while verdict.received_chars < len(text):
+            received += verdict.text
+            verdict = next(call)
+        received += verdict.text
+        assert len(received) > 0 and not verdict.final  # the tail is held back
+        call.cancel()
+        feed.put(None)
+        record = None
+        deadline = time.monotonic() + 15
+        while record is None and time.monotonic() < deadline:
+            found = list(sidecar.audit.records("tags LIKE ?", (f'%"{request_id}"%',)))
+            record = found[0] if found else None
+            time.sleep(0.05)
+        assert record is not None
+        assert json.loads(str(record["tags"]))["stream"] == "abandoned"
+        payload = json.loads(sidecar.audit.payload(record) or b"{}")
+        assert payload["messages"][0]["content"] == received
+
+
+def test_a_client_that_closes_its_side_without_end_gets_the_rest_and_a_complete_record(
+        sidecar: Sidecar) -> None:
+    """Closing the sending side is an end too: the held-back tail is released, after one
+    acknowledgement (the write that tells a closed stream from a cancelled one), and the
+    record is `complete`, holding exactly what the client received."""
+    text = FILLER * 3 + "Write to jane.doe@example.com about it. "
+    source = iter([pb.CompletionChunk(request=pb.InspectRequest(
+        tenant="pseudo", request_id="closed-not-ended")), pb.CompletionChunk(text=text)])
+    shown, verdicts = stream(sidecar, source)
+    assert verdicts[-1].final and verdicts[-1].received_chars == len(text)
+    assert shown == text.replace("jane.doe@example.com", "<EMAIL_ADDRESS_1>")
+    record = list(sidecar.audit.records("tags LIKE ?", ('%"closed-not-ended"%',)))[0]
+    assert json.loads(str(record["tags"]))["stream"] == "complete"
+    assert json.loads(sidecar.audit.payload(record) or b"{}")["messages"][0]["content"] == shown

@@ -20,7 +20,11 @@ streams (RESOURCE_EXHAUSTED), no progress within the idle timeout or a stream op
 longer than `max_seconds` (DEADLINE_EXCEEDED). Progress is text or the end: empty
 chunks do not keep a stream alive. A client that goes away cancels the handler: the
 reader stops, nothing more is inspected, and what was already shown is still audited
-(tagged stream=abandoned).
+(tagged stream=abandoned). gRPC ends the request stream of a cancelled call exactly as
+it ends one the client closed, and says nothing of the cancel until the server writes:
+so a stream that ends by closing (not end=true) is acknowledged first, and only when
+that write goes through is the rest released and the stream `complete` (outside trial
+16: every such cancel was recorded `complete`, with a tail the client never got).
 """
 
 from __future__ import annotations
@@ -218,7 +222,10 @@ class StreamService:
         ended = False
         while True:
             for chunk in batch:
-                if chunk is None:  # the client closed its side: that is the end too
+                if chunk is None:  # the client closed its side: that is the end too,
+                    if not ended:  # unless it went away: only a write tells (below)
+                        yield pb.StreamVerdict(received_chars=stream.received,
+                                               released_chars=stream.released)
                     ended = True
                     continue
                 if isinstance(chunk, GuardrailError):
