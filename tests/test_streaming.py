@@ -368,6 +368,6 @@ def test_a_client_that_closes_its_side_without_end_gets_the_rest_and_a_complete_
     shown, verdicts = stream(sidecar, source)
     assert verdicts[-1].final and verdicts[-1].received_chars == len(text)
     assert shown == text.replace("jane.doe@example.com", "<EMAIL_ADDRESS_1>")
-    record = list(sidecar.audit.records("tags LIKE ?", ('%"closed-not-ended"%',)))[0]
+    record = next(iter(sidecar.audit.records("tags LIKE ?", ('%"closed-not-ended"%',))))
     assert json.loads(str(record["tags"]))["stream"] == "complete"
     assert json.loads(sidecar.audit.payload(record) or b"{}")["messages"][0]["content"] == shown
