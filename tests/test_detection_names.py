@@ -77,13 +77,16 @@ NAMED = ["{naming} {name}.", "Thanks! {naming} {name} and my order is late",
 
 # Scripts without capitals, shouting, function words and particles, pasted spaces,
 # hyphens and apostrophes before a lower-case piece (outside trials 14 and 15).
-UNUSUAL_NAMES = ["\u5c71\u7530\u592a\u90ce", "\uae40\ubbfc\uc900",
+# Names in scripts without capitals count after "my name is" only: after a greeting's
+# "I'm" such a word may say what the writer is (outside trial 16: `Hi, I'm 中国人`).
+UNCASED_NAMES = ["\u5c71\u7530\u592a\u90ce", "\uae40\ubbfc\uc900",
                  "\u0645\u062d\u0645\u062f \u0639\u0644\u064a",
-                 "\u0930\u093e\u0939\u0941\u0932 \u0936\u0930\u094d\u092e\u093e",
-                 "AMARA OKAFOR", "Keiko\u00a0Sato", "Ng\u0169g\u0129 wa Thiong'o",
+                 "\u0930\u093e\u0939\u0941\u0932 \u0936\u0930\u094d\u092e\u093e"]
+UNUSUAL_NAMES = ["AMARA OKAFOR", "Keiko\u00a0Sato", "Ng\u0169g\u0129 wa Thiong'o",
                  "Ji-woo", "Min-jun Kim", "Jean-luc Martin", "Ya'el", "Pita Taufa'ahau",
                  "Wanjiru Ng'ang'a", "Ahmed al-Rashid", "Minh Do", "Kei\u200bko Sato",
-                 "Thabo\u3000Mokoena", "J. R. Tolkien", "John Q. Public"]
+                 "Thabo\u3000Mokoena", "J. R. Tolkien", "John Q. Public", "Minh An",
+                 "Kim So Yeon", "Claude Dubois", "Sri Ram Kumar", "Shia Cohen"]
 
 
 @settings(max_examples=400, deadline=None)
@@ -99,7 +102,7 @@ def test_a_writer_introducing_themselves_after_a_greeting_is_found(
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.one_of(names, st.sampled_from(UNUSUAL_NAMES)),
+@given(st.one_of(names, st.sampled_from(UNUSUAL_NAMES + UNCASED_NAMES)),
        st.sampled_from(NAMING_PHRASES), st.sampled_from(NAMED))
 def test_a_name_a_phrase_introduces_is_found_anywhere(name: str, naming: str,
                                                       template: str) -> None:
@@ -146,6 +149,21 @@ def test_a_name_a_phrase_introduces_is_found_anywhere(name: str, naming: str,
     "My name is Case Sensitive?", "My name is Longer Than 20 characters",
     "My name is NULL in the database", "my name is TODO", "My name is N/A on the receipt",
     "# My Name Is Not Updated\nSteps to reproduce",
+    # outside trial 16: acronyms, grades and roles, code and templates, forms, titles
+    "Hi team, I'm OOO on Friday, ping Bob", "Hi all, I'm WFH.", "Hey, I'm AFK for 10 min",
+    "Hi! I'm INFP, and I love writing", "Hi, I'm ADHD and struggle with focus",
+    "Hi all, I'm PM for the payments team", "Hello, I'm RN at a busy ER",
+    "Hi, I'm Type 1 diabetic and need meal ideas", "Hi, I'm Year 12 and need help",
+    "Hi, I'm Head of Marketing at Acme", "Hi, I'm Scrum Master for two teams",
+    "Hi, I'm Berlin-based and looking for a flat", "Hi, I'm Salesforce Certified",
+    "Hi, I'm \u4e2d\u56fd\u4eba and need help", "Hi, I'm Sri Lankan", "call me ASAP",
+    'Console.WriteLine("My name is " + Employee.FirstName);',
+    'var s = $"My name is {Patient.Name}";', 'print(f"My name is {Student.name}")',
+    "Hello, my name is [First Name] [Last Name] and I am writing to apply",
+    "Hi [Customer], my name is [Rep Name] and I'll help you today",
+    "Fill in this form:\nMy name is:\nDate of birth:\nEmail:",
+    "How do I say these in Spanish?\n- Good morning\n- My name is\n- Where is the bathroom?",
+    "Summarize the novel My Name Is Red by Orhan Pamuk",
 ])
 def test_an_introduction_of_no_name_is_no_person(text: str) -> None:
     assert spans(text) == []
@@ -166,6 +184,13 @@ def test_an_introduction_of_no_name_is_no_person(text: str) -> None:
     ("Mon nom est Thabo Mokoena et", "Thabo Mokoena"),
     ("Hi, I'm Mr Thabo Mokoena", "Thabo Mokoena"), ("my name is Dr. Keiko Sato and", "Keiko Sato"),
     ("Hi, I'm Amara from Acme", "Amara"), ("Hello, I'm Amara btw", "Amara"),
+    # outside trial 16
+    ("My name is Minh An and my order is late", "Minh An"),
+    ("Hi, I'm Thanh To and I need help", "Thanh To"), ("Hi, I'm Sterling.", "Sterling"),
+    ("My name is Na Young Kim", "Na Young Kim"), ("Hi, I'm Xiaoming, my order", "Xiaoming"),
+    ("Hi, I'm Alexa Rodriguez", "Alexa Rodriguez"), ("Hi, I'm Sierra Johnson", "Sierra Johnson"),
+    ("Hey, name's Keiko Sato, my order is late", "Keiko Sato"),
+    ("Hi, you can call me Keiko. My order is late", "Keiko"), ("Call me Ishmael.", "Ishmael"),
 ])
 def test_an_introduction_shaped_as_outside_trial_15_wrote_it_is_found(text: str,
                                                                       name: str) -> None:
@@ -191,7 +216,7 @@ def test_a_name_read_after_an_introduction_stays_on_its_line_and_in_bounds() -> 
     span; a megabyte of letters after the phrase is read no further than a word."""
     assert spans("Hi, I'm Alice" + " " * 1_000_000 + "Johnson") == ["Alice"]
     assert spans("Hi, I'm Alice\nJohnson is my manager") == ["Alice"]
-    long = spans("my name is " + "A" * 1_000_000)
+    long = spans("my name is A" + "b" * 1_000_000)
     assert len(long) == 1 and len(long[0]) < 300
 
 
