@@ -126,7 +126,11 @@ def test_a_swapped_index_key_in_the_store_is_refused_and_named(
                      (crypto.wrap(kek, b"\1" * 32, INDEX_KEY), INDEX_KEY))
     with pytest.raises(ConfigError, match="not the one this sidecar pinned"):
         open_store(config)
-    result = verify_fleet(Central(url, kek), [keys.public_key])
+    central = Central(url, kek)
+    try:
+        result = verify_fleet(central, [keys.public_key])
+    finally:
+        central.close()  # a pool left open is collected on one of its own threads
     assert not result.ok
     assert any("signed index key id" in p.reason and "swapped in the store" in p.reason
                for p in result.problems), [p.reason for p in result.problems]
