@@ -224,8 +224,7 @@ class StreamService:
             for chunk in batch:
                 if chunk is None:  # the client closed its side: that is the end too,
                     if not ended:  # unless it went away: only a write tells (below)
-                        yield pb.StreamVerdict(received_chars=stream.received,
-                                               released_chars=stream.released)
+                        yield _acknowledgement(stream)
                     ended = True
                     continue
                 if isinstance(chunk, GuardrailError):
@@ -257,9 +256,8 @@ class StreamService:
                     return
                 handed[0] += len(release.text)
                 yield convert.to_stream_verdict(release)
-            if not releases:  # an acknowledgement: received, nothing more released yet
-                yield pb.StreamVerdict(received_chars=stream.received,
-                                       released_chars=stream.released)
+            if not releases:
+                yield _acknowledgement(stream)
             batch = await self._next_chunks(chunks, budget)
 
     async def _expect_close(self, chunks: asyncio.Queue[Chunk]) -> None:
@@ -310,6 +308,11 @@ class StreamService:
         if not task.cancelled() and task.exception() is not None:
             log.error("audit record of an interrupted stream not written",
                       extra={"error_type": type(task.exception()).__name__})
+
+
+def _acknowledgement(stream: CompletionStream) -> pb.StreamVerdict:
+    """Received, nothing more released yet."""
+    return pb.StreamVerdict(received_chars=stream.received, released_chars=stream.released)
 
 
 async def _unless_refused(budget: _Budget, work: Awaitable[list[Release]]) -> list[Release]:
