@@ -44,7 +44,7 @@ from audit.anchor import Anchor
 from audit.names import fold
 from audit.vault import MIGRATIONS as VAULT_MIGRATIONS
 from audit.vault import purge_expired, purge_subject, vault_path
-from audit.verify import MAX_PROBLEMS, Problem, Verification, verify_trail
+from audit.verify import MAX_PROBLEMS, Problem, Verification, foreign_objects, verify_trail
 
 __all__ = ["MAX_PROBLEMS", "Problem", "Verification"]
 log = logging.getLogger(__name__)
@@ -192,7 +192,9 @@ class Keyring(Protocol):
 
 
 class TamperedError(sqlite3.DatabaseError):
-    """The chain since the last checkpoint does not verify: nothing is signed over it.
+    """The evidence was altered: the chain since the last checkpoint does not verify (so
+    nothing is signed over it), or a database holds a trigger or view the sidecar never
+    makes (so an erasure is refused: a trigger could copy the keys it destroys).
 
     A DatabaseError, so every caller that handles a damaged database (the CLI's one-line
     error, the writer's failure path) handles this too."""
@@ -590,30 +592,33 @@ class AuditStore:
             raise ValueError("this sidecar is in fleet mode: erase in the store "
                              "(`guardrail audit erase --store URL`)")
         subject_ref = self.subject_ref(subject_id)
-        held = self.holds_covering(subject_ref)
-        if held and not override_hold:
-            raise LegalHoldError(held)
-        if held and not reason.strip():
-            raise ValueError("overriding a legal hold needs a reason (it is recorded)")
-        now = time.time()
-        with immediate(self.keys.conn):
-            keys = self.keys.conn.execute(
-                "SELECT dek_id, fingerprint, version FROM data_keys "
-                "WHERE scope = 'subject' AND ref = ? AND destroyed_at IS NULL",
-                (subject_ref,)).fetchall()
-            self.keys.conn.execute(
-                "UPDATE data_keys SET wrapped = NULL, destroyed_at = ? "
-                "WHERE scope = 'subject' AND ref = ?", (now, subject_ref))
-        self._deks.pop(("subject", subject_ref), None)
-        fence = max((k[2] for k in keys), default=0)
-        vault = self._vault_db()
-        with immediate(vault.conn):
-            conversations = purge_subject(vault.conn, subject_ref)
-        vault.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        fingerprints = [k[1] for k in keys]
-        # The payloads go, the erasure row and the chained event come, in one transaction:
-        # a NULL payload never exists without the event that explains it.
+        # audit.db's write lock first, and held to the end: a hold added by another
+        # process waits for this erasure or is seen by it, never slips in between the
+        # check and the destruction.
         with immediate(self.db.conn) as conn:
+            refuse_foreign_objects(self.db.conn, self.keys.conn)
+            held = self.holds_covering(subject_ref)
+            if held and not override_hold:
+                raise LegalHoldError(held)
+            if held and not reason.strip():
+                raise ValueError("overriding a legal hold needs a reason (it is recorded)")
+            now = time.time()
+            # The keys the subject's records were sealed with (their dek_ids are chained)
+            # go as well as those registered to them: a key row whose owner was edited
+            # must not survive the erasure.
+            used = [row[0] for row in conn.execute(
+                "SELECT DISTINCT dek_id FROM records WHERE subject_ref = ? AND dek_id != ''",
+                (subject_ref,))]
+            keys = self._destroy_keys(subject_ref, used, now)
+            self._deks.pop(("subject", subject_ref), None)
+            fence = max((k[2] for k in keys), default=0)
+            vault = self._vault_db()
+            with immediate(vault.conn):
+                conversations = purge_subject(vault.conn, subject_ref)
+            vault.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            fingerprints = [k[1] for k in keys]
+            # The payloads go, the erasure row and the chained event come, in one
+            # transaction: a NULL payload never exists without the event that explains it.
             affected = conn.execute(
                 "UPDATE records SET payload = NULL WHERE subject_ref = ? AND payload IS NOT NULL",
                 (subject_ref,)).rowcount
@@ -632,6 +637,35 @@ class AuditStore:
             database.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return ErasureReceipt(subject_ref, affected, fingerprints, now, seq, hash_,
                               conversations, actor, reason, [int(h["id"]) for h in held])
+
+    def _destroy_keys(self, subject_ref: str, used: list[str], now: float
+                      ) -> list[tuple[str, str, int]]:
+        """Destroy the subject's data keys: those registered to them and those their
+        records name. Returns (dek_id, fingerprint, version) of each; raises
+        TamperedError, undoing everything, if any of them is still live after."""
+        with immediate(self.keys.conn) as keys_conn:
+            wanted = sorted(set(used) | {row[0] for row in keys_conn.execute(
+                "SELECT dek_id FROM data_keys WHERE scope = 'subject' AND ref = ?",
+                (subject_ref,))})
+            keys: list[tuple[str, str, int]] = []
+            for start in range(0, len(wanted), 900):  # under SQLite's parameter limit
+                chunk = wanted[start:start + 900]
+                marks = ", ".join("?" * len(chunk))
+                keys += keys_conn.execute(
+                    f"SELECT dek_id, fingerprint, version FROM data_keys WHERE "  # noqa: S608
+                    f"destroyed_at IS NULL AND dek_id IN ({marks}) ORDER BY rowid",
+                    chunk).fetchall()
+                keys_conn.execute(
+                    f"UPDATE data_keys SET wrapped = NULL, destroyed_at = "  # noqa: S608
+                    f"coalesce(destroyed_at, ?) WHERE dek_id IN ({marks})", (now, *chunk))
+                alive = keys_conn.execute(
+                    f"SELECT count(*) FROM data_keys WHERE wrapped IS NOT NULL "  # noqa: S608
+                    f"AND dek_id IN ({marks})", chunk).fetchone()[0]
+                if alive:
+                    raise TamperedError(
+                        "audit-keys.db kept a data key live through the erasure: the file "
+                        "was altered (run `guardrail audit verify`); nothing was erased")
+        return keys
 
     def _vault_db(self) -> sqlite_utils.Database:
         """The pseudonym vault's file (audit.vault), opened on first use."""
@@ -896,6 +930,16 @@ def _stub_digest(rows: list[tuple[int, str, str]]) -> str:
     for seq, hash_, prev_hash in rows:
         digest.update(f"{seq}:{hash_}:{prev_hash}\n".encode())
     return digest.hexdigest()
+
+
+def refuse_foreign_objects(*connections: sqlite3.Connection) -> None:
+    """TamperedError when a database holds a trigger or a view: the sidecar makes
+    neither, and one planted by hand can copy a destroyed key aside or hide rows."""
+    found = [name for conn in connections for name in foreign_objects(conn)]
+    if found:
+        raise TamperedError(f"{', '.join(found[:5])} in the audit files: the sidecar makes "
+                            "none, so they were added by hand; nothing was changed (run "
+                            "`guardrail audit verify`)")
 
 
 def _associated(metadata: dict[str, Any]) -> bytes:

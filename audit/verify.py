@@ -55,8 +55,10 @@ from typing import Any
 
 from audit import anchor as anchor_file
 from audit import chain, crypto
+from audit.names import fold
 
 MAX_PROBLEMS = 100
+_EVENTS = ("hold", "erasure", "retention", "anchor")  # record kinds that are chained events
 
 
 @dataclass(frozen=True)
@@ -377,6 +379,12 @@ def _walk(db: sqlite3.Connection, columns: tuple[str, ...],
         erased_after[ref] = max(erased_after.get(ref, 0), seq)
     events: list[tuple[int, str, str, dict[str, str]]] = []
     dek_first: dict[str, int] = {}
+    # dek_id -> the key's owner as its first record says (its dek_id, subject_ref and
+    # tenant are chained): ("subject", subject_ref) or ("tenant", tenant).
+    dek_owner: dict[str, tuple[str, str]] = {}
+    # subject_ref -> [(seq, folded tenant)] of their records: the tenants whose holds
+    # covered them at the time of an erasure.
+    subject_tenants: dict[str, list[tuple[int, str]]] = {}
     prev: str | None = chain.GENESIS
     expected, checked = 1, 0
 
@@ -420,17 +428,31 @@ def _walk(db: sqlite3.Connection, columns: tuple[str, ...],
         _check_typed(seq, metadata, (digest, prev_hash, hash_, payload, payload_type),
                      erased_after, state)
         match_signed(seq, hash_, record_id)
-        if metadata["dek_id"]:
-            dek_first.setdefault(str(metadata["dek_id"]), seq)
-        if metadata["kind"] in ("hold", "erasure", "retention", "anchor"):
+        _remember(seq, metadata, dek_first, dek_owner, subject_tenants)
+        if metadata["kind"] in _EVENTS:
             events.append((seq, str(metadata["kind"]), str(metadata["decision"]),
                            _tags(metadata["tags"])))
         prev, expected = hash_, seq + 1
         checked += 1
     bridge(None)
     return {"head": expected - 1, "checked": checked, "events": events, "stubs": stubs,
-            "dek_first": dek_first, "valid": valid,
+            "dek_first": dek_first, "dek_owner": dek_owner,
+            "subject_tenants": subject_tenants, "valid": valid,
             "sweeps": elsewhere.sweeps if elsewhere is not None else {}}
+
+
+def _remember(seq: int, metadata: dict[str, Any], dek_first: dict[str, int],
+              dek_owner: dict[str, tuple[str, str]],
+              subject_tenants: dict[str, list[tuple[int, str]]]) -> None:
+    """What later checks need of a record: its key's first use and owner, and which
+    tenant each subject's records belong to."""
+    subject = str(metadata["subject_ref"])
+    if metadata["dek_id"]:
+        dek_first.setdefault(str(metadata["dek_id"]), seq)
+        dek_owner.setdefault(str(metadata["dek_id"]), ("subject", subject) if subject
+                             else ("tenant", str(metadata["tenant"])))
+    if subject and metadata["kind"] not in _EVENTS:
+        subject_tenants.setdefault(subject, []).append((seq, fold(metadata["tenant"])))
 
 
 def _check_typed(seq: int, metadata: dict[str, Any], stored: tuple[Any, ...],
@@ -466,7 +488,12 @@ def _check_record(seq: int, metadata: dict[str, Any], stored: tuple[Any, ...],
 def _side_tables(db: sqlite3.Connection, keys: sqlite3.Connection, walk: dict[str, Any],
                  state: _State, *, elsewhere: Elsewhere | None = None,
                  kek: crypto.Kek | None = None) -> None:
+    for conn, name in ((db, "audit.db"), (keys, "audit-keys.db")):
+        for thing in foreign_objects(conn):
+            state.add(None, f"{thing} in {name}: the sidecar makes none, so it was added by "
+                      "hand (a trigger can copy a destroyed key aside or rewrite rows)")
     _holds(db, walk["events"], state)
+    _erasures_past_holds(walk, state)
     _erasures(db, keys, walk, state)
     _data_keys(db, keys, walk, state, elsewhere=elsewhere, kek=kek)
 
@@ -540,6 +567,29 @@ def _holds(db: sqlite3.Connection, events: list[tuple[int, str, str, dict[str, s
             state.add(None, f"legal hold {hold_id} has no chained event and is marked as "
                       "older than chained holds, but this trail chained its holds from the "
                       "start (inserted by hand)")
+
+
+def _erasures_past_holds(walk: dict[str, Any], state: _State) -> None:
+    """An erasure made while a hold covered its subject must name that hold as
+    overridden: one that does not went past the hold (a race, or a forged event)."""
+    active: dict[str, tuple[str, str]] = {}  # hold id -> (scope, ref), as of each event
+    tenants: dict[str, list[tuple[int, str]]] = walk["subject_tenants"]
+    for seq, kind, decision, tags in walk["events"]:
+        if kind == "hold" and decision == "ADDED":
+            active[tags.get("hold", "")] = (tags.get("scope", ""), tags.get("ref", ""))
+        elif kind == "hold" and decision == "RELEASED":
+            active.pop(tags.get("hold", ""), None)
+        elif kind == "erasure":
+            subject = tags.get("subject_ref", "")
+            theirs = {tenant for at, tenant in tenants.get(subject, ()) if at < seq}
+            covering = sorted(hold for hold, (scope, ref) in active.items()
+                              if (scope == "subject" and ref == subject)
+                              or (scope == "tenant" and fold(ref) in theirs))
+            overridden = set(filter(None, tags.get("overrode_holds", "").split(",")))
+            missed = [hold for hold in covering if hold not in overridden]
+            if missed:
+                state.add(seq, f"this erasure went past legal hold(s) {', '.join(missed)}, "
+                          "active and covering its subject, without an override", derived=True)
 
 
 def _chained_holds_since(db: sqlite3.Connection) -> float:
@@ -640,12 +690,22 @@ def _data_keys(db: sqlite3.Connection, keys: sqlite3.Connection, walk: dict[str,
     accepted = {dek for _, kind, _, tags in walk["events"] if kind == "anchor"
                 for dek in tags.get("unexplained_keys", "").split(",") if dek}
     dek_first: dict[str, int] = walk["dek_first"]
+    dek_owner: dict[str, tuple[str, str]] = walk["dek_owner"]
     found: list[tuple[int | None, str]] = []
-    for dek_id, scope, ref, wrapped, destroyed_at, created in keys.execute(
-            "SELECT dek_id, scope, ref, wrapped, destroyed_at, created FROM data_keys "
-            "ORDER BY rowid"):
+    for dek_id, scope, ref, wrapped, destroyed_at, created, fingerprint, kek_id in \
+            keys.execute("SELECT dek_id, scope, ref, wrapped, destroyed_at, created, "
+                         "fingerprint, kek_id FROM data_keys ORDER BY rowid"):
         whose = f"subject {str(ref)[:16]}…" if scope == "subject" else f"{scope} {ref!r}"
         seq = dek_first.get(str(dek_id))
+        owner = dek_owner.get(str(dek_id))
+        if owner is not None and owner != (scope, ref):
+            # An erasure finds a subject's keys by their owner: a key moved to another
+            # owner would survive the erasure of the person whose records it seals.
+            real = f"subject {owner[1][:16]}…" if owner[0] == "subject" else \
+                f"tenant {owner[1]!r}"
+            found.append((seq, f"the data key {str(dek_id)[:16]} seals records of {real} but "
+                          f"audit-keys.db registers it to {whose}: altered by hand (an "
+                          "erasure of that subject would miss it)"))
         if wrapped is None or destroyed_at is not None:
             covered = scope == "subject" and isinstance(created, float | int) and \
                 created <= erased.get(str(ref), -1.0)
@@ -660,13 +720,34 @@ def _data_keys(db: sqlite3.Connection, keys: sqlite3.Connection, walk: dict[str,
         try:
             if not isinstance(wrapped, bytes):
                 raise crypto.AuditKeyError("not bytes")
-            crypto.unwrap(kek, wrapped, str(dek_id))
+            dek = crypto.unwrap(kek, wrapped, str(dek_id))
         except crypto.AuditKeyError:
             found.append((seq, f"the data key {str(dek_id)[:16]} of {whose} does not open "
                           "with the KEK: its wrapped bytes were replaced (the subject's "
                           "payloads are silently lost)"))
+            continue
+        # Receipts name keys by fingerprint and rotations pick keys by KEK id: both must
+        # be the key's own.
+        if fingerprint != crypto.fingerprint(dek):
+            found.append((seq, f"the data key {str(dek_id)[:16]} of {whose} has a "
+                          "fingerprint that is not its own: altered by hand (erasure "
+                          "receipts would name another key)"))
+        elif kek_id != kek.id:
+            found.append((seq, f"the data key {str(dek_id)[:16]} of {whose} names KEK "
+                          f"{str(kek_id)[:16]} but opens with {kek.id}: altered by hand (a "
+                          "KEK rotation would skip it)"))
     for seq, reason in found[:20]:
         state.add(seq, reason)
+
+
+def foreign_objects(conn: sqlite3.Connection) -> list[str]:
+    """The triggers and views of a database ("trigger NAME on TABLE"): the sidecar makes
+    neither. A trigger can copy a key aside as an erasure destroys it, or rewrite rows as
+    they are written; a view can stand in for a table."""
+    return [f"{kind} {name!r}" + (f" on {table!r}" if kind == "trigger" else "")
+            for kind, name, table in conn.execute(
+                "SELECT type, name, tbl_name FROM sqlite_master "
+                "WHERE type IN ('trigger', 'view') ORDER BY type, name")]
 
 
 def _in(conn: sqlite3.Connection, sql: str, values: list[str]) -> set[str]:

@@ -1046,3 +1046,149 @@ def test_audit_folds_names_exactly_as_policies_do(value: str) -> None:
     from sidecar.policy.matching import fold as policy_fold
 
     assert fold(value) == policy_fold(value)
+
+
+# -- round 12 (outside trial 17): keys moved to another owner, triggers, a hold racing
+# an erasure -------------------------------------------------------------------------
+
+KEY_OWNER_EDITS = {
+    "ref": "UPDATE data_keys SET ref = 'deadbeef' WHERE dek_id = ?",
+    "scope": "UPDATE data_keys SET scope = 'tenant' WHERE dek_id = ?",
+    "fingerprint": "UPDATE data_keys SET fingerprint = '00ff00ff00ff00ff' WHERE dek_id = ?",
+    "kek_id": "UPDATE data_keys SET kek_id = 'feedfacefeedface' WHERE dek_id = ?",
+}
+
+
+def subject_key(data: Path, subject: str) -> tuple[str, str]:
+    """(subject_ref, dek_id) of a subject's live data key."""
+    store = opened(data)
+    ref = store.subject_ref(subject)
+    store.db.close()
+    store.keys.close()
+    keys = db(data, "audit-keys.db")
+    try:
+        row = keys.execute("SELECT dek_id FROM data_keys WHERE scope = 'subject' AND ref = ? "
+                           "AND destroyed_at IS NULL", (ref,)).fetchone()
+    finally:
+        keys.close()
+    return ref, row[0]
+
+
+@pytest.mark.parametrize("column", sorted(KEY_OWNER_EDITS))
+def test_a_data_key_row_edited_by_hand_is_named(column: str, copy: Path,
+                                                trail: Trail) -> None:
+    """Trial 17: moving a key to another owner passed verify, and the owner's erasure
+    then destroyed nothing (the key, and every backup's payloads, stayed readable)."""
+    _, dek_id = subject_key(copy, "s2")
+    keys = db(copy, "audit-keys.db")
+    keys.execute(KEY_OWNER_EDITS[column], (dek_id,))
+    keys.close()
+    result = verify(copy, [trail.public_key])
+    assert not result.ok and any(dek_id[:16] in p.reason for p in result.problems), \
+        result.problems
+
+
+def test_an_erasure_destroys_the_keys_its_subjects_records_name(copy: Path,
+                                                               trail: Trail) -> None:
+    """The key row's owner edited by hand: the erasure still destroys the key the
+    subject's records were sealed with, and no payload of theirs opens afterwards."""
+    ref, dek_id = subject_key(copy, "s2")
+    keys = db(copy, "audit-keys.db")
+    keys.execute("UPDATE data_keys SET ref = 'deadbeef' WHERE dek_id = ?", (dek_id,))
+    keys.close()
+    store = opened(copy)
+    try:
+        receipt = store.erase("s2", actor="dpo", reason="DSR 9")
+        assert receipt.keys_destroyed
+        assert store.key_by_id(dek_id) is None
+        assert all(store.payload(r) is None for r in store.records("subject_ref = ?", (ref,)))
+    finally:
+        store.close()
+    keys = db(copy, "audit-keys.db")
+    live = keys.execute("SELECT count(*) FROM data_keys WHERE dek_id = ? AND wrapped IS NOT "
+                        "NULL", (dek_id,)).fetchone()[0]
+    keys.close()
+    assert live == 0
+
+
+STASH = ("CREATE TABLE stash (dek_id, wrapped); CREATE TRIGGER keep BEFORE UPDATE OF wrapped "
+         "ON data_keys BEGIN INSERT INTO stash VALUES (old.dek_id, old.wrapped); END;")
+
+
+@pytest.mark.parametrize("name", ["audit-keys.db", "audit.db"])
+def test_a_planted_trigger_fails_verify_and_stops_an_erasure(name: str, copy: Path,
+                                                            trail: Trail) -> None:
+    """Trial 17: a trigger copying each wrapped key aside as the erasure destroyed it
+    passed verify before and after; the erasure's receipt listed the key as destroyed."""
+    conn = db(copy, name)
+    if name == "audit-keys.db":
+        conn.executescript(STASH)
+    else:
+        conn.executescript("CREATE TRIGGER keep BEFORE UPDATE OF payload ON records "
+                           "BEGIN SELECT 1; END;")
+    conn.close()
+    result = verify(copy, [trail.public_key])
+    assert not result.ok and any("trigger 'keep'" in p.reason and name in p.reason
+                                 for p in result.problems), result.problems
+    erasures = count_events(copy, "erasure")
+    code, _, err = cli_ok("audit", "erase", "--data-dir", str(copy), "--subject", "s2",
+                            "--reason", "DSR")
+    assert code == 1 and "trigger 'keep'" in err and "nothing was changed" in err, err
+    assert count_events(copy, "erasure") == erasures
+    if name == "audit-keys.db":
+        keys = db(copy, name)
+        assert keys.execute("SELECT count(*) FROM stash").fetchone()[0] == 0
+        assert keys.execute("SELECT count(*) FROM data_keys WHERE destroyed_at IS NULL "
+                            "AND wrapped IS NOT NULL").fetchone()[0] > 0
+        keys.close()
+
+
+def test_a_hold_added_while_an_erasure_runs_waits_for_it(copy: Path, trail: Trail,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Trial 17: `hold add` from another process between the erasure's hold check and
+    its key destruction was committed first, and the erasure went past it, with no
+    override recorded. Now the erasure holds audit.db's write lock from its check on:
+    the hold lands after the erasure (or the erasure sees it)."""
+    store = opened(copy)
+    check = store.holds_covering
+    started: list[subprocess.Popen[str]] = []
+
+    def racing(subject_ref: str) -> list[dict[str, Any]]:
+        started.append(subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "audit", "--data-dir", str(copy), "--actor",
+             "legal", "hold", "add", "--tenant", "acme", "--reason", "litigation 42"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        time.sleep(3.0)  # the other process starts and tries to add its hold meanwhile
+        return check(subject_ref)
+
+    monkeypatch.setattr(store, "holds_covering", racing)
+    try:
+        store.erase("s3", actor="dpo", reason="DSR 11")
+    finally:
+        store.close()
+    _, err = started[0].communicate(timeout=60)
+    assert started[0].returncode == 0 and "Traceback" not in err, err
+    conn = db(copy)
+    hold_seq = conn.execute("SELECT max(seq) FROM records WHERE kind = 'hold'").fetchone()[0]
+    erasure_seq = conn.execute("SELECT max(seq) FROM records WHERE kind = 'erasure'"
+                               ).fetchone()[0]
+    conn.close()
+    assert hold_seq > erasure_seq
+    assert verify(copy, [trail.public_key]).ok
+
+
+def test_an_erasure_past_an_active_hold_fails_verify(copy: Path, trail: Trail,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An erasure event made while a hold covered the subject, naming no override (what
+    the race above produced, or a forged event): verify names the hold."""
+    store = opened(copy)
+    hold = store.hold("tenant", "ACME", "litigation 43", actor="legal")
+    monkeypatch.setattr(store, "holds_covering", lambda subject_ref: [])
+    try:
+        store.erase("s3", actor="dpo", reason="DSR 12")
+    finally:
+        store.close()
+    result = verify(copy, [trail.public_key])
+    assert not result.ok and any(f"legal hold(s) {hold}" in p.reason
+                                 for p in result.problems), result.problems
