@@ -52,6 +52,7 @@ class StringValue:
     origin: tuple[int, ...]  # raw offset of each decoded character
     raw_start: int  # offset of the opening quote
     raw_end: int  # offset just past the closing quote
+    outside: bool = False  # the text outside every string value (outside_strings)
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """Raw span of decoded characters [start, end)."""
@@ -71,15 +72,34 @@ class ParsedJson:
     strings: tuple[StringValue, ...]
 
 
+def outside_strings(completion: str, strings: tuple[StringValue, ...]) -> StringValue:
+    """Everything of the completion that is not a string value, as one pseudo-value the
+    stages inspect beside the values: prose around a ```json block, a second block,
+    object keys, numbers (a card number written as a JSON number). Each string value's
+    raw span (quotes included) is blanked with spaces, so offsets are the completion's
+    own and no match can join text across a value."""
+    chars = list(completion)
+    for value in strings:
+        chars[value.raw_start:value.raw_end] = " " * (value.raw_end - value.raw_start)
+    return StringValue("", "".join(chars), tuple(range(len(completion))), 0,
+                       len(completion), outside=True)
+
+
 def parse(completion: str, max_depth: int = MAX_DEPTH) -> ParsedJson:
     """The completion's JSON document, or JsonProblem. `max_depth` is capped at MAX_DEPTH."""
     max_depth = min(max_depth, MAX_DEPTH)
     stripped = completion.strip()
+    fence = _FENCE.search(completion)
     if stripped[:1] in ("{", "[", '"', "-") or stripped[:1].isdigit() \
             or stripped in ("true", "false", "null"):
         start = len(completion) - len(completion.lstrip())
-        return _parse_at(completion, start, start + len(stripped), max_depth)
-    fence = _FENCE.search(completion)
+        try:
+            return _parse_at(completion, start, start + len(stripped), max_depth)
+        except JsonProblem:
+            # Prose that happens to start like JSON ("[Note] ..." or a redacted
+            # "[REDACTED], ...") before a ```json block: the block is the document.
+            if fence is None:
+                raise
     if fence is None:
         raise JsonProblem("not JSON, and no ```json block found")
     body = fence.group(1)

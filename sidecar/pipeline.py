@@ -436,7 +436,8 @@ def _unproject(result: StageResult, projection: Projection) -> StageResult:
         violations=[violation(v) for v in result.violations],
         edits={index: [dataclasses.replace(
             e, start=start, end=end, replacement=escape_for_json_string(e.replacement),
-            json=True)
+            json=True) if not strings[message].outside
+            else dataclasses.replace(e, start=start, end=end)  # not inside a string
             for message, edits in result.edits.items() for e in edits
             for start, end in [span(message, e.start, e.end)]]}
         if result.edits else {},

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar.cli import main
@@ -124,7 +127,7 @@ def _status(call: object) -> grpc.RpcError:
 def test_unknown_schema_ids_and_misuse_are_invalid_argument(sidecar: Sidecar) -> None:
     err = _status(lambda: complete(sidecar, "{}", schema="invoice"))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "defines no schema 'invoice'; it defines: ticket, ticket-lenient" in err.details()
+    assert "defines no schema 'invoice'; it defines: any, ticket, ticket-lenient" in err.details()
     err = _status(lambda: sidecar.stub.InspectCompletion(pb.InspectRequest(
         tenant="schema", output_schema="ticket",
         messages=pb.Messages(messages=[pb.Message(role="assistant", content="{}")])),
@@ -178,3 +181,76 @@ def test_editing_a_schema_file_changes_the_policy_revision(
     write(tmp_path, {"schemas/t.json": '{"type": "array"}'})
     assert main(["policy", "check", str(tmp_path)]) == 0
     assert capsys.readouterr().out != first
+
+
+# -- round 12 (outside trial 18): naming a schema must not switch inspection off for
+# what lies outside the string values ----------------------------------------------------
+
+def test_prose_around_the_json_block_is_inspected(sidecar: Sidecar) -> None:
+    """Trial 18: with output_schema, text outside the ```json block was not inspected at
+    all (a card, an AWS key and a blocked word came back ALLOW, unchanged)."""
+    block = f"```json\n{json.dumps(GOOD)}\n```"
+    reply = complete(sidecar, f"Damn, John Smith wrote to jane.roe@example.com:\n{block}")
+    assert reply.decision == pb.MODIFY
+    assert reply.text == f"[REDACTED], <PERSON> wrote to <EMAIL_ADDRESS>:\n{block}"
+    card = complete(sidecar, f"Card 4111 1111 1111 1111 below.\n{block}")
+    assert card.decision == pb.BLOCK
+    assert "pii.CREDIT_CARD" in {v.rule_id for v in card.violations}
+
+
+def test_a_second_json_block_is_inspected(sidecar: Sidecar) -> None:
+    first = f"```json\n{json.dumps(GOOD)}\n```"
+    second = '```json\n{"title": "mail jane.roe@example.com", "priority": "low"}\n```'
+    reply = complete(sidecar, f"{first}\n{second}")
+    assert reply.decision == pb.MODIFY
+    assert reply.text == f"{first}\n{second.replace('jane.roe@example.com', '<EMAIL_ADDRESS>')}"
+
+
+def test_numbers_and_keys_are_inspected(sidecar: Sidecar) -> None:
+    """Trial 18: a card written as a JSON number was missed once the object also had a
+    string value; keys were never inspected."""
+    card = complete(sidecar, '{"a": 4111111111111111, "b": "x"}', schema="any")
+    assert card.decision == pb.BLOCK
+    assert "pii.CREDIT_CARD" in {v.rule_id for v in card.violations}
+    key = complete(sidecar, '{"jane.roe@example.com": "x", "b": 1}', schema="any")
+    assert key.decision == pb.MODIFY
+    assert json.loads(key.text) == {"<EMAIL_ADDRESS>": "x", "b": 1}
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(
+        st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text("abcxyz", min_size=1, max_size=4), inner, max_size=3),
+    max_leaves=8)
+_PLANTED = "jane.roe@example.com"
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=st.dictionaries(st.text("abcxyz", min_size=1, max_size=4), _JSON,
+                                min_size=1, max_size=4),
+       where=st.sampled_from(["before", "after", "value", "key", "second block"]),
+       fenced=st.booleans(), indent=st.sampled_from([None, 1]))
+def test_no_part_of_a_completion_escapes_inspection(sidecar: Sidecar, document: dict[str, Any],
+                                                    where: str, fenced: bool,
+                                                    indent: int | None) -> None:
+    """Invariant: whatever the shape (plain or fenced JSON, prose before or after, a
+    second block, the value in a key or a string), an e-mail address in the completion
+    never comes back, and every answer is ALLOW, MODIFY or BLOCK, never an error."""
+    if where == "value":
+        document = {**document, "zz": f"write to {_PLANTED} now"}
+    elif where == "key":
+        document = {**document, _PLANTED: 1}
+    body = json.dumps(document, indent=indent)
+    text = f"```json\n{body}\n```" if fenced or where in ("before", "after", "second block") \
+        else body
+    if where == "before":
+        text = f"Write to {_PLANTED}.\n{text}"
+    elif where == "after":
+        text = f"{text}\nWrite to {_PLANTED}."
+    elif where == "second block":
+        text = f'{text}\n```json\n{{"m": "{_PLANTED}"}}\n```'
+    reply = complete(sidecar, text, schema="any")
+    assert reply.decision in (pb.MODIFY, pb.BLOCK), reply
+    assert _PLANTED not in reply.text

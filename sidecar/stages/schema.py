@@ -198,9 +198,10 @@ class SchemaStage:
             errors = [SchemaError("", "json", str(problem))]
         else:
             errors = self.validate(schema_id, parsed.data, len(text))
-            if parsed.strings:
-                result.projection = Projection(0, parsed.strings, schema_id,
-                                               schema.on_invalid)
+            # The string values, decoded, and then the rest of the completion: a caller
+            # naming a schema must not switch inspection off for what lies outside them.
+            strings = (*parsed.strings, jsontext.outside_strings(text, parsed.strings))
+            result.projection = Projection(0, strings, schema_id, schema.on_invalid)
         if errors:
             result.schema_errors = errors
             result.violations.append(Violation(
