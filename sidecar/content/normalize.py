@@ -65,6 +65,10 @@ _INVISIBLE_RANGES = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x11
                      (0xE0000, 0xE0FFF))
 _INVISIBLE_MARKS = frozenset(chr(code) for low, high in _INVISIBLE_RANGES
                              for code in range(low, high + 1))
+# ASCII control characters that are not whitespace (Python's isspace() counts \x1c-\x1f):
+# they render as nothing, so `gren\x00ade` reads `grenade` (C1 controls, U+0080-U+009F,
+# are handled by `_invisible` with the rest of category Cc).
+_ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 # Look-alikes the confusables data leaves out because they differ a little in shape,
 # but which read as the Latin letter in running text and are used to evade filters
 # (Cyrillic and Greek lower case, kra, and the like).
@@ -130,7 +134,7 @@ def visible(text: str) -> View:
     category Cf: zero-width spaces and joiners, bidi controls, tag characters) and
     variation selectors / the combining grapheme joiner, which render as nothing.
     """
-    if text.isascii():
+    if text.isascii() and not _ASCII_CONTROLS.search(text):
         return original(text)
     kept = [index for index, char in enumerate(text) if not _invisible(char)]
     if len(kept) == len(text):
@@ -153,7 +157,7 @@ def weigh(text: str, after_space: bool = False,
     Returns (index, weight, after_space): with `limit`, `index` is where the prefix of
     weight `limit` ends (or len(text) if the text weighs less); otherwise len(text).
     """
-    if limit is None and text.isascii():
+    if limit is None and text.isascii() and not _ASCII_CONTROLS.search(text):
         runs = _WHITESPACE_RUNS.findall(text)
         weight = len(text) - sum(len(run) - 1 for run in runs)
         if after_space and text[:1].isspace():
@@ -163,7 +167,7 @@ def weigh(text: str, after_space: bool = False,
     for index, char in enumerate(text):
         if limit is not None and weight >= limit:
             return index, weight, after_space
-        if char.isascii():
+        if char.isascii() and not _ASCII_CONTROLS.match(char):
             space = char.isspace()
         elif _invisible(char) or unicodedata.category(char) in ("Mn", "Me"):
             continue
@@ -176,7 +180,9 @@ def weigh(text: str, after_space: bool = False,
 
 
 def _invisible(char: str) -> bool:
-    return unicodedata.category(char) == "Cf" or char in _INVISIBLE_MARKS
+    category = unicodedata.category(char)
+    return category == "Cf" or char in _INVISIBLE_MARKS or (category == "Cc"
+                                                              and not char.isspace())
 
 
 def has_markup(plain: View) -> bool:
@@ -206,10 +212,9 @@ def clean(text: str, *, unmark: bool = False, join: bool = True,
     whitespace: `i.n.s.t.r.u.c.t.i.o.n.s: 0:0` reads `instructions: 0:0`, where the
     plain view reads `instructions00` (which way the writer meant it, no view can
     know: the rules that read wording read both)."""
-    if text.isascii():
+    if text.isascii() and not _ASCII_CONTROLS.search(text):
         folded = text.lower()
         origin: list[int] = list(range(len(text)))
-        # Control characters in ASCII are not Cf; only whitespace needs collapsing.
     else:
         table = _char_table()
         out: list[str] = []
@@ -380,7 +385,7 @@ def _fold_char(char: str) -> str:
     accent in it read as `f`.
     """
     if char.isascii():
-        return char.lower()
+        return _MARK if _ASCII_CONTROLS.match(char) else char.lower()
     if _invisible(char):
         return _MARK
     category = unicodedata.category(char)

@@ -67,8 +67,12 @@ EXAMPLES = settings(max_examples=examples(150, quick=60), deadline=None,
 
 
 def test_every_ascii_character_folds_to_its_lower_case() -> None:
+    """... and a control character that is not whitespace to nothing visible (it renders
+    as nothing: `gren\\x00ade` reads `grenade`)."""
     for code in range(128):
-        assert _fold_char(chr(code)) == chr(code).lower(), repr(chr(code))
+        char = chr(code)
+        hidden = unicodedata.category(char) == "Cc" and not char.isspace()
+        assert _fold_char(char) == ("\u2063" if hidden else char.lower()), repr(char)
 
 
 def test_no_look_alike_entry_rewrites_ascii() -> None:
@@ -103,7 +107,9 @@ def test_stream_weights_add_up_piece_by_piece(text: str, cut: int, after_space: 
 
 INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u180e",
              "\u2062", "\ufe0f", "\u034f", "\U000e0020", "\U000e0041", "\U000e007f",
-             "\u3164", "\uffa0", "\u115f", "\u1160", "\u2800"]
+             "\u3164", "\uffa0", "\u115f", "\u1160", "\u2800",
+             # control characters that are not whitespace (trial 18: `gren\x00ade`)
+             "\x00", "\x1b", "\x7f", "\x80", "\x9f"]
 MARKS = ["\u0301", "\u0300", "\u0308", "\u0327", "\u0336", "\u20dd", "\u0489"]
 # (`*`, `~`, a backquote and a backslash are not drawn here: the second, unmarked view of
 # wording reads them between letters as Markdown emphasis or escapes (`\\n`), so a word

@@ -303,7 +303,9 @@ KINDS: dict[str, Callable[[random.Random], Secret]] = {
 
 INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u2062", "\u2063",
              "\u202a", "\u202c", "\u2066", "\u2069", "\ufe0f", "\u034f", "\U000e0020",
-             "\U000e0041", "\U000e007f", "\U000e0100"]
+             "\U000e0041", "\U000e007f", "\U000e0100",
+             # control characters that are not whitespace (trial 18: `AKIAI\x00OSF...`)
+             "\x00", "\x08", "\x1b", "\x7f", "\x80", "\x9f"]
 MARKS = ["\u0301", "\u0300", "\u0308", "\u0327", "\u0336", "\u20dd"]
 
 
