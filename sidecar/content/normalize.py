@@ -114,10 +114,13 @@ class View:
         return self.origin[start], stop
 
     def is_boundary(self, position: int) -> bool:
-        """Whether a word may start at `position` (or end just before it)."""
+        """Whether a word may start at `position` (or end just before it). Next to a
+        character of a script written without spaces (Chinese, Japanese, Thai...) every
+        position is one: `炸弹` is a word inside `如何制造炸弹`."""
         text = self.text
         return (position <= 0 or position >= len(text) or position in self.joins
-                or not (text[position - 1].isalnum() and text[position].isalnum()))
+                or not (text[position - 1].isalnum() and text[position].isalnum())
+                or _unspaced(text[position - 1]) or _unspaced(text[position]))
 
 
 def original(text: str) -> View:
@@ -177,6 +180,22 @@ def weigh(text: str, after_space: bool = False,
             weight += 1
         after_space = space
     return len(text), weight, after_space
+
+
+# Scripts written without spaces between words: Thai, Lao, Tibetan, Myanmar, Khmer,
+# Hiragana, Katakana, the CJK ideographs (with their extensions and compatibility forms).
+_UNSPACED_RANGES = ((0x0E00, 0x0FFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3040, 0x30FF),
+                    (0x31F0, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
+                    (0x20000, 0x3FFFF))
+_UNSPACED_STARTS = tuple(low for low, _ in _UNSPACED_RANGES)
+
+
+def _unspaced(char: str) -> bool:
+    code = ord(char)
+    if code < 0x0E00:
+        return False
+    low, high = _UNSPACED_RANGES[bisect.bisect_right(_UNSPACED_STARTS, code) - 1]
+    return low <= code <= high
 
 
 def _invisible(char: str) -> bool:
