@@ -10,11 +10,12 @@ def warm() -> None:
     `Pipeline.prepare` calls this; tests/test_pipeline.py fails on a detector cache it
     leaves empty.
     """
-    from sidecar.pii import addresses, cards, emails, names, phones, recognizers, ssn
+    from sidecar.pii import addresses, cards, disguise, emails, names, phones, recognizers, ssn
     from sidecar.pii.internals import phone_matcher_constants
 
     addresses._patterns()
     cards._pattern()
+    disguise._pattern()
     emails._patterns()
     names._patterns()
     names._record_patterns()

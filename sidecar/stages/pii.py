@@ -20,6 +20,7 @@ from typing import Any
 
 from sidecar import abandon
 from sidecar.errors import PolicyError, PolicyIssue
+from sidecar.pii.disguise import undisguise
 from sidecar.policy.model import EntityRule, PiiConfig
 from sidecar.types import (
     Direction,
@@ -162,10 +163,22 @@ class PiiStage:
         # Only requests that ask for explanations pay for them (sidecar.pii.explain).
         explaining = [items[item][0].explain for item, _, _ in texts]
         explained: list[dict[Found, Explanation]] = [{} for _ in texts]
-        analyzed = self._analyze([t for *_, t in texts], explaining if any(explaining)
-                                 else None, explained)
-        for (item, index, text), raw, why in zip(texts, analyzed, explained, strict=True):
-            self._apply(index, text, raw, results[item], restoring[item], explained=why)
+        # Detectors read each text without the characters that would hide a value from
+        # them (sidecar.pii.disguise); findings are mapped back onto the text as sent.
+        readings = [undisguise(text) for *_, text in texts]
+        analyzed = self._analyze([text if reading is None else reading.text
+                                  for (*_, text), reading in zip(texts, readings, strict=True)],
+                                 explaining if any(explaining) else None, explained)
+        for (item, index, text), found, why, reading in zip(texts, analyzed, explained,
+                                                            readings, strict=True):
+            if reading is None:
+                self._apply(index, text, found, results[item], restoring[item], explained=why)
+                continue
+            self._apply(index, text, [(entity, *reading.span(start, end), score)
+                                      for entity, start, end, score in found],
+                        results[item], restoring[item],
+                        explained={(entity, *reading.span(start, end), score): explanation
+                                   for (entity, start, end, score), explanation in why.items()})
         return results
 
     def _analyze(self, texts: list[str], explaining: list[bool] | None = None,
