@@ -1031,6 +1031,19 @@ def _add_audit_export_commands(audit: Any, audit_common: Any, pinning: Any) -> N
     verify_export.set_defaults(handler=_audit_verify_export)
 
 
+def _hold_id(value: str) -> int:
+    """A hold id as the stores keep them (SQLite's and PostgreSQL's 64-bit integers):
+    a larger one was an OverflowError traceback (outside trial), now exit 2."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {value[:40]!r}") from None
+    if not -(2 ** 63) <= number < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"{value[:40]} is not a hold id (out of range; "
+                                         "see hold list)")
+    return number
+
+
 def _add_audit_hold_commands(audit: Any, audit_common: Any) -> None:
     hold = audit.add_parser("hold", help="legal holds: add, release, list")
     audit_common(hold, actor=True)
@@ -1042,7 +1055,7 @@ def _add_audit_hold_commands(audit: Any, audit_common: Any) -> None:
     add.add_argument("--reason", required=True, help="why (a case number); recorded")
     release = actions.add_parser("release", help="end a hold")
     audit_common(release, actor=True)
-    release.add_argument("id", type=int, help="the hold's id (see hold list)")
+    release.add_argument("id", type=_hold_id, help="the hold's id (see hold list)")
     release.add_argument("--reason", required=True, help="why; recorded")
     listing = actions.add_parser("list", help="every hold, active or released")
     audit_common(listing)

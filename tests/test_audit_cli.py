@@ -167,6 +167,11 @@ BAD_INPUT = [
     (("hold", "release", "one"), 2, "invalid int value: 'one'"),
     (("reset-anchor",), 2, "the following arguments are required: --reason"),
     (("erase", "--subject", "x", "--override-hold"), 2, "needs --reason"),
+    # Outside trial: an id beyond SQLite's int64 was an OverflowError traceback.
+    (("hold", "release", "99999999999999999999999", "--reason", "r"), 2,
+     "is not a hold id"),
+    (("hold", "release", "-99999999999999999999999", "--reason", "r"), 2,
+     "is not a hold id"),
 ]
 
 
