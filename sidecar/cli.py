@@ -630,13 +630,14 @@ def _rfc3339(instant: float) -> str:
 
 
 def _audit_verify_export(args: argparse.Namespace) -> int:
+    from audit.anchor import loads
     from audit.export import verify_export
 
     pinned = _pinned_keys(args)
     path = Path(args.file)
     manifest_path = Path(args.manifest) if args.manifest else Path(args.file + ".manifest.json")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = loads(manifest_path.read_text())
     except OSError as err:
         raise ConfigError(f"cannot read manifest {manifest_path}: {err.strerror}") from None
     except ValueError:

@@ -9,6 +9,7 @@ import datetime
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -255,3 +256,37 @@ def test_an_export_of_a_trail_holding_such_text_is_whole_and_verifies(
     key = cli("audit", "public-key", "--data-dir", data)[1].strip()
     code, out_text, err = cli("audit", "verify-export", str(out), "--public-key", key)
     assert code == 0, out_text + err
+
+
+DEEP = "[" * 100000
+
+
+def test_deeply_nested_json_is_a_malformed_file_not_a_traceback(
+        data: str, tmp_path: Path) -> None:
+    """Outside trial: `'[' * 100000` in the head anchor or an export manifest was a
+    RecursionError traceback (`cli` asserts there is none): the same message as short
+    garbage now, from every command that reads them."""
+    anchor = Path(data) / "keys" / "audit-anchor.json"
+    seen = {}
+    for name, text in (("garbage", "x"), ("deep", DEEP)):
+        anchor.write_text(text)
+        seen[name] = cli("audit", "verify", "--data-dir", data)
+    assert seen["deep"] == seen["garbage"], seen
+    assert seen["deep"][0] == 1 and "is malformed" in seen["deep"][2], seen
+    for name, text in (("garbage", "x"), ("deep", DEEP)):  # each adds a hold: stderr only
+        anchor.write_text(text)
+        code, _, err = cli("audit", "hold", "add", "--data-dir", data, "--tenant", "t",
+                           "--reason", "case")
+        seen[name] = (code, "", re.sub(r'"time": "[^"]*"', "", err))
+    assert seen["deep"] == seen["garbage"], seen
+    out = tmp_path / "out.jsonl"
+    anchor.unlink()
+    assert cli("audit", "export", "--data-dir", data, "-o", str(out))[0] == 0
+    results = {}
+    for name, text in (("garbage", "x"), ("deep", DEEP)):
+        manifest = tmp_path / f"{name}.json"
+        manifest.write_text(text)
+        code, _, err = cli("audit", "verify-export", str(out), "--manifest", str(manifest))
+        results[name] = (code, err.replace(str(manifest), "MANIFEST"))
+    assert results["deep"] == results["garbage"] == (2, results["garbage"][1]), results
+    assert "is not JSON" in results["deep"][1]
