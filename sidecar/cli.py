@@ -581,12 +581,15 @@ def _audit_export(args: argparse.Namespace) -> int:
         raise ConfigError("export: --subject must not be empty")
     actor = _actor(args) if args.include_payload else ""
     store = _audit_store(args)
+    # Both files open before anything is recorded: an export that cannot be written
+    # (no such directory, -o DIRECTORY) must not sign a checkpoint and move the anchor.
+    out = _private_output(args.output) if args.output else sys.stdout
+    manifest_out = _private_output(args.output + ".manifest.json") if args.output else None
     checkpoint = store.checkpoint(extra="export")
     selected = rows(store, tenant=args.tenant or "", app=args.app or "",
                     decision=args.decision or "", policy=args.policy or "",
                     subject_id=args.subject or "", since=args.since,
                     until=args.until, include_payload=args.include_payload)
-    out = _private_output(args.output) if args.output else sys.stdout
     writer = csv.writer(out) if args.format == "csv" else None
     if writer is not None:
         writer.writerow([*COLUMNS, *(["payload"] if args.include_payload else [])])
@@ -614,8 +617,9 @@ def _audit_export(args: argparse.Namespace) -> int:
         from audit.export import manifest_for
 
         manifest = manifest_for(Path(args.output), filters, count, checkpoint, store.signer)
-        with _private_output(args.output + ".manifest.json") as handle:
-            handle.write(json.dumps(manifest, indent=2) + "\n")
+        assert manifest_out is not None
+        with manifest_out:
+            manifest_out.write(json.dumps(manifest, indent=2) + "\n")
         print(f"exported {count} records to {args.output}, manifest "
               f"{args.output}.manifest.json", file=sys.stderr)
     else:

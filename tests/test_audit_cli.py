@@ -4,6 +4,7 @@ every bad input with its message and exit code (never a traceback)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import io
@@ -11,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -290,3 +292,20 @@ def test_deeply_nested_json_is_a_malformed_file_not_a_traceback(
         results[name] = (code, err.replace(str(manifest), "MANIFEST"))
     assert results["deep"] == results["garbage"] == (2, results["garbage"][1]), results
     assert "is not JSON" in results["deep"][1]
+
+
+def test_an_export_that_cannot_be_written_records_nothing(data: str, tmp_path: Path) -> None:
+    """Outside trial: `export -o /nonexistent/dir/x` (or -o DIRECTORY) exited 2 but had
+    already signed a checkpoint and moved the head anchor."""
+    anchor = Path(data) / "keys" / "audit-anchor.json"
+    before = anchor.read_bytes(), _checkpoints(data)
+    for target in (tmp_path / "nonexistent" / "dir" / "x", tmp_path):
+        code, _, err = cli("audit", "export", "--data-dir", data, "-o", str(target))
+        assert code == 2 and f"cannot write {target}" in err, err
+    assert (anchor.read_bytes(), _checkpoints(data)) == before
+
+
+def _checkpoints(data: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{data}/audit/audit.db?mode=ro",
+                                            uri=True)) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0])
