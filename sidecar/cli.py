@@ -665,11 +665,33 @@ def _audit_verify_export(args: argparse.Namespace) -> int:
     if problem:
         print(f"FAILED: {path}: {problem}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"ok: {path}: {manifest['records']} records, signed by {manifest['public_key'][:16]}…"
-          f" against checkpoint seq {manifest['checkpoint']['seq']}")
+    checkpoint = manifest.get("checkpoint")
+    seq = checkpoint.get("seq") if isinstance(checkpoint, dict) else None
+    print(f"ok: {path}: {_shown(manifest.get('records'))} records, signed by "
+          f"{_shown(manifest.get('public_key'))[:16]}… against checkpoint seq {_shown(seq)}")
+    # What the signature covers, not only that it holds: an export filtered to one
+    # tenant, subject or time range verifies as well as a whole one (outside trial).
+    filters = manifest.get("filters")
+    filters = filters if isinstance(filters, dict) else {}
+    shown = [f"{name}={_shown(value)}" for name, value in sorted(filters.items())
+             if name not in ("format", "include_payload")]
+    print(f"  covers: {', '.join(shown) if shown else 'every record (no filters)'}"
+          f"{'; with decrypted payloads' if filters.get('include_payload') else ''}")
+    named = manifest.get("file")
+    print(f"  format {_shown(filters.get('format', 'jsonl'))}; file {_shown(named)}")
+    if named != path.name:
+        print(f"WARNING: the manifest names file {_shown(named)!r}, not {_shown(path.name)!r} "
+              "(renamed, or another export's manifest)", file=sys.stderr)
     if pinned is None:
         return _unauthenticated(args, "this check")
     return EXIT_OK
+
+
+def _shown(value: object) -> str:
+    """A manifest's value as safe terminal text: control characters escaped (the
+    filters hold names a client chose)."""
+    text = str(value)
+    return text if text.isprintable() else json.dumps(text)[1:-1]
 
 
 def _audit_rotate_kek(args: argparse.Namespace) -> int:

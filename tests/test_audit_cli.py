@@ -340,3 +340,26 @@ def _checkpoints(data: str) -> int:
     with contextlib.closing(sqlite3.connect(f"file:{data}/audit/audit.db?mode=ro",
                                             uri=True)) as conn:
         return int(conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0])
+
+
+def test_verify_export_shows_what_the_export_covers(data: str, tmp_path: Path) -> None:
+    """Outside trial: `verify-export FILE` said `ok` without saying which filters the
+    signed manifest names, so a partial export passed for a whole one, and a renamed
+    file was not noticed."""
+    out = tmp_path / "acme.csv"
+    code, _, err = cli("audit", "export", "--data-dir", data, "--tenant", "acme",
+                       "--subject", "bob-42", "--since", "2026-01-01T00:00:00Z",
+                       "--format", "csv", "-o", str(out))
+    assert code == 0, err
+    key = cli("audit", "public-key", "--data-dir", data)[1].strip()
+    code, text, err = cli("audit", "verify-export", str(out), "--public-key", key)
+    assert code == 0, err
+    assert "tenant=acme" in text and "subject_ref=" in text, text
+    assert "since=2026-01-01T00:00:00.000000Z" in text and "format csv" in text, text
+    assert "file acme.csv" in text and "WARNING" not in err, (text, err)
+    renamed = tmp_path / "everything.csv"
+    shutil.copy(out, renamed)
+    code, text, err = cli("audit", "verify-export", str(renamed), "--manifest",
+                          f"{out}.manifest.json", "--public-key", key)
+    assert code == 0 and "WARNING: the manifest names file 'acme.csv', not " \
+        "'everything.csv'" in err, err
