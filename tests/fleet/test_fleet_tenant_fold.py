@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from audit import crypto
 from audit.pgstore import CentralVault, FleetStore
@@ -92,5 +94,38 @@ def test_a_tenant_hold_keeps_vault_conversations_whatever_the_spelling(
     back = vault.exchange(written, "held", "c", Exchange(values=[], tokens=["<PERSON_1>"]),
                           ttl=1, now=100.5)
     assert back.restored == {"<PERSON_1>": "Ann Lee"}
+    pod.close()
+    fleet.close()
+
+
+def _disguise(name: str) -> st.SearchStrategy[str]:
+    """`name` as a client may spell it: each letter in either case, ASCII or fullwidth,
+    with blanks around it (space, tab, NBSP, ideographic space)."""
+    letters = [st.sampled_from([c.lower(), c.upper(), chr(ord(c.lower()) + 0xFEE0),
+                                chr(ord(c.upper()) + 0xFEE0)]) for c in name]
+    blanks = st.text(st.sampled_from(" \t\u00a0\u3000"), max_size=2)
+    return st.tuples(blanks, *letters, blanks).map("".join)
+
+
+def test_any_disguise_of_a_held_tenant_is_held(tmp_path: Path, store_url: str,
+                                               kek: crypto.Kek) -> None:
+    pod, fleet = _pod(tmp_path, store_url, kek)
+    counter = iter(range(10**6))
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_disguise("globex"), _disguise("globex"))
+    def held_either_way(held: str, written: str) -> None:
+        subject = f"subject-{next(counter)}"
+        pod.store.append([record(subject, tenant=written)])
+        pod.store.checkpoint()
+        pod.ship_all()
+        hold_id = fleet.hold("tenant", held, "case 7", actor="test")
+        try:
+            with pytest.raises(LegalHoldError):
+                fleet.erase(subject, actor="test")
+        finally:
+            fleet.release(hold_id, actor="test", reason="next example")
+
+    held_either_way()
     pod.close()
     fleet.close()
