@@ -113,9 +113,9 @@ def verify_export(path: Path, manifest: dict[str, Any],
     `trusted`: the pinned public keys (hex). None accepts the key the manifest names,
     which proves nothing against a forger: callers must say so (the CLI does).
     """
-    body = {k: v for k, v in manifest.items() if k != "signature"}
-    if manifest.get("version") != VERSION:
+    if not isinstance(manifest, dict) or manifest.get("version") != VERSION:
         return f"not a {VERSION} manifest"
+    body = {k: v for k, v in manifest.items() if k != "signature"}
     pinned = {trusted} if isinstance(trusted, str) else trusted
     if pinned is not None and str(manifest.get("public_key", "")).lower() not in \
             {key.lower() for key in pinned}:

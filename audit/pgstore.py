@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from audit import chain, crypto
 from audit.anchor import Anchor
+from audit.names import fold
 from audit.store import (
     _KEY_MIGRATIONS,
     _METADATA,
@@ -1113,13 +1114,18 @@ class FleetStore:
 
     def holds_covering(self, conn: Conn, subject_ref: str
                        ) -> list[dict[str, Any]]:
+        """Active holds on the subject, or on a tenant any of their records belong to,
+        tenants compared folded (audit.names.fold) as local mode and policies compare
+        them: SQL's lower(btrim()) would let fullwidth `GLOBEX` or `globex<NBSP>` slip past a
+        hold on `globex`. Call under `LOCK TABLE holds IN SHARE MODE` (erase does)."""
         names = ("id", "scope", "ref", "reason", "created", "actor")
+        tenants = {fold(row[0]) for row in conn.execute(
+            "SELECT DISTINCT tenant FROM records WHERE subject_ref = %s", (subject_ref,))}
         return [dict(zip(names, row, strict=True)) for row in conn.execute(
             "SELECT id, scope, ref, reason, created, actor FROM holds WHERE released IS NULL "
-            "AND ((scope = 'subject' AND ref = %s) OR (scope = 'tenant' AND lower(btrim(ref)) "
-            "IN (SELECT DISTINCT lower(btrim(tenant)) FROM records WHERE subject_ref = %s))) "
-            "ORDER BY id",
-            (subject_ref, subject_ref))]
+            "AND ((scope = 'subject' AND ref = %s) OR scope = 'tenant') ORDER BY id",
+            (subject_ref,))
+            if row[1] == "subject" or fold(row[2]) in tenants]
 
     def erase(self, subject_id: str, *, actor: str = SYSTEM_ACTOR, reason: str = "",
               override_hold: bool = False) -> ErasureReceipt:
@@ -1130,6 +1136,8 @@ class FleetStore:
             raise ValueError("an erasure needs a subject id (not blank)")
         subject_ref = self.subject_ref(subject_id)
         with self.central.transaction() as conn:
+            # A hold added meanwhile waits for this transaction (or this one for it).
+            conn.execute("LOCK TABLE holds IN SHARE MODE")
             held = self.holds_covering(conn, subject_ref)
             if held and not override_hold:
                 raise LegalHoldError(held)
@@ -1168,16 +1176,22 @@ class FleetStore:
         conversations go too, unless a hold covers them."""
         now = time.time() if now is None else now
         sweep_id = secrets.token_hex(8)
-        held_clause = ("EXISTS (SELECT 1 FROM holds h WHERE h.released IS NULL AND "
-                       "((h.scope = 'subject' AND h.ref = r.subject_ref AND "
-                       "r.subject_ref != '') OR (h.scope = 'tenant' AND "
-                       "lower(btrim(h.ref)) = lower(btrim(r.tenant)))))")
+        held_clause = ("(EXISTS (SELECT 1 FROM holds h WHERE h.released IS NULL AND "
+                       "h.scope = 'subject' AND h.ref = r.subject_ref AND "
+                       "r.subject_ref != '') OR r.tenant = ANY(%s))")
         with self.central.transaction() as conn:
+            # One snapshot, taken after every hold added before has committed and while
+            # new ones wait: tenants are folded in Python (audit.names.fold, as local
+            # mode), so what is held must not change between reading and deleting.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            conn.execute("LOCK TABLE holds IN SHARE MODE")
+            held_tenants = _held_tenants(conn, "SELECT DISTINCT tenant FROM records WHERE "
+                                         "retain_until < %s", now)
             held = conn.execute(f"SELECT COUNT(*) FROM records r WHERE retain_until < %s "  # noqa: S608
-                                f"AND {held_clause}", (now,)).fetchone()[0]
+                                f"AND {held_clause}", (now, held_tenants)).fetchone()[0]
             expired = conn.execute(
                 f"DELETE FROM records r WHERE retain_until < %s AND NOT {held_clause} "  # noqa: S608
-                "RETURNING chain_id, seq, hash, prev_hash", (now,)).fetchall()
+                "RETURNING chain_id, seq, hash, prev_hash", (now, held_tenants)).fetchall()
             by_chain: dict[str, list[tuple[int, str, str]]] = {}
             for chain_id, seq, hash_, prev_hash in sorted(expired):
                 by_chain.setdefault(chain_id, []).append((seq, hash_, prev_hash))
@@ -1213,12 +1227,26 @@ class FleetStore:
         return verify_fleet(self.central, trusted_keys)
 
 
+def _held_tenants(conn: Conn, tenants_sql: str, now: float) -> list[str]:
+    """The tenants (as written) that `tenants_sql` names and an active tenant hold
+    covers, compared folded (audit.names.fold) as local mode and policies compare them,
+    for `= ANY(%s)`. Call inside the snapshot and lock the caller deletes under."""
+    holds = {fold(row[0]) for row in conn.execute(
+        "SELECT ref FROM holds WHERE released IS NULL AND scope = 'tenant'")}
+    return [str(row[0]) for row in conn.execute(tenants_sql, (now,))
+            if fold(row[0]) in holds] if holds else []
+
+
 def _purge_conversations(conn: Conn, now: float) -> int:
+    """Delete vault conversations past their TTL that no active hold covers (call
+    under the sweep's snapshot and lock on holds)."""
+    held_tenants = _held_tenants(conn, "SELECT DISTINCT tenant FROM conversations WHERE "
+                                 "expires <= %s", now)
     return int(conn.execute(
-        "DELETE FROM conversations c WHERE expires <= %s AND NOT EXISTS (SELECT 1 FROM "
-        "holds h WHERE h.released IS NULL AND ((h.scope = 'subject' AND h.ref = "
-        "c.subject_ref AND c.subject_ref != '') OR (h.scope = 'tenant' AND "
-        "lower(btrim(h.ref)) = lower(btrim(c.tenant)))))", (now,)).rowcount)
+        "DELETE FROM conversations c WHERE expires <= %s AND NOT c.tenant = ANY(%s) AND "
+        "NOT EXISTS (SELECT 1 FROM holds h WHERE h.released IS NULL AND h.scope = "
+        "'subject' AND h.ref = c.subject_ref AND c.subject_ref != '')",
+        (now, held_tenants)).rowcount)
 
 
 def index_pin_problems(conn: Conn, index_key: bytes) -> list[str]:

@@ -581,19 +581,22 @@ def _audit_export(args: argparse.Namespace) -> int:
         raise ConfigError("export: --subject must not be empty")
     actor = _actor(args) if args.include_payload else ""
     store = _audit_store(args)
+    # Both files open before anything is recorded: an export that cannot be written
+    # (no such directory, -o DIRECTORY) must not sign a checkpoint and move the anchor.
+    out = _private_output(args.output) if args.output else sys.stdout
+    manifest_out = _private_output(args.output + ".manifest.json") if args.output else None
     checkpoint = store.checkpoint(extra="export")
     selected = rows(store, tenant=args.tenant or "", app=args.app or "",
                     decision=args.decision or "", policy=args.policy or "",
                     subject_id=args.subject or "", since=args.since,
                     until=args.until, include_payload=args.include_payload)
-    out = _private_output(args.output) if args.output else sys.stdout
     writer = csv.writer(out) if args.format == "csv" else None
     if writer is not None:
         writer.writerow([*COLUMNS, *(["payload"] if args.include_payload else [])])
     count = 0
     for row in selected:
         if writer is not None:
-            writer.writerow([json.dumps(v) if isinstance(v, dict | list) else v
+            writer.writerow([_cell(json.dumps(v) if isinstance(v, dict | list) else v)
                              for v in row.values()])
         else:
             out.write(_json_line(row) + "\n")
@@ -614,13 +617,26 @@ def _audit_export(args: argparse.Namespace) -> int:
         from audit.export import manifest_for
 
         manifest = manifest_for(Path(args.output), filters, count, checkpoint, store.signer)
-        with _private_output(args.output + ".manifest.json") as handle:
-            handle.write(json.dumps(manifest, indent=2) + "\n")
+        assert manifest_out is not None
+        with manifest_out:
+            manifest_out.write(json.dumps(manifest, indent=2) + "\n")
         print(f"exported {count} records to {args.output}, manifest "
               f"{args.output}.manifest.json", file=sys.stderr)
     else:
         print(f"exported {count} records (use -o FILE for a signed manifest)", file=sys.stderr)
     return EXIT_OK
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> object:
+    """A CSV cell a spreadsheet will not run: text starting with = + - @ TAB or CR
+    (tenant and app names are chosen by clients: `=HYPERLINK(...)`) gets a leading
+    single quote, as OWASP advises against CSV injection. JSON Lines stay exact."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _rfc3339(instant: float) -> str:
@@ -630,13 +646,14 @@ def _rfc3339(instant: float) -> str:
 
 
 def _audit_verify_export(args: argparse.Namespace) -> int:
+    from audit.anchor import loads
     from audit.export import verify_export
 
     pinned = _pinned_keys(args)
     path = Path(args.file)
     manifest_path = Path(args.manifest) if args.manifest else Path(args.file + ".manifest.json")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = loads(manifest_path.read_text())
     except OSError as err:
         raise ConfigError(f"cannot read manifest {manifest_path}: {err.strerror}") from None
     except ValueError:
@@ -648,11 +665,33 @@ def _audit_verify_export(args: argparse.Namespace) -> int:
     if problem:
         print(f"FAILED: {path}: {problem}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"ok: {path}: {manifest['records']} records, signed by {manifest['public_key'][:16]}…"
-          f" against checkpoint seq {manifest['checkpoint']['seq']}")
+    checkpoint = manifest.get("checkpoint")
+    seq = checkpoint.get("seq") if isinstance(checkpoint, dict) else None
+    print(f"ok: {path}: {_shown(manifest.get('records'))} records, signed by "
+          f"{_shown(manifest.get('public_key'))[:16]}… against checkpoint seq {_shown(seq)}")
+    # What the signature covers, not only that it holds: an export filtered to one
+    # tenant, subject or time range verifies as well as a whole one (outside trial).
+    filters = manifest.get("filters")
+    filters = filters if isinstance(filters, dict) else {}
+    shown = [f"{name}={_shown(value)}" for name, value in sorted(filters.items())
+             if name not in ("format", "include_payload")]
+    print(f"  covers: {', '.join(shown) if shown else 'every record (no filters)'}"
+          f"{'; with decrypted payloads' if filters.get('include_payload') else ''}")
+    named = manifest.get("file")
+    print(f"  format {_shown(filters.get('format', 'jsonl'))}; file {_shown(named)}")
+    if named != path.name:
+        print(f"WARNING: the manifest names file {_shown(named)!r}, not {_shown(path.name)!r} "
+              "(renamed, or another export's manifest)", file=sys.stderr)
     if pinned is None:
         return _unauthenticated(args, "this check")
     return EXIT_OK
+
+
+def _shown(value: object) -> str:
+    """A manifest's value as safe terminal text: control characters escaped (the
+    filters hold names a client chose)."""
+    text = str(value)
+    return text if text.isprintable() else json.dumps(text)[1:-1]
 
 
 def _audit_rotate_kek(args: argparse.Namespace) -> int:
@@ -1031,6 +1070,19 @@ def _add_audit_export_commands(audit: Any, audit_common: Any, pinning: Any) -> N
     verify_export.set_defaults(handler=_audit_verify_export)
 
 
+def _hold_id(value: str) -> int:
+    """A hold id as the stores keep them (SQLite's and PostgreSQL's 64-bit integers):
+    a larger one was an OverflowError traceback (outside trial), now exit 2."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {value[:40]!r}") from None
+    if not -(2 ** 63) <= number < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"{value[:40]} is not a hold id (out of range; "
+                                         "see hold list)")
+    return number
+
+
 def _add_audit_hold_commands(audit: Any, audit_common: Any) -> None:
     hold = audit.add_parser("hold", help="legal holds: add, release, list")
     audit_common(hold, actor=True)
@@ -1042,7 +1094,7 @@ def _add_audit_hold_commands(audit: Any, audit_common: Any) -> None:
     add.add_argument("--reason", required=True, help="why (a case number); recorded")
     release = actions.add_parser("release", help="end a hold")
     audit_common(release, actor=True)
-    release.add_argument("id", type=int, help="the hold's id (see hold list)")
+    release.add_argument("id", type=_hold_id, help="the hold's id (see hold list)")
     release.add_argument("--reason", required=True, help="why; recorded")
     listing = actions.add_parser("list", help="every hold, active or released")
     audit_common(listing)

