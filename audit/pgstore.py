@@ -58,6 +58,7 @@ from audit.store import (
     ErasureReceipt,
     LegalHoldError,
     SweepReport,
+    TamperedError,
     _associated,
     _stub_digest,
 )
@@ -1144,10 +1145,24 @@ class FleetStore:
             if held and not reason.strip():
                 raise ValueError("overriding a legal hold needs a reason (it is recorded)")
             now = time.time()
+            planted = foreign_triggers(conn)
+            if planted:
+                raise TamperedError(f"{', '.join(planted[:5])} in the fleet store: the sidecar "
+                                    "makes none, so they were added by hand; nothing was "
+                                    "changed (run `guardrail audit verify --store`)")
+            # The keys registered to the subject and those their records name (chained):
+            # a key row whose owner was edited must not survive the erasure.
+            theirs = ("((scope = 'subject' AND ref = %s) OR dek_id IN (SELECT DISTINCT "
+                      "dek_id FROM records WHERE subject_ref = %s AND dek_id != ''))")
             keys = conn.execute(
-                "UPDATE data_keys SET wrapped = NULL, destroyed_at = %s WHERE scope = "
-                "'subject' AND ref = %s AND destroyed_at IS NULL RETURNING fingerprint, "
-                "version", (now, subject_ref)).fetchall()
+                f"UPDATE data_keys SET wrapped = NULL, destroyed_at = %s WHERE {theirs} "  # noqa: S608
+                "AND destroyed_at IS NULL RETURNING fingerprint, version",
+                (now, subject_ref, subject_ref)).fetchall()
+            if conn.execute(f"SELECT count(*) FROM data_keys WHERE wrapped IS NOT NULL AND "  # noqa: S608
+                            f"{theirs}", (subject_ref, subject_ref)).fetchone()[0]:
+                raise TamperedError("the fleet store kept a data key live through the "
+                                    "erasure: it was altered (run `guardrail audit verify "
+                                    "--store`); nothing was erased")
             fence = conn.execute("SELECT COALESCE(MAX(version), 0) FROM data_keys WHERE "
                                  "scope = 'subject' AND ref = %s", (subject_ref,)).fetchone()[0]
             conversations = conn.execute("DELETE FROM conversations WHERE subject_ref = %s",
@@ -1227,6 +1242,18 @@ class FleetStore:
         return verify_fleet(self.central, trusted_keys)
 
 
+def foreign_triggers(conn: Conn) -> list[str]:
+    """User triggers and rules on the store's tables ("trigger NAME on TABLE"): the
+    sidecar makes none; one planted by hand can copy a key aside as an erasure destroys
+    it, or rewrite rows as they are written."""
+    return [f"{kind} {name!r} on {table!r}" for kind, name, table in conn.execute(
+        "SELECT 'trigger', t.tgname, c.relname FROM pg_trigger t JOIN pg_class c ON "
+        "c.oid = t.tgrelid WHERE NOT t.tgisinternal AND c.relnamespace = "
+        "current_schema()::regnamespace UNION ALL SELECT 'rule', r.rulename, c.relname "
+        "FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class WHERE c.relkind = 'r' "
+        "AND c.relnamespace = current_schema()::regnamespace ORDER BY 2")]
+
+
 def _held_tenants(conn: Conn, tenants_sql: str, now: float) -> list[str]:
     """The tenants (as written) that `tenants_sql` names and an active tenant hold
     covers, compared folded (audit.names.fold) as local mode and policies compare them,
@@ -1293,6 +1320,9 @@ def verify_fleet(central: Central, trusted: Collection[str] | None) -> Verificat
         conflicts = conn.execute("SELECT chain_id, seq, reason FROM chain_conflicts "
                                  "ORDER BY chain_id, time").fetchall()
         index_problems = index_pin_problems(conn, central.index_key)
+        index_problems += [f"{thing} in the fleet store: the sidecar makes none, so it was "
+                           "added by hand (a trigger can copy a destroyed key aside or "
+                           "rewrite rows)" for thing in foreign_triggers(conn)]
         sweeps: dict[str, dict[str, str]] = {}  # chain -> sweep id -> digest
         shipped_problems: list[Problem] = []
         results = []
