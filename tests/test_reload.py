@@ -253,6 +253,47 @@ def test_deleting_a_policy_applies_only_if_the_set_stays_valid(server: Server) -
 
 
 @pytest.mark.slow
+def test_a_file_still_open_for_writing_is_not_applied_half_written(server: Server) -> None:
+    """A writer that pauses longer than the debounce with the file still open (a slow
+    `kubectl cp`, a script writing line by line): what is on disk so far is valid YAML
+    and a looser policy (no `pii:` yet), and must never serve."""
+    traffic, stop = with_traffic(server, tenant="team")
+    head, rest = TEAM.split("pii:")
+    with open(server.policies / "team.yaml", "w") as writer:  # in place, same inode
+        writer.write(head)
+        writer.flush()
+        os.fsync(writer.fileno())
+        time.sleep(1.5)  # debounce is 200 ms: the watcher looks meanwhile
+        writer.write("pii:" + rest.replace("[team]", "[team2]"))
+    closed = time.monotonic()
+    took = traffic.wait_for("write to [team2]", closed)
+    stopped = stop()
+    assert stopped.failures == []
+    assert {text for _, text in stopped.replies} <= {"write to [team]", "write to [team2]"}
+    assert took < 2.0, f"the finished file took {took:.2f} s to serve"
+    assert list(server.status().errors) == []
+
+
+def test_removing_a_policy_file_is_logged_as_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Renaming `team.yaml` to `.bak` sends its tenants to the default policy: an
+    operator must see that in the log at WARNING, not among INFO lines."""
+    from sidecar.policy.reload import PolicyManager
+    from tests.conftest import DETECTION_RESOURCES
+
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "default.yaml").write_text(DEFAULT)
+    (policies / "team.yaml").write_text(TEAM)
+    manager = PolicyManager(policies, tmp_path / "data", DETECTION_RESOURCES)
+    (policies / "team.yaml").rename(policies / "team.yaml.bak")
+    with caplog.at_level("INFO", logger="sidecar.policy.reload"):
+        assert manager.reload()
+    removed = [r for r in caplog.records if r.getMessage() == "policy removed"]
+    assert [(r.levelname, getattr(r, "policy", "")) for r in removed] == [("WARNING", "team")]
+
+
+@pytest.mark.slow
 def test_sighup_forces_a_reload_attempt(server: Server) -> None:
     first = server.status().last_attempt_unix_ms
     time.sleep(0.05)
