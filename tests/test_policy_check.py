@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar.cli import main
 from tests.conftest import REPO, TEST_POLICIES
@@ -364,3 +367,22 @@ def test_a_long_unknown_key_is_not_echoed(tmp_path: Path,
     assert "bad.yaml:3:" in err and "unknown field" in err
     assert secret.lower() not in err
     assert secret.lower()[12:] not in err
+
+
+@settings(max_examples=40, deadline=None)
+@given(word=st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=2, max_size=8),
+       where=st.integers(0, 8), letter=st.sampled_from("ABCXYZÉÀÇÑÖßé"),
+       in_class=st.booleans(), ignore_case=st.booleans())
+def test_generated_patterns_with_a_letter_the_view_never_holds(
+        word: str, where: int, letter: str, in_class: bool, ignore_case: bool) -> None:
+    """Any lower-case pattern with one letter the view folds away (capital, accented,
+    ß) inserted, bare or as a one-letter class, is refused; with (?i), a capital ASCII
+    letter is fine, since its lower case is in the view."""
+    where = min(where, len(word))
+    inserted = f"[{letter}]" if in_class else letter
+    pattern = ("(?i)" if ignore_case else "") + word[:where] + inserted + word[where:]
+    with tempfile.TemporaryDirectory() as folder:
+        directory = write(Path(folder), {"default.yaml": DEFAULT,
+                                         "bad.yaml": RULE % ("'" + pattern + "'")})
+        code = main(["policy", "check", str(directory)])
+    assert code == (0 if ignore_case and letter.isascii() else 1), ascii(pattern)

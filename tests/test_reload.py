@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -344,3 +346,28 @@ def _read_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:
         return b""
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.EPERM, errno.EINVAL])
+def test_where_a_lease_cannot_tell_a_file_being_written_it_is_read_as_before(
+        refusal: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the file's owner, no CAP_LEASE, a filesystem without leases: the probe cannot
+    tell, and reload behaves as it did before (reads the file); EAGAIN (a writer has
+    it open) holds the read back."""
+    from sidecar.policy import files
+
+    (tmp_path / "default.yaml").write_text(DEFAULT)
+    real = fcntl.fcntl
+
+    def refusing(fd: int, command: int, arg: int = 0) -> object:
+        if command == fcntl.F_SETLEASE and arg == fcntl.F_RDLCK:
+            raise OSError(refusal, os.strerror(refusal))
+        return real(fd, command, arg)
+
+    with open(tmp_path / "default.yaml", "a"):  # a writer holds it open throughout
+        with pytest.raises(files.StillWriting) as busy:
+            files.read_tree(tmp_path, settled=True)
+        assert busy.value.names == ["default.yaml"]
+        monkeypatch.setattr(fcntl, "fcntl", refusing)
+        tree = files.read_tree(tmp_path, settled=True)
+    assert [item.name for item in tree.files] == ["default.yaml"]
