@@ -14,7 +14,13 @@ unexpected — the last good set keeps serving, the failure is counted
 (`guardrail_policy_reload_failures_total`), logged (file, line, field, reason; never
 content) and kept for `PolicyStatus`, and the watch goes on: the next edit is looked at
 as usual. Deleting a file is just another change: it applies only if the remaining set
-is valid (a default policy must exist).
+is valid (a default policy must exist), and is logged at WARNING (its tenants now get
+another policy).
+
+A file still open for writing by another process is not read at all: a writer pausing
+longer than the debounce leaves a prefix that may be a valid, looser policy. The reload
+waits (the running set serving) and looks again every WRITING_RETRY_S until the file is
+closed (sidecar.policy.files.open_for_writing says how it is told, and when it cannot).
 
 Files are always named as the operator knows them: relative to the policy directory,
 never by their path inside a snapshot.
