@@ -258,6 +258,7 @@ DEAD_PATTERNS = {  # patterns run on the lower-cased, accent-free view: these ne
     "upper-case in a class": r"'id-[A-Z]{3}'",
     "accented literal": r"'\bcafé\b'",
     "hex escape of a capital": r"'\x41bc'",
+    "octal escape of a capital": r"'\101bc'",
     "quoted capital": r"'\QAB\E'",
     "empty": "''",
     "accent-free view of a Greek word": "'λόγος'",

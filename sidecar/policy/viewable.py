@@ -4,7 +4,7 @@ Content patterns run on the clean view of a text (sidecar.content.normalize): lo
 case, accents dropped, look-alikes folded. A pattern with `SECRET` or `café` in it
 compiles fine and never fires, so a rule the security team wrote protects nothing and
 `policy check` says all is well. This module reads an RE2 pattern far enough to find
-its literal letters (outside and inside character classes, `\\Q...\\E`, `\\x41`) and asks
+its literal letters (outside and inside character classes, `\\Q...\\E`, `\\x41`, `\\101`) and asks
 the view itself whether it can contain each: a letter is dead when the view's own
 folding turns it into something else (`clean(c) != c`). The view is never changed here.
 
@@ -25,6 +25,7 @@ _FLAGS_WITH_I = re.compile(r"\(\?[imsU]*i[imsU]*(?:-[imsU]*)?[:)]")
 _NAMED_GROUP = re.compile(r"\(\?P?<[^>]*>")
 _FLAG_GROUP = re.compile(r"\(\?[imsU-]*[:)]")
 _HEX = re.compile(r"\\x(?:\{([0-9A-Fa-f]{1,6})\}|([0-9A-Fa-f]{2}))")
+_OCTAL = re.compile(r"\\([0-7]{1,3})")
 _PROPERTY = re.compile(r"\\[pP](?:\{[^}]*\}|.)")
 _POSIX = re.compile(r"\[:\^?[a-z]+:\]")
 MAX_RANGE = 4096  # a wider class range is taken to hold something the view can contain
@@ -87,6 +88,9 @@ def _escape(pattern: str, i: int) -> tuple[str | None, int]:
     if hexed:
         code = int(hexed.group(1) or hexed.group(2), 16)
         return (chr(code) if code <= 0x10FFFF else None), hexed.end()
+    octal = _OCTAL.match(pattern, i)
+    if octal:
+        return chr(int(octal.group(1), 8)), octal.end()
     prop = _PROPERTY.match(pattern, i)
     if prop:
         return None, prop.end()
