@@ -296,6 +296,22 @@ def test_removing_a_policy_file_is_logged_as_a_warning(
 
 
 @pytest.mark.slow
+def test_policy_status_does_not_echo_a_long_key(server: Server) -> None:
+    """A pasted secret as a mapping key (`sk_live_...: 1`) looks like a field name; the
+    rejected edit's PolicyStatus shortens it instead of showing it whole."""
+    secret = "sk_live_51h8xyzabcdefgh1234567890qwertyuiop"
+    server.write("default.yaml", DEFAULT + f"{secret}: 1\n")
+    deadline = time.monotonic() + 5
+    while not server.status().errors and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status = server.status()
+    assert status.errors, "the edit was not rejected"
+    shown = str(status)
+    assert secret not in shown and secret[6:] not in shown
+    assert any(e.reason == "unknown field" and e.line == 5 for e in status.errors)
+
+
+@pytest.mark.slow
 def test_sighup_forces_a_reload_attempt(server: Server) -> None:
     first = server.status().last_attempt_unix_ms
     time.sleep(0.05)
