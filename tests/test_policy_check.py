@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar.cli import main
 from tests.conftest import REPO, TEST_POLICIES
@@ -244,3 +247,143 @@ def test_policy_test_reports_a_malformed_case_file(tmp_path: Path,
                      "x.tests.yaml": "tests:\n  - name: a\n    txet: hi\n    expect: {}\n"})
     assert main(["policy", "test", str(tmp_path)]) == 1
     assert "x.tests.yaml:3: tests[0].txet: unknown field" in capsys.readouterr().err
+
+
+# -- round 12: what a security team writes must never quietly do less than it says ----
+
+RULE = ("name: bad\nmatch: {tenants: [x]}\ncontent:\n  rules:\n"
+        "    - id: r\n      category: c\n      action: block\n      patterns: [%s]\n")
+DEAD_PATTERNS = {  # patterns run on the lower-cased, accent-free view: these never fire
+    "upper-case literal": r"'SECRET-\d+'",
+    "upper-case in a class": r"'id-[A-Z]{3}'",
+    "accented literal": r"'\bcafé\b'",
+    "hex escape of a capital": r"'\x41bc'",
+    "octal escape of a capital": r"'\101bc'",
+    "quoted capital": r"'\QAB\E'",
+    "empty": "''",
+    "accent-free view of a Greek word": "'λόγος'",
+}
+LIVE_PATTERNS = [r"secret-\d+", r"\D\S\W\B\A\z", r"\p{Lu}?x", r"\pL+y", r"(?i)SECRET-\d+",
+                 r"[A-Za-z]+-\d", r"[^A-Z]+q", r"(?P<Name>abc)", r"(?i:CAFE)", r"x{2,3}",
+                 r"[\p{Greek}]k", "日本語ж?", r"[[:upper:][:lower:]]z", r"\x61b"]
+
+
+@pytest.mark.parametrize("case", sorted(DEAD_PATTERNS))
+def test_a_content_pattern_that_can_never_match_is_refused(
+        case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, {"default.yaml": DEFAULT, "bad.yaml": RULE % DEAD_PATTERNS[case]})
+    code, _, err = check(tmp_path, capsys)
+    assert code == 1, err
+    assert "bad.yaml:8: content.rules[0].patterns:" in err
+    assert "patterns[0]" in err
+    assert "Traceback" not in err
+    assert "SECRET" not in err and "café" not in err  # never the file's content
+
+
+@pytest.mark.parametrize("pattern", LIVE_PATTERNS)
+def test_a_content_pattern_the_view_can_match_is_accepted(
+        pattern: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    quoted = "'" + pattern.replace("'", "''") + "'"
+    write(tmp_path, {"default.yaml": DEFAULT, "ok.yaml": RULE.replace("bad", "ok") % quoted})
+    code, _, err = check(tmp_path, capsys)
+    assert (code, err) == (0, "")
+
+
+@pytest.mark.parametrize("match", ["{}", "{tenants: ['*']}", "{tenants: ['*'], apps: ['*']}",
+                                   "{apps: ['**']}"])
+def test_a_match_that_covers_all_traffic_is_a_second_default(
+        match: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, {"default.yaml": DEFAULT, "all.yaml": f"name: all\nmatch: {match}\n"})
+    code, _, err = check(tmp_path, capsys)
+    assert code == 1
+    assert "all.yaml:2: match:" in err
+    assert "every tenant and every app" in err
+
+
+def test_a_match_on_every_tenant_of_one_app_is_fine(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, {"default.yaml": DEFAULT,
+                     "chat.yaml": "name: chat\nmatch: {tenants: ['*'], apps: [chat]}\n"})
+    code, _, err = check(tmp_path, capsys)
+    assert (code, err) == (0, "")
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("pii.min_score", "true"), ("pii.min_score", '"1"'), ("pii.min_score", "'0.5'"),
+    ("entity min_score", "true"), ("entity min_score", '"0.9"'),
+    ("recognizer score", "true"), ("keep_last", "true"), ("keep_last", '"2"'),
+    ("ttl_seconds", '"60"'), ("retention", "true"), ("max_depth", '"5"'),
+])
+def test_numbers_must_be_numbers(field: str, value: str, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    texts = {
+        "pii.min_score": f"pii:\n  min_score: {value}\n",
+        "entity min_score": ("pii:\n  entities:\n"
+                             f"    PERSON: {{action: block, min_score: {value}}}\n"),
+        "recognizer score": ("pii:\n  entities: {X_ID: {action: block}}\n  recognizers:\n"
+                             f"    - {{entity: X_ID, patterns: ['x\\d+'], score: {value}}}\n"),
+        "keep_last": f"pii:\n  entities:\n    PERSON: {{action: mask, keep_last: {value}}}\n",
+        "ttl_seconds": f"pii:\n  pseudonyms: {{ttl_seconds: {value}}}\n",
+        "retention": f"audit:\n  retention_days: {{allow: {value}}}\n",
+        "max_depth": f"structured_output:\n  max_depth: {value}\n",
+    }
+    write(tmp_path, {"default.yaml": DEFAULT,
+                     "bad.yaml": "name: bad\nmatch: {tenants: [x]}\n" + texts[field]})
+    code, _, err = check(tmp_path, capsys)
+    assert code == 1, err
+    assert "bad.yaml:" in err and "a number" in err
+    assert "Traceback" not in err
+
+
+def test_numbers_written_as_numbers_still_load(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, {"default.yaml": DEFAULT, "ok.yaml": (
+        "name: ok\nmatch: {tenants: [x]}\npii:\n  min_score: 1\n  entities:\n"
+        "    PERSON: {action: mask, keep_last: 2, min_score: 0.85}\n")})
+    code, _, err = check(tmp_path, capsys)
+    assert (code, err) == (0, "")
+
+
+def test_a_policy_file_with_an_upper_case_suffix_is_loaded(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, {"default.yaml": DEFAULT,
+                     "loud.YAML": "name: loud\nmatch: {tenants: [loud]}\n",
+                     "also.Yml": "name: also\nmatch: {tenants: [also]}\nmode: fast\n"})
+    code, out, err = check(tmp_path, capsys)
+    assert code == 1  # also.Yml is read, so its error is seen
+    assert "also.Yml:3: mode" in err
+    (tmp_path / "also.Yml").unlink()
+    code, out, err = check(tmp_path, capsys)
+    assert (code, err) == (0, "")
+    assert "loud" in out
+
+
+def test_a_long_unknown_key_is_not_echoed(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    secret = "sk_live_51h8xyzAbCdEfGh1234567890qwertyuiop"
+    write(tmp_path, {"default.yaml": DEFAULT,
+                     "bad.yaml": f"name: bad\nmatch: {{tenants: [x]}}\n{secret.lower()}: 1\n"})
+    code, _, err = check(tmp_path, capsys)
+    assert code == 1
+    assert "bad.yaml:3:" in err and "unknown field" in err
+    assert secret.lower() not in err
+    assert secret.lower()[12:] not in err
+
+
+@settings(max_examples=40, deadline=None)
+@given(word=st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=2, max_size=8),
+       where=st.integers(0, 8), letter=st.sampled_from("ABCXYZÉÀÇÑÖßé"),
+       in_class=st.booleans(), ignore_case=st.booleans())
+def test_generated_patterns_with_a_letter_the_view_never_holds(
+        word: str, where: int, letter: str, in_class: bool, ignore_case: bool) -> None:
+    """Any lower-case pattern with one letter the view folds away (capital, accented,
+    ß) inserted, bare or as a one-letter class, is refused; with (?i), a capital ASCII
+    letter is fine, since its lower case is in the view."""
+    where = min(where, len(word))
+    inserted = f"[{letter}]" if in_class else letter
+    pattern = ("(?i)" if ignore_case else "") + word[:where] + inserted + word[where:]
+    with tempfile.TemporaryDirectory() as folder:
+        directory = write(Path(folder), {"default.yaml": DEFAULT,
+                                         "bad.yaml": RULE % ("'" + pattern + "'")})
+        code = main(["policy", "check", str(directory)])
+    assert code == (0 if ignore_case and letter.isascii() else 1), ascii(pattern)

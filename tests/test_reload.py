@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -253,6 +255,63 @@ def test_deleting_a_policy_applies_only_if_the_set_stays_valid(server: Server) -
 
 
 @pytest.mark.slow
+def test_a_file_still_open_for_writing_is_not_applied_half_written(server: Server) -> None:
+    """A writer that pauses longer than the debounce with the file still open (a slow
+    `kubectl cp`, a script writing line by line): what is on disk so far is valid YAML
+    and a looser policy (no `pii:` yet), and must never serve."""
+    traffic, stop = with_traffic(server, tenant="team")
+    head, rest = TEAM.split("pii:")
+    with open(server.policies / "team.yaml", "w") as writer:  # in place, same inode
+        writer.write(head)
+        writer.flush()
+        os.fsync(writer.fileno())
+        time.sleep(1.5)  # debounce is 200 ms: the watcher looks meanwhile
+        writer.write("pii:" + rest.replace("[team]", "[team2]"))
+    closed = time.monotonic()
+    took = traffic.wait_for("write to [team2]", closed)
+    stopped = stop()
+    assert stopped.failures == []
+    assert {text for _, text in stopped.replies} <= {"write to [team]", "write to [team2]"}
+    assert took < 2.0, f"the finished file took {took:.2f} s to serve"
+    assert list(server.status().errors) == []
+
+
+def test_removing_a_policy_file_is_logged_as_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Renaming `team.yaml` to `.bak` sends its tenants to the default policy: an
+    operator must see that in the log at WARNING, not among INFO lines."""
+    from sidecar.policy.reload import PolicyManager
+    from tests.conftest import DETECTION_RESOURCES
+
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "default.yaml").write_text(DEFAULT)
+    (policies / "team.yaml").write_text(TEAM)
+    manager = PolicyManager(policies, tmp_path / "data", DETECTION_RESOURCES)
+    (policies / "team.yaml").rename(policies / "team.yaml.bak")
+    with caplog.at_level("INFO", logger="sidecar.policy.reload"):
+        assert manager.reload()
+    removed = [r for r in caplog.records if r.getMessage() == "policy removed"]
+    assert [(r.levelname, getattr(r, "policy", "")) for r in removed] == [("WARNING", "team")]
+
+
+@pytest.mark.slow
+def test_policy_status_does_not_echo_a_long_key(server: Server) -> None:
+    """A pasted secret as a mapping key (`sk_live_...: 1`) looks like a field name; the
+    rejected edit's PolicyStatus shortens it instead of showing it whole."""
+    secret = "sk_live_51h8xyzabcdefgh1234567890qwertyuiop"
+    server.write("default.yaml", DEFAULT + f"{secret}: 1\n")
+    deadline = time.monotonic() + 5
+    while not server.status().errors and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status = server.status()
+    assert status.errors, "the edit was not rejected"
+    shown = str(status)
+    assert secret not in shown and secret[6:] not in shown
+    assert any(e.reason == "unknown field" and e.line == 5 for e in status.errors)
+
+
+@pytest.mark.slow
 def test_sighup_forces_a_reload_attempt(server: Server) -> None:
     first = server.status().last_attempt_unix_ms
     time.sleep(0.05)
@@ -303,3 +362,28 @@ def _read_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:
         return b""
+
+
+@pytest.mark.parametrize("refusal", [errno.EACCES, errno.EPERM, errno.EINVAL])
+def test_where_a_lease_cannot_tell_a_file_being_written_it_is_read_as_before(
+        refusal: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the file's owner, no CAP_LEASE, a filesystem without leases: the probe cannot
+    tell, and reload behaves as it did before (reads the file); EAGAIN (a writer has
+    it open) holds the read back."""
+    from sidecar.policy import files
+
+    (tmp_path / "default.yaml").write_text(DEFAULT)
+    real = fcntl.fcntl
+
+    def refusing(fd: int, command: int, arg: int = 0) -> object:
+        if command == fcntl.F_SETLEASE and arg == fcntl.F_RDLCK:
+            raise OSError(refusal, os.strerror(refusal))
+        return real(fd, command, arg)
+
+    with open(tmp_path / "default.yaml", "a"):  # a writer holds it open throughout
+        with pytest.raises(files.StillWriting) as busy:
+            files.read_tree(tmp_path, settled=True)
+        assert busy.value.names == ["default.yaml"]
+        monkeypatch.setattr(fcntl, "fcntl", refusing)
+        tree = files.read_tree(tmp_path, settled=True)
+    assert [item.name for item in tree.files] == ["default.yaml"]

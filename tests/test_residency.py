@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sidecar import tags
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
@@ -99,3 +101,65 @@ def test_bad_residency_rules_fail_the_load(tmp_path: Path, rules: str, reason: s
     (tmp_path / "default.yaml").write_text(POLICY.format(rules=rules))
     assert main(["policy", "check", str(tmp_path)]) == 1
     assert reason in capsys.readouterr().err
+
+
+# -- round 12: an attribute value in disguise must not fall through to a looser rule ----
+
+INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u180e",
+             "\U000e0041", "\ufe0f", "\u034f", "\u202e", " ", "\t", "\u3000", "\x00"]
+LOOK_ALIKES = {"e": "\u0435", "i": "\u0456", "m": "\u043c", "p": "\u0440", "u": "\u03c5"}
+
+
+def premium_or_refused(reply: pb.InspectResponse) -> bool:
+    """The premium rule applied, or the request was refused naming the attribute."""
+    if dict(reply.routing_tags)["residency_rule"] == "premium":
+        return True
+    return reply.decision == pb.BLOCK and any(
+        v.rule_id == "residency.attribute_value" for v in reply.violations)
+
+
+def test_an_attribute_value_with_an_invisible_character_is_refused(sidecar: Sidecar) -> None:
+    reply = ask(sidecar, "hello", tenant="eu-bank", attributes={"plan": "premium\u200b"})
+    assert reply.decision == pb.BLOCK
+    violation = next(v for v in reply.violations if v.category == "residency")
+    assert violation.rule_id == "residency.attribute_value"
+    assert "plan" in violation.message and "\u200b" not in violation.message
+    # Case and width still fold as for regions: these are simply premium.
+    for value in ("PREMIUM", "\uff50\uff52\uff45\uff4d\uff49\uff55\uff4d", " premium "):
+        folded = ask(sidecar, "hello", tenant="eu-bank", attributes={"plan": value})
+        assert dict(folded.routing_tags)["residency_rule"] == "premium", value
+        assert folded.decision != pb.BLOCK
+    # An attribute no rule compares is nobody's business.
+    other = ask(sidecar, "hello", tenant="eu-bank", attributes={"note": "x\u200by"})
+    assert other.decision != pb.BLOCK
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_no_disguise_of_an_attribute_value_reaches_the_default_rule(
+        sidecar: Sidecar, data: st.DataObject) -> None:
+    value = list(data.draw(st.sampled_from(["premium", "enterprise"])))
+    for _ in range(data.draw(st.integers(1, 3))):
+        if data.draw(st.booleans()):
+            where = data.draw(st.integers(0, len(value)))
+            value.insert(where, data.draw(st.sampled_from(INVISIBLE)))
+        else:
+            letters = [i for i, c in enumerate(value) if c in LOOK_ALIKES]
+            if letters:
+                where = data.draw(st.sampled_from(letters))
+                value[where] = LOOK_ALIKES[value[where]]
+    disguised = "".join(value)
+    if disguised.strip() in ("premium", "enterprise"):
+        return
+    reply = ask(sidecar, "hello", tenant="eu-bank", attributes={"plan": disguised})
+    assert premium_or_refused(reply), ascii(disguised)
+
+
+def test_a_disguised_attribute_name_is_refused(sidecar: Sidecar) -> None:
+    for name in ("pl\u200ban", "\u0440lan"):  # a zero-width space; a Cyrillic er
+        reply = ask(sidecar, "hello", tenant="eu-bank", attributes={name: "premium"})
+        assert reply.decision == pb.BLOCK, ascii(name)
+        violation = next(v for v in reply.violations if v.category == "residency")
+        assert violation.rule_id == "residency.attribute_value"
+        assert name not in violation.message

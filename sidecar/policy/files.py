@@ -25,10 +25,12 @@ relative to the policy directory, through links) and the reason; never its conte
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
 import os
+import signal
 import stat
 from collections import deque
 from dataclasses import dataclass
@@ -36,6 +38,11 @@ from pathlib import Path
 
 from sidecar.errors import PolicyError, PolicyIssue
 from sidecar.wellformed import has_surrogates
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: whether a file is still being written cannot be told
+    fcntl = None  # type: ignore[assignment]
 
 MAX_TREE_FILES = 2000
 # A policy file is refused above 4 MiB (loader) and a schema file above 4 MiB (schema
@@ -87,13 +94,52 @@ class Tree:
 ScanEntry = tuple[str, int, int, int, int] | tuple[str, str]
 
 
-def read_tree(root: Path) -> Tree:
-    """Every regular file under `root`, read safely; PolicyError lists every refusal."""
-    walker = _Walker(root, contents=True)
+class StillWriting(Exception):
+    """A file of the directory is still open for writing: read it again later."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(", ".join(names))
+        self.names = names
+
+
+def read_tree(root: Path, *, settled: bool = False) -> Tree:
+    """Every regular file under `root`, read safely; PolicyError lists every refusal.
+
+    With `settled`, StillWriting is raised instead when a file is still open for
+    writing by any process (see `open_for_writing`): what it holds so far may be a valid
+    but truncated policy, looser than the one serving."""
+    walker = _Walker(root, contents=True, settled=settled)
     walker.run()
     if walker.issues:
         raise PolicyError(walker.issues)
+    if walker.writing:
+        raise StillWriting(walker.writing)
     return Tree(tuple(walker.files), walker.plain)
+
+
+def open_for_writing(fd: int) -> bool:
+    """Whether any process has the file of `fd` (opened O_RDONLY) open for writing.
+
+    A writer that pauses longer than the watcher's debounce leaves a file that parses
+    (everything up to `pii:`) and would apply. Linux tells: a read lease (F_SETLEASE
+    F_RDLCK) is refused with EAGAIN while the file is open for writing anywhere; it is
+    released at once. Any other refusal (not the file's owner without CAP_LEASE, a
+    filesystem without leases, not Linux) means we cannot tell, and the file is read as
+    before. While the lease is held, a writer opening the file makes the kernel signal
+    us: F_SETSIG makes that SIGURG, which is ignored by default, rather than SIGIO,
+    which would end the process."""
+    setlease = getattr(fcntl, "F_SETLEASE", None) if fcntl is not None else None
+    setsig = getattr(fcntl, "F_SETSIG", None) if fcntl is not None else None
+    if fcntl is None or setlease is None or setsig is None:
+        return False
+    try:
+        fcntl.fcntl(fd, setsig, signal.SIGURG)
+        fcntl.fcntl(fd, setlease, fcntl.F_RDLCK)
+    except OSError as err:
+        return err.errno == errno.EAGAIN
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, setlease, fcntl.F_UNLCK)
+    return False
 
 
 def scan(root: Path) -> tuple[ScanEntry, ...]:
@@ -142,9 +188,11 @@ def _os_reason(err: OSError) -> str:
 
 
 class _Walker:
-    def __init__(self, root: Path, *, contents: bool) -> None:
+    def __init__(self, root: Path, *, contents: bool, settled: bool = False) -> None:
         self.root = root
         self.contents = contents
+        self.settled = settled
+        self.writing: list[str] = []  # files still open for writing (with `settled`)
         self.files: list[File] = []
         self.entries: list[ScanEntry] = []
         self.issues: list[PolicyIssue] = []
@@ -299,6 +347,9 @@ class _Walker:
                     or not stat.S_ISREG(opened.st_mode):
                 raise _Refused("changed while it was read; it is read again on the next "
                                "change")
+            if self.settled and open_for_writing(fd):
+                self.writing.append(display)
+                return
             chunks: list[bytes] = []
             size = 0
             while True:

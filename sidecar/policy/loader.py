@@ -344,8 +344,11 @@ class LoadedPolicy:
 
 
 def is_policy_file(name: str) -> bool:
-    return "/" not in name and name.endswith(POLICY_SUFFIXES) \
-        and not name.endswith(TEST_SUFFIXES)
+    """A policy file at the top of the directory. The suffix is read in any case: a
+    `strict.YAML` the security team wrote must be loaded, never silently skipped."""
+    lowered = name.lower()
+    return "/" not in name and lowered.endswith(POLICY_SUFFIXES) \
+        and not lowered.endswith(TEST_SUFFIXES)
 
 
 def load_directory(directory: Path) -> list[LoadedPolicy]:
@@ -535,6 +538,16 @@ def _check_set(loaded: list[LoadedPolicy]) -> list[PolicyIssue]:
         match = item.policy.match
         if match is None:
             continue
+        if _everything(match.tenants) and _everything(match.apps):
+            # `match: {}` or `tenants: ["*"]`: every request, i.e. a default policy that
+            # silently wins over the real one.
+            where = f"{defaults[0].file} is already the default" if defaults else \
+                "the default policy is the one without 'match'"
+            issues.append(PolicyIssue(item.file, "match", (
+                f"matches every tenant and every app, so it would replace the default "
+                f"policy for all traffic: a second default ({where}); name the tenants "
+                "or apps it is for"), item.line_of(("match",))))
+            continue
         # Matching ignores case, so `ACME` and `acme` are the same match.
         key = (frozenset(map(fold_glob, match.tenants)), frozenset(map(fold_glob, match.apps)))
         if key in matches:
@@ -545,7 +558,15 @@ def _check_set(loaded: list[LoadedPolicy]) -> list[PolicyIssue]:
     return issues
 
 
+def _everything(globs: list[str]) -> bool:
+    """Whether these globs match any value at all (`*`, `**`)."""
+    return any(glob and set(glob) == {"*"} for glob in globs)
+
+
 _FIELD_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Longer keys are shortened: no field of the format is this long, and a long key that
+# is not a field may be a pasted secret (`sk_live_51H8...: 1`).
+MAX_KEY_SHOWN = 32
 
 
 def _dotted(path: Sequence[str | int]) -> str:
@@ -557,5 +578,7 @@ def _dotted(path: Sequence[str | int]) -> str:
             out += f"[{part}]"
             continue
         text = str(part) if _FIELD_NAME.fullmatch(str(part)) else "<key>"
+        if len(text) > MAX_KEY_SHOWN:
+            text = f"{text[:6]}…({len(text)} characters)"
         out += f".{text}" if out else text
     return out

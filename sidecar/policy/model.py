@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -51,10 +52,42 @@ def _re2_patterns(patterns: list[str]) -> list[str]:
     return patterns
 
 
+def _view_patterns(patterns: list[str]) -> list[str]:
+    """Content patterns that can match the view they run on (sidecar.policy.viewable):
+    one that never can would leave the rule protecting nothing while looking fine. An
+    empty pattern matches everywhere, never what its author meant."""
+    from sidecar.policy.viewable import dead_letter
+
+    for index, pattern in enumerate(patterns):
+        if not pattern:
+            raise ValueError(f"patterns[{index}]: empty pattern")
+        position = dead_letter(pattern)
+        if position is not None:
+            raise ValueError(
+                f"patterns[{index}]: can never match (character {position + 1}): content "
+                "patterns run on the lower-cased, accent-free view of the text, so write "
+                "letters in lower case and without accents (or start with (?i))")
+    return patterns
+
+
 def _where(bad: list[int]) -> str:
     """Which entries are wrong, by position: errors never quote what a file says."""
     shown = ", ".join(f"[{index}]" for index in bad[:5])
     return shown + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+
+
+def _number(value: object) -> object:
+    """Numbers are written as numbers. YAML's `true` would otherwise be taken as 1
+    (`min_score: true` switching an entity off) and `"1"` as 1: both are someone's
+    mistake, and a mistake in a threshold silently weakens the policy."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a number (written without quotes; true/false are not "
+                         "numbers)")
+    return value
+
+
+Float = Annotated[float, BeforeValidator(_number)]
+Int = Annotated[int, BeforeValidator(_number)]
 
 
 # Tenant and app globs: matched case-insensitively (sidecar.policy.matching); blanks and
@@ -72,11 +105,11 @@ class EntityRule(_Strict):
 
     action: Action
     # Findings scoring below this are ignored; defaults to `pii.min_score`.
-    min_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_score: Annotated[float, Field(ge=0.0, le=1.0), BeforeValidator(_number)] | None = None
     # replace: the text put in place of the value (default "<ENTITY_TYPE>").
     replacement: str | None = Field(default=None, max_length=256)
     # mask: how many trailing characters stay visible, and the masking character.
-    keep_last: int = Field(default=4, ge=0, le=64)
+    keep_last: Int = Field(default=4, ge=0, le=64)
     masking_char: str = Field(default="*", min_length=1, max_length=1)
     # Trial run: findings are reported (shadow: true) but not acted on; the response's
     # would_block / would_modify say what enforcing would have done.
@@ -100,7 +133,7 @@ class CustomRecognizer(_Strict):
     deny_list: list[Entry] = Field(default_factory=list, max_length=MAX_LIST)
     # Words near a match that raise its score (as Presidio's context enhancement does).
     context: list[Entry] = Field(default_factory=list, max_length=100)
-    score: float = Field(default=0.6, gt=0.0, le=1.0)
+    score: Float = Field(default=0.6, gt=0.0, le=1.0)
 
     @field_validator("patterns")
     @classmethod
@@ -127,7 +160,7 @@ class Pseudonyms(_Strict):
     # Put the original values back into completions of the same conversation.
     restore: bool = False
     # How long a conversation's mapping lives after its last new value (then forgotten).
-    ttl_seconds: int = Field(default=86400, ge=1, le=90 * 86400)
+    ttl_seconds: Int = Field(default=86400, ge=1, le=90 * 86400)
 
 
 class Precision(_Strict):
@@ -146,7 +179,7 @@ class Precision(_Strict):
 class PiiConfig(_Strict):
     language: Literal["en"] = "en"
     # Default minimum score for every entity that does not set its own.
-    min_score: float = Field(default=0.4, ge=0.0, le=1.0)
+    min_score: Float = Field(default=0.4, ge=0.0, le=1.0)
     entities: dict[str, EntityRule] = Field(default_factory=dict, max_length=500)
     recognizers: list[CustomRecognizer] = Field(default_factory=list, max_length=100)
     # Exact values that are never treated as PII (e.g. the company's support address).
@@ -214,7 +247,8 @@ class ContentRule(_Strict):
     @field_validator("patterns")
     @classmethod
     def _patterns_are_re2(cls, patterns: list[str]) -> list[str]:
-        return _re2_patterns(patterns)
+        _re2_patterns(patterns)
+        return _view_patterns(patterns)
 
     @model_validator(mode="after")
     def _complete(self) -> ContentRule:
@@ -269,7 +303,7 @@ class StructuredOutput(_Strict):
     ref_mirrors: dict[str, str] = Field(default_factory=dict, max_length=100)
     # Deeper JSON is invalid output. A policy may lower the limit, never raise it: the
     # parser and the validator recurse, and MAX_DEPTH (128) is what they can take.
-    max_depth: int = Field(default=MAX_DEPTH, ge=1, le=MAX_DEPTH)
+    max_depth: Int = Field(default=MAX_DEPTH, ge=1, le=MAX_DEPTH)
 
     @field_validator("schemas")
     @classmethod
@@ -366,9 +400,9 @@ class ResidencyConfig(_Strict):
 class RetentionDays(_Strict):
     """How long audit records are kept, by decision (days)."""
 
-    allow: int = Field(default=30, ge=1, le=36500)
-    modify: int = Field(default=90, ge=1, le=36500)
-    block: int = Field(default=365, ge=1, le=36500)
+    allow: Int = Field(default=30, ge=1, le=36500)
+    modify: Int = Field(default=90, ge=1, le=36500)
+    block: Int = Field(default=365, ge=1, le=36500)
 
 
 class AuditConfig(_Strict):

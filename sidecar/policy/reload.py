@@ -14,7 +14,13 @@ unexpected — the last good set keeps serving, the failure is counted
 (`guardrail_policy_reload_failures_total`), logged (file, line, field, reason; never
 content) and kept for `PolicyStatus`, and the watch goes on: the next edit is looked at
 as usual. Deleting a file is just another change: it applies only if the remaining set
-is valid (a default policy must exist).
+is valid (a default policy must exist), and is logged at WARNING (its tenants now get
+another policy).
+
+A file still open for writing by another process is not read at all: a writer pausing
+longer than the debounce leaves a prefix that may be a valid, looser policy. The reload
+waits (the running set serving) and looks again every WRITING_RETRY_S until the file is
+closed (sidecar.policy.files.open_for_writing says how it is told, and when it cannot).
 
 Files are always named as the operator knows them: relative to the policy directory,
 never by their path inside a snapshot.
@@ -41,6 +47,8 @@ from sidecar.types import StageResources
 
 log = logging.getLogger(__name__)
 KEEP_SNAPSHOTS = 3
+# How soon a reload that found a file still open for writing looks again.
+WRITING_RETRY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,9 @@ class PolicyManager:
         self._loaded_at: dict[str, tuple[str, float]] = {}
         self._errors: list[PolicyIssue] = []
         self._last_attempt = self._last_applied = 0.0
+        # A file was still open for writing at the last attempt: look again shortly
+        # (the watcher may see no further event once the writer closes it).
+        self.writing: list[str] = []
         self.applied = self.rejected = 0  # reloads since start (metrics)
         try:  # a bad start fails loudly, naming files under the directory given
             self.current, self.snapshot = self._build(files.scan(source), on_snapshot)
@@ -113,10 +124,18 @@ class PolicyManager:
             except Exception as err:  # see the docstring
                 fingerprint = (("\0scan", type(err).__name__),)
             if fingerprint == self._fingerprint and not force:
+                self.writing = []
                 return False
             self._last_attempt = time.time()
             try:
-                policies, snapshot = self._build(fingerprint)
+                policies, snapshot = self._build(fingerprint, settled=True)
+            except files.StillWriting as busy:
+                if busy.names != self.writing:
+                    log.info("policy file still open for writing; it is read once closed, "
+                             "the current revision keeps serving", extra={
+                                 "files": busy.names})
+                self.writing = busy.names
+                return False
             except PolicyError as err:
                 self._reject(fingerprint, err.issues)
                 return False
@@ -127,6 +146,7 @@ class PolicyManager:
                     f"internal error while loading the policies ({type(err).__name__}); "
                     "the previous revision keeps serving"))])
                 return False
+            self.writing = []
             if self._closed:
                 return False
             previous = {p.name: p.revision for p in self.current.policies}
@@ -192,20 +212,27 @@ class PolicyManager:
                 await asyncio.wait_for(stop.wait(), poll_interval)
 
     async def _reload_until(self, stop: asyncio.Event) -> bool:
-        """One reload in a thread (the event loop keeps answering); False once `stop`."""
+        """One reload in a thread (the event loop keeps answering); False once `stop`.
+
+        While a file is still open for writing, it looks again every WRITING_RETRY_S:
+        closing a file need not raise another file event."""
         loop = asyncio.get_running_loop()
-        reloading: asyncio.Future[bool] = loop.run_in_executor(None, self.reload)
-        stopping: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({reloading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if not reloading.done():
-            self.close()
-            return False
-        with contextlib.suppress(Exception):
-            reloading.result()
-        return not stop.is_set()
+        while True:
+            reloading: asyncio.Future[bool] = loop.run_in_executor(None, self.reload)
+            stopping: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({reloading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if not reloading.done():
+                self.close()
+                return False
+            with contextlib.suppress(Exception):
+                reloading.result()
+            if not self.writing or stop.is_set():
+                return not stop.is_set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WRITING_RETRY_S)
 
     # -- status -----------------------------------------------------------------------
 
@@ -226,6 +253,7 @@ class PolicyManager:
     # -- internals --------------------------------------------------------------------
 
     def _reject(self, fingerprint: Fingerprint, issues: list[PolicyIssue]) -> None:
+        self.writing = []
         self._fingerprint = fingerprint  # do not retry the same bad content
         self._errors = issues
         self.rejected += 1
@@ -240,8 +268,11 @@ class PolicyManager:
         changes += [(name, previous[name], "", "")
                     for name in set(previous) - {p.name for p in policies.policies}]
         for name, old, new, file_hash in changes:
-            log.info("policy applied" if new else "policy removed", extra={
-                "policy": name, "revision": new[:12], "previous_revision": old[:12]})
+            # A removed policy sends its tenants to the default one (a file renamed to
+            # `.bak`): an operator must see that, so it is a warning, not news.
+            log.log(logging.INFO if new else logging.WARNING,
+                    "policy applied" if new else "policy removed", extra={
+                        "policy": name, "revision": new[:12], "previous_revision": old[:12]})
             if self.on_change is not None:
                 try:
                     self.on_change(name, old, new, file_hash)
@@ -250,17 +281,21 @@ class PolicyManager:
                               extra={"policy": name, "error_type": type(err).__name__})
 
     def _build(self, fingerprint: Fingerprint,
-               on_snapshot: Callable[[Path], None] | None = None) -> tuple[PolicySet, Path]:
-        snapshot = self._snapshot()
+               on_snapshot: Callable[[Path], None] | None = None, *,
+               settled: bool = False) -> tuple[PolicySet, Path]:
+        """Snapshot and compile the directory. With `settled` (live reload), a file still
+        open for writing raises files.StillWriting: half a file can be a valid, looser
+        policy. The start reads what is there, as `policy check` does."""
+        snapshot = self._snapshot(settled)
         if on_snapshot is not None:
             on_snapshot(snapshot)
         policies = compile_directory(snapshot, self.resources)
         self._fingerprint = fingerprint
         return policies, snapshot
 
-    def _snapshot(self) -> Path:
+    def _snapshot(self, settled: bool = False) -> Path:
         """Read the directory safely and write it as plain files into a snapshot."""
-        tree = files.read_tree(self.source)
+        tree = files.read_tree(self.source, settled=settled)
         target = self.snapshots / tree.digest()[:32]
         if not target.is_dir():
             staging = self.snapshots / f".staging-{os.getpid()}-{threading.get_ident()}"

@@ -101,7 +101,7 @@ def load_case_files(directory: Path) -> list[tuple[str, CaseFile]]:
     issues: list[PolicyIssue] = []
     loaded: list[tuple[str, CaseFile]] = []
     for item in tree.files:
-        if "/" in item.name or not item.name.endswith(TEST_SUFFIXES):
+        if "/" in item.name or not item.name.lower().endswith(TEST_SUFFIXES):
             continue
         try:
             loaded.append((item.name, load_cases(item.data, item.name)))

@@ -10,11 +10,17 @@ Tenants, apps, regions and attributes match case-insensitively (sidecar.policy.
 matching.fold): `EU-WEST-1` meets `eu-*`. A region that is still not a plain ASCII
 region name once folded (a Cyrillic letter, a space inside) matches no rule as
 written, so it could only fall through to a more permissive one: it is blocked instead
-(`residency.region_name`).
+(`residency.region_name`). Attributes a rule compares are guarded the same way: a
+name or value with an invisible, control or blank character inside, or (when every
+value the policy lists is plain ASCII) a non-ASCII one such as `premium` spelt with a
+Cyrillic er (U+0440) for its `p`, would match no rule as written and fall through,
+so it is blocked (`residency.attribute_value`).
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 
 from sidecar import tags
@@ -32,6 +38,18 @@ DEFAULT_DATA_CLASSES = {
     **dict.fromkeys(["MEDICAL_LICENSE", "UK_NHS"], "health"),
     **dict.fromkeys(["secrets"], "credentials"),
 }
+
+
+# Printable ASCII without blanks: what an attribute name or value of a policy written in
+# ASCII looks like once folded.
+_PLAIN_ASCII = re.compile(r"[!-~]+")
+
+
+def _plain(value: str, ascii_only: bool) -> bool:
+    """Whether a folded attribute name or value can only mean what it shows."""
+    if ascii_only:
+        return bool(_PLAIN_ASCII.fullmatch(value))
+    return not any(unicodedata.category(char)[0] in "CZM" for char in value)
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,14 @@ class ResidencyStage:
                               for rule in self.rules)
         self.classes = {**DEFAULT_DATA_CLASSES, **config.data_classes}
         self._key = tag_key
+        # Attribute names the rules compare → whether every value they accept is ASCII.
+        compared: dict[str, bool] = {}
+        for when in self._when:
+            for key, accepted in when.attributes if when is not None else ():
+                compared[key] = compared.get(key, True) and all(
+                    glob.isascii() for glob in accepted)
+        self._compared = compared
+        self._ascii_names = all(key.isascii() for key in compared)
 
     @property
     def active(self) -> bool:
@@ -95,6 +121,14 @@ class ResidencyStage:
                 f"{' and '.join(unnamed)} is not a region name (ASCII letters, digits, "
                 "'-', '_', '.'; case does not matter): refused rather than matched against "
                 "no rule"))
+        disguised = self._disguised(facts.attributes)
+        if disguised:
+            result.blocked = True
+            result.violations.append(Violation(
+                "residency.attribute_value", "residency",
+                f"{disguised} holds an invisible, control or blank character, or a letter "
+                "outside the characters the policy's values use: refused rather than "
+                "matched against no rule"))
         target = inspection.target_region
         if target and not unnamed and not any_glob(facts.target_region, self._allowed[index]):
             if rule.shadow:
@@ -107,6 +141,22 @@ class ResidencyStage:
                 f"'{','.join(rule.allowed_regions)}' (rule '{rule.id}', residency "
                 f"{rule.residency}{', in shadow' if rule.shadow else ''})", shadow=rule.shadow))
         return result
+
+
+    def _disguised(self, attributes: dict[str, str]) -> str:
+        """What of the request's attributes the rules could not read as written: "" when
+        all is plain. Names the attribute only when it is one the policy names."""
+        if not self._compared:
+            return ""
+        for key, value in attributes.items():
+            ascii_only = self._compared.get(key)
+            if ascii_only is None:
+                if not _plain(key, self._ascii_names):
+                    return "a request attribute name"
+                continue
+            if value and not _plain(value, ascii_only):
+                return f"request attribute '{key[:64]}'"
+        return ""
 
 
 @dataclass(frozen=True)
