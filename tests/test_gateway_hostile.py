@@ -1,0 +1,124 @@
+"""The OpenAI-compatible gateway attacked where an outside trial found it open: prompt
+text hidden in JSON Schemas (tool parameters, structured-output schemas) and in a
+message's `name`, malformed bodies (nested too deep, a lying `content-encoding`), and
+identity headers sent twice with different values.
+
+Invariants: every string the model reads is inspected (a blocked text never reaches
+the upstream, PII in it is redacted in what is forwarded) and the schema keeps its
+shape; a malformed body is a 400 (415 for an encoding the gateway does not read) in
+the gateway's JSON error shape, never a 500 nor an ERROR in the log; a header that
+names who is asking cannot be given twice with different values.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.gateway import GatewaySidecar, RecordingUpstream, gateway_sidecar
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[RecordingUpstream]:
+    recording = RecordingUpstream()
+    yield recording
+    recording.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory,
+            upstream: RecordingUpstream) -> Iterator[GatewaySidecar]:
+    with gateway_sidecar(tmp_path_factory.mktemp("hostile"), upstream) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _fresh(upstream: RecordingUpstream) -> None:
+    upstream.reset()
+
+
+def raw(gateway: GatewaySidecar, path: str, body: bytes,
+        headers: list[tuple[str, str]]) -> tuple[int, dict[str, Any] | None, str]:
+    """POST `body` as it is, headers in order (duplicates kept): (status, JSON or None,
+    content type)."""
+    host, _, port = gateway.address.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.putrequest("POST", path, skip_accept_encoding=True)
+        for name, value in [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body))), *headers]:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        answer = conn.getresponse()
+        data = answer.read()
+        kind = answer.getheader("Content-Type") or ""
+    finally:
+        conn.close()
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        parsed = None
+    return answer.status, parsed if isinstance(parsed, dict) else None, kind
+
+
+# -- malformed bodies -----------------------------------------------------------------------
+
+DEEP = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"x":' + \
+    b"[" * 1000 + b"]" * 1000 + b"}"
+DEEP_LITELLM = b'{"input_type":"request","texts":["hi"],"x":' + b"[" * 1000 + \
+    b"]" * 1000 + b"}"
+BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+@pytest.mark.parametrize(("path", "body", "headers", "status"), [
+    ("/v1/chat/completions", DEEP, [], 400),
+    ("/v1/responses", DEEP, [], 400),
+    ("/v1/embeddings", DEEP, [], 400),
+    ("/beta/litellm_basic_guardrail_api", DEEP_LITELLM, [], 400),
+    ("/v1/chat/completions", BODY[:-1] + b', "x": ' + b'{"y": ' * 200 + b"1" + b"}" * 201, [],
+     400),
+    ("/v1/chat/completions", BODY, [("Content-Encoding", "gzip")], 400),
+    ("/v1/chat/completions", BODY, [("Content-Encoding", "deflate")], 400),
+    ("/v1/chat/completions", BODY, [("Content-Encoding", "br")], 415),
+    ("/v1/chat/completions", BODY, [("Content-Encoding", "zstd")], 415),
+    ("/v1/chat/completions", BODY, [("Content-Encoding", "x-unknown")], 415),
+    ("/v1/chat/completions", gzip.compress(BODY)[:20], [("Content-Encoding", "gzip")], 400),
+    ("/beta/litellm_basic_guardrail_api", BODY, [("Content-Encoding", "gzip")], 400),
+], ids=lambda value: value if isinstance(value, str) else None)
+def test_a_malformed_body_is_a_clear_json_error_never_a_500(
+        gateway: GatewaySidecar, upstream: RecordingUpstream, caplog: pytest.LogCaptureFixture,
+        path: str, body: bytes, headers: list[tuple[str, str]], status: int) -> None:
+    with caplog.at_level(logging.INFO):
+        got, error, kind = raw(gateway, path, body, headers)
+    assert (got, kind.partition(";")[0]) == (status, "application/json")
+    assert error is not None and error["error"]["type"] == "invalid_request_error"
+    assert "internal" not in error["error"]["message"]
+    assert upstream.received == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_gzipped_body_still_works(gateway: GatewaySidecar,
+                                    upstream: RecordingUpstream) -> None:
+    got, answer, _kind = raw(gateway, "/v1/chat/completions", gzip.compress(BODY),
+                             [("Content-Encoding", "gzip")])
+    assert got == 200 and answer is not None
+    assert answer["choices"][0]["message"]["content"] == "You said: hi"
+
+
+@pytest.mark.parametrize("encoding", ["", "gzip"])
+def test_a_body_too_large_plain_or_once_decoded_is_a_413(
+        gateway: GatewaySidecar, upstream: RecordingUpstream, encoding: str) -> None:
+    """A body over the gateway's size limit, sent as it is or as a small gzip bomb."""
+    big = BODY[:-1] + b', "pad": "' + b" " * (4 << 20) + b'"}'
+    headers = [("Content-Encoding", encoding)] if encoding else []
+    got, error, _kind = raw(gateway, "/v1/chat/completions",
+                            gzip.compress(big) if encoding else big, headers)
+    assert got == 413 and error is not None
+    assert error["error"]["type"] == "request_too_large"
+    assert upstream.received == []
