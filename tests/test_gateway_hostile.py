@@ -122,3 +122,27 @@ def test_a_body_too_large_plain_or_once_decoded_is_a_413(
     assert got == 413 and error is not None
     assert error["error"]["type"] == "request_too_large"
     assert upstream.received == []
+
+
+# -- identity headers -----------------------------------------------------------------------
+
+IDENTITY_HEADERS = ["x-guardrail-tenant", "x-guardrail-app", "x-guardrail-subject-id",
+                    "x-guardrail-conversation-id", "x-guardrail-user-region",
+                    "x-guardrail-target-region", "x-guardrail-request-id", "x-request-id"]
+
+
+@pytest.mark.parametrize("header", IDENTITY_HEADERS)
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/beta/litellm_basic_guardrail_api"])
+def test_an_identity_header_sent_twice_with_different_values_is_refused(
+        gateway: GatewaySidecar, upstream: RecordingUpstream, header: str,
+        path: str) -> None:
+    body = BODY if path.startswith("/v1") else b'{"texts": ["hi"]}'
+    got, error, _kind = raw(gateway, path, body, [(header, "zzz"), (header.upper(), "acme")])
+    assert got == 400 and error is not None
+    assert header in error["error"]["message"]
+    assert "zzz" not in error["error"]["message"] and "acme" not in error["error"]["message"]
+    assert upstream.received == []
+    # The same value twice says one thing: not refused.
+    got, _error, _kind = raw(gateway, path, body, [(header, "acme"), (header, "acme")])
+    assert got == 200
+

@@ -187,6 +187,19 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _header(headers: Any, name: str) -> str:
+    """One identity header's value; InvalidRequest naming it when it was sent more than
+    once with different values. aiohttp's `get` answers the first, so `tenant: zzz`
+    then `tenant: acme` was read as zzz while a proxy, a log or the app may read the
+    other: who is asking must not depend on which copy a reader takes."""
+    values = headers.getall(name, []) if hasattr(headers, "getall") else \
+        [value for value in (headers.get(name),) if value is not None]
+    if len(set(values)) > 1:
+        raise InvalidRequest(f"{name}: sent more than once with different values; "
+                             "send it once")
+    return _text(values[0]) if values else ""
+
+
 def identity(headers: Any, body: dict[str, Any] | None = None,
              fallbacks: dict[str, str] | None = None) -> Identity:
     """Identity from `x-guardrail-*` headers first, then `fallbacks` (door specific:
@@ -197,9 +210,10 @@ def identity(headers: Any, body: dict[str, Any] | None = None,
     more = fallbacks or {}
 
     def pick(name: str) -> str:
-        return _text(headers.get(HEADER_PREFIX + name.replace("_", "-"))) or more.get(name, "")
+        return _header(headers, HEADER_PREFIX + name.replace("_", "-")) or more.get(name, "")
 
-    request_id = pick("request_id") or _text(headers.get("x-request-id")) or uuid.uuid4().hex
+    given, generic = pick("request_id"), _header(headers, "x-request-id")  # both checked
+    request_id = given or generic or uuid.uuid4().hex
     conversation = pick("conversation_id")
     return Identity(request_id=request_id, tenant=pick("tenant"), app=pick("app"),
                     subject_id=pick("subject_id"),
