@@ -56,6 +56,9 @@ BLOBS: dict[str, frozenset[str]] = {
     "computer_call_output": frozenset({"image_url"}),
 }
 MAX_DEPTH = 32
+# JSON Schemas nest two levels per object (`properties`, then the property): room for
+# a deep structured output; the body's own depth limit (http.MAX_BODY_DEPTH) bounds it.
+MAX_SCHEMA_DEPTH = 80
 
 
 class Uninspectable(InvalidRequest):
@@ -152,6 +155,8 @@ def _message(message: Any, where: str, slots: list[Slot], default_role: str = ""
     elif content is not None:
         raise InvalidRequest(f"{where}.content: expected a string or an array of parts")
     _str_slot(message, "refusal", role, where, slots)
+    # A chat participant's `name`: free text the model reads with the message.
+    _str_slot(message, "name", role, where, slots)
     _tool_calls(message, role, where, slots)
     _extras(message, role, where, slots, opaque)
 
@@ -169,15 +174,29 @@ def chat_prompt(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot
 
 
 def _request_extras(body: dict[str, Any], slots: list[Slot]) -> None:
-    """Text a request sends the model besides its messages: tool descriptions, a
-    predicted output (`prediction`), a stored prompt's `variables` (Responses)."""
+    """Text a request sends the model besides its messages: tool descriptions and
+    parameter schemas, a custom tool's grammar, a structured output's schema
+    (`response_format`, Responses `text.format`), a predicted output (`prediction`), a
+    stored prompt's `variables` (Responses)."""
     tools = body.get("tools")
     for index, tool in enumerate(tools if isinstance(tools, list) else []):
         for holder, where in ((tool, f"tools[{index}]"),
                               (tool.get("function") if isinstance(tool, dict) else None,
-                               f"tools[{index}].function")):
+                               f"tools[{index}].function"),
+                              (tool.get("custom") if isinstance(tool, dict) else None,
+                               f"tools[{index}].custom")):
             if isinstance(holder, dict):
                 _str_slot(holder, "description", "tool", where, slots)
+                _schema(holder, "parameters", "tool", where, slots)
+                if holder.get("type", "custom") == "custom":  # its grammar, not a tool's type
+                    _schema(holder, "format", "tool", where, slots)
+    response_format = body.get("response_format")  # chat
+    if isinstance(response_format, dict):
+        _output_schema(response_format.get("json_schema"), "response_format.json_schema",
+                       slots)
+    text = body.get("text")  # Responses
+    if isinstance(text, dict):
+        _output_schema(text.get("format"), "text.format", slots)
     prediction = body.get("prediction")
     if isinstance(prediction, dict):
         content = prediction.get("content")
@@ -190,6 +209,26 @@ def _request_extras(body: dict[str, Any], slots: list[Slot]) -> None:
         for _path, holder, key in _walk(prompt, "variables", "variables", frozenset(), 0,
                                         where="prompt"):
             slots.append(Slot(holder, key, "user"))
+
+
+def _schema(holder: dict[str, Any], key: str, role: str, where: str,
+            slots: list[Slot]) -> None:
+    """Every string leaf of a JSON Schema (descriptions, enums, titles, defaults,
+    examples, patterns: the model reads them all), names like `type` or `name`
+    included, since in a schema they are property names, not ids. Keys stay as they
+    are, so the structure does too."""
+    if holder.get(key) is None:
+        return
+    for _path, inner, name in _walk(holder, key, key, frozenset(), 0, where=where,
+                                    every=True, limit=MAX_SCHEMA_DEPTH):
+        slots.append(Slot(inner, name, role))
+
+
+def _output_schema(spec: Any, where: str, slots: list[Slot]) -> None:
+    """A structured output's description and schema: instructions to the model."""
+    if isinstance(spec, dict):
+        _str_slot(spec, "description", "system", where, slots)
+        _schema(spec, "schema", "system", where, slots)
 
 
 def chat_completion(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot]:
@@ -343,26 +382,28 @@ def response_item(item: Any, where: str, slots: list[Slot], role: str,
 
 
 def _walk(holder: Any, key: Any, path: str, skip: frozenset[str], depth: int, *,
-          where: str, empty: bool = False) -> Iterator[tuple[str, Any, Any]]:
+          where: str, empty: bool = False, every: bool = False,
+          limit: int = MAX_DEPTH) -> Iterator[tuple[str, Any, Any]]:
     """Every non-empty string under holder[key] but structural fields and blobs, as
-    (path, holder, key), the path like "outputs/0/logs": deny by default."""
+    (path, holder, key), the path like "outputs/0/logs": deny by default. `every`:
+    structural names too (a JSON Schema, where they name properties)."""
     value = holder[key]
     if isinstance(value, str):
         if value or empty:
             yield path, holder, key
         return
-    if depth >= MAX_DEPTH:
+    if depth >= limit:
         raise InvalidRequest(f"{where}.{path.replace('/', '.')}: nested deeper than "
-                             f"{MAX_DEPTH} levels")
+                             f"{limit} levels")
     if isinstance(value, dict):
         for name in list(value):
-            if name not in STRUCTURAL and name not in skip:
+            if (every or name not in STRUCTURAL) and name not in skip:
                 yield from _walk(value, name, f"{path}/{name}", skip, depth + 1,
-                                 where=where, empty=empty)
+                                 where=where, empty=empty, every=every, limit=limit)
     elif isinstance(value, list):
         for index in range(len(value)):
             yield from _walk(value, index, f"{path}/{index}", skip, depth + 1,
-                                 where=where, empty=empty)
+                             where=where, empty=empty, every=every, limit=limit)
 
 
 def item_leaves(item: dict[str, Any], where: str) -> list[tuple[str, Any, Any]]:
