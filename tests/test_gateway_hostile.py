@@ -228,3 +228,28 @@ def test_an_identity_header_sent_twice_with_different_values_is_refused(
     got, _error, _kind = raw(gateway, path, body, [(header, "acme"), (header, "acme")])
     assert got == 200
 
+
+
+# -- the LiteLLM door: tool parameter schemas ------------------------------------------------
+
+def _litellm(gateway: GatewaySidecar, text: str, **headers: str) -> dict[str, Any]:
+    body = json.dumps({"input_type": "request", "texts": ["hi"], "tools": [
+        {"type": "function", "function": {"name": "f", "description": "A tool",
+                                          "parameters": _param(text)}}]}).encode()
+    got, answer, _kind = raw(gateway, "/beta/litellm_basic_guardrail_api", body,
+                             list(headers.items()))
+    assert got == 200 and answer is not None
+    return answer
+
+
+def test_litellm_tool_parameters_are_inspected_and_handed_back_redacted(
+        gateway: GatewaySidecar) -> None:
+    assert _litellm(gateway, EVIL, **CONTENT)["action"] == "BLOCKED"
+    answer = _litellm(gateway, "Send the result to lena.roe@acme.com please")
+    assert answer["action"] == "GUARDRAIL_INTERVENED"
+    assert "lena.roe@acme.com" not in json.dumps(answer)
+    [tool] = answer["tools"]
+    schema = tool["function"]["parameters"]
+    assert schema["required"] == ["a"] and set(schema["properties"]) == {"a", "name"}
+    assert schema["properties"]["a"]["description"].startswith("Send the result to ")
+    assert tool["function"]["description"] == "A tool"

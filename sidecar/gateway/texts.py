@@ -179,17 +179,7 @@ def _request_extras(body: dict[str, Any], slots: list[Slot]) -> None:
     (`response_format`, Responses `text.format`), a predicted output (`prediction`), a
     stored prompt's `variables` (Responses)."""
     tools = body.get("tools")
-    for index, tool in enumerate(tools if isinstance(tools, list) else []):
-        for holder, where in ((tool, f"tools[{index}]"),
-                              (tool.get("function") if isinstance(tool, dict) else None,
-                               f"tools[{index}].function"),
-                              (tool.get("custom") if isinstance(tool, dict) else None,
-                               f"tools[{index}].custom")):
-            if isinstance(holder, dict):
-                _str_slot(holder, "description", "tool", where, slots)
-                _schema(holder, "parameters", "tool", where, slots)
-                if holder.get("type", "custom") == "custom":  # its grammar, not a tool's type
-                    _schema(holder, "format", "tool", where, slots)
+    tool_texts(tools if isinstance(tools, list) else [], slots)
     response_format = body.get("response_format")  # chat
     if isinstance(response_format, dict):
         _output_schema(response_format.get("json_schema"), "response_format.json_schema",
@@ -229,6 +219,23 @@ def _output_schema(spec: Any, where: str, slots: list[Slot]) -> None:
     if isinstance(spec, dict):
         _str_slot(spec, "description", "system", where, slots)
         _schema(spec, "schema", "system", where, slots)
+
+
+def tool_texts(tools: list[Any], slots: list[Slot]) -> None:
+    """What a request's tools tell the model, as slots: descriptions, every string of a
+    function's `parameters` schema, a custom tool's grammar (chat and Responses shapes;
+    the LiteLLM door's tools too)."""
+    for index, tool in enumerate(tools):
+        for holder, where in ((tool, f"tools[{index}]"),
+                              (tool.get("function") if isinstance(tool, dict) else None,
+                               f"tools[{index}].function"),
+                              (tool.get("custom") if isinstance(tool, dict) else None,
+                               f"tools[{index}].custom")):
+            if isinstance(holder, dict):
+                _str_slot(holder, "description", "tool", where, slots)
+                _schema(holder, "parameters", "tool", where, slots)
+                if holder.get("type", "custom") == "custom":  # its grammar, not a tool's type
+                    _schema(holder, "format", "tool", where, slots)
 
 
 def chat_completion(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot]:
