@@ -253,3 +253,41 @@ def test_litellm_tool_parameters_are_inspected_and_handed_back_redacted(
     assert schema["required"] == ["a"] and set(schema["properties"]) == {"a", "name"}
     assert schema["properties"]["a"]["description"].startswith("Send the result to ")
     assert tool["function"]["description"] == "A tool"
+
+
+# -- property names ---------------------------------------------------------------------------
+
+# "defs" alone reads as a PERSON to the NER model: as a `required` entry it must stay.
+ORDINARY = {"type": "object", "additionalProperties": False,
+            "required": ["name", "email", "defs"],
+            "properties": {name: {"type": "string"} for name in (
+                "defs", "name", "first_name", "last_name", "email", "phone", "address", "city",
+                "country", "date_of_birth", "customer_id", "order_id", "summary", "title",
+                "author", "company", "notes", "url", "ip_address", "language", "amount")},
+            "$defs": {"Address": {"type": "object", "properties": {
+                "street": {"type": "string"}, "postal_code": {"type": "string"}}}}}
+ORDINARY["properties"]["home"] = {"$ref": "#/$defs/Address",
+                                  "description": "Where the customer lives"}
+
+
+@pytest.mark.parametrize("tenant", ["default", "pseudo", "content"])
+def test_ordinary_property_names_pass_unchanged(
+        gateway: GatewaySidecar, upstream: RecordingUpstream, tenant: str) -> None:
+    client(gateway, **{"x-guardrail-tenant": tenant}).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}],
+        tools=[{"type": "function", "function": {"name": "f", "parameters": ORDINARY}}])
+    [seen] = upstream.received
+    assert seen.json["tools"][0]["function"]["parameters"] == ORDINARY
+
+
+def test_a_property_name_is_read_too_and_blocks_when_blocked(
+        gateway: GatewaySidecar, upstream: RecordingUpstream) -> None:
+    hidden = {"type": "object", "properties": {
+        "how_to_use_a grenade": {"type": "string"}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(gateway, **CONTENT).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}],
+            tools=[{"type": "function", "function": {"name": "f", "parameters": hidden}}])
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["type"] == "guardrail_blocked"
+    assert upstream.received == []

@@ -84,6 +84,24 @@ class Slot:
         self.holder[self.key] = text
 
 
+@dataclass(frozen=True)
+class NamesSlot(Slot):
+    """The names in a JSON Schema (its keys, `$ref`s, `required` entries, types and
+    formats), one text the model reads and the inspection sees, so a blocked one
+    blocks. Never rewritten: the schema and the app's code refer to them, and names
+    are where NER misreads identifiers (`$defs` reads as a PERSON), so a redaction
+    there would break a valid schema."""
+
+    names: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.names
+
+    def put(self, text: str) -> None:
+        return  # read-only (see the class docstring)
+
+
 def messages_of(slots: list[Slot]) -> tuple[Message, ...]:
     return tuple(Message(slot.role[:MAX_ROLE_CHARS], slot.text) for slot in slots)
 
@@ -201,17 +219,56 @@ def _request_extras(body: dict[str, Any], slots: list[Slot]) -> None:
             slots.append(Slot(holder, key, "user"))
 
 
+# Schema keywords whose strings are names the schema or the app refers to, not prose:
+# read with the property names (NamesSlot), never rewritten.
+SCHEMA_NAMES = frozenset({"$ref", "$id", "$schema", "$anchor", "$dynamicRef",
+                          "$dynamicAnchor", "type", "format", "required", "pattern",
+                          "contentEncoding", "contentMediaType", "dependentRequired"})
+
+
 def _schema(holder: dict[str, Any], key: str, role: str, where: str,
             slots: list[Slot]) -> None:
-    """Every string leaf of a JSON Schema (descriptions, enums, titles, defaults,
-    examples, patterns: the model reads them all), names like `type` or `name`
-    included, since in a schema they are property names, not ids. Keys stay as they
-    are, so the structure does too."""
+    """A JSON Schema the model reads. Its prose (descriptions, titles, enums,
+    defaults, examples, any string under a key it does not know) is rewritten in place
+    like any prompt text; its names (keys, SCHEMA_NAMES) are inspected as one text and
+    left as they are, so the structure stays valid."""
     if holder.get(key) is None:
         return
-    for _path, inner, name in _walk(holder, key, key, frozenset(), 0, where=where,
-                                    every=True, limit=MAX_SCHEMA_DEPTH):
-        slots.append(Slot(inner, name, role))
+    names: list[str] = []
+    stack: list[tuple[Any, Any, int]] = [(holder, key, 0)]
+    while stack:
+        parent, name, depth = stack.pop()
+        value = parent[name]
+        if isinstance(value, str):
+            if value:
+                slots.append(Slot(parent, name, role))
+            continue
+        if depth >= MAX_SCHEMA_DEPTH:
+            raise InvalidRequest(f"{where}.{key}: nested deeper than {MAX_SCHEMA_DEPTH} "
+                                 "levels")
+        if isinstance(value, dict):
+            for inner in reversed(list(value)):  # in order, as a stack pops
+                names.append(str(inner))
+                if inner in SCHEMA_NAMES:
+                    names += _leaves(value[inner])
+                else:
+                    stack.append((value, inner, depth + 1))
+        elif isinstance(value, list):
+            stack += [(value, index, depth + 1) for index in reversed(range(len(value)))]
+    if names:
+        slots.append(NamesSlot(holder, key, role, "\n".join(reversed(names))))
+
+
+def _leaves(value: Any) -> list[str]:
+    """The strings under a schema-name keyword (`required` is an array, `type` may be)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    if isinstance(value, dict):  # dependentRequired: {name: [names]}
+        return [*map(str, value), *(item for inner in value.values()
+                                    for item in _leaves(inner) if not isinstance(inner, dict))]
+    return []
 
 
 def _output_schema(spec: Any, where: str, slots: list[Slot]) -> None:
@@ -389,28 +446,26 @@ def response_item(item: Any, where: str, slots: list[Slot], role: str,
 
 
 def _walk(holder: Any, key: Any, path: str, skip: frozenset[str], depth: int, *,
-          where: str, empty: bool = False, every: bool = False,
-          limit: int = MAX_DEPTH) -> Iterator[tuple[str, Any, Any]]:
+          where: str, empty: bool = False) -> Iterator[tuple[str, Any, Any]]:
     """Every non-empty string under holder[key] but structural fields and blobs, as
-    (path, holder, key), the path like "outputs/0/logs": deny by default. `every`:
-    structural names too (a JSON Schema, where they name properties)."""
+    (path, holder, key), the path like "outputs/0/logs": deny by default."""
     value = holder[key]
     if isinstance(value, str):
         if value or empty:
             yield path, holder, key
         return
-    if depth >= limit:
+    if depth >= MAX_DEPTH:
         raise InvalidRequest(f"{where}.{path.replace('/', '.')}: nested deeper than "
-                             f"{limit} levels")
+                             f"{MAX_DEPTH} levels")
     if isinstance(value, dict):
         for name in list(value):
-            if (every or name not in STRUCTURAL) and name not in skip:
+            if name not in STRUCTURAL and name not in skip:
                 yield from _walk(value, name, f"{path}/{name}", skip, depth + 1,
-                                 where=where, empty=empty, every=every, limit=limit)
+                                 where=where, empty=empty)
     elif isinstance(value, list):
         for index in range(len(value)):
             yield from _walk(value, index, f"{path}/{index}", skip, depth + 1,
-                             where=where, empty=empty, every=every, limit=limit)
+                                 where=where, empty=empty)
 
 
 def item_leaves(item: dict[str, Any], where: str) -> list[tuple[str, Any, Any]]:
