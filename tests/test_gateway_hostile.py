@@ -21,6 +21,7 @@ from typing import Any
 
 import openai
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -291,3 +292,32 @@ def test_a_property_name_is_read_too_and_blocks_when_blocked(
     assert isinstance(caught.value.body, dict)
     assert caught.value.body["type"] == "guardrail_blocked"
     assert upstream.received == []
+
+
+# -- a hostile upstream: answers nested too deep ---------------------------------------------
+
+def _deep_answer(depth: int) -> str:
+    """A chat answer whose `usage` (a field the gateway does not walk) nests `depth` deep."""
+    return '{"id": "x", "choices": [], "usage": ' + "[" * depth + "]" * depth + "}"
+
+
+@pytest.mark.parametrize("depth", [500, 5000])
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_nested_too_deep_is_an_upstream_error_not_a_crash(
+        gateway: GatewaySidecar, upstream: RecordingUpstream, caplog: pytest.LogCaptureFixture,
+        stream: bool, depth: int) -> None:
+    deep = _deep_answer(depth)
+    upstream.reset(script=lambda _request, _payload: [deep] if stream else
+                   web.Response(text=deep, content_type="application/json"))
+    with caplog.at_level(logging.INFO):
+        if stream:
+            with pytest.raises(openai.APIError):
+                for _chunk in client(gateway).chat.completions.create(
+                        model="m", messages=[{"role": "user", "content": "hi"}], stream=True):
+                    pass
+        else:
+            with pytest.raises(openai.APIStatusError) as caught:
+                client(gateway).chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "hi"}])
+            assert caught.value.status_code == 502
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -111,7 +111,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise InvalidRequest(f"body: nested deeper than {MAX_BODY_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise InvalidRequest("body: expected a JSON object")
-    _check_depth(body)
+    check_depth(body, "body")
     return body
 
 
@@ -141,13 +141,14 @@ def _decoded(raw: bytes, headers: list[str], limit: int) -> bytes:
     return plain
 
 
-def _check_depth(body: Any) -> None:
-    """Refuse a body nested deeper than MAX_BODY_DEPTH (iteratively: no recursion)."""
+def check_depth(body: Any, what: str) -> None:
+    """Refuse JSON nested deeper than MAX_BODY_DEPTH (iteratively: no recursion), a
+    request's body or an upstream's answer, before anything walks or re-encodes it."""
     stack: list[tuple[Any, int]] = [(body, 1)]
     while stack:
         value, depth = stack.pop()
         if depth > MAX_BODY_DEPTH:
-            raise InvalidRequest(f"body: nested deeper than {MAX_BODY_DEPTH} levels")
+            raise InvalidRequest(f"{what}: nested deeper than {MAX_BODY_DEPTH} levels")
         if isinstance(value, dict):
             stack.extend((inner, depth + 1) for inner in value.values()
                          if isinstance(inner, (dict, list)))
