@@ -102,6 +102,9 @@ CHANNELS: dict[str, Any] = {
         tools=[{"type": "custom", "custom": {"name": "g", "format": {
             "type": "grammar", "grammar": {"syntax": "lark",
                                            "definition": f'start: "{text}"'}}}}]),
+    "chat legacy functions": lambda c, text: c.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}],
+        functions=[{"name": "f", "parameters": _param(text)}]),
     "chat message name": lambda c, text: c.chat.completions.create(
         model="m", messages=[{"role": "user", "content": "hi", "name": text}]),
     "responses text.format schema": lambda c, text: c.responses.create(
@@ -139,7 +142,7 @@ def test_pii_in_a_schema_or_name_is_redacted_and_the_schema_keeps_its_shape(
     [seen] = upstream.received
     assert email not in seen.everything()
     sent = seen.json
-    schema = (sent.get("tools") or [{}])[0]
+    schema = (sent.get("tools") or sent.get("functions") or [{}])[0]
     schema = schema.get("function", schema).get("parameters") or \
         (sent.get("response_format") or {}).get("json_schema", {}).get("schema") or \
         (sent.get("text") or {}).get("format", {}).get("schema")

@@ -192,12 +192,13 @@ def chat_prompt(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot
 
 
 def _request_extras(body: dict[str, Any], slots: list[Slot]) -> None:
-    """Text a request sends the model besides its messages: tool descriptions and
-    parameter schemas, a custom tool's grammar, a structured output's schema
+    """Text a request sends the model besides its messages: tool (and legacy function)
+    descriptions and parameter schemas, a custom tool's grammar, a structured output's schema
     (`response_format`, Responses `text.format`), a predicted output (`prediction`), a
     stored prompt's `variables` (Responses)."""
-    tools = body.get("tools")
-    tool_texts(tools if isinstance(tools, list) else [], slots)
+    for name in ("tools", "functions"):  # `functions`: chat's deprecated form of tools
+        tools = body.get(name)
+        tool_texts(tools if isinstance(tools, list) else [], slots, name)
     response_format = body.get("response_format")  # chat
     if isinstance(response_format, dict):
         _output_schema(response_format.get("json_schema"), "response_format.json_schema",
@@ -278,16 +279,16 @@ def _output_schema(spec: Any, where: str, slots: list[Slot]) -> None:
         _schema(spec, "schema", "system", where, slots)
 
 
-def tool_texts(tools: list[Any], slots: list[Slot]) -> None:
+def tool_texts(tools: list[Any], slots: list[Slot], field: str = "tools") -> None:
     """What a request's tools tell the model, as slots: descriptions, every string of a
     function's `parameters` schema, a custom tool's grammar (chat and Responses shapes;
     the LiteLLM door's tools too)."""
     for index, tool in enumerate(tools):
-        for holder, where in ((tool, f"tools[{index}]"),
+        for holder, where in ((tool, f"{field}[{index}]"),
                               (tool.get("function") if isinstance(tool, dict) else None,
-                               f"tools[{index}].function"),
+                               f"{field}[{index}].function"),
                               (tool.get("custom") if isinstance(tool, dict) else None,
-                               f"tools[{index}].custom")):
+                               f"{field}[{index}].custom")):
             if isinstance(holder, dict):
                 _str_slot(holder, "description", "tool", where, slots)
                 _schema(holder, "parameters", "tool", where, slots)
