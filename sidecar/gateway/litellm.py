@@ -16,7 +16,7 @@ for `pre_call` and `during_call` (input_type "request": inspected as a prompt) a
     {"action": "GUARDRAIL_INTERVENED", "texts": [...], "tools": [...]}   use these instead
     {"action": "BLOCKED", "blocked_reason": "..."}       LiteLLM refuses the call
 
-The texts, the tools' descriptions and parameter schemas (every string leaf) and the
+The texts, the tools' descriptions and parameter schemas (`texts.tool_texts`) and the
 arguments of `tool_calls` (earlier calls in a request, the model's calls in a
 response) are the inspection's messages, in that order. LiteLLM's API has no way to
 hand changed tool-call arguments back: when the policy would redact or replace

@@ -15,6 +15,11 @@ gateway does not know, or one that carries a blob (a generated image, a screensh
 an image, audio or file part), is refused (`Uninspectable`) unless the policy's
 `gateway.pass_items` names it; then its blob passes and its other strings are still
 inspected.
+
+JSON Schemas the model reads (tool parameters, structured outputs) are read like
+prompt text: their prose (descriptions, enums, defaults...) is rewritten in place;
+their names (keys, `$ref`, `required`, `type`...) are one read-only text (`NamesSlot`)
+that can block but is never rewritten, so the schema stays valid.
 """
 
 from __future__ import annotations
@@ -193,9 +198,9 @@ def chat_prompt(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot
 
 def _request_extras(body: dict[str, Any], slots: list[Slot]) -> None:
     """Text a request sends the model besides its messages: tool (and legacy function)
-    descriptions and parameter schemas, a custom tool's grammar, a structured output's schema
-    (`response_format`, Responses `text.format`), a predicted output (`prediction`), a
-    stored prompt's `variables` (Responses)."""
+    descriptions and parameter schemas, a custom tool's grammar, a structured output's
+    schema (`response_format`, Responses `text.format`), a predicted output
+    (`prediction`), a stored prompt's `variables` (Responses)."""
     for name in ("tools", "functions"):  # `functions`: chat's deprecated form of tools
         tools = body.get(name)
         tool_texts(tools if isinstance(tools, list) else [], slots, name)
@@ -248,16 +253,17 @@ def _schema(holder: dict[str, Any], key: str, role: str, where: str,
             raise InvalidRequest(f"{where}.{key}: nested deeper than {MAX_SCHEMA_DEPTH} "
                                  "levels")
         if isinstance(value, dict):
-            for inner in reversed(list(value)):  # in order, as a stack pops
+            for inner in value:
                 names.append(str(inner))
                 if inner in SCHEMA_NAMES:
                     names += _leaves(value[inner])
-                else:
-                    stack.append((value, inner, depth + 1))
+            # reversed: the stack pops them, and the slots come, in the schema's order
+            stack += [(value, inner, depth + 1) for inner in reversed(list(value))
+                      if inner not in SCHEMA_NAMES]
         elif isinstance(value, list):
             stack += [(value, index, depth + 1) for index in reversed(range(len(value)))]
     if names:
-        slots.append(NamesSlot(holder, key, role, "\n".join(reversed(names))))
+        slots.append(NamesSlot(holder, key, role, "\n".join(names)))
 
 
 def _leaves(value: Any) -> list[str]:
