@@ -77,8 +77,12 @@ async def start_gateway(settings: Settings, inspector: Inspector) -> Gateway:
     # not sent to the model. aiohttp leaves it off by default (since 3.9): the handler
     # ran on, a worker inspected a megabyte for nobody and the model was called anyway.
     # Streams' `finally` still audits what a relay had already shown (ChatRelay.run).
+    # auto_decompress off: `json_body` decodes gzip and deflate itself, so that a body
+    # that does not decode, or a coding aiohttp cannot read (br, zstd), is the gateway's
+    # JSON 400 or 415 rather than a 500 or aiohttp's plain-text 400.
     runner = web.AppRunner(build_app(inspector, settings), access_log=None,
-                           handle_signals=False, handler_cancellation=True)
+                           handle_signals=False, handler_cancellation=True,
+                           auto_decompress=False)
     await runner.setup()
     host, _, port = listen.rpartition(":")
     site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=_ssl(settings))

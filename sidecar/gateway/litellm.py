@@ -16,12 +16,13 @@ for `pre_call` and `during_call` (input_type "request": inspected as a prompt) a
     {"action": "GUARDRAIL_INTERVENED", "texts": [...], "tools": [...]}   use these instead
     {"action": "BLOCKED", "blocked_reason": "..."}       LiteLLM refuses the call
 
-The texts, the tools' descriptions and the arguments of `tool_calls` (earlier calls in
-a request, the model's calls in a response) are the inspection's messages, in that
-order. LiteLLM's API has no way to hand changed tool-call arguments back: when the
-policy would redact or replace something in them (a finding or rule there), the answer
-is BLOCKED rather than letting them through unchanged; restoring pseudonyms in them is
-not a safety change and is left undone (the client sees the placeholders).
+The texts, the tools' descriptions and parameter schemas (`texts.tool_texts`) and the
+arguments of `tool_calls` (earlier calls in a request, the model's calls in a
+response) are the inspection's messages, in that order. LiteLLM's API has no way to
+hand changed tool-call arguments back: when the policy would redact or replace
+something in them (a finding or rule there), the answer is BLOCKED rather than
+letting them through unchanged; restoring pseudonyms in them is not a safety change
+and is left undone (the client sees the placeholders).
 Identity: `x-guardrail-*` headers (LiteLLM's `headers:` setting), then
 `additional_provider_specific_params` (tenant, app, subject_id, conversation_id,
 user_region), then LiteLLM's metadata: team id → tenant, key alias → app, end user
@@ -38,6 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from sidecar.errors import GuardrailError, InvalidRequest
+from sidecar.gateway import texts as gateway_texts
 from sidecar.gateway.http import identity, internal, json_body, refusal
 from sidecar.service.inspector import Inspector
 from sidecar.types import Decision, Direction, Message
@@ -112,12 +114,11 @@ class LiteLLMGuardrail:
             if not isinstance(tools, list):
                 raise InvalidRequest("tools: expected an array")
             arguments = _call_arguments(body.get("tool_calls"))
-            described = [tool["function"] for tool in tools if isinstance(tool, dict)
-                         and isinstance(tool.get("function"), dict)
-                         and isinstance(tool["function"].get("description"), str)]
+            described: list[gateway_texts.Slot] = []  # descriptions, parameter schemas
+            gateway_texts.tool_texts(tools, described)
             messages = tuple(Message("user" if direction is Direction.PROMPT else "assistant",
                                      text) for text in texts)
-            messages += tuple(Message("tool", f["description"]) for f in described)
+            messages += gateway_texts.messages_of(described)
             messages += tuple(Message("assistant", text) for text in arguments)
             if not messages:
                 return web.json_response({"action": "NONE"})
@@ -151,8 +152,8 @@ class LiteLLMGuardrail:
                 "which the policy changes and LiteLLM's guardrail API cannot carry back "
                 f"(audit id {verdict.audit_id or '-'})")})
         out = [m.content for m in verdict.messages]
-        for function, message in zip(described, out[len(texts):first_call], strict=True):
-            function["description"] = message
+        for slot, text in zip(described, out[len(texts):first_call], strict=True):
+            slot.put(text)
         answer: dict[str, Any] = {"action": "GUARDRAIL_INTERVENED", "texts": out[:len(texts)]}
         if described:
             answer["tools"] = tools

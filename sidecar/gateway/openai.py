@@ -58,6 +58,7 @@ from sidecar.gateway.http import (
     Identity,
     blocked,
     blocked_error,
+    check_depth,
     error,
     identity,
     internal,
@@ -90,8 +91,9 @@ async def json_events(events: AsyncIterator[str]) -> AsyncIterator[dict[str, Any
             return
         try:
             event = json.loads(data)
-        except ValueError:
-            raise UpstreamBroken("an event that is not JSON") from None
+            check_depth(event, "an event")
+        except (ValueError, RecursionError, InvalidRequest):
+            raise UpstreamBroken("an event that is not JSON, or nested too deep") from None
         if not isinstance(event, dict):
             raise UpstreamBroken("an event that is not a JSON object")
         yield event
@@ -246,9 +248,10 @@ class OpenAIGateway:
             result = json.loads(raw)
             if not isinstance(result, dict):
                 raise ValueError
-        except (ValueError, UnicodeDecodeError):
+            check_depth(result, "answer")
+        except (ValueError, UnicodeDecodeError, RecursionError, InvalidRequest):
             return error(502, "the upstream answered 2xx with a body that is not a JSON "
-                              "object", "upstream_invalid_response")
+                              "object, or one nested too deep", "upstream_invalid_response")
         if url.partition("?")[0].endswith("/chat/completions"):
             return await self._chat_answer(request, result, ident, headers,
                                            choices=choices, passes=passes)

@@ -15,6 +15,11 @@ gateway does not know, or one that carries a blob (a generated image, a screensh
 an image, audio or file part), is refused (`Uninspectable`) unless the policy's
 `gateway.pass_items` names it; then its blob passes and its other strings are still
 inspected.
+
+JSON Schemas the model reads (tool parameters, structured outputs) are read like
+prompt text: their prose (descriptions, enums, defaults...) is rewritten in place;
+their names (keys, `$ref`, `required`, `type`...) are one read-only text (`NamesSlot`)
+that can block but is never rewritten, so the schema stays valid.
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ BLOBS: dict[str, frozenset[str]] = {
     "computer_call_output": frozenset({"image_url"}),
 }
 MAX_DEPTH = 32
+# JSON Schemas nest two levels per object (`properties`, then the property): room for
+# a deep structured output; the body's own depth limit (http.MAX_BODY_DEPTH) bounds it.
+MAX_SCHEMA_DEPTH = 80
 
 
 class Uninspectable(InvalidRequest):
@@ -79,6 +87,24 @@ class Slot:
 
     def put(self, text: str) -> None:
         self.holder[self.key] = text
+
+
+@dataclass(frozen=True)
+class NamesSlot(Slot):
+    """The names in a JSON Schema (its keys, `$ref`s, `required` entries, types and
+    formats), one text the model reads and the inspection sees, so a blocked one
+    blocks. Never rewritten: the schema and the app's code refer to them, and names
+    are where NER misreads identifiers (`$defs` reads as a PERSON), so a redaction
+    there would break a valid schema."""
+
+    names: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.names
+
+    def put(self, text: str) -> None:
+        return  # read-only (see the class docstring)
 
 
 def messages_of(slots: list[Slot]) -> tuple[Message, ...]:
@@ -152,6 +178,8 @@ def _message(message: Any, where: str, slots: list[Slot], default_role: str = ""
     elif content is not None:
         raise InvalidRequest(f"{where}.content: expected a string or an array of parts")
     _str_slot(message, "refusal", role, where, slots)
+    # A chat participant's `name`: free text the model reads with the message.
+    _str_slot(message, "name", role, where, slots)
     _tool_calls(message, role, where, slots)
     _extras(message, role, where, slots, opaque)
 
@@ -169,15 +197,20 @@ def chat_prompt(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot
 
 
 def _request_extras(body: dict[str, Any], slots: list[Slot]) -> None:
-    """Text a request sends the model besides its messages: tool descriptions, a
-    predicted output (`prediction`), a stored prompt's `variables` (Responses)."""
-    tools = body.get("tools")
-    for index, tool in enumerate(tools if isinstance(tools, list) else []):
-        for holder, where in ((tool, f"tools[{index}]"),
-                              (tool.get("function") if isinstance(tool, dict) else None,
-                               f"tools[{index}].function")):
-            if isinstance(holder, dict):
-                _str_slot(holder, "description", "tool", where, slots)
+    """Text a request sends the model besides its messages: tool (and legacy function)
+    descriptions and parameter schemas, a custom tool's grammar, a structured output's
+    schema (`response_format`, Responses `text.format`), a predicted output
+    (`prediction`), a stored prompt's `variables` (Responses)."""
+    for name in ("tools", "functions"):  # `functions`: chat's deprecated form of tools
+        tools = body.get(name)
+        tool_texts(tools if isinstance(tools, list) else [], slots, name)
+    response_format = body.get("response_format")  # chat
+    if isinstance(response_format, dict):
+        _output_schema(response_format.get("json_schema"), "response_format.json_schema",
+                       slots)
+    text = body.get("text")  # Responses
+    if isinstance(text, dict):
+        _output_schema(text.get("format"), "text.format", slots)
     prediction = body.get("prediction")
     if isinstance(prediction, dict):
         content = prediction.get("content")
@@ -190,6 +223,83 @@ def _request_extras(body: dict[str, Any], slots: list[Slot]) -> None:
         for _path, holder, key in _walk(prompt, "variables", "variables", frozenset(), 0,
                                         where="prompt"):
             slots.append(Slot(holder, key, "user"))
+
+
+# Schema keywords whose strings are names the schema or the app refers to, not prose:
+# read with the property names (NamesSlot), never rewritten.
+SCHEMA_NAMES = frozenset({"$ref", "$id", "$schema", "$anchor", "$dynamicRef",
+                          "$dynamicAnchor", "type", "format", "required", "pattern",
+                          "contentEncoding", "contentMediaType", "dependentRequired"})
+
+
+def _schema(holder: dict[str, Any], key: str, role: str, where: str,
+            slots: list[Slot]) -> None:
+    """A JSON Schema the model reads. Its prose (descriptions, titles, enums,
+    defaults, examples, any string under a key it does not know) is rewritten in place
+    like any prompt text; its names (keys, SCHEMA_NAMES) are inspected as one text and
+    left as they are, so the structure stays valid."""
+    if holder.get(key) is None:
+        return
+    names: list[str] = []
+    stack: list[tuple[Any, Any, int]] = [(holder, key, 0)]
+    while stack:
+        parent, name, depth = stack.pop()
+        value = parent[name]
+        if isinstance(value, str):
+            if value:
+                slots.append(Slot(parent, name, role))
+            continue
+        if depth >= MAX_SCHEMA_DEPTH:
+            raise InvalidRequest(f"{where}.{key}: nested deeper than {MAX_SCHEMA_DEPTH} "
+                                 "levels")
+        if isinstance(value, dict):
+            for inner in value:
+                names.append(str(inner))
+                if inner in SCHEMA_NAMES:
+                    names += _leaves(value[inner])
+            # reversed: the stack pops them, and the slots come, in the schema's order
+            stack += [(value, inner, depth + 1) for inner in reversed(list(value))
+                      if inner not in SCHEMA_NAMES]
+        elif isinstance(value, list):
+            stack += [(value, index, depth + 1) for index in reversed(range(len(value)))]
+    if names:
+        slots.append(NamesSlot(holder, key, role, "\n".join(names)))
+
+
+def _leaves(value: Any) -> list[str]:
+    """The strings under a schema-name keyword (`required` is an array, `type` may be)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    if isinstance(value, dict):  # dependentRequired: {name: [names]}
+        return [*map(str, value), *(item for inner in value.values()
+                                    for item in _leaves(inner) if not isinstance(inner, dict))]
+    return []
+
+
+def _output_schema(spec: Any, where: str, slots: list[Slot]) -> None:
+    """A structured output's description and schema: instructions to the model."""
+    if isinstance(spec, dict):
+        _str_slot(spec, "description", "system", where, slots)
+        _schema(spec, "schema", "system", where, slots)
+
+
+def tool_texts(tools: list[Any], slots: list[Slot], field: str = "tools") -> None:
+    """What a request's tools tell the model, as slots: descriptions, every string of a
+    function's `parameters` schema, a custom tool's grammar (chat and Responses shapes;
+    the LiteLLM door's tools too)."""
+    for index, tool in enumerate(tools):
+        for holder, where in ((tool, f"{field}[{index}]"),
+                              (tool.get("function") if isinstance(tool, dict) else None,
+                               f"{field}[{index}].function"),
+                              (tool.get("custom") if isinstance(tool, dict) else None,
+                               f"{field}[{index}].custom")):
+            if isinstance(holder, dict):
+                _str_slot(holder, "description", "tool", where, slots)
+                _schema(holder, "parameters", "tool", where, slots)
+                if holder.get("type", "custom") == "custom":  # its grammar, not a tool's type
+                    _schema(holder, "format", "tool", where, slots)
 
 
 def chat_completion(body: dict[str, Any], opaque: Opaque | None = None) -> list[Slot]:
