@@ -20,8 +20,8 @@ from sidecar.errors import GuardrailError, InvalidRequest
 from sidecar.types import Decision, Direction, Inspection, Message, Verdict
 
 HEADER_PREFIX = "x-guardrail-"
-# Most characters of an id or name taken from a header or a body field; longer ones
-# are refused by the pipeline's own limit (MAX_ID_CHARS) with a precise message.
+
+
 class UnsupportedEncoding(InvalidRequest):
     """A body in a `content-encoding` the gateway does not decode (415, not 400)."""
 
