@@ -34,7 +34,7 @@ from typing import Any
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
@@ -465,12 +465,21 @@ def test_numbers_no_double_holds_get_a_clear_error(
                  st.floats(allow_nan=False, allow_infinity=False),
                  st.sampled_from([10**308, -(10**308) + 1, 1e-320, 5e-324, 1.7e308,
                                   int(1.7e308), 1e-999999])))
+@example("half", 5500572311393153.0)  # a valid card number, as the clean-clone CI drew
 def test_multiple_of_and_maximum_answer_for_extreme_numbers(
         stub: pb_grpc.GuardrailStub, field: str, number: float) -> None:
     # Which extreme numbers are multiples is jsonschema's float arithmetic; the promise
     # attacked is that it answers (an int beyond 1.8e308 used to raise OverflowError).
     reply = complete(stub, json.dumps({field: number}), "numbers", "closed")
-    assert {e.keyword for e in reply.schema_errors} <= {"multipleOf", "maximum"}
+    keywords = {e.keyword for e in reply.schema_errors}
+    if "json" in keywords:
+        # A number that reads as PII (5500572311393153.0 is a valid card number) is
+        # inspected since round 12 and cannot be replaced inside a JSON number: the
+        # redacted completion is no longer JSON, and on_invalid decides.
+        assert reply.findings and "schema.redacted_invalid" in {
+            v.rule_id for v in reply.violations}, reply
+        keywords -= {"json"}
+    assert keywords <= {"multipleOf", "maximum"}
 
 
 def test_multiple_of_keeps_its_plain_answers(stub: pb_grpc.GuardrailStub) -> None:
