@@ -183,9 +183,12 @@ def weigh(text: str, after_space: bool = False,
 
 
 # Scripts written without spaces between words: Thai, Lao, Tibetan, Myanmar, Khmer,
-# Hiragana, Katakana, the CJK ideographs (with their extensions and compatibility forms).
-_UNSPACED_RANGES = ((0x0E00, 0x0FFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3040, 0x30FF),
-                    (0x31F0, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
+# Hiragana, Katakana, the CJK ideographs (with their extensions and compatibility forms);
+# and Hangul (the views hold its letters as jamo), whose words carry their particles
+# attached: `폭탄을` is `폭탄` and a particle.
+_UNSPACED_RANGES = ((0x0E00, 0x0FFF), (0x1000, 0x109F), (0x1100, 0x11FF), (0x1780, 0x17FF),
+                    (0x3040, 0x30FF), (0x3130, 0x318F), (0x31F0, 0x31FF), (0x3400, 0x4DBF),
+                    (0x4E00, 0x9FFF), (0xA960, 0xA97F), (0xAC00, 0xD7FF), (0xF900, 0xFAFF),
                     (0x20000, 0x3FFFF))
 _UNSPACED_STARTS = tuple(low for low, _ in _UNSPACED_RANGES)
 
@@ -196,6 +199,13 @@ def _unspaced(char: str) -> bool:
         return False
     low, high = _UNSPACED_RANGES[bisect.bisect_right(_UNSPACED_STARTS, code) - 1]
     return low <= code <= high
+
+
+def renders_as_nothing(char: str) -> bool:
+    """Whether a character shows as nothing (the views drop it): format and control
+    characters that are not whitespace, variation selectors, Hangul fillers, the blank
+    Braille pattern... (sidecar.pii.disguise reads PII through the same set)."""
+    return _invisible(char)
 
 
 def _invisible(char: str) -> bool:

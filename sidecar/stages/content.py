@@ -13,6 +13,7 @@ matched characters are replaced) and `flag` (reported only).
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,23 @@ def _despaced(words_view: View, regex: Any) -> list[tuple[int, int]]:
                 and any(split in splits for split in range(start + 1, end))):
             spans.append(words_view.span(start, end))
     return spans
+
+
+# Invisible characters that separate words, where they stand between two: control
+# characters, the zero-width space, blanks (Braille, Hangul fillers), the Mongolian
+# vowel separator. The screen shows `a\x00grenade` as one word, but a model reads two,
+# so gluing a listed word to another with one must not hide it. Joiners and the soft
+# hyphen stay inside a word (`ass\u00adessment` is one word).
+_SEPARATORS = frozenset("\u200b\u2800\u3164\u115f\u1160\uffa0\u180e")
+
+
+def _separated(view: View, position: int) -> bool:
+    """Whether an invisible character that separates words stands at `position`."""
+    if position not in view.gaps or not 0 < position < len(view.origin):
+        return False
+    between = view.source[view.origin[position - 1] + 1:view.origin[position]]
+    return any(char in _SEPARATORS or (unicodedata.category(char) == "Cc"
+                                       and not char.isspace()) for char in between)
 
 
 def _view_of(text: str, name: str, views: dict[str, View]) -> View:
@@ -271,7 +289,9 @@ class ContentStage:
         hits: set[Hit] = set()
         for end, (length, by_spaces) in self._automaton.iter(skeleton_view.text):
             start = end - length + 1
-            if not (skeleton_view.is_boundary(start) and skeleton_view.is_boundary(end + 1)):
+            if not ((skeleton_view.is_boundary(start) or _separated(skeleton_view, start))
+                    and (skeleton_view.is_boundary(end + 1)
+                         or _separated(skeleton_view, end + 1))):
                 continue  # inside a longer word: whole words only
             span = skeleton_view.span(start, end + 1)
             hits.update(Hit(rule, "", *span) for rule in by_spaces[frozenset()]

@@ -52,7 +52,7 @@ from sidecar.content.normalize import (
 from sidecar.pipeline import Pipeline
 from sidecar.policy.model import ContentConfig
 from sidecar.pseudonyms import finish_locally
-from sidecar.stages.content import ContentStage
+from sidecar.stages.content import _SEPARATORS, ContentStage
 from sidecar.streaming import CompletionStream, StreamLimits
 from sidecar.types import Decision, Direction, Inspection, Verdict
 from tests.conftest import make_settings
@@ -410,6 +410,11 @@ def test_a_term_inside_a_longer_word_is_not_flagged(data: st.DataObject, word: s
     # `\\u0061**a**a**a` the spaced-out `a**a**a`; both readings count, so these are
     # stated trade-offs (like `s k i l l`), not something a benign text does.
     longer = data.draw(disguised_word(prefix + word + suffix, spacing=False, markup=False))
+    # Controls, zero-width spaces and blanks separate words (round 12, trial 19: `a\x00bomb`
+    # must not hide `bomb`): inside a longer word, a word joiner stands in for them.
+    longer = "".join("\u2060" if char in _SEPARATORS or (unicodedata.category(char) == "Cc"
+                                                         and not char.isspace()) else char
+                     for char in longer)
     text = f"{before} {longer} {after}"
     start, end = len(before) + 1, len(before) + 1 + len(longer)
     hits = [(s, e) for _, s, e in run(stage_of(words=(word,)), text)
