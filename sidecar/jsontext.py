@@ -53,6 +53,7 @@ class StringValue:
     raw_start: int  # offset of the opening quote
     raw_end: int  # offset just past the closing quote
     outside: bool = False  # the text outside every string value (outside_strings)
+    number: bool = False  # a number token: an edit replaces it with a JSON string
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """Raw span of decoded characters [start, end)."""
@@ -70,14 +71,29 @@ class ParsedJson:
     data: Any
     offset: int  # where the JSON starts in the completion (0, or inside a fence)
     strings: tuple[StringValue, ...]
+    # Every number token (raw text), for outside_strings and inspected_numbers.
+    numbers: tuple[StringValue, ...] = ()
+
+
+# A JSON number is inspected (as a value of its own) only when it has at least this many
+# digits: a card number's shortest length. Shorter ones are ids, counts, prices and
+# timestamps (every epoch second since 2001 has ten digits), which phone and date
+# detectors would read as PII in a way that no redaction inside a number can fix.
+PII_NUMBER_DIGITS = 12
+
+
+def inspected_numbers(parsed: ParsedJson) -> tuple[StringValue, ...]:
+    """The number tokens worth inspecting as values (see PII_NUMBER_DIGITS)."""
+    return tuple(number for number in parsed.numbers
+                 if sum(char.isdigit() for char in number.value) >= PII_NUMBER_DIGITS)
 
 
 def outside_strings(completion: str, strings: tuple[StringValue, ...]) -> StringValue:
-    """Everything of the completion that is not a string value, as one pseudo-value the
-    stages inspect beside the values: prose around a ```json block, a second block,
-    object keys, numbers (a card number written as a JSON number). Each string value's
-    raw span (quotes included) is blanked with spaces, so offsets are the completion's
-    own and no match can join text across a value."""
+    """Everything of the completion that is not a string value or a number, as one
+    pseudo-value the stages inspect beside the values: prose around a ```json block, a
+    second block, object keys. Each value's raw span (a string's quotes included) is
+    blanked with spaces, so offsets are the completion's own and no match can join text
+    across values (numbers side by side would read as phone numbers)."""
     chars = list(completion)
     for value in strings:
         chars[value.raw_start:value.raw_end] = " " * (value.raw_end - value.raw_start)
@@ -123,7 +139,8 @@ def _parse_at(text: str, start: int, end: int, max_depth: int) -> ParsedJson:
         # err.msg and position only: never the document itself.
         raise JsonProblem(f"not valid JSON: {err.msg} at line {err.lineno} column "
                           f"{err.colno}") from None
-    return ParsedJson(data, start, tuple(_strings(text, start, end)))
+    strings, numbers = _strings(text, start, end)
+    return ParsedJson(data, start, tuple(strings), tuple(numbers))
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -181,9 +198,12 @@ def _max_depth(source: str) -> int:
     return deepest
 
 
-def _strings(text: str, start: int, end: int) -> list[StringValue]:
-    """Every string value (not key) of the valid JSON text[start:end], with its pointer."""
+def _strings(text: str, start: int, end: int
+             ) -> tuple[list[StringValue], list[StringValue]]:
+    """Every string value (not key) of the valid JSON text[start:end], with its pointer;
+    and every number token, as written."""
     out: list[StringValue] = []
+    numbers: list[StringValue] = []
     walker = _Walker()
     position = start
     while position < end:
@@ -205,13 +225,18 @@ def _strings(text: str, start: int, end: int) -> list[StringValue]:
         elif char in "]}":
             walker.close()
         elif char not in " \t\r\n,:":
-            # A number, true, false or null: skip the token.
+            # A number, true, false or null: skip the token (keep a number's place).
+            token_start = position
             while position < end and text[position] not in " \t\r\n,]}":
                 position += 1
+            if char not in "tfn":
+                numbers.append(StringValue(walker.pointer(), text[token_start:position],
+                                           tuple(range(token_start, position)),
+                                           token_start, position, number=True))
             walker.value_done()
             continue
         position += 1
-    return out
+    return out, numbers
 
 
 class _Walker:

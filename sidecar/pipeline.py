@@ -9,6 +9,7 @@ later (costlier) stages never see a request that is already refused.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -430,17 +431,24 @@ def _unproject(result: StageResult, projection: Projection) -> StageResult:
     def span(message: int, start: int, end: int) -> tuple[int, int]:
         return strings[message].span(start, end)  # type: ignore[no-any-return]
 
+    def edits(message: int, changes: list[Edit]) -> list[Edit]:
+        value = strings[message]
+        if value.number and not any(e.pending for e in changes):
+            # Redacted text cannot stay a number: the token becomes a JSON string.
+            return [Edit(value.raw_start, value.raw_end,
+                         json.dumps(apply_resolved(value.value, tuple(resolve(changes)))))]
+        return [dataclasses.replace(e, start=start, end=end,
+                                    replacement=escape_for_json_string(e.replacement),
+                                    json=True) if not value.outside
+                else dataclasses.replace(e, start=start, end=end)  # not inside a string
+                for e in changes for start, end in [span(message, e.start, e.end)]]
+
     return dataclasses.replace(
         result,
         findings=[finding(f) for f in result.findings],
         violations=[violation(v) for v in result.violations],
-        edits={index: [dataclasses.replace(
-            e, start=start, end=end, replacement=escape_for_json_string(e.replacement),
-            json=True) if not strings[message].outside
-            else dataclasses.replace(e, start=start, end=end)  # not inside a string
-            for message, edits in result.edits.items() for e in edits
-            for start, end in [span(message, e.start, e.end)]]}
-        if result.edits else {},
+        edits={index: [e for message, changes in result.edits.items()
+                       for e in edits(message, changes)]} if result.edits else {},
     )
 
 

@@ -254,3 +254,26 @@ def test_no_part_of_a_completion_escapes_inspection(sidecar: Sidecar, document: 
     reply = complete(sidecar, text, schema="any")
     assert reply.decision in (pb.MODIFY, pb.BLOCK), reply
     assert _PLANTED not in reply.text
+
+
+@pytest.mark.parametrize("document", [
+    {"created_at": 1764700000, "order_id": 9876543210, "size_bytes": 2147483648},
+    {"count": 3105551234, "ratio": 0.25, "ok": True, "none": None},
+    list(range(3000)),
+])
+def test_ordinary_numbers_stay_as_they_are(sidecar: Sidecar, document: Any) -> None:
+    """Trial 19: ten-digit numbers (epoch seconds, ids) were read as phone numbers in the
+    text outside the strings and masked inside the number: no longer JSON, BLOCK."""
+    text = json.dumps(document)
+    reply = sidecar.completion(text, tenant="schema-mask", output_schema="any")
+    assert (reply.decision, reply.text) == (pb.ALLOW, text), reply.violations
+
+
+def test_a_long_number_with_pii_becomes_a_string_and_the_json_stays_valid(
+        sidecar: Sidecar) -> None:
+    """A card number as a JSON number under an editing action: the number cannot hold
+    the edit, so the whole token becomes a JSON string; the schema decides the rest."""
+    reply = sidecar.completion('{"a": 5500572311393153, "b": "x"}', tenant="schema-mask",
+                               output_schema="any")
+    assert reply.decision == pb.MODIFY, reply
+    assert json.loads(reply.text) == {"a": "************3153", "b": "x"}

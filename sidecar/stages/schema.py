@@ -198,9 +198,11 @@ class SchemaStage:
             errors = [SchemaError("", "json", str(problem))]
         else:
             errors = self.validate(schema_id, parsed.data, len(text))
-            # The string values, decoded, and then the rest of the completion: a caller
-            # naming a schema must not switch inspection off for what lies outside them.
-            strings = (*parsed.strings, jsontext.outside_strings(text, parsed.strings))
+            # The string values, decoded, long numbers (a card number as a JSON number),
+            # and then the rest of the completion: a caller naming a schema must not
+            # switch inspection off for what lies outside the values.
+            strings = (*parsed.strings, *jsontext.inspected_numbers(parsed),
+                       jsontext.outside_strings(text, (*parsed.strings, *parsed.numbers)))
             result.projection = Projection(0, strings, schema_id, schema.on_invalid)
         if errors:
             result.schema_errors = errors
