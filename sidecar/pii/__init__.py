@@ -15,7 +15,10 @@ def warm() -> None:
 
     addresses._patterns()
     cards._pattern()
-    disguise._pattern()
+    disguise._table()
+    for escapes in (False, True):
+        for astral in (False, True):
+            disguise._pattern(escapes, astral)
     emails._patterns()
     names._patterns()
     names._record_patterns()

@@ -60,26 +60,74 @@ class Reading:
 
 
 @functools.cache
-def _pattern() -> re.Pattern[str]:
-    """Every disguise, as one character class of ranges (a class of single characters, or
-    `\\d` tried at each position, costs 3-4x more on non-ASCII text) or an escape."""
-    # Format characters and other scripts' digits live in planes 0, 1 and 14 only (~50 ms
-    # to list, once a process: sidecar.pii.warm).
-    codes = [code for code in itertools.chain(range(0x20000), range(0xE0000, 0xE1000))
-             if _hidden(chr(code)) or (code > 0x7F and unicodedata.category(chr(code)) == "Nd")]
-    codes += [*range(0xFF01, 0xFF5F), 0x3000]
+def _table() -> dict[str, str]:
+    """What each disguising character reads as ("" for nothing): invisible characters
+    (sidecar.content.normalize's set: format and control characters, variation
+    selectors, Hangul fillers, the blank Braille pattern...); every dash and the minus
+    sign as `-`; spaces of every width as a space; ideographic full stops as `.`; and
+    every character whose compatibility form (NFKC) is one printable ASCII character
+    (fullwidth and small forms, super- and subscripts, mathematical letters and
+    digits, U+2102), or which is a decimal digit of another script. Planes 0, 1 and 14
+    only (~60 ms once a process: sidecar.pii.warm)."""
+    from sidecar.content.normalize import renders_as_nothing
+
+    table: dict[str, str] = {}
+    for code in itertools.chain(range(0x20000), range(0xE0000, 0xE1000)):
+        char = chr(code)
+        if renders_as_nothing(char):
+            table[char] = ""
+        elif char.isascii():
+            continue
+        elif unicodedata.category(char) == "Pd" or char in "\u2212\u30fb\uff65":
+            table[char] = "-"
+        elif unicodedata.category(char) == "Zs":
+            table[char] = " "
+        elif char in "\u3002\uff61\u066b":  # ideographic, halfwidth, Arabic decimal
+            table[char] = "."
+        elif unicodedata.category(char) == "Nd":
+            table[char] = str(unicodedata.decimal(char))
+        else:
+            folded = unicodedata.normalize("NFKC", char)
+            if len(folded) == 1 and folded.isascii() and folded.isprintable():
+                table[char] = folded
+    return table
+
+
+# Combining marks any script may carry (diacritical mark blocks, not a script's own
+# vowel signs): on an ASCII character they disguise it (`4\u0332`, `e\u0301`).
+_GENERIC_MARKS = ((0x0300, 0x036F), (0x1AB0, 0x1AFF), (0x1DC0, 0x1DFF), (0x20D0, 0x20FF),
+                  (0xFE20, 0xFE2F))
+_ESCAPE = (r"(?<!\\)(?:\\\\)*(?P<escape>\\u[dD][89abAB][0-9a-fA-F]{2}"
+           r"\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4})")
+
+
+@functools.cache
+def _pattern(escapes: bool, astral: bool = True) -> re.Pattern[str]:
+    """Every disguising character, as ONE class of ranges (alternatives or `\\d` tried
+    at each position cost 3-4x more on non-ASCII text); with `escapes` (only for texts
+    holding `\\u`), also a `\\uXXXX` escape whose backslash is not itself escaped
+    (`\\\\u0040` is a backslash and the text `u0040`). Without `astral` (a text with
+    no character beyond U+FFFF), the class keeps to the BMP: Python's `re` then tests a
+    bitmap, not a list of ranges (1 KB of accented prose: ~40 against ~120 us)."""
+    codes = {*map(ord, _table()), *(code for low, high in _GENERIC_MARKS
+                                   for code in range(low, high + 1))}
+    members = f"[{_members(_runs(sorted(c for c in codes if astral or c <= 0xFFFF)))}]"
+    return re.compile(f"{members}|{_ESCAPE}" if escapes else members)
+
+
+def _runs(codes: list[int]) -> list[tuple[int, int]]:
     ranges: list[tuple[int, int]] = []
-    for code in sorted(set(codes)):
+    for code in codes:
         if ranges and code == ranges[-1][1] + 1:
             ranges[-1] = (ranges[-1][0], code)
         else:
             ranges.append((code, code))
-    members = "".join(re.escape(chr(low)) if low == high
-                      else f"{re.escape(chr(low))}-{re.escape(chr(high))}"
-                      for low, high in ranges)
-    return re.compile(f"[{members}]"
-                      r"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-                      r"|\\u[0-9a-fA-F]{4}")
+    return ranges
+
+
+def _members(ranges: list[tuple[int, int]]) -> str:
+    return "".join(re.escape(chr(low)) if low == high
+                   else f"{re.escape(chr(low))}-{re.escape(chr(high))}" for low, high in ranges)
 
 
 def _reads_as(disguise: str) -> str:
@@ -91,24 +139,8 @@ def _reads_as(disguise: str) -> str:
             return disguise  # a lone surrogate reads as nothing better: keep it
         else:
             char = chr(units[0])
-        return "" if _hidden(char) else _plain(char)
-    return "" if _hidden(disguise) else _plain(disguise)
-
-
-def _hidden(char: str) -> bool:
-    category = unicodedata.category(char)
-    return category == "Cf" or (category == "Cc" and not char.isspace())
-
-
-def _plain(char: str) -> str:
-    code = ord(char)
-    if 0xFF01 <= code <= 0xFF5E:
-        return chr(code - 0xFEE0)
-    if code == 0x3000:
-        return " "
-    if not char.isascii() and unicodedata.category(char) == "Nd":
-        return str(unicodedata.decimal(char))
-    return char
+        return _table().get(char, char)
+    return _table().get(disguise, "")  # "": a generic mark (see undisguise)
 
 
 def undisguise(text: str) -> Reading | None:
@@ -118,10 +150,17 @@ def undisguise(text: str) -> Reading | None:
     pieces: list[str] = []
     marks: list[tuple[int, int, int, int]] = []
     length = last = 0
-    for match in _pattern().finditer(text):
-        start, end = match.span()
-        reading = _reads_as(match.group())
-        if reading == match.group():
+    escapes = "\\u" in text
+    for match in _pattern(escapes, max(text) > "\uffff").finditer(text):
+        # An escape's match starts with the escaped backslashes before it (`\\\\`),
+        # which read as themselves.
+        start, end = match.span("escape") if escapes and match.group("escape") \
+            else match.span()
+        disguise = text[start:end]
+        if disguise not in _table() and len(disguise) == 1 and not _on_ascii(text, start):
+            continue  # a generic mark on a letter of another script: part of it
+        reading = _reads_as(disguise)
+        if reading == disguise:
             continue
         pieces.append(text[last:start])
         length += start - last
@@ -136,3 +175,13 @@ def undisguise(text: str) -> Reading | None:
 
 
 _ASCII_HIDDEN = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
+
+
+def _on_ascii(text: str, position: int) -> bool:
+    """Whether the combining mark at `position` sits on an ASCII character, or on one
+    that reads as ASCII (after any marks or invisible characters before it)."""
+    while position > 0 and (unicodedata.category(text[position - 1]) in ("Mn", "Me")
+                            or _table().get(text[position - 1]) == ""):
+        position -= 1
+    return position > 0 and (text[position - 1].isascii()
+                             or bool(_table().get(text[position - 1])))  # reads as ASCII

@@ -24,7 +24,13 @@ from tests.conftest import Sidecar
 VALUES = {"EMAIL_ADDRESS": "jane.doe@example.org", "CREDIT_CARD": "4111 1111 1111 1111",
           "US_SSN": "219-09-9999", "IP_ADDRESS": "192.168.10.42"}
 HIDDEN = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u202a", "\u2066",
-          "\U000e0041", "\x00", "\x08", "\x1b", "\x7f", "\x9f"]
+          "\U000e0041", "\x00", "\x08", "\x1b", "\x7f", "\x9f",
+          # trial 19: what the content stage already read as invisible, and marks
+          "\ufe0f", "\u034f", "\u180b", "\U000e0100", "\u3164", "\u2800", "\u0332", "\u0301"]
+# Separators a value may be written with instead of its ASCII one (trial 19).
+LOOK_ALIKE = {"-": ["\u2010", "\u2011", "\u2013", "\u2212", "\ufe63", "\uff0d"],
+              " ": ["\u00a0", "\u2007", "\u202f", "\u3000"],
+              ".": ["\u3002", "\uff0e", "\u2024", "\ufe52"], "@": ["\ufe6b", "\uff20"]}
 # Digit zero of other scripts: fullwidth, Arabic-Indic, Devanagari, Bengali, math bold.
 ZEROS = [0xFF10, 0x0660, 0x0966, 0x09E6, 0x1D7CE]
 
@@ -33,9 +39,14 @@ ZEROS = [0xFF10, 0x0660, 0x0966, 0x09E6, 0x1D7CE]
 def disguised(draw: st.DrawFn, value: str) -> str:
     out = []
     for char in value:
-        how = draw(st.sampled_from(["plain", "plain", "hidden", "digit", "escape", "wide"]))
+        how = draw(st.sampled_from(["plain", "plain", "hidden", "digit", "escape", "wide",
+                                    "look-alike", "superscript"]))
         shown = char
-        if how == "digit" and char.isdigit():
+        if how == "look-alike" and char in LOOK_ALIKE:
+            shown = draw(st.sampled_from(LOOK_ALIKE[char]))
+        elif how == "superscript" and char.isdigit():
+            shown = "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"[int(char)]
+        elif how == "digit" and char.isdigit():
             shown = chr(draw(st.sampled_from(ZEROS)) + int(char))
         elif how == "escape":
             shown = f"\\u{ord(char):04x}"
@@ -80,13 +91,21 @@ def test_the_trials_inputs(sidecar: Sidecar) -> None:
             ("card \uff14\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 "
              "\uff11\uff11\uff11\uff11", "CREDIT_CARD"),
             ("ssn 219\x00-09-9999", "US_SSN"),
-            (json.dumps({"to": "jane@example.org"}).replace("@", "\\u0040"), "EMAIL_ADDRESS")]:
+            (json.dumps({"to": "jane@example.org"}).replace("@", "\\u0040"), "EMAIL_ADDRESS"),
+            # trial 19
+            ("card 4\ufe0f111 1111 1111 1111 ok", "CREDIT_CARD"),
+            ("4111\u28001111\u28001111\u28001111", "CREDIT_CARD"),
+            ("ssn 536\u201022\u20101234 x", "US_SSN"),
+            ("mail jane\ufe6bexample.org", "EMAIL_ADDRESS"),
+            ("mail jane@example\u3002org", "EMAIL_ADDRESS"),
+            ("ip 192\u2024168\u20241\u20241", "IP_ADDRESS"),
+            ("card \u2074\u00b9\u00b9\u00b9 1111 1111 1111", "CREDIT_CARD")]:
         reply = sidecar.prompt(text)
         assert entity in {f.entity_type for f in reply.findings}, (text, reply)
 
 
 def test_text_without_disguises_reads_as_itself() -> None:
-    for text in ["plain ascii", "café ☕ 東京 — naïve", "tabs\tand\nnewlines\r\n", ""]:
+    for text in ["plain ascii", "café ☕ 東京 naïve", "tabs\tand\nnewlines\r\n", ""]:
         assert undisguise(text) is None, text
 
 
@@ -107,3 +126,18 @@ def test_spans_map_back_onto_the_characters_sent(text: str, cut: st.DataObject) 
     original_start, original_end = reading.span(start, end)
     assert 0 <= original_start < original_end <= len(text)
     assert plain(text[original_start:original_end]) == reading.text[start:end]
+
+
+def test_an_escaped_backslash_is_not_an_escape(sidecar: Sidecar) -> None:
+    """Trial 19: a JSON value holding the text `\\u0034111 ...` (an escaped backslash, then
+    `u0034`) was decoded as `4111 ...` and the edit ate one backslash of the pair: the
+    answer was no longer JSON. A `\\u` escape needs an unescaped backslash."""
+    for text in ['{"note": "see \\\\u0034111 1111 1111 1111"}', 'card \\\\u0040 x',
+                 'path C:\\\\users\\\\u0041dmin']:
+        reading = undisguise(text)
+        assert reading is None or "\\\\u" in reading.text, (text, reading)
+        reply = sidecar.prompt(text)
+        assert reply.decision == pb.ALLOW, (text, reply)
+    mixed = '{"a": "\\\\\\u0040"}'  # an escaped backslash, then a real escape of @
+    reading = undisguise(mixed)
+    assert reading is not None and reading.text == '{"a": "\\\\@"}', reading
