@@ -56,17 +56,18 @@ def _view_patterns(patterns: list[str]) -> list[str]:
     """Content patterns that can match the view they run on (sidecar.policy.viewable):
     one that never can would leave the rule protecting nothing while looking fine. An
     empty pattern matches everywhere, never what its author meant."""
-    from sidecar.policy.viewable import dead_letter
+    from sidecar.policy.viewable import find_dead, why_dead
 
     for index, pattern in enumerate(patterns):
         if not pattern:
             raise ValueError(f"patterns[{index}]: empty pattern")
-        position = dead_letter(pattern)
-        if position is not None:
+        dead = find_dead(pattern)
+        if dead is not None:
+            position, char = dead
             raise ValueError(
-                f"patterns[{index}]: can never match (character {position + 1}): content "
-                "patterns run on the lower-cased, accent-free view of the text, so write "
-                "letters in lower case and without accents (or start with (?i))")
+                f"patterns[{index}]: can never match the clean view of the text (lower "
+                "case, accents dropped, look-alikes folded to Latin, Hangul as jamo): "
+                f"character {position + 1} is {why_dead(char)}")
     return patterns
 
 
