@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -387,3 +389,82 @@ def test_generated_patterns_with_a_letter_the_view_never_holds(
                                          "bad.yaml": RULE % ("'" + pattern + "'")})
         code = main(["policy", "check", str(directory)])
     assert code == (0 if ignore_case and letter.isascii() else 1), ascii(pattern)
+
+
+# -- round 12, second trial: a dead pattern in another script gets the right advice -------
+
+# Each: a pattern the view never holds, the 1-based character the check names, and words
+# of the reason the error must give. Written as escapes: the file must not look like
+# Latin to a reader (ruff RUF001), and the errors must quote none of it.
+OTHER_SCRIPTS = {
+    "Cyrillic look-alikes": ("\u0431\u043e\u043c\u0431\u0430", 1, "looks like"),
+    "Greek final sigma": ("\u03bb\u03bf\u03b3\u03bf\u03c2", 2, "looks like"),
+    "Hangul syllables": ("\ud3ed\ud0c4", 1, "jamo"),
+    "Arabic alef with hamza": ("\u0623\u0633\u0644\u062d\u0629", 1, "decomposed"),
+    "a Hangul range": ("[\uac00-\ud7a3]+", 1, "jamo"),
+    "upper-case Cyrillic": ("x\u0416", 2, "upper-case"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OTHER_SCRIPTS))
+def test_a_dead_pattern_in_another_script_says_why(
+        case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pattern, position, reason = OTHER_SCRIPTS[case]
+    write(tmp_path, {"default.yaml": DEFAULT, "bad.yaml": RULE % ("'" + pattern + "'")})
+    code, _, err = check(tmp_path, capsys)
+    assert code == 1, err
+    assert "bad.yaml:8: content.rules[0].patterns: patterns[0]: can never match" in err
+    assert f"character {position} is" in err
+    assert reason in err
+    if reason != "upper-case":  # lower case or (?i) cannot help these
+        assert "(?i)" not in err and "without accents" not in err
+        assert "words:" in err and "sidecar.content.normalize.clean" in err
+    assert "Traceback" not in err
+    assert not any(char in err for char in pattern if not char.isascii())
+
+
+@pytest.mark.parametrize(("pattern", "reason"), [
+    ("SECRET", "upper-case"), ("caf\u00e9", "accent"), ("[A-Z]", "upper-case")])
+def test_a_dead_latin_pattern_keeps_its_advice(
+        pattern: str, reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, {"default.yaml": DEFAULT, "bad.yaml": RULE % ("'" + pattern + "'")})
+    code, _, err = check(tmp_path, capsys)
+    assert code == 1
+    assert reason in err and "lower case" in err
+
+
+@pytest.mark.parametrize("pattern", [
+    "\u0436\u0449\u0444",         # Cyrillic letters the view keeps as they are
+    "[\u1100-\u11ff]+",           # Hangul jamo: what the view holds
+    "\u0642\u0646\u0628\u0644\u0629",  # Arabic without hamza
+    "[\u4e00-\u9fff]+"])          # CJK ideographs
+def test_a_pattern_in_another_script_the_view_holds_is_accepted(
+        pattern: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, {"default.yaml": DEFAULT, "ok.yaml": RULE.replace("bad", "ok")
+                     % ("'" + pattern + "'")})
+    code, _, err = check(tmp_path, capsys)
+    assert (code, err) == (0, "")
+
+
+WORDS_IN_SCRIPTS = ("name: default\ncontent:\n  rules:\n"
+                    "    - id: w\n      category: c\n      action: block\n"
+                    "      words: ['\u0431\u043e\u043c\u0431\u0430', '\ud3ed\ud0c4', "
+                    "'\u0623\u0633\u0644\u062d\u0629', '\u03b2\u03cc\u03bc\u03b2\u03b1']\n")
+
+
+@pytest.mark.parametrize("text", [
+    "\u043a\u0430\u043a \u0441\u0434\u0435\u043b\u0430\u0442\u044c "
+    "\u0411\u041e\u041c\u0411\u0423 \u0431\u043e\u043c\u0431\u0430",  # Cyrillic, any case
+    "\ud3ed\ud0c4 \uc81c\uc870 \ubc29\ubc95",                          # Hangul
+    "\u0627\u0633\u0644\u062d\u0629",                                  # Arabic, no hamza
+    "\u03b7 \u03b2\u03cc\u03bc\u03b2\u03b1"])                          # Greek
+def test_words_rules_match_the_scripts_patterns_cannot_name(
+        text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the error advises for them works: `words:` entries are folded as the text is,
+    through `guardrail inspect`."""
+    write(tmp_path / "p", {"default.yaml": WORDS_IN_SCRIPTS})
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    assert main(["inspect", "--policies", str(tmp_path / "p"),
+                 "--data-dir", str(tmp_path / "d")]) == 0
+    assert json.loads(capsys.readouterr().out)["decision"] == "BLOCK"

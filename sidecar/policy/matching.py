@@ -31,6 +31,16 @@ def fold(value: str) -> str:
                                  ).strip()
 
 
+_BLANKS = re.compile(r"\s+")
+
+
+def fold_words(value: str) -> str:
+    """`fold`, with every run of whitespace inside made one space: the form request
+    attributes compare. Their values are words people write (`free trial`, `cc 1001`);
+    a tab or a double space is not a different plan."""
+    return _BLANKS.sub(" ", fold(value))
+
+
 def fold_glob(pattern: str) -> str:
     return fold(pattern)
 

@@ -56,17 +56,18 @@ def _view_patterns(patterns: list[str]) -> list[str]:
     """Content patterns that can match the view they run on (sidecar.policy.viewable):
     one that never can would leave the rule protecting nothing while looking fine. An
     empty pattern matches everywhere, never what its author meant."""
-    from sidecar.policy.viewable import dead_letter
+    from sidecar.policy.viewable import find_dead, why_dead
 
     for index, pattern in enumerate(patterns):
         if not pattern:
             raise ValueError(f"patterns[{index}]: empty pattern")
-        position = dead_letter(pattern)
-        if position is not None:
+        dead = find_dead(pattern)
+        if dead is not None:
+            position, char = dead
             raise ValueError(
-                f"patterns[{index}]: can never match (character {position + 1}): content "
-                "patterns run on the lower-cased, accent-free view of the text, so write "
-                "letters in lower case and without accents (or start with (?i))")
+                f"patterns[{index}]: can never match the clean view of the text (lower "
+                "case, accents dropped, look-alikes folded to Latin, Hangul as jamo): "
+                f"character {position + 1} is {why_dead(char)}")
     return patterns
 
 
@@ -94,6 +95,9 @@ Int = Annotated[int, BeforeValidator(_number)]
 # control characters would only ever make a rule silently match nothing.
 GLOB = r"^[^\s\x00-\x1f\x7f]{1,128}$"
 Glob = Annotated[str, StringConstraints(pattern=GLOB)]
+# Residency attribute values are words people write (`free trial`, `cc 1001`): blanks
+# inside are fine (they fold to one space), control characters are not.
+AttributeGlob = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,128}$")]
 
 
 class _Strict(BaseModel):
@@ -348,8 +352,29 @@ class ResidencyCondition(_Strict):
         default_factory=list, max_length=1000)
     # Any of these data classes found in the request (see `data_classes`).
     data_classes: list[str] = Field(default_factory=list, max_length=100)
-    # Request attribute → accepted values (globs).
-    attributes: dict[Glob, list[Glob]] = Field(default_factory=dict, max_length=64)
+    # Request attribute → accepted values (globs). Values are words people write
+    # (`free trial`, `cc 1001`): blanks inside fold to one space on both sides.
+    attributes: dict[Glob, list[AttributeGlob]] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_values(cls, attributes: dict[str, list[str]]) -> dict[str, list[str]]:
+        """A blank value, or one holding what the residency stage refuses in a request
+        (an invisible or control character...), could never be met: the rule would be
+        dead while looking fine."""
+        from sidecar.policy.matching import fold_words
+        from sidecar.stages.residency import disguised_text
+
+        for position, values in enumerate(attributes.values()):
+            bad = [i for i, value in enumerate(values)
+                   if not fold_words(value) or disguised_text(fold_words(value))]
+            if bad:
+                raise ValueError(
+                    f"attributes (the attribute at position [{position}]): the values at "
+                    f"positions {_where(bad)} are blank or hold an invisible character, a "
+                    "combining mark on nothing or a look-alike letter of another script "
+                    "inside a word: no request could ever match them")
+        return attributes
 
 
 class ResidencyRule(_Strict):

@@ -10,21 +10,25 @@ Tenants, apps, regions and attributes match case-insensitively (sidecar.policy.
 matching.fold): `EU-WEST-1` meets `eu-*`. A region that is still not a plain ASCII
 region name once folded (a Cyrillic letter, a space inside) matches no rule as
 written, so it could only fall through to a more permissive one: it is blocked instead
-(`residency.region_name`). Attributes a rule compares are guarded the same way: a
-name or value with an invisible, control or blank character inside, or (when every
-value the policy lists is plain ASCII) a non-ASCII one such as `premium` spelt with a
-Cyrillic er (U+0440) for its `p`, would match no rule as written and fall through,
-so it is blocked (`residency.attribute_value`).
+(`residency.region_name`). Attribute names and values are words people write
+(`free trial`, `cc 1001`, accented, in any script): runs of blanks inside fold to one
+space, and they match, or not, as folded text. Only what hides a difference from what
+it shows is blocked (`residency.attribute_value`), since it would match no rule as
+written and fall through: an invisible or control character, a combining mark on
+nothing, or a look-alike letter of another script inside a word (`premium` spelt with
+a Cyrillic er, U+0440, for its `p`).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
 
 from sidecar import tags
-from sidecar.policy.matching import REGION_NAME, any_glob, fold
+from sidecar.content.normalize import _invisible, clean
+from sidecar.policy.matching import REGION_NAME, any_glob, fold, fold_words
 from sidecar.policy.model import ResidencyCondition, ResidencyConfig, ResidencyRule
 from sidecar.types import Finding, Inspection, Prior, StageResult, Violation
 
@@ -40,16 +44,55 @@ DEFAULT_DATA_CLASSES = {
 }
 
 
-# Printable ASCII without blanks: what an attribute name or value of a policy written in
-# ASCII looks like once folded.
-_PLAIN_ASCII = re.compile(r"[!-~]+")
+# A run of letters and digits: where a look-alike of another script would hide.
+_WORD = re.compile(r"[^\W_]+")
+# Scripts written together in one word (Japanese mixes these): not a disguise.
+_EAST_ASIAN = frozenset({"CJK", "HIRAGANA", "KATAKANA", "HANGUL"})
 
 
-def _plain(value: str, ascii_only: bool) -> bool:
-    """Whether a folded attribute name or value can only mean what it shows."""
-    if ascii_only:
-        return bool(_PLAIN_ASCII.fullmatch(value))
-    return not any(unicodedata.category(char)[0] in "CZM" for char in value)
+def _script(char: str) -> str:
+    script = unicodedata.name(char, "?").split(" ", 1)[0]
+    return "CJK" if script in _EAST_ASIAN else script
+
+
+def disguised_text(folded: str) -> bool:
+    """Whether a folded attribute name or value hides a difference from what it shows.
+
+    Only what hides one counts: an invisible or control character (the content stage's
+    set, sidecar.content.normalize), a combining mark on nothing (at the start, after a
+    blank or a symbol), and a word that mixes scripts with a letter the clean view folds
+    to a Latin letter or digit (`\u0440remium`, a Cyrillic er for the `p`). A space, an
+    accent, punctuation or a word wholly in another script shows what it is: such a
+    value matches, or does not, as folded text (`free trial`, `büsiness`, a Russian
+    word).
+    """
+    if folded.isascii():
+        return any(not char.isprintable() and not char.isspace() for char in folded)
+    previous = " "
+    for char in folded:
+        if _invisible(char):
+            return True
+        if unicodedata.category(char) in ("Mn", "Me") and not (
+                previous.isalnum() or unicodedata.category(previous) in ("Mn", "Me")):
+            return True
+        previous = char
+    for word in _WORD.findall(folded):
+        if word.isascii():
+            continue
+        letters = [char for char in word if char.isalpha()]
+        if len({_script(char) for char in letters}) > 1 and any(
+                not char.isascii() and _script(char) != "LATIN" and _look_alike(char)
+                for char in letters):
+            return True
+    return False
+
+
+@functools.cache
+def _look_alike(char: str) -> bool:
+    """Whether the clean view reads a letter as a Latin letter or digit (Cyrillic er,
+    U+0440, as `p`; Greek omicron as `o`; Cyrillic be, U+0431, as `6`)."""
+    view = clean(char).text
+    return len(view) == 1 and view.isascii() and view.isalnum()
 
 
 @dataclass(frozen=True)
@@ -69,7 +112,8 @@ class _When:
 
         return cls(folded(when.tenants), folded(when.apps), folded(when.user_regions),
                    frozenset(when.data_classes),
-                   tuple((fold(key), folded(values)) for key, values in when.attributes.items()))
+                   tuple((fold_words(key), tuple(fold_words(value) for value in values))
+                         for key, values in when.attributes.items()))
 
 
 class ResidencyStage:
@@ -83,14 +127,9 @@ class ResidencyStage:
                               for rule in self.rules)
         self.classes = {**DEFAULT_DATA_CLASSES, **config.data_classes}
         self._key = tag_key
-        # Attribute names the rules compare → whether every value they accept is ASCII.
-        compared: dict[str, bool] = {}
-        for when in self._when:
-            for key, accepted in when.attributes if when is not None else ():
-                compared[key] = compared.get(key, True) and all(
-                    glob.isascii() for glob in accepted)
-        self._compared = compared
-        self._ascii_names = all(key.isascii() for key in compared)
+        # Attribute names the rules compare.
+        self._compared = frozenset(key for when in self._when if when is not None
+                                   for key, _ in when.attributes)
 
     @property
     def active(self) -> bool:
@@ -126,9 +165,9 @@ class ResidencyStage:
             result.blocked = True
             result.violations.append(Violation(
                 "residency.attribute_value", "residency",
-                f"{disguised} holds an invisible, control or blank character, or a letter "
-                "outside the characters the policy's values use: refused rather than "
-                "matched against no rule"))
+                f"{disguised} holds an invisible or control character, a combining mark on "
+                "nothing, or a look-alike letter of another script inside a word: refused "
+                "rather than matched against no rule"))
         target = inspection.target_region
         if target and not unnamed and not any_glob(facts.target_region, self._allowed[index]):
             if rule.shadow:
@@ -144,17 +183,17 @@ class ResidencyStage:
 
 
     def _disguised(self, attributes: dict[str, str]) -> str:
-        """What of the request's attributes the rules could not read as written: "" when
-        all is plain. Names the attribute only when it is one the policy names."""
+        """What of the request's attributes hides a difference from what it shows (see
+        `disguised_text`): "" when nothing does. Names the attribute only when it is
+        one the policy names."""
         if not self._compared:
             return ""
         for key, value in attributes.items():
-            ascii_only = self._compared.get(key)
-            if ascii_only is None:
-                if not _plain(key, self._ascii_names):
+            if key not in self._compared:
+                if disguised_text(key):
                     return "a request attribute name"
                 continue
-            if value and not _plain(value, ascii_only):
+            if disguised_text(value):
                 return f"request attribute '{key[:64]}'"
         return ""
 
@@ -174,7 +213,8 @@ class _Facts:
     def of(cls, inspection: Inspection, found: list[str]) -> _Facts:
         return cls(fold(inspection.tenant), fold(inspection.app), fold(inspection.user_region),
                    fold(inspection.target_region),
-                   {fold(key): fold(value) for key, value in inspection.attributes},
+                   {fold_words(key): fold_words(value)
+                    for key, value in inspection.attributes},
                    frozenset(found))
 
 
