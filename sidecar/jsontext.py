@@ -88,6 +88,18 @@ def inspected_numbers(parsed: ParsedJson) -> tuple[StringValue, ...]:
                  if sum(char.isdigit() for char in number.value) >= PII_NUMBER_DIGITS)
 
 
+# What the text outside the values holds when there is nothing there to inspect: JSON's
+# punctuation, whitespace and true/false/null (an array of values, say).
+_ONLY_SYNTAX = re.compile(r"(?:[\s{}\[\],:]|true|false|null)*")
+
+
+def worth_inspecting(outside: StringValue) -> bool:
+    """Whether the text outside the values holds anything but JSON's own syntax: prose,
+    another block, keys (a key is text a reader sees: a blocked word or an e-mail
+    address there is caught). A document of values alone costs no NER pass for nothing."""
+    return _ONLY_SYNTAX.fullmatch(outside.value) is None
+
+
 def outside_strings(completion: str, strings: tuple[StringValue, ...]) -> StringValue:
     """Everything of the completion that is not a string value or a number, as one
     pseudo-value the stages inspect beside the values: prose around a ```json block, a

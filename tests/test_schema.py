@@ -277,3 +277,8 @@ def test_a_long_number_with_pii_becomes_a_string_and_the_json_stays_valid(
                                output_schema="any")
     assert reply.decision == pb.MODIFY, reply
     assert json.loads(reply.text) == {"a": "************3153", "b": "x"}
+
+
+def test_a_blocked_word_as_a_key_is_caught(sidecar: Sidecar) -> None:
+    reply = complete(sidecar, '{"damn": 1}', schema="any")
+    assert reply.decision == pb.MODIFY and json.loads(reply.text) == {"[REDACTED]": 1}

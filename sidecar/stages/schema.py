@@ -201,8 +201,9 @@ class SchemaStage:
             # The string values, decoded, long numbers (a card number as a JSON number),
             # and then the rest of the completion: a caller naming a schema must not
             # switch inspection off for what lies outside the values.
+            outside = jsontext.outside_strings(text, (*parsed.strings, *parsed.numbers))
             strings = (*parsed.strings, *jsontext.inspected_numbers(parsed),
-                       jsontext.outside_strings(text, (*parsed.strings, *parsed.numbers)))
+                       *((outside,) if jsontext.worth_inspecting(outside) else ()))
             result.projection = Projection(0, strings, schema_id, schema.on_invalid)
         if errors:
             result.schema_errors = errors
