@@ -40,12 +40,22 @@ class Reading:
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The original span of text[start:end] (end > start): it covers every disguise
-        inside, and the whole of a disguise it reaches into."""
-        return self._position(start, False), self._position(end - 1, True)
+        inside, the whole of a disguise it reaches into, and the characters read as
+        nothing right after it (a mark on its last digit must not dangle after the
+        placeholder: trial 20)."""
+        stop = self._position(end - 1, True)
+        while stop in self._dropped_at:
+            stop = self._dropped_at[stop]
+        return self._position(start, False), stop
 
     @functools.cached_property
     def _starts(self) -> list[int]:
         return [mark[0] for mark in self.marks]
+
+    @functools.cached_property
+    def _dropped_at(self) -> dict[int, int]:
+        """Original start -> end of each disguise that reads as nothing."""
+        return {mark[1]: mark[2] for mark in self.marks if mark[3] == 0}
 
     def _position(self, offset: int, end: bool) -> int:
         """Where the character at `offset` starts in the original (or, with `end`, where
@@ -64,27 +74,29 @@ def _table() -> dict[str, str]:
     """What each disguising character reads as ("" for nothing): invisible characters
     (sidecar.content.normalize's set: format and control characters, variation
     selectors, Hangul fillers, the blank Braille pattern...); every dash and the minus
-    sign as `-`; spaces of every width as a space; ideographic full stops as `.`; and
-    every character whose compatibility form (NFKC) is one printable ASCII character
-    (fullwidth and small forms, super- and subscripts, mathematical letters and
-    digits, U+2102), or which is a decimal digit of another script. Planes 0, 1 and 14
-    only (~60 ms once a process: sidecar.pii.warm)."""
+    sign as `-`; ideographic full stops as `.`; a decimal digit of another script as
+    that digit; and a letter, punctuation or symbol whose compatibility form (NFKC) is
+    one printable ASCII character (fullwidth and small forms, mathematical letters).
+    Left as they are (trial 20): super- and subscript and circled digits (category No:
+    a footnote mark `¹` after a card number would join it, 17 digits, no card), and
+    spaces other than ASCII's (the narrow no-break space is French's thousands
+    separator: `1\u202f234\u202f567\u202f890 €` would read as a phone number). Planes
+    0, 1 and 14 only (~60 ms once a process: sidecar.pii.warm)."""
     from sidecar.content.normalize import renders_as_nothing
 
     table: dict[str, str] = {}
     for code in itertools.chain(range(0x20000), range(0xE0000, 0xE1000)):
         char = chr(code)
+        category = unicodedata.category(char)
         if renders_as_nothing(char):
             table[char] = ""
-        elif char.isascii():
+        elif char.isascii() or category in ("No", "Zs"):
             continue
-        elif unicodedata.category(char) == "Pd" or char in "\u2212\u30fb\uff65":
+        elif category == "Pd" or char in "\u2212\u30fb\uff65":
             table[char] = "-"
-        elif unicodedata.category(char) == "Zs":
-            table[char] = " "
         elif char in "\u3002\uff61\u066b":  # ideographic, halfwidth, Arabic decimal
             table[char] = "."
-        elif unicodedata.category(char) == "Nd":
+        elif category == "Nd":
             table[char] = str(unicodedata.decimal(char))
         else:
             folded = unicodedata.normalize("NFKC", char)
@@ -151,14 +163,24 @@ def undisguise(text: str) -> Reading | None:
     marks: list[tuple[int, int, int, int]] = []
     length = last = 0
     escapes = "\\u" in text
+    run_end, base_ascii = -1, False  # the run of marks and invisible characters so far
     for match in _pattern(escapes, max(text) > "\uffff").finditer(text):
         # An escape's match starts with the escaped backslashes before it (`\\\\`),
         # which read as themselves.
         start, end = match.span("escape") if escapes and match.group("escape") \
             else match.span()
         disguise = text[start:end]
-        if disguise not in _table() and len(disguise) == 1 and not _on_ascii(text, start):
-            continue  # a generic mark on a letter of another script: part of it
+        mark = disguise not in _table() and len(disguise) == 1  # a generic mark
+        if mark or _table().get(disguise) == "":
+            # Marks and invisible characters come in runs; what the run sits on is
+            # looked at once (walking back from every mark made `ж` and 40,000 marks
+            # take 79 s: trial 20).
+            if start != run_end:
+                base_ascii = start > 0 and (text[start - 1].isascii()
+                                            or bool(_table().get(text[start - 1])))
+            run_end = end
+            if mark and not base_ascii:
+                continue  # a generic mark on a letter of another script: part of it
         reading = _reads_as(disguise)
         if reading == disguise:
             continue
@@ -176,12 +198,3 @@ def undisguise(text: str) -> Reading | None:
 
 _ASCII_HIDDEN = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 
-
-def _on_ascii(text: str, position: int) -> bool:
-    """Whether the combining mark at `position` sits on an ASCII character, or on one
-    that reads as ASCII (after any marks or invisible characters before it)."""
-    while position > 0 and (unicodedata.category(text[position - 1]) in ("Mn", "Me")
-                            or _table().get(text[position - 1]) == ""):
-        position -= 1
-    return position > 0 and (text[position - 1].isascii()
-                             or bool(_table().get(text[position - 1])))  # reads as ASCII

@@ -29,7 +29,6 @@ HIDDEN = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u202a", 
           "\ufe0f", "\u034f", "\u180b", "\U000e0100", "\u3164", "\u2800", "\u0332", "\u0301"]
 # Separators a value may be written with instead of its ASCII one (trial 19).
 LOOK_ALIKE = {"-": ["\u2010", "\u2011", "\u2013", "\u2212", "\ufe63", "\uff0d"],
-              " ": ["\u00a0", "\u2007", "\u202f", "\u3000"],
               ".": ["\u3002", "\uff0e", "\u2024", "\ufe52"], "@": ["\ufe6b", "\uff20"]}
 # Digit zero of other scripts: fullwidth, Arabic-Indic, Devanagari, Bengali, math bold.
 ZEROS = [0xFF10, 0x0660, 0x0966, 0x09E6, 0x1D7CE]
@@ -40,12 +39,10 @@ def disguised(draw: st.DrawFn, value: str) -> str:
     out = []
     for char in value:
         how = draw(st.sampled_from(["plain", "plain", "hidden", "digit", "escape", "wide",
-                                    "look-alike", "superscript"]))
+                                    "look-alike"]))
         shown = char
         if how == "look-alike" and char in LOOK_ALIKE:
             shown = draw(st.sampled_from(LOOK_ALIKE[char]))
-        elif how == "superscript" and char.isdigit():
-            shown = "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"[int(char)]
         elif how == "digit" and char.isdigit():
             shown = chr(draw(st.sampled_from(ZEROS)) + int(char))
         elif how == "escape":
@@ -99,7 +96,10 @@ def test_the_trials_inputs(sidecar: Sidecar) -> None:
             ("mail jane\ufe6bexample.org", "EMAIL_ADDRESS"),
             ("mail jane@example\u3002org", "EMAIL_ADDRESS"),
             ("ip 192\u2024168\u20241\u20241", "IP_ADDRESS"),
-            ("card \u2074\u00b9\u00b9\u00b9 1111 1111 1111", "CREDIT_CARD")]:
+            # trial 20: a footnote mark after a value must not join it
+            ("Card 4111 1111 1111 1111\u00b9 see note", "CREDIT_CARD"),
+            ("Card 4111111111111111\u2460 x", "CREDIT_CARD"),
+            ("Email jane@example.org\u00b9", "EMAIL_ADDRESS")]:
         reply = sidecar.prompt(text)
         assert entity in {f.entity_type for f in reply.findings}, (text, reply)
 
@@ -141,3 +141,30 @@ def test_an_escaped_backslash_is_not_an_escape(sidecar: Sidecar) -> None:
     mixed = '{"a": "\\\\\\u0040"}'  # an escaped backslash, then a real escape of @
     reading = undisguise(mixed)
     assert reading is not None and reading.text == '{"a": "\\\\@"}', reading
+
+
+def test_numbers_written_the_french_way_are_not_phone_numbers(sidecar: Sidecar) -> None:
+    """Trial 20: reading the narrow no-break space (French thousands separator) as a
+    space made budgets and populations phone numbers."""
+    for text in ["Le budget est de 1\u202f234\u202f567\u202f890\u00a0\u20ac.",
+                 "Population mondiale\u00a0: 8\u202f045\u202f311\u202f447 habitants",
+                 "Temperature 12\u2009345\u2009678\u2009901 K"]:
+        reply = sidecar.prompt(text)
+        assert not [f for f in reply.findings if f.entity_type == "PHONE_NUMBER"], text
+
+
+def test_a_mark_on_the_last_digit_goes_with_the_value(sidecar: Sidecar) -> None:
+    """Trial 20: the mark was left dangling after the placeholder."""
+    for mark in ("\u0332", "\u0301"):
+        reply = sidecar.prompt(f"my email jane@example.org{mark} end")
+        assert reply.text == "my email <EMAIL_ADDRESS> end", repr(reply.text)
+
+
+def test_runs_of_marks_and_invisible_characters_read_right() -> None:
+    """Trial 20 sent `ж` and 40,000 marks (79 s, each mark walked back over the run):
+    the run is read once. Marks on another script's letter are part of it; on ASCII
+    they are dropped, however long the run or whatever invisible characters it holds."""
+    assert undisguise("\u0436" + "\u0301" * 5000) is None
+    reading = undisguise("4" + "\u200b\u0332" * 5000 + "111")
+    assert reading is not None and reading.text == "4111"
+    assert reading.span(0, 4) == (0, 10004)
