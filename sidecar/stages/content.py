@@ -290,7 +290,7 @@ class ContentStage:
         for end, (length, by_spaces) in self._automaton.iter(skeleton_view.text):
             start = end - length + 1
             if not ((skeleton_view.is_boundary(start) or _separated(skeleton_view, start))
-                    and (skeleton_view.is_boundary(end + 1)
+                    and (skeleton_view.may_end(end + 1)
                          or _separated(skeleton_view, end + 1))):
                 continue  # inside a longer word: whole words only
             span = skeleton_view.span(start, end + 1)
