@@ -37,12 +37,16 @@ class Reading:
     # (offset in `text`, start and end in the original, length of what it reads as)
     # for every disguise, in order.
     marks: tuple[tuple[int, int, int, int], ...]
+    # (start, end) in the original of each combining mark read as nothing: one right
+    # after a span belongs to its last character.
+    attached: tuple[tuple[int, int], ...] = ()
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The original span of text[start:end] (end > start): it covers every disguise
-        inside, the whole of a disguise it reaches into, and the characters read as
-        nothing right after it (a mark on its last digit must not dangle after the
-        placeholder: trial 20)."""
+        inside, the whole of a disguise it reaches into, and the combining marks on its
+        last character (one must not dangle after the placeholder: trial 20; other
+        characters read as nothing stay outside, such as the bidi control that closes
+        an override around the value)."""
         stop = self._position(end - 1, True)
         while stop in self._dropped_at:
             stop = self._dropped_at[stop]
@@ -54,8 +58,8 @@ class Reading:
 
     @functools.cached_property
     def _dropped_at(self) -> dict[int, int]:
-        """Original start -> end of each disguise that reads as nothing."""
-        return {mark[1]: mark[2] for mark in self.marks if mark[3] == 0}
+        """Original start -> end of each combining mark read as nothing."""
+        return dict(self.attached)
 
     def _position(self, offset: int, end: bool) -> int:
         """Where the character at `offset` starts in the original (or, with `end`, where
@@ -164,6 +168,7 @@ def undisguise(text: str) -> Reading | None:
     length = last = 0
     escapes = "\\u" in text
     run_end, base_ascii = -1, False  # the run of marks and invisible characters so far
+    attached: list[tuple[int, int]] = []
     for match in _pattern(escapes, max(text) > "\uffff").finditer(text):
         # An escape's match starts with the escaped backslashes before it (`\\\\`),
         # which read as themselves.
@@ -181,6 +186,8 @@ def undisguise(text: str) -> Reading | None:
             run_end = end
             if mark and not base_ascii:
                 continue  # a generic mark on a letter of another script: part of it
+            if mark:
+                attached.append((start, end))
         reading = _reads_as(disguise)
         if reading == disguise:
             continue
@@ -193,7 +200,7 @@ def undisguise(text: str) -> Reading | None:
     if not marks:
         return None
     pieces.append(text[last:])
-    return Reading("".join(pieces), tuple(marks))
+    return Reading("".join(pieces), tuple(marks), tuple(attached))
 
 
 _ASCII_HIDDEN = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
