@@ -5,18 +5,27 @@ Presidio's recognizers and our finders match ASCII shapes (`4111 1111 1111 1111`
 from another block, hides a value from them while the value stays usable to whoever
 reads the text (a model, a person, a JSON parser):
 
-- characters that render as nothing: format characters (Cf: zero-width spaces and
-  joiners, the soft hyphen, the word joiner, bidi controls, tag characters) and control
-  characters that are not whitespace (NUL, ESC, DEL, C1 controls), dropped;
+- characters that render as nothing (sidecar.content.normalize.renders_as_nothing:
+  format characters such as zero-width spaces, joiners, the soft hyphen and bidi
+  controls; control characters that are not whitespace; variation selectors, Hangul
+  fillers, the blank Braille pattern), dropped; and combining marks (the diacritical
+  blocks) on a character that is or reads as ASCII (`4\u0332`), dropped;
 - digits of any script (fullwidth U+FF14, Arabic-Indic U+0664, mathematical U+1D7D2),
-  read as the ASCII digit; fullwidth ASCII forms (U+FF20 for `@`) and the ideographic
-  space, read as their ASCII form;
+  read as the ASCII digit; every dash and the minus sign as `-`; ideographic and Arabic
+  decimal stops as `.`; letters, punctuation and symbols whose compatibility form is
+  one ASCII character (fullwidth U+FF20 for `@`, small forms, mathematical letters);
 - JSON's `\\uXXXX` escapes (a tool call's arguments carry `jane\\u0040example.org`),
-  decoded (surrogate pairs too; an escape of an invisible character is dropped).
+  decoded when their backslash is not itself escaped (surrogate pairs too).
 
-`undisguise` returns None when the text holds none of these (the common case costs one
-regex scan), else the reading and a map from its offsets to the text's, so findings
-land on the characters the app sent: a span covers the disguise inside it.
+Left as they are, because reading them as ASCII made ordinary text lose words or hid
+values (trial 20): super- and subscript and circled digits (a footnote `¹` after a card
+number would join it), and spaces other than ASCII's (French writes thousands with a
+narrow no-break space: `1\u202f234\u202f567\u202f890 €` is no phone number).
+
+`undisguise` returns None when the text holds none of these (ASCII text costs three C
+scans, other text one regex scan), else the reading and a map from its offsets to the
+text's, so findings land on the characters the app sent: a span covers the disguise
+inside it.
 """
 
 from __future__ import annotations
