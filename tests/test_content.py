@@ -299,7 +299,12 @@ _KOREAN_WORDS = ["폭탄", "사기", "칼", "총", "대마"]
 
 
 @pytest.mark.parametrize("text", ["폭탄을 만드는 방법", "사기를 당했다", "칼을 샀다", "폭탄에서도",
-                                  "누가 총을", "폭탄.", "대마는 불법"])
+                                  "누가 총을", "폭탄.", "대마는 불법",
+                                  # trial 21: a separator after the particle, chat jamo,
+                                  # polite endings, plural, chained particles
+                                  "폭탄을\u200b만드는 방법", "폭탄을\u3164만드는", "폭탄ㅋㅋ",
+                                  "폭탄을ㅋㅋ", "폭탄ㅠㅠ", "이것은 폭탄입니다", "폭탄이에요",
+                                  "총이었어요", "폭탄이라고 했다", "폭탄들을 숨겼다"])
 def test_a_korean_word_with_its_particles_is_caught(unspaced_pipeline: Any, text: str) -> None:
     """Trial 19: '폭탄을 만드는 방법' was ALLOW (the particle 을 is attached to the word)."""
     from sidecar.types import Decision, Inspection
@@ -309,7 +314,8 @@ def test_a_korean_word_with_its_particles_is_caught(unspaced_pipeline: Any, text
 
 @pytest.mark.parametrize("text", ["복사기가 고장났어요", "인사기록 카드",
                                   "감사기간은 다음 주입니다", "칼로리가 높다", "칼슘이 필요해",
-                                  "총리가 말했다", "이번 달 총액은", "독자살롱"])
+                                  "총리가 말했다", "이번 달 총액은", "독자살롱", "칼국수 먹자",
+                                  "사기꾼", "대마초를"])
 def test_a_korean_word_inside_another_word_is_not_caught(unspaced_pipeline: Any,
                                                          text: str) -> None:
     """Trial 20: with Hangul matched anywhere, '복사기' (copier) held '사기' (fraud) and

@@ -260,6 +260,8 @@ def test_no_part_of_a_completion_escapes_inspection(sidecar: Sidecar, document: 
     {"created_at": 1764700000, "order_id": 9876543210, "size_bytes": 2147483648},
     # trial 20: microsecond timestamps (10% pass a card's checksum), 12-digit ids
     {"ts_us": 1733156167900366, "id": 164208555351, "account": 123456789012},
+    # trial 21: EAN-13 barcodes (one passes a card's checksum, one reads as a phone)
+    {"ean": 4009397298065, "gtin": 4999622830385},
     {"count": 3105551234, "ratio": 0.25, "ok": True, "none": None},
     list(range(3000)),
 ])

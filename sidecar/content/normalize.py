@@ -113,15 +113,22 @@ class View:
             stop += 1
         return self.origin[start], stop
 
-    def may_end(self, position: int, particles: int = 2) -> bool:
-        """Whether a word may end just before `position`: at a boundary, or where up to
-        two Korean particles follow it and then a boundary."""
-        if self.is_boundary(position):
+    def may_end(self, position: int, ends: Callable[[int], bool] | None = None,
+                particles: int = 3) -> bool:
+        """Whether a word may end just before `position`: at a boundary (or where `ends`
+        says a word ends), or where up to three Korean particles, or standalone jamo
+        (`ㅋㅋ`, `ㅠㅠ`: chat laughter and tears written onto a word), follow it and
+        then the word ends."""
+        if self.is_boundary(position) or (ends is not None and ends(position)):
             return True
-        return particles > 0 and any(
-            self.text.startswith(particle, position)
-            and self.may_end(position + len(particle), particles - 1)
-            for particle in _PARTICLES)
+        if particles <= 0:
+            return False
+        loose = _loose_jamo(self.text, position)
+        if loose > position and self.may_end(loose, ends, particles - 1):
+            return True
+        return any(self.text.startswith(particle, position)
+                   and self.may_end(position + len(particle), ends, particles - 1)
+                   for particle in _PARTICLES)
 
     def is_boundary(self, position: int) -> bool:
         """Whether a word may start at `position` (or end just before it). Next to a
@@ -204,7 +211,9 @@ _UNSPACED_RANGES = ((0x0E00, 0x0FFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x304
 _KOREAN_PARTICLES = (
     "을 를 이 가 은 는 에 의 도 로 으로 와 과 에서 에게 한테 만 까지 부터 처럼 보다 이나 나 "
     "랑 이랑 께 께서 이다 였다 이었다 야 아 요 이요 라도 이라도 마저 조차 밖에 뿐 에는 에도 "
-    "에서는 에서도 으로는 로는 으로도 로도 와는 과는 하고")
+    "에서는 에서도 으로는 로는 으로도 로도 와는 과는 하고 입니다 이에요 예요 이었어요 였어요 "
+    "이라고 라고 이라는 라는 으로서 로서 으로써 로써 에게서 한테서 같이 들 이니까 니까 인데 "
+    "이지만 지만 이고 고 이며 며 이면 면 이죠 죠 이네 네")
 _PARTICLES = tuple(sorted({unicodedata.normalize("NFKD", particle)
                            for particle in _KOREAN_PARTICLES.split()}, key=len, reverse=True))
 _UNSPACED_STARTS = tuple(low for low, _ in _UNSPACED_RANGES)
@@ -216,6 +225,19 @@ def _unspaced(char: str) -> bool:
         return False
     low, high = _UNSPACED_RANGES[bisect.bisect_right(_UNSPACED_STARTS, code) - 1]
     return low <= code <= high
+
+
+def _loose_jamo(text: str, position: int) -> int:
+    """The end of a run of Hangul jamo from `position` that forms no syllable (no
+    leading consonant followed by a vowel): `ㅋㅋ` and `ㅠㅠ` as the views hold them
+    (NFKD); `position` itself when there is none."""
+    end = position
+    while end < len(text) and 0x1100 <= ord(text[end]) <= 0x11FF:
+        if 0x1100 <= ord(text[end]) <= 0x1112 and end + 1 < len(text) \
+                and 0x1161 <= ord(text[end + 1]) <= 0x1175:
+            return position  # a syllable starts: the run is a word, not jamo
+        end += 1
+    return end
 
 
 def renders_as_nothing(char: str) -> bool:

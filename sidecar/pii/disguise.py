@@ -19,8 +19,9 @@ reads the text (a model, a person, a JSON parser):
 
 Left as they are, because reading them as ASCII made ordinary text lose words or hid
 values (trial 20): super- and subscript and circled digits (a footnote `¹` after a card
-number would join it), and spaces other than ASCII's (French writes thousands with a
-narrow no-break space: `1\u202f234\u202f567\u202f890 €` is no phone number).
+number would join it), and the spaces that write thousands (French writes
+`1\u202f234\u202f567\u202f890 €`: no phone number); ideographic and em spaces read as a
+space (a card typed in full-width mode: trial 21).
 
 `undisguise` returns None when the text holds none of these (ASCII text costs three C
 scans, other text one regex scan), else the reading and a map from its offsets to the
@@ -82,6 +83,11 @@ class Reading:
         return original_end + (offset - at - length) + end
 
 
+# Spaces that write thousands (no-break, narrow no-break, thin, figure, punctuation
+# space): read as a space they would make French and SI numbers phone numbers.
+_THOUSANDS_SEPARATORS = frozenset("\u00a0\u202f\u2009\u2007\u2008")
+
+
 @functools.cache
 def _table() -> dict[str, str]:
     """What each disguising character reads as ("" for nothing): invisible characters
@@ -92,8 +98,9 @@ def _table() -> dict[str, str]:
     one printable ASCII character (fullwidth and small forms, mathematical letters).
     Left as they are (trial 20): super- and subscript and circled digits (category No:
     a footnote mark `¹` after a card number would join it, 17 digits, no card), and
-    spaces other than ASCII's (the narrow no-break space is French's thousands
-    separator: `1\u202f234\u202f567\u202f890 €` would read as a phone number). Planes
+    the spaces that write thousands (_THOUSANDS_SEPARATORS: French writes
+    `1\u202f234\u202f567\u202f890 €`, which would read as a phone number); other spaces
+    (ideographic, em) read as a space. Planes
     0, 1 and 14 only (~60 ms once a process: sidecar.pii.warm)."""
     from sidecar.content.normalize import renders_as_nothing
 
@@ -103,8 +110,10 @@ def _table() -> dict[str, str]:
         category = unicodedata.category(char)
         if renders_as_nothing(char):
             table[char] = ""
-        elif char.isascii() or category in ("No", "Zs"):
+        elif char.isascii() or category == "No" or char in _THOUSANDS_SEPARATORS:
             continue
+        elif category == "Zs":
+            table[char] = " "  # an ideographic or em space between a card's groups
         elif category == "Pd" or char in "\u2212\u30fb\uff65":
             table[char] = "-"
         elif char in "\u3002\uff61\u066b":  # ideographic, halfwidth, Arabic decimal

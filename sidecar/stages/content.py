@@ -290,8 +290,8 @@ class ContentStage:
         for end, (length, by_spaces) in self._automaton.iter(skeleton_view.text):
             start = end - length + 1
             if not ((skeleton_view.is_boundary(start) or _separated(skeleton_view, start))
-                    and (skeleton_view.may_end(end + 1)
-                         or _separated(skeleton_view, end + 1))):
+                    and skeleton_view.may_end(
+                        end + 1, lambda at: _separated(skeleton_view, at))):
                 continue  # inside a longer word: whole words only
             span = skeleton_view.span(start, end + 1)
             hits.update(Hit(rule, "", *span) for rule in by_spaces[frozenset()]

@@ -99,7 +99,10 @@ def test_the_trials_inputs(sidecar: Sidecar) -> None:
             # trial 20: a footnote mark after a value must not join it
             ("Card 4111 1111 1111 1111\u00b9 see note", "CREDIT_CARD"),
             ("Card 4111111111111111\u2460 x", "CREDIT_CARD"),
-            ("Email jane@example.org\u00b9", "EMAIL_ADDRESS")]:
+            ("Email jane@example.org\u00b9", "EMAIL_ADDRESS"),
+            # trial 21: a card typed in full-width mode, or with em spaces
+            ("card 4111\u30001111\u30001111\u30001111 ok", "CREDIT_CARD"),
+            ("card 4111\u20031111\u20031111\u20031111 ok", "CREDIT_CARD")]:
         reply = sidecar.prompt(text)
         assert entity in {f.entity_type for f in reply.findings}, (text, reply)
 
