@@ -21,6 +21,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,7 @@ class JsonProblem(ValueError):
 class StringValue:
     pointer: str  # JSON Pointer of the value
     value: str  # decoded
-    origin: tuple[int, ...]  # raw offset of each decoded character
+    origin: Sequence[int]  # raw offset of each decoded character
     raw_start: int  # offset of the opening quote
     raw_end: int  # offset just past the closing quote
     outside: bool = False  # the text outside every string value (outside_strings)
@@ -110,7 +111,7 @@ def outside_strings(completion: str, strings: tuple[StringValue, ...]) -> String
     chars = list(completion)
     for value in strings:
         chars[value.raw_start:value.raw_end] = " " * (value.raw_end - value.raw_start)
-    return StringValue("", "".join(chars), tuple(range(len(completion))), 0,
+    return StringValue("", "".join(chars), range(len(completion)), 0,
                        len(completion), outside=True)
 
 
@@ -244,7 +245,7 @@ def _strings(text: str, start: int, end: int
                 position += 1
             if char not in "tfn":
                 numbers.append(StringValue(walker.pointer(), text[token_start:position],
-                                           tuple(range(token_start, position)),
+                                           range(token_start, position),
                                            token_start, position, number=True))
             walker.value_done()
             continue

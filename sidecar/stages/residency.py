@@ -27,7 +27,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from sidecar import tags
-from sidecar.content.normalize import _invisible, clean
+from sidecar.content.normalize import clean, renders_as_nothing
 from sidecar.policy.matching import REGION_NAME, any_glob, fold, fold_words
 from sidecar.policy.model import ResidencyCondition, ResidencyConfig, ResidencyRule
 from sidecar.types import Finding, Inspection, Prior, StageResult, Violation
@@ -70,7 +70,7 @@ def disguised_text(folded: str) -> bool:
         return any(not char.isprintable() and not char.isspace() for char in folded)
     previous = " "
     for char in folded:
-        if _invisible(char):
+        if renders_as_nothing(char):
             return True
         if unicodedata.category(char) in ("Mn", "Me") and not (
                 previous.isalnum() or unicodedata.category(previous) in ("Mn", "Me")):
@@ -180,7 +180,6 @@ class ResidencyStage:
                 f"'{','.join(rule.allowed_regions)}' (rule '{rule.id}', residency "
                 f"{rule.residency}{', in shadow' if rule.shadow else ''})", shadow=rule.shadow))
         return result
-
 
     def _disguised(self, attributes: dict[str, str]) -> str:
         """What of the request's attributes hides a difference from what it shows (see
