@@ -125,6 +125,18 @@ def admin_stub(settings: Settings) -> Iterator[pb_grpc.AuditAdminStub]:
         loop.call_soon_threadsafe(loop.stop)
 
 
+@contextlib.contextmanager
+def guardrail_stub(settings: Settings) -> Iterator[pb_grpc.GuardrailStub]:
+    """A real gRPC server for `settings` on its own thread, and a stub that calls it."""
+    server = _ServerThread(settings, make_runner(settings, Pipeline.from_settings(settings)))
+    channel = grpc.insecure_channel(server.running.address)
+    try:
+        yield pb_grpc.GuardrailStub(channel)
+    finally:
+        channel.close()
+        server.stop()
+
+
 def make_settings(tmp: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {"listen": "127.0.0.1:0", "policies": TEST_POLICIES,
                                  "data_dir": tmp / "data", "metrics_listen": "127.0.0.1:0"}

@@ -14,7 +14,6 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,9 +21,7 @@ from hypothesis import strategies as st
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.cli import main
-from sidecar.pipeline import Pipeline
-from sidecar.runner import make_runner
-from tests.conftest import REPO, _ServerThread, make_settings
+from tests.conftest import REPO, guardrail_stub, make_settings
 
 # "Tariff business" in Cyrillic: a value wholly in another script is no disguise.
 TARIFF = "\u0442\u0430\u0440\u0438\u0444 \u0431\u0438\u0437\u043d\u0435\u0441"
@@ -55,13 +52,8 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pb_grpc.Guardrail
     shutil.copytree(REPO / "policies", policies)
     (policies / "globex.yaml").write_text(WRITTEN, encoding="utf-8")
     config = make_settings(root, policies=policies, workers=0)
-    server = _ServerThread(config, make_runner(config, Pipeline.from_settings(config)))
-    channel = grpc.insecure_channel(server.running.address)
-    try:
-        yield pb_grpc.GuardrailStub(channel)
-    finally:
-        channel.close()
-        server.stop()
+    with guardrail_stub(config) as stub:
+        yield stub
 
 
 def ask(stub: pb_grpc.GuardrailStub, tenant: str, app: str = "",

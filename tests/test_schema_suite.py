@@ -14,14 +14,11 @@ import json
 import shutil
 from collections.abc import Iterator
 
-import grpc
 import pytest
 
 from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
-from sidecar.pipeline import Pipeline
-from sidecar.runner import make_runner
-from tests.conftest import REPO, _ServerThread, make_settings
+from tests.conftest import REPO, guardrail_stub, make_settings
 
 SUITE = REPO / ".venv" / "json-schema-test-suite"
 # Skipped by jsonschema's own suite run too: "Vocabulary support is still in-progress".
@@ -53,13 +50,8 @@ def suite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         lines.append(f"    s{index}: {{file: schemas/s{index}.json, on_invalid: flag}}")
     (policies / "default.yaml").write_text("\n".join(lines) + "\n")
     settings = make_settings(root, policies=policies, workers=0)
-    server = _ServerThread(settings, make_runner(settings, Pipeline.from_settings(settings)))
-    channel = grpc.insecure_channel(server.running.address)
-    try:
-        yield pb_grpc.GuardrailStub(channel), groups
-    finally:
-        channel.close()
-        server.stop()
+    with guardrail_stub(settings) as stub:
+        yield stub, groups
 
 
 def test_every_required_draft_2020_12_test_passes_through_the_api(suite_server: tuple[

@@ -10,14 +10,16 @@ anything.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from audit import crypto
+from audit.pgstore import FleetStore
 from audit.store import TamperedError
-from tests.fleet.test_fleet_store import record
+from tests.fleet.test_fleet_store import Pod, record
 from tests.fleet.test_fleet_tenant_fold import _pod
 
 
@@ -26,12 +28,24 @@ def kek() -> crypto.Kek:
     return crypto.Kek(crypto.new_dek())
 
 
-def test_a_key_moved_to_another_owner_is_named_and_still_erased(
-        tmp_path: Path, store_url: str, kek: crypto.Kek) -> None:
+@pytest.fixture
+def shipped(tmp_path: Path, store_url: str, kek: crypto.Kek) -> Iterator[tuple[Pod, FleetStore]]:
+    """A pod that shipped one record of alice's to the store, and the store; closed after
+    the test whatever it asserted."""
     pod, fleet = _pod(tmp_path, store_url, kek)
-    pod.store.append([record("alice", text="alice's secret")])
-    pod.store.checkpoint()
-    pod.ship_all()
+    try:
+        pod.store.append([record("alice", text="alice's secret")])
+        pod.store.checkpoint()
+        pod.ship_all()
+        yield pod, fleet
+    finally:
+        pod.close()
+        fleet.close()
+
+
+def test_a_key_moved_to_another_owner_is_named_and_still_erased(
+        shipped: tuple[Pod, FleetStore], store_url: str) -> None:
+    pod, fleet = shipped
     ref = fleet.subject_ref("alice")
     with psycopg.connect(store_url, autocommit=True) as conn:
         dek_id = conn.execute("SELECT dek_id FROM data_keys WHERE ref = %s",
@@ -46,16 +60,11 @@ def test_a_key_moved_to_another_owner_is_named_and_still_erased(
     with psycopg.connect(store_url, autocommit=True) as conn:
         assert conn.execute("SELECT wrapped FROM data_keys WHERE dek_id = %s",
                             (dek_id,)).fetchone()[0] is None
-    pod.close()
-    fleet.close()
 
 
 def test_a_planted_trigger_fails_verify_and_stops_an_erasure(
-        tmp_path: Path, store_url: str, kek: crypto.Kek) -> None:
-    pod, fleet = _pod(tmp_path, store_url, kek)
-    pod.store.append([record("alice", text="alice's secret")])
-    pod.store.checkpoint()
-    pod.ship_all()
+        shipped: tuple[Pod, FleetStore], store_url: str) -> None:
+    pod, fleet = shipped
     with psycopg.connect(store_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE stash (dek_id TEXT, wrapped BYTEA)")
         conn.execute("CREATE FUNCTION keep() RETURNS trigger AS $$ BEGIN INSERT INTO stash "
@@ -72,5 +81,3 @@ def test_a_planted_trigger_fails_verify_and_stops_an_erasure(
         [b"alice's secret"]
     with psycopg.connect(store_url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM stash").fetchone()[0] == 0
-    pod.close()
-    fleet.close()

@@ -32,7 +32,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -41,12 +40,10 @@ from sidecar._proto.guardrail.v1 import guardrail_pb2 as pb
 from sidecar._proto.guardrail.v1 import guardrail_pb2_grpc as pb_grpc
 from sidecar.errors import PolicyError
 from sidecar.jsontext import MAX_DEPTH
-from sidecar.pipeline import Pipeline
 from sidecar.policy.model import OutputSchema, StructuredOutput
-from sidecar.runner import make_runner
 from sidecar.stages.schema import SchemaStage
 from sidecar.wellformed import well_formed
-from tests.conftest import _ServerThread, make_settings
+from tests.conftest import guardrail_stub, make_settings
 from tests.redteam.conftest import TALLY
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -133,13 +130,8 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pb_grpc.Guardrail
     for name, on_error in (("open", "allow"), ("closed", "block")):
         (policies / f"{name}.yaml").write_text(POLICY.format(name=name, on_error=on_error))
     settings_ = make_settings(folder, policies=policies, workers=0)
-    server = _ServerThread(settings_, make_runner(settings_, Pipeline.from_settings(settings_)))
-    channel = grpc.insecure_channel(server.running.address)
-    try:
-        yield pb_grpc.GuardrailStub(channel)
-    finally:
-        channel.close()
-        server.stop()
+    with guardrail_stub(settings_) as stub:
+        yield stub
 
 
 def complete(stub: pb_grpc.GuardrailStub, text: str, schema: str,
