@@ -32,6 +32,7 @@ from tests.gateway import (
     RecordingUpstream,
     audit_rows,
     gateway_sidecar,
+    ids_masked,
     response_events,
     response_object,
 )
@@ -148,7 +149,7 @@ def test_a_blocked_choice_blocks_the_answer_or_alone_gets_the_refusal(
         client(gateway).chat.completions.create(
             model="m", n=2, messages=[{"role": "user", "content": "card?"}])
     assert caught.value.body["choice"] == 1  # type: ignore[index]
-    assert "1111" not in json.dumps(caught.value.body)
+    assert "1111" not in ids_masked(json.dumps(caught.value.body))
     answer = client(gateway, **REFUSING).chat.completions.create(
         model="m", n=2, messages=[{"role": "user", "content": "card?"}])
     assert [c.message.content for c in answer.choices] == ["All fine here.", REFUSAL]
@@ -236,15 +237,10 @@ def _stream_response(gateway: GatewaySidecar, text: str = "go",
 
 
 def _everything(events: list[Any], final: Any) -> str:
-    """Every byte the client got, but the refusal item's id: it carries the request id,
-    32 random hex digits, which hold `1111` about once in 2,000 ids, and a test that
-    cuts a stream at every point makes dozens (a clean-clone CI of round 12 failed on
-    `msg_guardrail_0dd805b86bb348d9898111182f5aaaea`)."""
-    return _REFUSAL_ID.sub("msg_guardrail_<id>", json.dumps(
-        [e.to_dict(warnings=False) for e in events]) + final.model_dump_json(warnings=False))
-
-
-_REFUSAL_ID = re.compile(r"msg_guardrail_[0-9a-f]{32}")
+    """Every byte the client got, but its random ids (tests.gateway.ids_masked: a test
+    that cuts a stream at every point makes dozens of refusal ids, and one held `1111`)."""
+    return ids_masked(json.dumps([e.to_dict(warnings=False) for e in events])
+                      + final.model_dump_json(warnings=False))
 
 
 def test_a_blocked_prompt_streamed_through_responses_gets_the_refusal_as_an_answer(
@@ -618,7 +614,7 @@ def test_text_hidden_outside_the_choices_of_a_chat_answer_is_inspected_too(
     with pytest.raises(openai.BadRequestError) as caught:
         client(gateway).chat.completions.create(
             model="m", n=2, messages=[{"role": "user", "content": "hi"}])
-    assert "1111" not in json.dumps(caught.value.body)
+    assert "1111" not in ids_masked(json.dumps(caught.value.body))
     raw = client(gateway, **REFUSING).chat.completions.with_raw_response.create(
         model="m", n=2, messages=[{"role": "user", "content": "hi"}])
     assert "1111" not in raw.text

@@ -33,6 +33,7 @@ from tests.gateway import (
     RecordingUpstream,
     chat_completion,
     gateway_sidecar,
+    ids_masked,
 )
 
 LITELLM = os.environ.get("GUARDRAIL_LITELLM", "")
@@ -138,7 +139,7 @@ def test_pre_call_keeps_a_blocked_prompt_from_the_upstream(
     with pytest.raises(openai.APIStatusError) as caught:
         ask(proxy, "pre_call", f"Charge my card {CARD} now")
     assert upstream.received == []
-    assert "1111" not in str(caught.value)
+    assert "1111" not in ids_masked(str(caught.value))
     assert "blocked by the guardrail" in str(caught.value)
 
 
@@ -148,7 +149,7 @@ def test_post_call_keeps_a_blocked_completion_from_the_client(
     with pytest.raises(openai.APIStatusError) as caught:
         ask(proxy, "post_call", "what is my card?")
     assert len(upstream.received) == 1
-    assert "1111" not in str(caught.value) and "1111" not in json.dumps(caught.value.body)
+    assert "1111" not in ids_masked(str(caught.value) + json.dumps(caught.value.body))
 
 
 def test_post_call_redacts_what_the_completion_says(
@@ -161,7 +162,7 @@ def test_post_call_redacts_what_the_completion_says(
 def test_during_call_refuses_a_blocked_prompt(proxy: tuple[str, str]) -> None:
     with pytest.raises(openai.APIStatusError) as caught:
         ask(proxy, "during_call", f"Charge my card {CARD} now")
-    assert "1111" not in str(caught.value)
+    assert "1111" not in ids_masked(str(caught.value))
 
 
 
@@ -172,7 +173,7 @@ def test_post_call_keeps_a_blocked_tool_call_from_the_client(
     upstream.reset(lambda r, p: chat_completion("Paying now.", tool_calls=[call]))
     with pytest.raises(openai.APIStatusError) as caught:
         ask(proxy, "post_call", "pay my bill")
-    assert "1111" not in str(caught.value) and "1111" not in json.dumps(caught.value.body)
+    assert "1111" not in ids_masked(str(caught.value) + json.dumps(caught.value.body))
 
 
 def test_post_call_keeps_a_blocked_tool_call_without_text_from_the_client(
@@ -182,4 +183,4 @@ def test_post_call_keeps_a_blocked_tool_call_without_text_from_the_client(
     upstream.reset(lambda r, p: chat_completion(None, tool_calls=[call]))  # type: ignore[arg-type]
     with pytest.raises(openai.APIStatusError) as caught:
         ask(proxy, "post_call", "pay my bill")
-    assert "1111" not in str(caught.value) and "1111" not in json.dumps(caught.value.body)
+    assert "1111" not in ids_masked(str(caught.value) + json.dumps(caught.value.body))
